@@ -139,14 +139,15 @@ class Ratings:
     # ------------------------------------------------------------------ ids
     def encode_users(self, raw_ids: np.ndarray | list) -> np.ndarray:
         """Compact ids for raw user ids; unknown raw ids map to ``-1``."""
-        return _encode(self.user_ids, raw_ids)
+        return encode_ids(self.user_ids, raw_ids)
 
     def encode_items(self, raw_ids: np.ndarray | list) -> np.ndarray:
         """Compact ids for raw item ids; unknown raw ids map to ``-1``."""
-        return _encode(self.item_ids, raw_ids)
+        return encode_ids(self.item_ids, raw_ids)
 
 
-def _encode(known: np.ndarray, raw_ids: np.ndarray | list) -> np.ndarray:
+def encode_ids(known: np.ndarray, raw_ids: np.ndarray | list) -> np.ndarray:
+    """Positions of ``raw_ids`` in ``known`` (the compact ids); ``-1`` where absent."""
     lookup = pd.Index(known)
     return lookup.get_indexer(pd.Index(np.asarray(raw_ids))).astype(np.int64)
 

@@ -1,0 +1,319 @@
+"""The interface every explicit-rating model shares: ``fit``, ``predict``, ``recommend``.
+
+Models take their hyperparameters in the constructor and learn from a :class:`Ratings` in
+``fit``. Ids are the compact ids of the data set the model was fit on; ids that the model has
+never seen in training (out of range, or in range without a training rating) are *unknown* and
+are answered deliberately by the model's fallback (its baseline terms, or the global mean),
+never with an ``IndexError`` or an untrained random vector.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from mfutils.data.container import Ratings, UserItemCSR, encode_ids
+from mfutils.device import get_device
+
+_REGISTRY: dict[str, type[ExplicitModel]] = {}
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not match the model or configuration it is loaded into."""
+
+
+class ExplicitModel(nn.Module, abc.ABC):
+    """Base class of rating-prediction models (``fit`` / ``predict`` / ``recommend``).
+
+    Subclasses store their constructor options in ``self.config`` (plain values only), build
+    their parameters in :meth:`_build` and implement :meth:`_fit` and :meth:`_predict_known`.
+
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        Where parameters live and computation happens; default :func:`mfutils.get_device`.
+    clip : bool
+        Clip predictions to the training data's rating scale.
+    """
+
+    config: dict[str, Any]
+    supports_binary: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "__abstractmethods__", None):
+            _REGISTRY[cls.__name__] = cls
+
+    def __init__(self, *, device: str | torch.device | None = None, clip: bool = True) -> None:
+        super().__init__()
+        self.device = get_device(device)
+        self.config = {"clip": clip}
+        self.history = None
+        self.train_csr: UserItemCSR | None = None
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        train: Ratings,
+        *,
+        valid: Ratings | None = None,
+        weights: np.ndarray | None = None,
+    ) -> ExplicitModel:
+        """Learn from ``train``; ``valid`` (carved from training data) drives early stopping.
+
+        Parameters
+        ----------
+        train : Ratings
+        valid : Ratings, optional
+            Validation ratings for models trained by gradient steps; never the test set.
+        weights : np.ndarray, optional
+            Per-rating confidence weights ``c_ui`` (same length as ``train``).
+        """
+        if len(train) == 0:
+            raise ValueError("cannot fit on an empty Ratings")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float32)
+            if weights.shape != (len(train),):
+                raise ValueError(f"weights has shape {weights.shape}; expected ({len(train)},), "
+                                 "one weight per training rating")
+            if not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError("weights must be finite and non-negative")
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.user_ids, self.item_ids = train.user_ids, train.item_ids
+        self.rating_scale = train.rating_scale
+        self._build(train.n_users, train.n_items)
+        self.register_buffer("mu", torch.tensor(train.global_mean, device=self.device))
+        self.register_buffer("user_known", torch.as_tensor(
+            train.user_counts() > 0, device=self.device))
+        self.register_buffer("item_known", torch.as_tensor(
+            train.item_counts() > 0, device=self.device))
+        self.train_csr = train.csr(device=self.device)
+        self.to(self.device)
+        self._fit(train, valid=valid, weights=weights)
+        self.eval()
+        return self
+
+    @abc.abstractmethod
+    def _build(self, n_users: int, n_items: int) -> None:
+        """Create the parameters for ``n_users`` x ``n_items``."""
+
+    @abc.abstractmethod
+    def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
+        """Learn the parameters (``self.mu``, ``user_known``, ``item_known`` are set)."""
+
+    @abc.abstractmethod
+    def _predict_known(
+        self, user: torch.Tensor, item: torch.Tensor,
+        user_known: torch.Tensor, item_known: torch.Tensor,
+    ) -> torch.Tensor:
+        """Predictions for safe (in-range) ids; drop the terms of unknown users/items."""
+
+    # ------------------------------------------------------------------ prediction
+    def _require_fitted(self) -> None:
+        if self.train_csr is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    def _known(self, user: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Masks of known ids and in-range copies of the ids (unknown ones set to 0)."""
+        user_in = (user >= 0) & (user < self.n_users)
+        item_in = (item >= 0) & (item < self.n_items)
+        safe_user = torch.where(user_in, user, torch.zeros_like(user))
+        safe_item = torch.where(item_in, item, torch.zeros_like(item))
+        user_known = user_in & self.user_known[safe_user]
+        item_known = item_in & self.item_known[safe_item]
+        return safe_user, safe_item, user_known, item_known
+
+    @torch.no_grad()
+    def predict_tensor(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings for compact id tensors on the model's device, shape (n,)."""
+        self._require_fitted()
+        safe_user, safe_item, user_known, item_known = self._known(user, item)
+        pred = self._predict_known(safe_user, safe_item, user_known, item_known)
+        return self._output(pred)
+
+    def _output(self, pred: torch.Tensor) -> torch.Tensor:
+        if self.config.get("binary"):
+            return torch.sigmoid(pred)
+        if self.config["clip"]:
+            return pred.clamp(*self.rating_scale)
+        return pred
+
+    def predict(
+        self, users: np.ndarray | list[int], items: np.ndarray | list[int], *,
+        batch_size: int = 1 << 18,
+    ) -> np.ndarray:
+        """Predicted ratings for pairs of compact ids, as a float32 array.
+
+        Unknown ids (``-1``, out of range, or never seen in training) fall back to the model's
+        baseline terms: ``mu + b_i`` for an unknown user, ``mu + b_u`` for an unknown item and
+        ``mu`` for both.
+        """
+        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
+        item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=self.device)
+        if user.shape != item.shape or user.dim() != 1:
+            raise ValueError(f"users and items must be 1-d and equally long; got "
+                             f"{tuple(user.shape)} and {tuple(item.shape)}")
+        parts = [
+            self.predict_tensor(user[lo : lo + batch_size], item[lo : lo + batch_size])
+            for lo in range(0, len(user), batch_size)
+        ]
+        return torch.cat(parts).cpu().numpy() if parts else np.empty(0, dtype=np.float32)
+
+    def predict_ratings(self, data: Ratings) -> np.ndarray:
+        """Predictions for every (user, item) row of ``data``."""
+        return self.predict(data.user, data.item)
+
+    def predict_raw(self, raw_users: np.ndarray | list, raw_items: np.ndarray | list) -> np.ndarray:
+        """Predictions for *original* MovieLens ids; unknown raw ids use the fallback."""
+        self._require_fitted()
+        lookup_users = encode_ids(self.user_ids, raw_users)
+        lookup_items = encode_ids(self.item_ids, raw_items)
+        return self.predict(lookup_users, lookup_items)
+
+    @torch.no_grad()
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for compact user ids, shape (len(users), n_items).
+
+        This is the ``score_fn`` that :func:`mfutils.metrics.topk_metrics` expects.
+        """
+        self._require_fitted()
+        users = users.to(self.device)
+        items = torch.arange(self.n_items, device=self.device)
+        grid_users = users[:, None].expand(-1, self.n_items).reshape(-1)  # shape: (B * n_items,)
+        grid_items = items.repeat(len(users))  # shape: (B * n_items,)
+        return self.predict_tensor(grid_users, grid_items).view(len(users), self.n_items)
+
+    @torch.no_grad()
+    def recommend(
+        self, users: np.ndarray | list[int], k: int = 10, *, exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items per user by predicted score.
+
+        Returns
+        -------
+        items, scores : np.ndarray, shape (len(users), k)
+            Compact item ids best first and their predicted scores. With ``exclude_seen`` the
+            user's training items are never recommended. Unknown users get the fallback
+            ranking (by item bias).
+        """
+        self._require_fitted()
+        if not 1 <= k <= self.n_items:
+            raise ValueError(f"k={k} must lie in [1, n_items={self.n_items}]")
+        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
+        scores = self.score_items(user).clone()  # shape: (B, n_items)
+        if exclude_seen:
+            in_range = (user >= 0) & (user < self.n_users)
+            rows = torch.nonzero(in_range).squeeze(1)
+            seen_rows, seen_items = _csr_entries(self.train_csr, user[rows])
+            scores[rows[seen_rows], seen_items] = -torch.inf
+        top = torch.topk(scores, k, dim=1)
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | Path) -> Path:
+        """Write parameters, configuration and id mappings to ``path`` (``torch.save``)."""
+        self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save({
+            "format": CHECKPOINT_FORMAT,
+            "model": type(self).__name__,
+            "config": dict(self.config),
+            "state": {k: v.cpu() for k, v in self.state_dict().items()},
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "rating_scale": tuple(self.rating_scale),
+            "user_ids": self.user_ids,
+            "item_ids": self.item_ids,
+            "train_csr": {"indptr": self.train_csr.indptr.cpu(),
+                          "indices": self.train_csr.indices.cpu()},
+        }, tmp)
+        tmp.replace(path)  # never leave a half-written checkpoint behind
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device | None = None) -> ExplicitModel:
+        """Rebuild the model saved at ``path``; predictions are reproduced exactly.
+
+        Raises
+        ------
+        CheckpointError
+            If the file is no checkpoint of this package, or holds another model class than
+            the one ``load`` was called on.
+        """
+        ckpt = _read_checkpoint(path)
+        name = ckpt["model"]
+        if name not in _REGISTRY:
+            raise CheckpointError(f"{path}: unknown model class {name!r}")
+        model_cls = _REGISTRY[name]
+        if not issubclass(model_cls, cls):
+            raise CheckpointError(f"{path} holds a {name} checkpoint, not a {cls.__name__}")
+        config = dict(ckpt["config"])
+        model = model_cls(**config, device=device)
+        model._restore(ckpt, path)
+        return model
+
+    def restore(self, path: str | Path) -> ExplicitModel:
+        """Load the checkpoint at ``path`` into this model, which must have the same config."""
+        ckpt = _read_checkpoint(path)
+        if ckpt["model"] != type(self).__name__:
+            raise CheckpointError(f"{path} holds a {ckpt['model']} checkpoint; this model is a "
+                                  f"{type(self).__name__}")
+        if dict(ckpt["config"]) != self.config:
+            diff = {k: (ckpt["config"].get(k), self.config.get(k))
+                    for k in set(ckpt["config"]) | set(self.config)
+                    if ckpt["config"].get(k) != self.config.get(k)}
+            raise CheckpointError(f"{path} was saved with another configuration "
+                                  f"(option: (checkpoint, this model)) {diff}")
+        self._restore(ckpt, path)
+        return self
+
+    def _restore(self, ckpt: dict[str, Any], path: str | Path) -> None:
+        self.n_users, self.n_items = ckpt["n_users"], ckpt["n_items"]
+        self.rating_scale = tuple(ckpt["rating_scale"])
+        self.user_ids, self.item_ids = ckpt["user_ids"], ckpt["item_ids"]
+        self._build(self.n_users, self.n_items)
+        for name in ("mu", "user_known", "item_known"):
+            self.register_buffer(name, ckpt["state"][name].clone())
+        try:
+            self.load_state_dict(ckpt["state"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: parameters do not match {type(self).__name__}"
+                                  f"({self.config}): {err}") from err
+        csr = ckpt["train_csr"]
+        self.train_csr = UserItemCSR(
+            csr["indptr"], csr["indices"], torch.ones(len(csr["indices"])), self.n_items
+        ).to(self.device)
+        self.to(self.device)
+        self.eval()
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise CheckpointError(f"{path} is not a readable mfutils checkpoint: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an mfutils checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def _csr_entries(csr: UserItemCSR, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stored entries of ``users`` (any order, repeats allowed) as (position, item) pairs."""
+    starts = csr.indptr[users]  # shape: (B,)
+    counts = csr.indptr[users + 1] - starts  # shape: (B,)
+    positions = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+    offsets = torch.arange(int(counts.sum()), device=users.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts)  # shape: (nnz_B,)
+    return positions, csr.indices[starts[positions] + offsets]
