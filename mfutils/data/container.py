@@ -55,15 +55,33 @@ class Ratings:
 
     def __post_init__(self) -> None:
         n = len(self.user)
-        for label in ("item", "rating", "timestamp"):
+        for label in ("item", "rating", "timestamp") + (("fold",) if self.fold is not None else ()):
             if len(getattr(self, label)) != n:
-                raise ValueError(f"Ratings.{label} has {len(getattr(self, label))} rows, user has {n}")
-        if self.fold is not None and len(self.fold) != n:
-            raise ValueError(f"Ratings.fold has {len(self.fold)} rows, user has {n}")
-        if n and (self.user.min() < 0 or self.user.max() >= self.n_users):
-            raise ValueError(f"user ids must lie in [0, {self.n_users}); got {self.user.min()}..{self.user.max()}")
-        if n and (self.item.min() < 0 or self.item.max() >= self.n_items):
-            raise ValueError(f"item ids must lie in [0, {self.n_items}); got {self.item.min()}..{self.item.max()}")
+                raise ValueError(f"Ratings.{label} has {len(getattr(self, label))} rows; "
+                                 f"user has {n}")
+        for label, size in (("user", self.n_users), ("item", self.n_items)):
+            ids = getattr(self, label)
+            if n and (ids.min() < 0 or ids.max() >= size):
+                raise ValueError(f"{label} ids must lie in [0, {size}); "
+                                 f"got {ids.min()}..{ids.max()}")
+
+    @classmethod
+    def from_triples(
+        cls, triples: list[tuple[int, int, float]], *, n_users: int | None = None,
+        n_items: int | None = None, name: str = "toy",
+        rating_scale: tuple[float, float] = (1.0, 5.0),
+    ) -> Ratings:
+        """Small hand-made data from ``(user, item, rating)`` triples with compact ids."""
+        arr = np.asarray(triples, dtype=np.float64).reshape(-1, 3)
+        user, item = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+        n_users = int(user.max()) + 1 if n_users is None else n_users
+        n_items = int(item.max()) + 1 if n_items is None else n_items
+        return cls(
+            user=user, item=item, rating=arr[:, 2].astype(np.float32),
+            timestamp=np.zeros(len(arr), dtype=np.int64), n_users=n_users, n_items=n_items,
+            user_ids=np.arange(n_users), item_ids=np.arange(n_items), name=name,
+            rating_scale=rating_scale,
+        )
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -104,16 +122,15 @@ class Ratings:
     # ------------------------------------------------------------------ views
     def to_frame(self, *, original_ids: bool = False) -> pd.DataFrame:
         """Ratings as a DataFrame with columns ``user, item, rating, timestamp``."""
-        frame = pd.DataFrame(
-            {"user": self.user, "item": self.item, "rating": self.rating, "timestamp": self.timestamp}
-        )
+        frame = pd.DataFrame({"user": self.user, "item": self.item, "rating": self.rating,
+                              "timestamp": self.timestamp})
         if original_ids:
             frame["user"] = self.user_ids[self.user]
             frame["item"] = self.item_ids[self.item]
         return frame
 
     def tensors(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """``user, item, rating, timestamp`` as tensors on ``device`` (long, long, float32, long)."""
+        """``user, item, rating, timestamp`` tensors on ``device`` (long, long, float32, long)."""
         return {
             "user": torch.as_tensor(self.user, dtype=torch.long, device=device),
             "item": torch.as_tensor(self.item, dtype=torch.long, device=device),

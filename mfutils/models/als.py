@@ -69,7 +69,8 @@ def solve_side(
     """
     n_cols, f = other.shape
     x = torch.cat([other, other.new_ones(n_cols, 1)], dim=1)  # shape: (n_cols, f+1)
-    outer = (x[:, :, None] * x[:, None, :]).reshape(n_cols, (f + 1) ** 2)  # shape: (n_cols, (f+1)^2)
+    # shape: (n_cols, (f+1)^2)
+    outer = (x[:, :, None] * x[:, None, :]).reshape(n_cols, (f + 1) ** 2)
     gram = torch.sparse.mm(confidence, outer).view(-1, f + 1, f + 1)  # shape: (n_rows, f+1, f+1)
     rhs = x.new_zeros(gram.shape[0], f + 1)  # shape: (n_rows, f+1)
     rhs.index_add_(0, rows, weighted_target[:, None] * x[cols])

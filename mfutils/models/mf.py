@@ -10,6 +10,7 @@ biases in the solve (``method="als"``, optionally ALS-WR's weighted lambda).
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from mfutils.data.container import Ratings
 from mfutils.models import als
 from mfutils.models.base import ExplicitModel
 from mfutils.models.nets import BiasedMFNet
-from mfutils.train import TrainConfig, fit
+from mfutils.train import TrainConfig, fit, rmse_metric
 
 METHODS = ("sgd", "adam", "als")
 
@@ -129,7 +130,7 @@ class BiasedMF(ExplicitModel):
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=self.device)
         if c["method"] == "als":
-            self.history = self._fit_als(data)
+            self.history = self._fit_als(data, valid)
             return
         config = TrainConfig(
             epochs=c["epochs"], batch_size=c["batch_size"],
@@ -144,7 +145,7 @@ class BiasedMF(ExplicitModel):
         )
 
     @torch.no_grad()
-    def _fit_als(self, data: dict[str, torch.Tensor]) -> pd.DataFrame:
+    def _fit_als(self, data: dict[str, torch.Tensor], valid: Ratings | None) -> pd.DataFrame:
         c = self.config
         user, item, rating = data["user"], data["item"], data["rating"]
         weight = data.get("weight", torch.ones_like(rating))
@@ -156,7 +157,8 @@ class BiasedMF(ExplicitModel):
         p, q = net.user_factors.weight.data, net.item_factors.weight.data
         b_u, b_i = net.user_bias.weight.data[:, 0], net.item_bias.weight.data[:, 0]
         options = {"reg": c["reg"], "reg_bias": c["reg_bias"], "weighted_reg": c["weighted_reg"]}
-        rows = []
+        valid_data = None if valid is None else valid.tensors(self.device)
+        rows, start = [], time.perf_counter()
         for sweep in range(1, c["epochs"] + 1):
             if not c["freeze_users"]:
                 theta = als.solve_side(by_user, user, item, weight * (rating - mu - b_i[item]), q,
@@ -168,8 +170,10 @@ class BiasedMF(ExplicitModel):
                                      counts=item_counts, **options)  # shape: (n_items, f+1)
                 q.copy_(phi[:, :-1])
                 b_i.copy_(phi[:, -1])
-            err = rating - net({"user": user, "item": item})
-            rows.append({"epoch": sweep, "train_rmse": float(torch.sqrt((err**2).mean()))})
+            record = {"epoch": sweep, "train_rmse": rmse_metric(net, data)}
+            if valid_data is not None:
+                record["valid"] = rmse_metric(net, valid_data)
+            rows.append({**record, "seconds": time.perf_counter() - start})
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ prediction

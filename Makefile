@@ -1,0 +1,35 @@
+# The two commands of the README:  `make run`  (the whole series)  and  `make test`.
+# Both build .venv on first use: pinned packages from constraints.txt (CPU torch 2.13.0).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND ?= Agg
+
+.PHONY: run test lint bench install clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	touch $@
+
+install: $(BIN)/.installed
+
+## Execute every notebook with papermill and write runs/latest/results.{csv,md}
+run: $(BIN)/.installed
+	$(BIN)/python -m mfutils.series $(ARGS)
+
+## ruff, the unit tests, then every notebook at its defaults under nbval
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+## Explicit-model benchmark against Surprise on the same folds
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/explicit.py --peers
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

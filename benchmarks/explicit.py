@@ -1,0 +1,132 @@
+"""Explicit-rating benchmark: every model on the same folds, a Markdown table and a JSON file.
+
+    python benchmarks/explicit.py                 # ML-100K u1..u5, the package's models
+    python benchmarks/explicit.py --peers         # ... and Surprise on the same folds
+    python benchmarks/explicit.py --models BiasedMF-SGD --folds 1
+
+Writes ``benchmarks/results/explicit-<dataset>.json``: one record per model with the RMSE of
+every fold, the mean RMSE and MAE and the fit seconds of every fold. Models and peers run in
+one process, fold after fold, so their timings are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mfutils import get_device
+from mfutils.data import canonical_folds, kfold, load_movielens
+from mfutils.experiments import evaluate_folds, summarize_folds
+from mfutils.models import BaselineEstimates, BiasedMF
+from mfutils.results import to_markdown
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
+    """The package's explicit models at their defaults (chosen on validation, notebook 02)."""
+    return {
+        "BaselineEstimates-ALS": lambda: BaselineEstimates(method="als", device=device),
+        "BiasedMF-SGD": lambda: BiasedMF(method="sgd", device=device),
+        "BiasedMF-Adam": lambda: BiasedMF(method="adam", device=device),
+        "BiasedMF-ALS": lambda: BiasedMF(method="als", device=device),
+    }
+
+
+class SurprisePeer:
+    """A Surprise algorithm behind the package's ``fit`` / ``predict`` interface."""
+
+    def __init__(self, algo_factory: Callable[[], object]) -> None:
+        self.algo_factory = algo_factory
+
+    def fit(self, train) -> SurprisePeer:
+        from surprise import Dataset, Reader
+
+        frame = train.to_frame()[["user", "item", "rating"]]
+        dataset = Dataset.load_from_df(frame, Reader(rating_scale=train.rating_scale))
+        self.algo = self.algo_factory()
+        self.algo.fit(dataset.build_full_trainset())
+        return self
+
+    def predict(self, users, items):
+        import numpy as np
+
+        return np.array([self.algo.predict(u, i).est for u, i in zip(users, items, strict=True)])
+
+
+def peer_models() -> dict[str, Callable[[], object]]:
+    """Surprise 1.1.x at its defaults (optional extra ``bench``)."""
+    try:
+        from surprise import SVD, BaselineOnly
+    except ImportError:
+        sys.exit("--peers needs scikit-surprise: pip install -e '.[bench]'")
+    return {
+        "Surprise BaselineOnly": lambda: SurprisePeer(lambda: BaselineOnly(verbose=False)),
+        "Surprise SVD": lambda: SurprisePeer(lambda: SVD(random_state=0)),
+    }
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--peers", action="store_true", help="also run Surprise")
+    parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
+    parser.add_argument("--folds", type=int, nargs="*", default=None,
+                        help="fold numbers to run (default all)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+    parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
+    args = parser.parse_args(argv)
+
+    device = get_device(args.device)
+    data = load_movielens(args.dataset)
+    folds = canonical_folds(data) if data.fold is not None else kfold(data, k=5, seed=0)
+    protocol = "u1..u5 canonical folds" if data.fold is not None else "5-fold random, seed 0"
+    names = [f"u{k}" for k in range(1, len(folds) + 1)]
+    if args.folds:
+        folds, names = [folds[k - 1] for k in args.folds], [names[k - 1] for k in args.folds]
+    models = package_models(device)
+    if args.peers:
+        models.update(peer_models())
+    if args.models:
+        unknown = set(args.models) - set(models)
+        if unknown:
+            parser.error(f"unknown models {sorted(unknown)}; known: {sorted(models)}")
+        models = {name: models[name] for name in args.models}
+
+    # Fold-major order: every model sees fold k before any model sees fold k+1.
+    per_fold = pd.concat(
+        [evaluate_folds(make, [fold], name=name, fold_names=[label])
+         for fold, label in zip(folds, names, strict=True) for name, make in models.items()],
+        ignore_index=True,
+    )
+    summary = summarize_folds(per_fold)
+    print(f"\n{args.dataset}, {protocol} ({', '.join(names)}), device {device}, "
+          f"{torch.get_num_threads()} threads\n")
+    print(to_markdown(summary))
+
+    records = []
+    for name, rows in per_fold.groupby("model", sort=False):
+        records.append({
+            "model": name, "rmse": rows["rmse"].tolist(), "rmse_mean": rows["rmse"].mean(),
+            "mae_mean": rows["mae"].mean(), "fit_seconds": rows["fit_seconds"].tolist(),
+            "folds": rows["fold"].tolist(),
+        })
+    output = args.output or RESULTS_DIR / f"explicit-{args.dataset}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": args.dataset, "protocol": protocol, "device": str(device),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.machine(), "processor": platform.processor()}
+    output.write_text(json.dumps({"meta": meta, "models": records}, indent=2) + "\n")
+    print(f"\nwrote {output}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Repository invariants: environment.yml matches pyproject.toml, notebooks match their pairs."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import jupytext
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_lists_the_pyproject_packages():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    wanted = {CONDA_NAMES.get(name, name) for name in wanted}
+    listed = set()
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        match = re.match(r"\s+-\s+([A-Za-z0-9_.-]+)\s*([<>=].*)?$", line)
+        if match and match.group(1) not in ("python", "pip"):
+            listed.add(match.group(1).lower())
+    assert listed == wanted
+
+
+def test_constraints_pin_cpu_torch():
+    pins = (ROOT / "constraints.txt").read_text()
+    assert re.search(r"^torch==2\.13\.0$", pins, re.MULTILINE)
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_paired_stripped_and_parameterized(path):
+    script = path.with_suffix(".py")
+    assert script.exists(), f"{path.name} has no py:percent pair; run jupytext --sync"
+    notebook = jupytext.read(path)
+    paired = jupytext.read(script)
+    sources = [(c.cell_type, c.source.strip()) for c in notebook.cells]
+    assert sources == [(c.cell_type, c.source.strip()) for c in paired.cells], (
+        f"{path.name} and {script.name} differ; run jupytext --sync {path}")
+    raw = json.loads(path.read_text())
+    assert all(not c.get("outputs") for c in raw["cells"] if c["cell_type"] == "code"), (
+        f"{path.name} is committed with outputs; clear them")
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), (
+        f"the first code cell of {path.name} must be the papermill 'parameters' cell")
+    assert re.search(r"^assert ", "\n".join(c.source for c in code), re.MULTILINE), (
+        f"{path.name} never asserts its headline metric")
