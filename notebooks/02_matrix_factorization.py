@@ -155,8 +155,9 @@ ranking = pd.DataFrame({
 ranking.round(4)
 
 # %% [markdown]
-# Both rank poorly: predicted *ratings* favour movies that are rated high by the few who saw
-# them, not movies a user is likely to watch. Koren's top-K protocol (notebook 07) and the
+# Neither ranks well, and the factor model can rank *worse* than the biases alone: predicted
+# ratings favour obscure movies rated high by the few who saw them (see the top-10 above), not
+# movies a user is likely to watch. Koren's top-K protocol (notebook 07) and the
 # implicit-feedback notebooks (11–12) train for ranking directly.
 #
 # ## Results

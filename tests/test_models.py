@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mfutils.data import Ratings
-from mfutils.data.synthetic import make_synthetic
+from mfutils.data import Ratings, make_synthetic
 from mfutils.metrics import rmse
 from mfutils.models import BaselineEstimates, BiasedMF, CheckpointError, ExplicitModel
 
@@ -100,7 +99,7 @@ def test_confidence_weights_scale_the_squared_error_only(synthetic):
 def test_biased_mf_learns_low_rank_structure(synthetic, method):
     train, test = synthetic
     baseline = BaselineEstimates(device="cpu").fit(train)
-    model = BiasedMF(3, method=method, epochs=40, device="cpu").fit(train)
+    model = BiasedMF(3, method=method, epochs=40, batch_size=128, device="cpu").fit(train)
     base_rmse = rmse(baseline.predict_ratings(test), test.rating)
     assert rmse(model.predict_ratings(test), test.rating) < base_rmse - 0.02
 

@@ -22,7 +22,8 @@ def test_environment_yml_lists_the_pyproject_packages():
     wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
     wanted = {CONDA_NAMES.get(name, name) for name in wanted}
     listed = set()
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
         match = re.match(r"\s+-\s+([A-Za-z0-9_.-]+)\s*([<>=].*)?$", line)
         if match and match.group(1) not in ("python", "pip"):
             listed.add(match.group(1).lower())
