@@ -212,9 +212,9 @@ def describe(train, test):
 used_for = ["headline RMSE/MAE of every rating model (01 onward)",
             "quick checks; releases without canonical folds",
             "cross-validation on releases without canonical folds (e.g. ML-1M)",
-            "per-user top-K ranking metrics (implicit-feedback notebooks)",
-            "timeSVD++: predicting each user's later ratings",
-            "next-item top-K evaluation (implicit-feedback notebooks)",
+            "per-user top-K ranking metrics (implicit feedback, 11-13)",
+            "timeSVD++ (06): predicting each user's later ratings",
+            "next-item top-K evaluation (implicit feedback, 11-12)",
             "early stopping and hyperparameter grids (01 onward)"]
 table = pd.DataFrame.from_dict({k: describe(*v) for k, v in examples.items()}, orient="index")
 table.assign(**{"used for": used_for})

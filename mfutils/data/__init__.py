@@ -1,5 +1,37 @@
 """MovieLens loading, the shared data container, splits, implicit views and synthetic data."""
 
 from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.data.implicit import to_implicit, user_item_csr
+from mfutils.data.movielens import DATASETS, DatasetInfo, load_movielens
+from mfutils.data.parsing import DataFormatError
+from mfutils.data.splits import (
+    canonical_folds,
+    kfold,
+    leave_last_out,
+    per_user_holdout,
+    random_holdout,
+    temporal_holdout,
+    validation_split,
+)
+from mfutils.data.synthetic import SyntheticTruth, make_synthetic, make_synthetic_with_truth
 
-__all__ = ["Ratings", "UserItemCSR"]
+__all__ = [
+    "Ratings",
+    "UserItemCSR",
+    "load_movielens",
+    "DATASETS",
+    "DatasetInfo",
+    "DataFormatError",
+    "canonical_folds",
+    "random_holdout",
+    "kfold",
+    "per_user_holdout",
+    "temporal_holdout",
+    "leave_last_out",
+    "validation_split",
+    "to_implicit",
+    "user_item_csr",
+    "make_synthetic",
+    "make_synthetic_with_truth",
+    "SyntheticTruth",
+]
