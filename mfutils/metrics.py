@@ -171,34 +171,6 @@ def mae(pred: ArrayLike, target: ArrayLike, *, clip: tuple[float, float] | None 
 
 
 # ====================================================================== CSR helpers
-def _gather_rows(csr: UserItemCSR, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CSR entries of an arbitrary set of users as ``(row, item)`` index pairs.
-
-    The generalisation of :meth:`UserItemCSR.rows` to non-contiguous ids: ``row`` is the
-    position of the user in ``users``, so the pairs index a ``(len(users), n_items)`` block
-    directly (``block.index_put_((row, item), value)``). Vectorised: no loop over users.
-
-    Parameters
-    ----------
-    csr : UserItemCSR
-    users : torch.LongTensor, shape (B,)
-        User ids, on ``csr.device``.
-
-    Returns
-    -------
-    row, item : torch.LongTensor, shape (nnz_B,)
-    """
-    starts = csr.indptr[users]  # shape: (B,)
-    counts = csr.indptr[users + 1] - starts  # shape: (B,)
-    row = torch.repeat_interleave(
-        torch.arange(len(users), device=users.device), counts
-    )  # shape: (nnz_B,)
-    row_first = torch.cumsum(counts, 0) - counts  # shape: (B,) output offset of each row
-    pos = torch.arange(row.numel(), device=users.device) - row_first[row] + starts[row]
-    # pos shape: (nnz_B,) position of each entry in csr.indices
-    return row, csr.indices[pos]
-
-
 def _as_user_tensor(users: ArrayLike | Iterable[int], n_users: int, device: torch.device,
                     label: str) -> torch.Tensor:
     """User ids as a 1-D LongTensor on ``device``, range-checked."""
@@ -294,14 +266,14 @@ def _evaluate_topk(
 
             # test membership, shape: (B, n_items); n_test counts distinct test items
             test_dense = torch.zeros_like(scores, dtype=torch.bool)
-            test_dense.index_put_(_gather_rows(test, chunk), test_dense.new_ones(()))
+            test_dense.index_put_(test.gather(chunk), test_dense.new_ones(()))
             n_test = test_dense.sum(1)  # shape: (B,)
 
             # mask seen items to -inf; a masked test item can never be a hit
             for csr in (train, exclude):
                 if csr is None:
                     continue
-                rows, cols = _gather_rows(csr, chunk)  # shape: (nnz_B,), (nnz_B,)
+                rows, cols = csr.gather(chunk)  # shape: (nnz_B,), (nnz_B,)
                 scores.index_put_((rows, cols), scores.new_full((), float("-inf")))
                 test_dense.index_put_((rows, cols), test_dense.new_zeros(()))
 
@@ -580,10 +552,10 @@ def sample_negatives(
     out = torch.full((n_rows, n_negatives), -1, dtype=torch.long, device=work)
     for start in range(0, n_rows, chunk):
         users = rows_users[start:start + chunk]  # shape: (B,)
-        keys = torch.rand(
-            (len(users), n_items), generator=generator, dtype=torch.float64
+        keys = torch.rand(  # drawn on the CPU so every device gets the same negatives
+            (len(users), n_items), generator=generator, dtype=torch.float64, device="cpu"
         ).to(work)  # shape: (B, n_items)
-        rows, cols = _gather_rows(known, users)  # shape: (nnz_B,), (nnz_B,)
+        rows, cols = known.gather(users)  # shape: (nnz_B,), (nnz_B,)
         keys.index_put_((rows, cols), keys.new_full((), float("inf")))
         vals, idx = torch.topk(keys, n_take, dim=1, largest=False)  # shape: (B, n_take)
         out[start:start + len(users), :n_take] = torch.where(

@@ -212,7 +212,7 @@ class ExplicitModel(nn.Module, abc.ABC):
         if exclude_seen:
             in_range = (user >= 0) & (user < self.n_users)
             rows = torch.nonzero(in_range).squeeze(1)
-            seen_rows, seen_items = _csr_entries(self.train_csr, user[rows])
+            seen_rows, seen_items = self.train_csr.gather(user[rows])
             scores[rows[seen_rows], seen_items] = -torch.inf
         top = torch.topk(scores, k, dim=1)
         return top.indices.cpu().numpy(), top.values.cpu().numpy()
@@ -289,10 +289,11 @@ class ExplicitModel(nn.Module, abc.ABC):
         except RuntimeError as err:
             raise CheckpointError(f"{path}: parameters do not match {type(self).__name__}"
                                   f"({self.config}): {err}") from err
-        csr = ckpt["train_csr"]
+        csr = {key: value.to(self.device) for key, value in ckpt["train_csr"].items()}
         self.train_csr = UserItemCSR(
-            csr["indptr"], csr["indices"], torch.ones(len(csr["indices"])), self.n_items
-        ).to(self.device)
+            csr["indptr"], csr["indices"],
+            torch.ones(len(csr["indices"]), device=self.device), self.n_items,
+        )
         self.to(self.device)
         self.eval()
 
@@ -308,12 +309,3 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not an mfutils checkpoint (format {CHECKPOINT_FORMAT})")
     return ckpt
 
-
-def _csr_entries(csr: UserItemCSR, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stored entries of ``users`` (any order, repeats allowed) as (position, item) pairs."""
-    starts = csr.indptr[users]  # shape: (B,)
-    counts = csr.indptr[users + 1] - starts  # shape: (B,)
-    positions = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-    offsets = torch.arange(int(counts.sum()), device=users.device) - torch.repeat_interleave(
-        torch.cumsum(counts, 0) - counts, counts)  # shape: (nnz_B,)
-    return positions, csr.indices[starts[positions] + offsets]
