@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 
 from mfutils import get_device
-from mfutils.data import canonical_folds, kfold, load_movielens
-from mfutils.experiments import evaluate_folds, summarize_folds
+from mfutils.data import load_movielens
+from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
 from mfutils.models import BaselineEstimates, BiasedMF
 from mfutils.results import to_markdown
 
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     device = get_device(args.device)
     data = load_movielens(args.dataset)
-    folds = canonical_folds(data) if data.fold is not None else kfold(data, k=5, seed=0)
-    protocol = "u1..u5 canonical folds" if data.fold is not None else "5-fold random, seed 0"
+    folds, protocol = rating_folds(data, seed=0)
     names = [f"u{k}" for k in range(1, len(folds) + 1)]
     if args.folds:
         folds, names = [folds[k - 1] for k in args.folds], [names[k - 1] for k in args.folds]

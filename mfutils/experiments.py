@@ -9,9 +9,21 @@ from typing import Any
 import pandas as pd
 
 from mfutils.data.container import Ratings
+from mfutils.data.splits import canonical_folds, kfold
 from mfutils.metrics import mae, rmse
 
 Folds = Sequence[tuple[Ratings, Ratings]]
+
+
+def rating_folds(data: Ratings, *, seed: int = 0) -> tuple[list[tuple[Ratings, Ratings]], str]:
+    """The series' folds for rating prediction and their protocol label.
+
+    ML-100K's canonical ``u1..u5`` when the data carries them (what papers report), else a
+    seeded random 5-fold split; every model of a comparison gets the same folds.
+    """
+    if data.fold is not None:
+        return canonical_folds(data), "u1..u5"
+    return kfold(data, k=5, seed=seed), f"5-fold random, seed {seed}"
 
 
 def evaluate_folds(

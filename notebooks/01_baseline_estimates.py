@@ -25,8 +25,8 @@ import pandas as pd
 import seaborn as sns
 
 from mfutils import get_device, plotting, seed_everything
-from mfutils.data import Ratings, canonical_folds, kfold, load_movielens, validation_split
-from mfutils.experiments import evaluate_folds, summarize_folds, validation_grid
+from mfutils.data import Ratings, load_movielens, validation_split
+from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds, validation_grid
 from mfutils.models import BaselineEstimates
 from mfutils.results import ResultsLog
 
@@ -35,8 +35,7 @@ seed_everything(seed)
 device = get_device(device)
 log = ResultsLog("01_baseline_estimates", results_dir)
 data = load_movielens(dataset)
-folds = canonical_folds(data) if data.fold is not None else kfold(data, k=5, seed=seed)
-protocol = "u1..u5" if data.fold is not None else f"5-fold random, seed {seed}"
+folds, protocol = rating_folds(data, seed=seed)
 data, device, protocol
 
 # %% [markdown]

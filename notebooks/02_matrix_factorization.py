@@ -41,8 +41,8 @@ import pandas as pd
 from IPython.display import display
 
 from mfutils import get_device, plotting, seed_everything
-from mfutils.data import canonical_folds, kfold, load_movielens, validation_split
-from mfutils.experiments import evaluate_folds, summarize_folds, validation_grid
+from mfutils.data import load_movielens, validation_split
+from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds, validation_grid
 from mfutils.metrics import topk_metrics
 from mfutils.models import BaselineEstimates, BiasedMF
 from mfutils.results import ResultsLog
@@ -52,8 +52,7 @@ seed_everything(seed)
 device = get_device(device)
 log = ResultsLog("02_matrix_factorization", results_dir)
 data = load_movielens(dataset)
-folds = canonical_folds(data) if data.fold is not None else kfold(data, k=5, seed=seed)
-protocol = "u1..u5" if data.fold is not None else f"5-fold random, seed {seed}"
+folds, protocol = rating_folds(data, seed=seed)
 fit_part, valid_part = validation_split(folds[0][0], fraction=0.1, seed=seed)
 data, device, protocol
 

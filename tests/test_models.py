@@ -198,3 +198,15 @@ def test_models_run_on_the_default_device(synthetic):
     assert model.predict_ratings(test).shape == (len(test),)
     scores = model.score_items(torch.arange(4))
     assert scores.shape == (4, train.n_items)
+
+
+def test_quality_on_ml100k_u1(ml100k):
+    """Accuracy thresholds on the real fold u1 (the notebooks assert the u1..u5 means)."""
+    from mfutils.data import canonical_folds
+
+    train, test = canonical_folds(ml100k)[0]
+    expected = {BaselineEstimates(device="cpu"): 0.955, BiasedMF(method="sgd", device="cpu"): 0.930,
+                BiasedMF(method="als", device="cpu"): 0.932}
+    for model, threshold in expected.items():
+        score = rmse(model.fit(train).predict_ratings(test), test.rating)
+        assert score <= threshold, (type(model).__name__, model.config.get("method"), score)
