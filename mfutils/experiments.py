@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from mfutils.data.container import Ratings
 from mfutils.data.splits import canonical_folds, kfold
@@ -82,6 +83,8 @@ def validation_grid(
     grid: Sequence[dict[str, Any]],
     fit_part: Ratings,
     valid_part: Ratings,
+    *,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Validation RMSE of ``make_model(**options)`` for every option set in ``grid``.
 
@@ -89,7 +92,8 @@ def validation_grid(
     setting on the test folds; never choose hyperparameters on the test set.
     """
     rows = []
-    for options in grid:
+    for options in tqdm(grid, desc="validation grid", unit="fit", disable=not progress,
+                        leave=False):
         model = make_model(**options)
         model.fit(fit_part)
         rows.append({**options, "valid_rmse": rmse(model.predict_ratings(valid_part),

@@ -30,6 +30,7 @@ from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds, v
 from mfutils.models import BaselineEstimates
 from mfutils.results import ResultsLog
 
+# %%
 plotting.set_style()
 seed_everything(seed)
 device = get_device(device)

@@ -47,6 +47,7 @@ from mfutils.metrics import topk_metrics
 from mfutils.models import BaselineEstimates, BiasedMF
 from mfutils.results import ResultsLog
 
+# %%
 plotting.set_style()
 seed_everything(seed)
 device = get_device(device)
