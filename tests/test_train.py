@@ -132,3 +132,13 @@ def test_training_is_reproducible_with_a_seed():
                                                 progress=False))
         runs.append(np.concatenate([p.detach().numpy().ravel() for p in net.parameters()]))
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adagrad", "sparse_adam"])
+def test_every_optimizer_lowers_the_loss(optimizer):
+    net = _net(sparse=optimizer == "sparse_adam")
+    lr = 0.01 if optimizer == "sgd" else 0.05
+    history = fit(net, _batch(400), config=TrainConfig(
+        epochs=15, batch_size=64, optimizer=optimizer, lr=lr, weight_decay=0.01,
+        progress=False))
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
