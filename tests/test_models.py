@@ -210,3 +210,18 @@ def test_quality_on_ml100k_u1(ml100k):
     for model, threshold in expected.items():
         score = rmse(model.fit(train).predict_ratings(test), test.rating)
         assert score <= threshold, (type(model).__name__, model.config.get("method"), score)
+
+
+@pytest.mark.parametrize("make", [lambda: BaselineEstimates(device="cpu"),
+                                  lambda: BiasedMF(3, epochs=2, device="cpu")])
+def test_score_items_matches_predict_for_every_item(synthetic, make):
+    train, _ = synthetic
+    model = make().fit(train.subset(train.user != 4))
+    users = torch.tensor([0, 4, -1, 10_000])
+    scores = model.score_items(users).numpy()
+    generic = ExplicitModel.score_items(model, users).numpy()  # the base class's default path
+    np.testing.assert_allclose(generic, scores, atol=1e-5)
+    for row, u in enumerate(users.tolist()):
+        np.testing.assert_allclose(
+            scores[row], model.predict(np.full(train.n_items, u), np.arange(train.n_items)),
+            atol=1e-5)

@@ -107,6 +107,17 @@ class BaselineEstimates(ExplicitModel):
         b_i = self.net.item_bias.weight[item, 0] * item_known  # shape: (n,)
         return self.mu + b_u + b_i
 
+    @torch.no_grad()
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        """``mu + b_u + b_i`` for every item by broadcasting, shape (len(users), n_items)."""
+        self._require_fitted()
+        users = users.to(self.device)
+        in_range = (users >= 0) & (users < self.n_users)
+        safe = torch.where(in_range, users, torch.zeros_like(users))
+        b_u = self.net.user_bias.weight[safe, 0] * (in_range & self.user_known[safe])  # (B,)
+        b_i = self.net.item_bias.weight[:, 0] * self.item_known  # shape: (n_items,)
+        return self._output(self.mu + b_u[:, None] + b_i[None, :])
+
     @property
     def user_bias(self) -> np.ndarray:
         """Learned ``b_u``, shape (n_users,)."""
