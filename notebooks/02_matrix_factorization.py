@@ -125,7 +125,7 @@ plotting.plot_fold_results(per_fold, metric="rmse")
 train, test = folds[0]
 model = BiasedMF(method="als", seed=seed, device=device).fit(train)
 titles = data.items["title"].to_numpy()
-popular = np.argsort(-train.item_counts())[:12]
+popular = np.argsort(-train.item_counts())[:6]
 plotting.plot_embeddings_2d(model.item_embeddings, highlight={titles[i]: i for i in popular})
 
 # %% [markdown]
