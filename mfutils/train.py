@@ -67,6 +67,10 @@ class TrainConfig:
         Stop when the validation metric has not improved for this many epochs and restore the
         best epoch's parameters. ``None`` trains all epochs (the best epoch is still restored
         when validation data is given).
+    batch_by : str
+        ``row``: batches are random rows. ``user``: batches hold *all* rows of a random group of
+        users (about ``batch_size`` rows), so per-user terms such as SVD++'s implicit sum are
+        computed once per user and epoch, as in Koren's per-user training loop.
     seed : int
         Seed of the batch order.
     progress : bool
@@ -82,6 +86,7 @@ class TrainConfig:
     loss: str = "mse"
     reduction: str | None = None
     patience: int | None = None
+    batch_by: str = "row"
     seed: int = 0
     progress: bool = True
 
@@ -96,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"epochs={self.epochs} and batch_size={self.batch_size} must be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr={self.lr} must be a positive finite number")
+        if self.batch_by not in ("row", "user"):
+            raise ValueError(f"batch_by={self.batch_by!r}; choose 'row' or 'user'")
         if self.optimizer == "funk" and self.loss != "mse":
             raise ValueError("optimizer='funk' implements the squared error only; use 'sgd'")
 
@@ -162,10 +169,8 @@ def fit(
                disable=not config.progress, leave=False)
     for epoch in bar:
         net.train()
-        order = torch.randperm(n, device=device, generator=generator)  # shape: (n,)
         loss_sum = torch.zeros((), device=device)
-        for lo in range(0, n, config.batch_size):
-            idx = order[lo : lo + config.batch_size]  # shape: (batch,)
+        for idx in _batches(train, config, generator):
             batch = {key: value[idx] for key, value in train.items()}
             if config.optimizer == "funk":
                 loss_sum += net.funk_step(batch, lr).detach()
@@ -253,6 +258,30 @@ def predict_in_batches(
             for lo in range(0, n, batch_size)
         ]
     return torch.cat(parts) if parts else torch.empty(0, device=next(iter(data.values())).device)
+
+
+def _batches(
+    data: Mapping[str, torch.Tensor], config: TrainConfig, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Row indices of every batch of one epoch, in a fresh random order."""
+    n = len(data["user"])
+    device = data["user"].device
+    if config.batch_by == "row":
+        order = torch.randperm(n, device=device, generator=generator)  # shape: (n,)
+        return list(torch.split(order, config.batch_size))
+    by_user = torch.argsort(data["user"], stable=True)  # shape: (n,) rows grouped by user
+    counts = torch.bincount(data["user"])  # shape: (n_users,)
+    starts = torch.cumsum(counts, 0) - counts  # shape: (n_users,)
+    users = torch.randperm(len(counts), device=device, generator=generator)
+    users = users[counts[users] > 0]  # shape: (n_active,) random user order
+    sizes = counts[users]
+    # Each user's rows, users in random order: position k of user u maps to starts[u] + k.
+    offsets = torch.repeat_interleave(starts[users] - (torch.cumsum(sizes, 0) - sizes), sizes)
+    order = by_user[offsets + torch.arange(int(sizes.sum()), device=device)]  # shape: (n,)
+    # Cut between users once about batch_size rows are collected.
+    group = (torch.cumsum(sizes, 0) - sizes) // config.batch_size  # shape: (n_active,)
+    rows_per_batch = torch.bincount(group, weights=sizes.to(torch.float64)).long()
+    return list(torch.split(order, rows_per_batch[rows_per_batch > 0].tolist()))
 
 
 def _check_batch(data: Mapping[str, torch.Tensor], target: str) -> int:

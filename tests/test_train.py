@@ -142,3 +142,22 @@ def test_every_optimizer_lowers_the_loss(optimizer):
         epochs=15, batch_size=64, optimizer=optimizer, lr=lr, weight_decay=0.01,
         progress=False))
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+
+
+def test_user_grouped_batches_keep_each_users_rows_together():
+    from mfutils.train import _batches
+
+    data = _batch(500, seed=4)
+    config = TrainConfig(batch_size=64, batch_by="user", progress=False)
+    batches = _batches(data, config, torch.Generator().manual_seed(0))
+    rows = torch.cat(batches)
+    assert sorted(rows.tolist()) == list(range(500))
+    owners = [set(data["user"][b].tolist()) for b in batches]
+    for i, a in enumerate(owners):
+        for b in owners[i + 1:]:
+            assert not a & b  # a user's rows never straddle two batches
+    again = _batches(data, config, torch.Generator().manual_seed(1))
+    assert [len(b) for b in again] != [len(b) for b in batches] or not all(
+        torch.equal(x, y) for x, y in zip(again, batches, strict=False))
+    with pytest.raises(ValueError, match="batch_by"):
+        TrainConfig(batch_by="item")
