@@ -26,7 +26,14 @@ import torch
 from mfutils import get_device
 from mfutils.data import load_movielens
 from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
-from mfutils.models import BaselineEstimates, BiasedMF
+from mfutils.models import (
+    AsymmetricSVD,
+    BaselineEstimates,
+    BiasedMF,
+    GlobalNeighborhood,
+    ItemKNN,
+    SVDpp,
+)
 from mfutils.results import to_markdown
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -39,6 +46,10 @@ def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
         "BiasedMF-SGD": lambda: BiasedMF(method="sgd", device=device),
         "BiasedMF-Adam": lambda: BiasedMF(method="adam", device=device),
         "BiasedMF-ALS": lambda: BiasedMF(method="als", device=device),
+        "ItemKNN": lambda: ItemKNN(device=device),
+        "GlobalNeighborhood": lambda: GlobalNeighborhood(device=device),
+        "SVDpp": lambda: SVDpp(device=device),
+        "AsymmetricSVD": lambda: AsymmetricSVD(device=device),
     }
 
 
@@ -72,12 +83,15 @@ class SurprisePeer:
 def peer_models() -> dict[str, Callable[[], object]]:
     """Surprise 1.1.x at its defaults (optional extra ``bench``)."""
     try:
-        from surprise import SVD, BaselineOnly
+        from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
     except ImportError:
         sys.exit("--peers needs scikit-surprise: pip install -e '.[bench]'")
     return {
         "Surprise BaselineOnly": lambda: SurprisePeer(lambda: BaselineOnly(verbose=False)),
         "Surprise SVD": lambda: SurprisePeer(lambda: SVD(random_state=0)),
+        "Surprise SVD++": lambda: SurprisePeer(lambda: SVDpp(random_state=0)),
+        "Surprise KNNBaseline": lambda: SurprisePeer(lambda: KNNBaseline(
+            sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False)),
     }
 
 

@@ -101,3 +101,15 @@ def test_checkpoint_round_trip(split, tmp_path, cls):
     loaded = ExplicitModel.load(model.save(tmp_path / "m.pt"))
     assert type(loaded) is cls
     np.testing.assert_array_equal(loaded.predict_ratings(test), model.predict_ratings(test))
+
+
+def test_warm_start_begins_at_the_biased_mf_fit(split):
+    from mfutils.models import BiasedMF
+
+    train, test = split
+    mf = BiasedMF(3, device="cpu", clip=False).fit(train)
+    still = SVDpp(3, epochs=1, lr=1e-9, device="cpu", clip=False).fit(train)
+    np.testing.assert_allclose(still.predict_ratings(test), mf.predict_ratings(test), atol=1e-4)
+    assert float(still.net.implicit.weight.detach().abs().max()) < 1e-6
+    cold = SVDpp(3, epochs=1, lr=1e-9, warm_start=False, device="cpu", clip=False).fit(train)
+    assert float(cold.net.implicit.weight.detach().abs().max()) > 0.01
