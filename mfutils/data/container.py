@@ -230,12 +230,12 @@ class UserItemCSR:
             torch.arange(self.n_users, device=self.device), self.counts()
         )
 
-    def gather(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Entries of any set of users (repeats allowed) as ``(position, item)`` index pairs.
+    def positions(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every stored entry of ``users`` (any order, repeats allowed): the user's index in
+        ``users`` and the entry's index into :attr:`indices` / :attr:`values`.
 
-        ``position`` is the user's index in ``users``, so the pairs index a
-        ``(len(users), n_items)`` block directly: ``block.index_put_((position, item), v)``.
-        Vectorized, no loop over users; ``users`` lives on :attr:`device`.
+        Entries come grouped by user in the order of ``users``. Vectorized, no loop over
+        users; ``users`` lives on :attr:`device`.
         """
         starts = self.indptr[users]  # shape: (B,)
         counts = self.indptr[users + 1] - starts  # shape: (B,)
@@ -243,7 +243,13 @@ class UserItemCSR:
             torch.arange(len(users), device=users.device), counts)  # shape: (nnz_B,)
         first = torch.cumsum(counts, 0) - counts  # shape: (B,) output offset of each user
         offset = torch.arange(position.numel(), device=users.device) - first[position]
-        return position, self.indices[starts[position] + offset]
+        return position, starts[position] + offset
+
+    def gather(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Entries of any set of users as ``(position, item)`` index pairs, which index a
+        ``(len(users), n_items)`` block directly: ``block.index_put_((position, item), v)``."""
+        position, entry = self.positions(users)
+        return position, self.indices[entry]
 
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Entries of users ``start..stop-1`` as ``(row - start, item)`` index pairs.

@@ -136,17 +136,6 @@ def _fit_baseline(train: Ratings, options: dict[str, Any], device: torch.device
     return BaselineEstimates(**options, device=device, clip=False).fit(train)
 
 
-def _csr_positions(indptr: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``(position in users, flat index into the CSR arrays)`` of every entry of ``users``."""
-    starts = indptr[users]  # shape: (B,)
-    counts = indptr[users + 1] - starts  # shape: (B,)
-    position = torch.repeat_interleave(
-        torch.arange(len(users), device=users.device), counts)  # shape: (nnz_B,)
-    first = torch.cumsum(counts, 0) - counts  # shape: (B,)
-    offset = torch.arange(position.numel(), device=users.device) - first[position]
-    return position, starts[position] + offset
-
-
 class _ResidualStore:
     """Mixin: the training residuals ``r_uj - b_uj`` aligned with ``train_csr`` (a buffer)."""
 
@@ -258,7 +247,7 @@ class ItemKNN(_ResidualStore, ExplicitModel):
         """``sum s z / (lambda_9 + sum s)`` over ``S^k(i;u)``, 0 without neighbours, shape (B,)."""
         c = self.config
         n_items = self.similarity.shape[0]
-        position, flat = _csr_positions(self.train_csr.indptr, user)  # shape: (nnz_B,)
+        position, flat = self.train_csr.positions(user)  # shape: (nnz_B,)
         rated_items = self.train_csr.indices[flat]  # shape: (nnz_B,)
         sims = torch.full((len(user), n_items), -torch.inf,
                           device=self.device)  # shape: (B, n_items)
@@ -350,10 +339,14 @@ class GlobalNeighborhoodNet(nn.Module):
         """Per-row ``lambda_4 (b_u^2 + b_i^2 + sum_{R^k} w_ij^2 + sum_{N^k} c_ij^2) / 2``
         (Koren08 eq. 11, halved like the squared error), shape (B,)."""
         user, item = batch["user"], batch["item"]
+        biases = self.user_bias[user] ** 2 + self.item_bias[item] ** 2  # shape: (B,)
+        return self.neighborhood_penalty(user, item) + 0.5 * self.reg_bias * biases
+
+    def neighborhood_penalty(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """``lambda_4 (sum_{R^k} w_ij^2 + sum_{N^k} c_ij^2) / 2`` per row, shape (B,)."""
         rated, _, _ = self.lookup(user, item)
         touched = (rated * (self.weights[item] ** 2 + self.implicit[item] ** 2)).sum(1)
-        biases = self.user_bias[user] ** 2 + self.item_bias[item] ** 2  # shape: (B,)
-        return 0.5 * (self.reg * touched + self.reg_bias * biases)
+        return 0.5 * self.reg * touched
 
     @torch.no_grad()
     def funk_step(self, batch: dict[str, torch.Tensor], lr: float) -> torch.Tensor:

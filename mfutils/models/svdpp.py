@@ -87,12 +87,10 @@ class ItemBagNet(nn.Module):
     def _bag(self, users: torch.Tensor, table: torch.Tensor, weights: torch.Tensor | None
              ) -> torch.Tensor:
         """``sum_{j in N(u)} w_uj table_j`` for distinct ``users``, shape (U, table.shape[1])."""
-        starts = self.indptr[users]  # shape: (U,)
-        counts = self.indptr[users + 1] - starts  # shape: (U,)
-        position = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-        first = torch.cumsum(counts, 0) - counts  # shape: (U,)
-        entry = starts[position] + torch.arange(len(position), device=users.device) - first[
-            position]  # shape: (nnz_U,) positions in the CSR arrays
+        csr = UserItemCSR(self.indptr, self.indices, self.residuals, len(table))
+        _, entry = csr.positions(users)  # shape: (nnz_U,) entries, grouped by user
+        counts = self.indptr[users + 1] - self.indptr[users]  # shape: (U,)
+        first = torch.cumsum(counts, 0) - counts  # shape: (U,) each user's first entry
         return F.embedding_bag(
             self.indices[entry], table, first, mode="sum",
             per_sample_weights=None if weights is None else weights[entry],
