@@ -31,6 +31,7 @@ from mfutils.models import (
     BaselineEstimates,
     BiasedMF,
     GlobalNeighborhood,
+    IntegratedModel,
     ItemKNN,
     SVDpp,
 )
@@ -50,6 +51,7 @@ def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
         "GlobalNeighborhood": lambda: GlobalNeighborhood(device=device),
         "SVDpp": lambda: SVDpp(device=device),
         "AsymmetricSVD": lambda: AsymmetricSVD(device=device),
+        "IntegratedModel": lambda: IntegratedModel(device=device),
     }
 
 

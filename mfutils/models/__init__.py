@@ -2,9 +2,10 @@
 
 from mfutils.models.base import CheckpointError, ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
+from mfutils.models.integrated import IntegratedModel
 from mfutils.models.mf import BiasedMF
 from mfutils.models.neighborhood import GlobalNeighborhood, ItemKNN, shrunk_pearson
 from mfutils.models.svdpp import AsymmetricSVD, SVDpp
 
 __all__ = ["AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError", "ExplicitModel",
-           "GlobalNeighborhood", "ItemKNN", "SVDpp", "shrunk_pearson"]
+           "GlobalNeighborhood", "IntegratedModel", "ItemKNN", "SVDpp", "shrunk_pearson"]

@@ -1,0 +1,135 @@
+"""Koren's integrated model: SVD++ and the global neighbourhood model in one (Koren 2008 eq. 16).
+
+    r_hat_ui = mu + b_u + b_i + q_i^T ( p_u + |N(u)|^{-1/2} sum_{j in N(u)} y_j )
+             + |R^k(i;u)|^{-1/2} sum_{j in R^k(i;u)} (r_uj - b_uj) w_ij
+             + |N^k(i;u)|^{-1/2} sum_{j in N^k(i;u)} c_ij
+
+Three tiers: the baseline (``mu + b_u + b_i``), the latent factors with implicit feedback, and
+the item-item neighbourhood. The net reuses :class:`~mfutils.models.svdpp.ItemBagNet` for the
+first two and :class:`~mfutils.models.neighborhood.GlobalNeighborhoodNet` for the third (whose
+own biases are left out: the tiers share one ``b_u, b_i``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.models.base import ExplicitModel
+from mfutils.models.neighborhood import GlobalNeighborhood, GlobalNeighborhoodNet
+from mfutils.models.svdpp import ItemBagNet, SVDpp
+from mfutils.train import TrainConfig, fit
+
+
+class IntegratedNet(nn.Module):
+    """Sum of an SVD++ net and the neighbourhood terms of a global neighbourhood net."""
+
+    def __init__(self, factors: ItemBagNet, neighbors: GlobalNeighborhoodNet) -> None:
+        super().__init__()
+        self.factors, self.neighbors = factors, neighbors
+        neighbors.user_bias.requires_grad_(False)  # the tiers share the SVD++ biases
+        neighbors.item_bias.requires_grad_(False)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.factors(batch) + self.neighbors.neighborhood(batch["user"], batch["item"])
+
+    def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SVD++'s per-rating penalty plus ``lambda_8 (sum w_ij^2 + sum c_ij^2) / 2``."""
+        return self.factors.penalty(batch) + self.neighbors.neighborhood_penalty(
+            batch["user"], batch["item"])
+
+
+class IntegratedModel(ExplicitModel):
+    """The integrated model (Koren 2008 eq. 16) with ``fit`` / ``predict`` / ``recommend``.
+
+    ``fit`` first fits the two tiers on their own -- :class:`SVDpp` (itself warm-started from
+    biased MF) and :class:`GlobalNeighborhood` -- then trains all parameters jointly with the
+    shared trainer (whole-user batches, Adam), starting from their sum with one set of biases.
+
+    Parameters
+    ----------
+    n_factors : int
+        Latent dimension of the factor tier.
+    k : int
+        Neighbourhood size ``|S^k(i)|`` of the neighbourhood tier.
+    epochs, lr, batch_size : int, float, int
+        Joint training schedule (Adam on batches of whole users).
+    reg_neighbors : float
+        ``lambda_8`` on ``w_ij, c_ij`` during joint training (the factor tier keeps SVD++'s
+        penalties).
+    svdpp_options, neighborhood_options : dict, optional
+        Options of the two tiers' own fits.
+    seed, progress, device, clip
+        As in :class:`~mfutils.models.mf.BiasedMF`.
+    """
+
+    def __init__(
+        self, n_factors: int = 20, *, k: int = 100, epochs: int = 3, lr: float = 0.002,
+        batch_size: int = 8192, reg_neighbors: float = 0.002,
+        svdpp_options: dict[str, Any] | None = None,
+        neighborhood_options: dict[str, Any] | None = None, seed: int = 0,
+        progress: bool = False, device: str | torch.device | None = None, clip: bool = True,
+    ) -> None:
+        super().__init__(device=device, clip=clip)
+        self.config.update(
+            n_factors=n_factors, k=k, epochs=epochs, lr=lr, batch_size=batch_size,
+            reg_neighbors=reg_neighbors, svdpp_options=dict(svdpp_options or {}),
+            neighborhood_options=dict(neighborhood_options or {}), seed=seed, progress=progress,
+        )
+
+    def _build(self, n_users: int, n_items: int) -> None:
+        """Empty tiers of the right shapes (filled by ``_fit`` or a checkpoint)."""
+        c, shapes = self.config, getattr(self, "_shapes", {"nnz": 0, "k": 1})
+
+        def empty(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros(shapes["nnz"], dtype=dtype, device=self.device)
+
+        indptr = getattr(self, "_indptr", None)
+        if indptr is None:
+            indptr = torch.zeros(n_users + 1, dtype=torch.long, device=self.device)
+        csr = UserItemCSR(indptr, empty(torch.long), empty(), n_items)
+        factors = ItemBagNet(n_users, n_items, c["n_factors"], csr=csr, mu=0.0, reg=0.0,
+                             reg_bias=0.0, reg_implicit=0.0, device=self.device)
+        neighbors = GlobalNeighborhoodNet(
+            torch.zeros(n_items, shapes["k"], dtype=torch.long, device=self.device),
+            empty(torch.long), empty(), n_users=n_users, mu=0.0, reg=c["reg_neighbors"],
+            reg_bias=0.0)
+        self.net = IntegratedNet(factors, neighbors)
+
+    def _restore(self, ckpt: dict[str, Any], path: Any) -> None:
+        state = ckpt["state"]
+        self._indptr = state["net.factors.indptr"].to(self.device)
+        self._shapes = {"nnz": len(state["net.factors.indices"]),
+                        "k": state["net.neighbors.neighbors"].shape[1]}
+        super()._restore(ckpt, path)
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
+        c = self.config
+        common = {"seed": c["seed"], "device": self.device, "clip": False}
+        svdpp = SVDpp(c["n_factors"], **{**common, **c["svdpp_options"]})
+        neighborhood = GlobalNeighborhood(c["k"], **{**common, **c["neighborhood_options"]})
+        svdpp.fit(train, weights=weights)
+        neighborhood.fit(train, weights=weights)
+        neighborhood.net.reg = c["reg_neighbors"]
+        self.net = IntegratedNet(svdpp.net, neighborhood.net)
+        data = {k: v for k, v in train.tensors(self.device).items() if k != "timestamp"}
+        if weights is not None:
+            data["weight"] = torch.as_tensor(weights, device=self.device)
+        config = TrainConfig(epochs=c["epochs"], batch_size=c["batch_size"], optimizer="adam",
+                             lr=c["lr"], batch_by="user", seed=c["seed"], progress=c["progress"])
+        self.history = fit(self.net, data, config=config,
+                           valid=None if valid is None else valid.tensors(self.device))
+
+    def _predict_known(self, user, item, user_known, item_known):
+        factors = self.net.factors
+        users, inverse = torch.unique(user, return_inverse=True)
+        z = factors.user_vectors(users)[inverse]  # shape: (n, f)
+        both = user_known & item_known
+        dot = (factors.item_factors.weight[item] * z).sum(1)  # shape: (n,)
+        nbr = self.net.neighbors.neighborhood(user, item)  # shape: (n,)
+        return (self.mu + factors.user_bias.weight[user, 0] * user_known
+                + factors.item_bias.weight[item, 0] * item_known + (dot + nbr) * both)
