@@ -113,3 +113,32 @@ def test_warm_start_begins_at_the_biased_mf_fit(split):
     assert float(still.net.implicit.weight.detach().abs().max()) < 1e-6
     cold = SVDpp(3, epochs=1, lr=1e-9, warm_start=False, device="cpu", clip=False).fit(train)
     assert float(cold.net.implicit.weight.detach().abs().max()) > 0.01
+
+
+def test_asymmetric_explanations_add_up_to_the_prediction(split):
+    train, _ = split
+    model = AsymmetricSVD(3, epochs=2, device="cpu", clip=False).fit(train)
+    user, item = 4, 7
+    table = model.explain(user, item)
+    assert sorted(table.item) == sorted(train.item[train.user == user])
+    net = model.net
+    bias = float(model.mu + net.user_bias.weight[user, 0].detach()
+                 + net.item_bias.weight[item, 0].detach())
+    assert bias + table.contribution.sum() == pytest.approx(model.predict([user], [item])[0],
+                                                            abs=1e-4)
+
+
+def test_asymmetric_new_user_needs_no_retraining(split):
+    train, _ = split
+    model = AsymmetricSVD(3, epochs=2, device="cpu", clip=False).fit(train)
+    user = 6
+    rows = train.user == user
+    targets = np.arange(train.n_items)
+    fresh = model.predict_new_user(train.item[rows], train.rating[rows], targets)
+    known = model.predict(np.full(train.n_items, user), targets)
+    # Same item vectors and bag; only the user bias differs (learned vs the baseline's estimate),
+    # so the two differ by one constant.
+    np.testing.assert_allclose(fresh - known, (fresh - known)[0], atol=1e-4)
+    assert np.isfinite(model.predict_new_user([], [], [0, 1, -5])).all()
+    with pytest.raises(ValueError, match="differ in length"):
+        model.predict_new_user([1, 2], [4.0], [0])

@@ -21,6 +21,7 @@ ratings -- the per-user loop of Koren's Handbook pseudo-code, vectorised.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -268,6 +269,71 @@ class AsymmetricSVD(_BagModel):
 
     asymmetric = True
 
+    def _build(self, n_users: int, n_items: int) -> None:
+        super()._build(n_users, n_items)
+        self.register_buffer("base_item", torch.zeros(n_items, device=self.device))
+        self.register_buffer("base_reg_user", torch.zeros((), device=self.device))
+
     def _baseline(self, train: Ratings) -> np.ndarray:
         baseline = BaselineEstimates(device=self.device, clip=False).fit(train)
-        return baseline.predict_ratings(train)  # frozen: kept only through the x-bag weights
+        self._frozen = (baseline.item_bias, baseline.config["reg_user"])
+        return baseline.predict_ratings(train)
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
+        super()._fit(train, valid=valid, weights=weights)
+        item_bias, reg_user = self._frozen
+        self.base_item.copy_(torch.as_tensor(item_bias, device=self.device))
+        self.base_reg_user.fill_(reg_user)
+
+    @torch.no_grad()
+    def explain(self, user: int, item: int) -> pd.DataFrame:
+        """Which of the user's ratings drive ``r_hat_ui``: one row per rated item ``j``.
+
+        ``contribution_j = q_i^T (|R(u)|^{-1/2} (r_uj - b_uj) x_j + |N(u)|^{-1/2} y_j)``; the
+        contributions plus ``mu + b_u + b_i`` give the (unclipped) prediction.
+        """
+        self._require_fitted()
+        net = self.net
+        start, stop = int(net.indptr[user]), int(net.indptr[user + 1])
+        items = net.indices[start:stop]  # shape: (n_u,)
+        residual = net.residuals[start:stop]  # shape: (n_u,)
+        vectors = net.norm[user] * (residual[:, None] * net.explicit.weight[items]
+                                    + net.implicit.weight[items])  # shape: (n_u, f)
+        contribution = vectors @ net.item_factors.weight[item]  # shape: (n_u,)
+        return pd.DataFrame({
+            "item": items.cpu().numpy(), "residual": residual.cpu().numpy(),
+            "contribution": contribution.cpu().numpy(),
+        }).sort_values("contribution", key=abs, ascending=False, ignore_index=True)
+
+    @torch.no_grad()
+    def predict_new_user(
+        self, items: np.ndarray | list[int], ratings: np.ndarray | list[float],
+        target_items: np.ndarray | list[int],
+    ) -> np.ndarray:
+        """Predictions for a user who is not in the training data, from their ratings alone.
+
+        No retraining: the user's bias is the frozen baseline's shrunk mean
+        ``b_u = sum (r_uj - mu - b_j) / (lambda_3 + n)`` and their vector is eq. 13's sums over
+        the given items. Item ids outside the training catalogue are ignored.
+        """
+        self._require_fitted()
+        item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=self.device)
+        rating = torch.as_tensor(np.asarray(ratings), dtype=torch.float32, device=self.device)
+        if item.shape != rating.shape:
+            raise ValueError(f"items and ratings differ in length: {tuple(item.shape)} vs "
+                             f"{tuple(rating.shape)}")
+        keep = (item >= 0) & (item < self.n_items)
+        item, rating = item[keep], rating[keep]
+        offset = rating - self.mu - self.base_item[item]  # shape: (n,)
+        b_u = offset.sum() / (self.base_reg_user + len(item))
+        net = self.net
+        norm = float(len(item)) ** -0.5 if len(item) else 0.0
+        z = norm * ((offset - b_u)[:, None] * net.explicit.weight[item]
+                    + net.implicit.weight[item]).sum(0)  # shape: (f,)
+        target = torch.as_tensor(np.asarray(target_items), dtype=torch.long, device=self.device)
+        known = (target >= 0) & (target < self.n_items)
+        safe = torch.where(known, target, torch.zeros_like(target))
+        known = known & self.item_known[safe]
+        pred = self.mu + b_u + (net.item_bias.weight[safe, 0]
+                                + net.item_factors.weight[safe] @ z) * known
+        return self._output(pred).cpu().numpy()
