@@ -1,0 +1,386 @@
+r"""Evaluation protocols that compare several fitted models: Koren's sampled top-K test.
+
+:func:`koren_topk` runs Koren's (2008, §7) percentile-rank protocol, MovieLens "cleaner variant"
+(see ``explicit-models.md`` §9), for any number of fitted models at once:
+
+1. every test rating with ``rating >= min_rating`` (5 stars) is a row ``(u, i)``;
+2. each row gets :math:`N_r=\min(N,\#\text{unrated})` random items that ``u`` rated neither in
+   train nor in test, drawn **once** (:func:`mfutils.metrics.sample_negatives`, fixed seed)
+   and shared by every model;
+3. each model scores the ``(M, 1 + N)`` block, and the percentile of the positive is
+   :math:`(\#\{s^-_{rj}>s^+_r\}+\tfrac12\#\{s^-_{rj}=s^+_r\})/N_r`
+   (:func:`mfutils.metrics.percentile_ranks`): 0 means it beat every negative;
+4. the report is the CDF :math:`P(\mathrm{pct}\le x)` for small ``x``
+   (:func:`mfutils.metrics.percentile_rank_cdf`) and the mean percentile rank.
+
+A random ranker has :math:`P(\mathrm{pct}\le x)\approx x` and mean rank 0.5.
+
+.. warning::
+
+   This is a **sampled** metric. It is not consistent with full-ranking metrics
+   (:func:`mfutils.metrics.topk_metrics`) and can reverse the order of two models
+   (Krichene & Rendle, KDD 2020); report it as such.
+
+:func:`plot_percentile_cdf` draws the cumulative distributions, one line per model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+
+from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.metrics import percentile_rank_cdf, percentile_ranks, sample_negatives
+
+__all__ = ["DEFAULT_THRESHOLDS", "ItemPopularity", "KorenTopK", "ScoreTable", "koren_topk",
+           "known_items", "plot_percentile_cdf", "recommended_popularity"]
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+class KorenTopK(NamedTuple):
+    r"""Result of :func:`koren_topk` (a named tuple: ``ranks, cdf, mean_rank, ...``).
+
+    Attributes
+    ----------
+    ranks : pandas.DataFrame
+        One row per evaluated test rating: ``user``, ``item`` (compact ids), ``n_negatives``
+        (valid negatives of the row) and one float column per model, its percentile rank in
+        [0, 1].
+    cdf : pandas.DataFrame
+        :math:`P(\mathrm{pct}\le x)`, indexed by threshold ``x``, one column per model.
+    mean_rank : pandas.Series
+        Mean percentile rank per model (0.5 for a random ranker).
+    negatives : torch.LongTensor, shape (M, n_negatives)
+        The shared negatives (``-1`` padding), on the CPU.
+    protocol : str
+        A one-line description for results logs (threshold, N, seed, number of rows).
+    """
+
+    ranks: pd.DataFrame
+    cdf: pd.DataFrame
+    mean_rank: pd.Series
+    negatives: torch.Tensor
+    protocol: str
+
+
+class ScoreTable:
+    """A model's ``score_items`` rows for a fixed set of users, computed once and reused.
+
+    Scoring every item is the expensive step of both :func:`koren_topk` and full-ranking
+    :func:`mfutils.metrics.topk_metrics`; for a slow model (a kNN predictor) score the test
+    users once and pass the table to both. The rows are the model's own outputs, so every
+    metric computed from the table is exact.
+
+    Parameters
+    ----------
+    model : fitted model
+        Anything with ``score_items(users: LongTensor) -> (B, n_items)`` scores.
+    users : array-like of int
+        The users to score (duplicates are fine).
+    n_users : int
+        Size of the user id space.
+    batch_users : int, default 256
+        Users per ``score_items`` call.
+    """
+
+    def __init__(self, model: Any, users: np.ndarray | torch.Tensor | Sequence[int], *,
+                 n_users: int, batch_users: int = 256) -> None:
+        if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
+            raise ValueError(f"batch_users must be a positive int; got {batch_users!r}")
+        distinct = torch.unique(torch.tensor(np.array(users, dtype=np.int64)))  # shape: (U,)
+        if len(distinct) and (int(distinct[0]) < 0 or int(distinct[-1]) >= n_users):
+            raise ValueError(f"users must lie in [0, {n_users})")
+        parts = []
+        with torch.no_grad():
+            for lo in range(0, len(distinct), batch_users):
+                scores = model.score_items(distinct[lo:lo + batch_users])  # shape: (B, n_items)
+                parts.append(scores.detach().cpu())
+        self.rows = torch.cat(parts) if parts else torch.zeros(0, 0)  # shape: (U, n_items)
+        self.lookup = torch.full((n_users,), -1, dtype=torch.long)  # shape: (n_users,)
+        self.lookup[distinct] = torch.arange(len(distinct))
+
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        """The stored rows of ``users`` (on the CPU), shape (len(users), n_items).
+
+        Raises
+        ------
+        KeyError
+            If a user was not scored when the table was built.
+        """
+        idx = self.lookup[users.detach().cpu().long()]  # shape: (B,)
+        if bool((idx < 0).any()):
+            raise KeyError("ScoreTable holds no row for some of these users")
+        return self.rows[idx]
+
+
+class ItemPopularity:
+    """Reference ranker: every user gets the items' training rating counts as scores.
+
+    Not a rating model; the non-personalised yardstick of top-K evaluation (on MovieLens it is
+    hard to beat in full ranking, because test ratings concentrate on popular movies).
+    """
+
+    def fit(self, train: Ratings) -> ItemPopularity:
+        """Count the training ratings of every item."""
+        self.counts = torch.as_tensor(train.item_counts(), dtype=torch.float32)  # (n_items,)
+        return self
+
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        """Item counts for every user, shape (len(users), n_items), on the CPU."""
+        return self.counts[None, :].expand(len(users), -1).clone()
+
+
+def known_items(*parts: Ratings, device: torch.device | str | None = None) -> UserItemCSR:
+    """Every (user, item) pair rated in any of ``parts`` (e.g. train and test), as a CSR.
+
+    Parameters
+    ----------
+    *parts : Ratings
+        Ratings in one id space (same ``n_users`` and ``n_items``). A pair present in several
+        parts is stored several times, which is harmless for masking.
+    device : torch.device or str, optional
+
+    Returns
+    -------
+    UserItemCSR
+    """
+    if not parts:
+        raise ValueError("known_items needs at least one Ratings")
+    n_users, n_items = parts[0].n_users, parts[0].n_items
+    for part in parts[1:]:
+        if (part.n_users, part.n_items) != (n_users, n_items):
+            raise ValueError(f"all parts must share one id space; got ({part.n_users}, "
+                             f"{part.n_items}) and ({n_users}, {n_items})")
+    user = np.concatenate([p.user for p in parts])  # shape: (nnz,)
+    item = np.concatenate([p.item for p in parts])  # shape: (nnz,)
+    return UserItemCSR.from_pairs(user, item, n_users=n_users, n_items=n_items, device=device)
+
+
+def _block_scores(
+    model: Any, users: torch.Tensor, block: torch.Tensor, *, method: str, batch_users: int,
+) -> torch.Tensor:
+    """Scores of ``block[r]`` items for ``users[r]``, shape (M, C), float32/64 on the CPU.
+
+    ``"score_items"``: score every item for each distinct user once (``batch_users`` users per
+    call) and gather the block's columns. ``"predict"``: ``model.predict`` on the flattened
+    ``(M * C)`` pairs. Both return the model's exact predictions.
+    """
+    n_rows, n_cols = block.shape
+    if method == "predict":
+        flat_users = users[:, None].expand(-1, n_cols).reshape(-1)  # shape: (M * C,)
+        pred = model.predict(flat_users.numpy(), block.reshape(-1).numpy())  # shape: (M * C,)
+        return torch.as_tensor(np.asarray(pred)).reshape(n_rows, n_cols)
+    distinct, inverse = torch.unique(users, return_inverse=True)  # shape: (U,), (M,)
+    out: torch.Tensor | None = None
+    for lo in range(0, len(distinct), batch_users):
+        chunk = distinct[lo:lo + batch_users]  # shape: (B,)
+        with torch.no_grad():
+            scores = model.score_items(chunk)  # shape: (B, n_items), on the model's device
+        if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or len(scores) != len(chunk):
+            raise ValueError(f"{type(model).__name__}.score_items must return a (B, n_items) "
+                             "tensor")
+        rows = torch.nonzero((inverse >= lo) & (inverse < lo + len(chunk))).reshape(-1)
+        local = (inverse[rows] - lo).to(scores.device)  # shape: (m,) row of each test rating
+        picked = scores[local[:, None], block[rows].to(scores.device)]  # shape: (m, C)
+        if out is None:
+            dtype = scores.dtype if scores.is_floating_point() else torch.float32
+            out = torch.empty((n_rows, n_cols), dtype=dtype)  # shape: (M, C)
+        out[rows] = picked.detach().to("cpu", out.dtype)
+    if out is None:  # unreachable: the caller checks M >= 1
+        raise ValueError("no rows to score")
+    return out
+
+
+def koren_topk(
+    models: Mapping[str, Any],
+    train: Ratings,
+    test: Ratings,
+    *,
+    known: UserItemCSR | None = None,
+    min_rating: float = 5.0,
+    n_negatives: int = 1000,
+    seed: int = 0,
+    thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+    method: str = "score_items",
+    batch_users: int = 256,
+) -> KorenTopK:
+    r"""Koren's sampled percentile-rank protocol for several fitted models on shared negatives.
+
+    Parameters
+    ----------
+    models : mapping of str to fitted model
+        Name -> model with ``score_items(users: LongTensor) -> (B, n_items)`` scores (for
+        ``method="score_items"``) or ``predict(users, items) -> array`` (for ``"predict"``),
+        fitted on ``train``. Higher score = better. Build rating models with ``clip=False``:
+        clipping to the rating scale turns every prediction above 5 into a tie.
+    train, test : Ratings
+        One id space. Positives are the ``test`` rows with ``rating >= min_rating``.
+    known : UserItemCSR, optional
+        Items never used as negatives for a user; default every item the user rated in
+        ``train`` or ``test`` (the "cleaner variant" of explicit-models.md §9).
+    min_rating : float, default 5.0
+        Test ratings at or above it are the positives (Koren: the 5-star ratings).
+    n_negatives : int, default 1000
+        Negatives per row, :math:`N_r=\min(N,\#\text{unrated items of }u)`.
+    seed : int, default 0
+        Seed of the negatives; equal arguments give identical negatives and ranks.
+    thresholds : iterable of float
+        The ``x`` of the reported CDF :math:`P(\mathrm{pct}\le x)`.
+    method : {"score_items", "predict"}
+        How the ``(M, 1 + N)`` score block is gathered (both exact): one ``score_items`` row
+        per distinct user, then a gather (fast: a user has many 5-star ratings), or
+        ``predict`` on the flattened pairs.
+    batch_users : int, default 256
+        Distinct users scored per ``score_items`` call (bounds memory: ``batch_users x
+        n_items`` scores).
+
+    Returns
+    -------
+    KorenTopK
+        ``ranks`` (per-row percentile ranks), ``cdf``, ``mean_rank``, ``negatives``,
+        ``protocol``.
+
+    Raises
+    ------
+    ValueError
+        On an empty model mapping, no positive test rating, mismatched id spaces, or a bad
+        ``method`` / ``batch_users``.
+
+    Notes
+    -----
+    No Python loop over users or ratings: the negatives come from one vectorised
+    :func:`~mfutils.metrics.sample_negatives` call and each model's scores from a few batched
+    calls. This is a *sampled* metric (Krichene & Rendle, KDD 2020).
+    """
+    if not models:
+        raise ValueError("models is empty")
+    if method not in ("score_items", "predict"):
+        raise ValueError(f"method={method!r}; choose 'score_items' or 'predict'")
+    if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
+        raise ValueError(f"batch_users must be a positive int; got {batch_users!r}")
+    if (train.n_users, train.n_items) != (test.n_users, test.n_items):
+        raise ValueError("train and test must share one id space")
+    if known is None:
+        known = known_items(train, test)
+    keep = np.flatnonzero(test.rating >= min_rating)  # shape: (M,)
+    if keep.size == 0:
+        raise ValueError(f"no test rating >= {min_rating}")
+    users = torch.as_tensor(test.user[keep], dtype=torch.long)  # shape: (M,)
+    items = torch.as_tensor(test.item[keep], dtype=torch.long)  # shape: (M,)
+    negatives = sample_negatives(test_users=users, known=known.to("cpu"), n_items=test.n_items,
+                                 n_negatives=n_negatives, seed=seed, device="cpu")  # (M, N)
+    valid = negatives >= 0  # shape: (M, N)
+    block = torch.cat([items[:, None], negatives.clamp(min=0)], dim=1)  # shape: (M, 1 + N)
+
+    columns: dict[str, np.ndarray] = {
+        "user": users.numpy(), "item": items.numpy(), "n_negatives": valid.sum(1).numpy(),
+    }
+    for name, model in models.items():
+        scores = _block_scores(model, users, block, method=method,
+                               batch_users=batch_users)  # shape: (M, 1 + N)
+        ranks = percentile_ranks(scores[:, 0], scores[:, 1:], valid)  # shape: (M,)
+        columns[name] = ranks.double().numpy()
+    ranks_df = pd.DataFrame(columns)
+    xs = list(thresholds)
+    names = list(models)
+    cdf = pd.DataFrame({name: percentile_rank_cdf(ranks_df[name].to_numpy(), xs)
+                        for name in names})
+    cdf.index.name = "threshold"
+    mean_rank = ranks_df[names].mean().rename("mean percentile rank")
+    protocol = (f"Koren top-K: test ratings >= {min_rating:g}, M={len(keep)}, "
+                f"N=min({n_negatives}, #unrated) negatives unrated in train+test, seed {seed}")
+    return KorenTopK(ranks_df, cdf, mean_rank, negatives, protocol)
+
+
+def recommended_popularity(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    train: Ratings,
+    users: np.ndarray | torch.Tensor | Sequence[int],
+    k: int = 10,
+) -> float:
+    """Mean number of training ratings of the items a model puts in its top ``k``.
+
+    A diagnostic of popularity bias in full ranking: each user's training items are masked,
+    the top ``k`` of the remaining items is taken, and the items' training rating counts are
+    averaged over all ``len(users) * k`` recommendations.
+
+    Parameters
+    ----------
+    score_fn : callable
+        ``score_fn(users) -> (B, n_items)`` scores, e.g. ``model.score_items``.
+    train : Ratings
+        The model's training data (masking and popularity counts).
+    users : array-like of int
+        Users to recommend to (e.g. the test users).
+    k : int, default 10
+
+    Returns
+    -------
+    float
+    """
+    if not 1 <= k <= train.n_items:
+        raise ValueError(f"k={k} must lie in [1, {train.n_items}]")
+    user_t = torch.tensor(np.array(users, dtype=np.int64))  # shape: (B,)
+    with torch.no_grad():
+        scores = score_fn(user_t).detach().cpu().float().clone()  # shape: (B, n_items)
+    rows, cols = train.csr().gather(user_t)  # shape: (nnz_B,), (nnz_B,)
+    scores[rows, cols] = float("-inf")
+    top = torch.topk(scores, k, dim=1).indices  # shape: (B, k)
+    counts = torch.as_tensor(train.item_counts(), dtype=torch.float64)  # shape: (n_items,)
+    return float(counts[top].mean())
+
+
+def plot_percentile_cdf(
+    ranks: pd.DataFrame,
+    models: Sequence[str] | None = None,
+    *,
+    max_rank: float = 0.2,
+    random_baseline: bool = True,
+    ax: Axes | None = None,
+) -> Axes:
+    r"""Cumulative distribution :math:`P(\mathrm{pct}\le x)` of percentile ranks, per model.
+
+    Parameters
+    ----------
+    ranks : pandas.DataFrame
+        :attr:`KorenTopK.ranks`: one float column of percentile ranks per model.
+    models : sequence of str, optional
+        Columns to draw; default every column except ``user``, ``item``, ``n_negatives``.
+    max_rank : float, default 0.2
+        Right end of the x axis (Koren plots the top 20%).
+    random_baseline : bool, default True
+        Draw the diagonal :math:`P = x` of a random ranker.
+    ax : Axes, optional
+        Where to draw; a new figure when omitted.
+
+    Returns
+    -------
+    Axes
+        Step curves, x in percent of the negatives, y the fraction of positives.
+    """
+    if models is None:
+        models = [c for c in ranks.columns if c not in ("user", "item", "n_negatives")]
+    missing = [m for m in models if m not in ranks.columns]
+    if missing:
+        raise ValueError(f"ranks lacks column(s) {missing}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 4.5))
+    xs = np.linspace(0.0, max_rank, 401)  # shape: (X,)
+    for name in models:
+        values = np.sort(ranks[name].dropna().to_numpy())  # shape: (M,)
+        cdf = np.searchsorted(values, xs + 1e-7, side="right") / max(len(values), 1)
+        ax.step(100 * xs, cdf, where="post", label=name)
+    if random_baseline:
+        ax.plot(100 * xs, xs, color="grey", linestyle=":", label="random ranker")
+    ax.set(xlabel="percentile rank of the held-out item (%)", ylabel=r"P(rank $\leq$ x)",
+           xlim=(0, 100 * max_rank), ylim=(0, None))
+    ax.legend(loc="lower right", fontsize="small")
+    return ax
