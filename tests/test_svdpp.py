@@ -142,3 +142,12 @@ def test_asymmetric_new_user_needs_no_retraining(split):
     assert np.isfinite(model.predict_new_user([], [], [0, 1, -5])).all()
     with pytest.raises(ValueError, match="differ in length"):
         model.predict_new_user([1, 2], [4.0], [0])
+    # Several new users at once equal one at a time.
+    other = train.user == 9
+    both = model.predict_new_users(
+        np.r_[np.full(rows.sum(), 70), np.full(other.sum(), 71)],
+        np.r_[train.item[rows], train.item[other]], np.r_[train.rating[rows], train.rating[other]],
+        np.r_[np.full(5, 71), np.full(5, 70)], np.r_[targets[:5], targets[:5]])
+    np.testing.assert_allclose(both[5:], fresh[:5], atol=1e-5)
+    alone = model.predict_new_user(train.item[other], train.rating[other], targets[:5])
+    np.testing.assert_allclose(both[:5], alone, atol=1e-5)

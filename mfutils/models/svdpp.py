@@ -305,35 +305,64 @@ class AsymmetricSVD(_BagModel):
             "contribution": contribution.cpu().numpy(),
         }).sort_values("contribution", key=abs, ascending=False, ignore_index=True)
 
-    @torch.no_grad()
     def predict_new_user(
         self, items: np.ndarray | list[int], ratings: np.ndarray | list[float],
         target_items: np.ndarray | list[int],
     ) -> np.ndarray:
-        """Predictions for a user who is not in the training data, from their ratings alone.
+        """Predictions for one user who is not in the training data, from their ratings alone.
 
-        No retraining: the user's bias is the frozen baseline's shrunk mean
-        ``b_u = sum (r_uj - mu - b_j) / (lambda_3 + n)`` and their vector is eq. 13's sums over
-        the given items. Item ids outside the training catalogue are ignored.
+        See :meth:`predict_new_users`; this is the single-user case.
+        """
+        n, m = len(np.asarray(items)), len(np.asarray(target_items))
+        return self.predict_new_users(np.zeros(n, dtype=np.int64), items, ratings,
+                                      np.zeros(m, dtype=np.int64), target_items)
+
+    @torch.no_grad()
+    def predict_new_users(
+        self, users: np.ndarray, items: np.ndarray | list[int],
+        ratings: np.ndarray | list[float], target_users: np.ndarray,
+        target_items: np.ndarray | list[int],
+    ) -> np.ndarray:
+        """Predictions for users outside the training data, from their ratings, no retraining.
+
+        Parameters
+        ----------
+        users, items, ratings : array, shape (n,)
+            The new users' ratings; ``users`` are any integer labels of the new users.
+        target_users, target_items : array, shape (m,)
+            The pairs to predict, with the same labels.
+
+        Each user's bias is the frozen baseline's shrunk mean
+        ``b_u = sum (r_uj - mu - b_j) / (lambda_3 + n_u)`` and their vector is eq. 13's two sums
+        over the given items, all users at once. Items outside the training catalogue are
+        ignored; a user with no usable rating gets ``mu + b_i``.
         """
         self._require_fitted()
-        item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=self.device)
-        rating = torch.as_tensor(np.asarray(ratings), dtype=torch.float32, device=self.device)
-        if item.shape != rating.shape:
-            raise ValueError(f"items and ratings differ in length: {tuple(item.shape)} vs "
-                             f"{tuple(rating.shape)}")
+        device = self.device
+        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=device)
+        item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)
+        rating = torch.as_tensor(np.asarray(ratings), dtype=torch.float32, device=device)
+        if not user.shape == item.shape == rating.shape:
+            raise ValueError(f"users, items and ratings differ in length: {tuple(user.shape)}, "
+                             f"{tuple(item.shape)}, {tuple(rating.shape)}")
+        target_user = torch.as_tensor(np.asarray(target_users), dtype=torch.long, device=device)
+        target = torch.as_tensor(np.asarray(target_items), dtype=torch.long, device=device)
+        labels, index = torch.unique(torch.cat([user, target_user]), return_inverse=True)
+        user, target_user = index[: len(user)], index[len(user):]  # shape: (n,), (m,)
         keep = (item >= 0) & (item < self.n_items)
-        item, rating = item[keep], rating[keep]
+        user, item, rating = user[keep], item[keep], rating[keep]
+        count = torch.bincount(user, minlength=len(labels)).float()  # shape: (U,)
         offset = rating - self.mu - self.base_item[item]  # shape: (n,)
-        b_u = offset.sum() / (self.base_reg_user + len(item))
+        b_u = torch.zeros(len(labels), device=device).index_add_(0, user, offset) / (
+            self.base_reg_user + count)  # shape: (U,)
         net = self.net
-        norm = float(len(item)) ** -0.5 if len(item) else 0.0
-        z = norm * ((offset - b_u)[:, None] * net.explicit.weight[item]
-                    + net.implicit.weight[item]).sum(0)  # shape: (f,)
-        target = torch.as_tensor(np.asarray(target_items), dtype=torch.long, device=self.device)
+        terms = ((offset - b_u[user])[:, None] * net.explicit.weight[item]
+                 + net.implicit.weight[item])  # shape: (n, f)
+        z = torch.zeros(len(labels), terms.shape[1], device=device).index_add_(0, user, terms)
+        z = z * count.clamp(min=1).rsqrt()[:, None]  # shape: (U, f)
         known = (target >= 0) & (target < self.n_items)
         safe = torch.where(known, target, torch.zeros_like(target))
         known = known & self.item_known[safe]
-        pred = self.mu + b_u + (net.item_bias.weight[safe, 0]
-                                + net.item_factors.weight[safe] @ z) * known
+        dot = (net.item_factors.weight[safe] * z[target_user]).sum(1)  # shape: (m,)
+        pred = self.mu + b_u[target_user] + (net.item_bias.weight[safe, 0] + dot) * known
         return self._output(pred).cpu().numpy()
