@@ -339,14 +339,14 @@ class AsymmetricSVD(_BagModel):
         """
         self._require_fitted()
         device = self.device
-        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=device)
-        item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)
-        rating = torch.as_tensor(np.asarray(ratings), dtype=torch.float32, device=device)
+        user = torch.tensor(np.asarray(users), dtype=torch.long, device=device)
+        item = torch.tensor(np.asarray(items), dtype=torch.long, device=device)
+        rating = torch.tensor(np.asarray(ratings), dtype=torch.float32, device=device)
         if not user.shape == item.shape == rating.shape:
             raise ValueError(f"users, items and ratings differ in length: {tuple(user.shape)}, "
                              f"{tuple(item.shape)}, {tuple(rating.shape)}")
-        target_user = torch.as_tensor(np.asarray(target_users), dtype=torch.long, device=device)
-        target = torch.as_tensor(np.asarray(target_items), dtype=torch.long, device=device)
+        target_user = torch.tensor(np.asarray(target_users), dtype=torch.long, device=device)
+        target = torch.tensor(np.asarray(target_items), dtype=torch.long, device=device)
         labels, index = torch.unique(torch.cat([user, target_user]), return_inverse=True)
         user, target_user = index[: len(user)], index[len(user):]  # shape: (n,), (m,)
         keep = (item >= 0) & (item < self.n_items)
