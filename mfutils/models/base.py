@@ -131,6 +131,13 @@ class ExplicitModel(nn.Module, abc.ABC):
         item_known = item_in & self.item_known[safe_item]
         return safe_user, safe_item, user_known, item_known
 
+    def _known_users(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """In-range copies of ``users`` (unknown ones set to 0) and the mask of known ones."""
+        users = users.to(self.device)
+        in_range = (users >= 0) & (users < self.n_users)
+        safe = torch.where(in_range, users, torch.zeros_like(users))
+        return safe, in_range & self.user_known[safe]
+
     @torch.no_grad()
     def predict_tensor(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """Predicted ratings for compact id tensors on the model's device, shape (n,)."""

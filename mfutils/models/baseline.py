@@ -111,10 +111,8 @@ class BaselineEstimates(ExplicitModel):
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         """``mu + b_u + b_i`` for every item by broadcasting, shape (len(users), n_items)."""
         self._require_fitted()
-        users = users.to(self.device)
-        in_range = (users >= 0) & (users < self.n_users)
-        safe = torch.where(in_range, users, torch.zeros_like(users))
-        b_u = self.net.user_bias.weight[safe, 0] * (in_range & self.user_known[safe])  # (B,)
+        safe, known = self._known_users(users)
+        b_u = self.net.user_bias.weight[safe, 0] * known  # shape: (B,)
         b_i = self.net.item_bias.weight[:, 0] * self.item_known  # shape: (n_items,)
         return self._output(self.mu + b_u[:, None] + b_i[None, :])
 

@@ -188,10 +188,7 @@ class BiasedMF(ExplicitModel):
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         """All items' scores for ``users`` as one matrix product, shape (len(users), n_items)."""
         self._require_fitted()
-        users = users.to(self.device)
-        in_range = (users >= 0) & (users < self.n_users)
-        safe = torch.where(in_range, users, torch.zeros_like(users))
-        known = in_range & self.user_known[safe]  # shape: (B,)
+        safe, known = self._known_users(users)  # shape: (B,), (B,)
         net = self.net
         p_u = net.user_factors.weight[safe] * known[:, None]  # shape: (B, f)
         b_u = net.user_bias.weight[safe, 0] * known  # shape: (B,)

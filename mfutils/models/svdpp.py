@@ -222,10 +222,7 @@ class _BagModel(ExplicitModel):
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         """Every item's score for ``users`` as one matrix product, shape (B, n_items)."""
         self._require_fitted()
-        users = users.to(self.device)
-        in_range = (users >= 0) & (users < self.n_users)
-        safe = torch.where(in_range, users, torch.zeros_like(users))
-        known = in_range & self.user_known[safe]  # shape: (B,)
+        safe, known = self._known_users(users)  # shape: (B,), (B,)
         net = self.net
         z = self.net.user_vectors(safe) * known[:, None]  # shape: (B, f)
         q = net.item_factors.weight * self.item_known[:, None]  # shape: (n_items, f)
