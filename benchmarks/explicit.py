@@ -34,6 +34,7 @@ from mfutils.models import (
     IntegratedModel,
     ItemKNN,
     SVDpp,
+    TimeSVDpp,
 )
 from mfutils.results import to_markdown
 
@@ -52,11 +53,12 @@ def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
         "SVDpp": lambda: SVDpp(device=device),
         "AsymmetricSVD": lambda: AsymmetricSVD(device=device),
         "IntegratedModel": lambda: IntegratedModel(device=device),
+        "TimeSVDpp": lambda: TimeSVDpp(device=device),
     }
 
 
 class SurprisePeer:
-    """A Surprise algorithm behind the package's ``fit`` / ``predict`` interface.
+    """A Surprise algorithm behind the package's ``fit`` / ``predict_ratings`` interface.
 
     ``fit_seconds`` is the time of the algorithm's own ``fit`` on its ``Trainset``; building
     the ``Trainset`` from our ``Ratings`` is not counted against Surprise.
@@ -78,8 +80,9 @@ class SurprisePeer:
         self.fit_seconds = time.perf_counter() - start
         return self
 
-    def predict(self, users, items):
-        return np.array([self.algo.predict(u, i).est for u, i in zip(users, items, strict=True)])
+    def predict_ratings(self, test):
+        pairs = zip(test.user, test.item, strict=True)
+        return np.array([self.algo.predict(u, i).est for u, i in pairs])
 
 
 def peer_models() -> dict[str, Callable[[], object]]:

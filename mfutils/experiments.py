@@ -39,7 +39,7 @@ def evaluate_folds(
     Parameters
     ----------
     make_model : callable
-        Returns an unfitted model with ``fit(train)`` and ``predict(users, items)``.
+        Returns an unfitted model with ``fit(train)`` and ``predict_ratings(test)``.
     folds : sequence of (train, test)
         The same folds for every model of a comparison (e.g. ML-100K ``u1..u5``).
     name : str
@@ -62,7 +62,7 @@ def evaluate_folds(
         start = time.perf_counter()
         model.fit(train)
         seconds = getattr(model, "fit_seconds", time.perf_counter() - start)
-        pred = model.predict(test.user, test.item)
+        pred = model.predict_ratings(test)  # time-aware models read test.timestamp
         rows.append({"model": name, "fold": label, "rmse": rmse(pred, test.rating),
                      "mae": mae(pred, test.rating), "fit_seconds": seconds})
     return pd.DataFrame(rows)

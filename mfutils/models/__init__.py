@@ -6,6 +6,8 @@ from mfutils.models.integrated import IntegratedModel
 from mfutils.models.mf import BiasedMF
 from mfutils.models.neighborhood import GlobalNeighborhood, ItemKNN, shrunk_pearson
 from mfutils.models.svdpp import AsymmetricSVD, SVDpp
+from mfutils.models.timesvdpp import TimeSVDpp
 
 __all__ = ["AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError", "ExplicitModel",
-           "GlobalNeighborhood", "IntegratedModel", "ItemKNN", "SVDpp", "shrunk_pearson"]
+           "GlobalNeighborhood", "IntegratedModel", "ItemKNN", "SVDpp", "TimeSVDpp",
+           "shrunk_pearson"]
