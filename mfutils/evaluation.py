@@ -94,7 +94,7 @@ class ScoreTable:
                  n_users: int, batch_users: int = 256) -> None:
         if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
             raise ValueError(f"batch_users must be a positive int; got {batch_users!r}")
-        distinct = torch.unique(torch.tensor(np.array(users, dtype=np.int64)))  # shape: (U,)
+        distinct = torch.unique(torch.tensor(np.array(users, dtype=np.int64), device="cpu"))
         if len(distinct) and (int(distinct[0]) < 0 or int(distinct[-1]) >= n_users):
             raise ValueError(f"users must lie in [0, {n_users})")
         parts = []
@@ -102,9 +102,9 @@ class ScoreTable:
             for lo in range(0, len(distinct), batch_users):
                 scores = model.score_items(distinct[lo:lo + batch_users])  # shape: (B, n_items)
                 parts.append(scores.detach().cpu())
-        self.rows = torch.cat(parts) if parts else torch.zeros(0, 0)  # shape: (U, n_items)
-        self.lookup = torch.full((n_users,), -1, dtype=torch.long)  # shape: (n_users,)
-        self.lookup[distinct] = torch.arange(len(distinct))
+        self.rows = torch.cat(parts) if parts else torch.zeros(0, 0, device="cpu")  # (U, n_items)
+        self.lookup = torch.full((n_users,), -1, dtype=torch.long, device="cpu")  # (n_users,)
+        self.lookup[distinct] = torch.arange(len(distinct), device="cpu")
 
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         """The stored rows of ``users`` (on the CPU), shape (len(users), n_items).
@@ -191,10 +191,9 @@ def _block_scores(
         picked = scores[local[:, None], block[rows].to(scores.device)]  # shape: (m, C)
         if out is None:
             dtype = scores.dtype if scores.is_floating_point() else torch.float32
-            out = torch.empty((n_rows, n_cols), dtype=dtype)  # shape: (M, C)
+            out = torch.empty((n_rows, n_cols), dtype=dtype, device="cpu")  # shape: (M, C)
         out[rows] = picked.detach().to("cpu", out.dtype)
-    if out is None:  # unreachable: the caller checks M >= 1
-        raise ValueError("no rows to score")
+    assert out is not None, "the caller checks that there is at least one row"
     return out
 
 
@@ -328,7 +327,7 @@ def recommended_popularity(
     """
     if not 1 <= k <= train.n_items:
         raise ValueError(f"k={k} must lie in [1, {train.n_items}]")
-    user_t = torch.tensor(np.array(users, dtype=np.int64))  # shape: (B,)
+    user_t = torch.tensor(np.array(users, dtype=np.int64), device="cpu")  # shape: (B,)
     with torch.no_grad():
         scores = score_fn(user_t).detach().cpu().float().clone()  # shape: (B, n_items)
     rows, cols = train.csr().gather(user_t)  # shape: (nnz_B,), (nnz_B,)
