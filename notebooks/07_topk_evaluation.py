@@ -187,7 +187,7 @@ log.frame().head(10)
 # %% [markdown]
 # ## Check
 # Every rating model must beat a random ranker clearly at $x=10\%$ (random: 0.10), and the best
-# model's mean percentile rank must be well below the random 0.5 (measured ≈ 0.175 on `u1`).
+# model's mean percentile rank must be well below the random 0.5.
 
 # %%
 rating_models = [REGISTRY[key][0] for key in model_names]
