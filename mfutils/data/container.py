@@ -207,6 +207,14 @@ class UserItemCSR:
         indptr[1:] = torch.cumsum(counts, 0)
         return cls(indptr=indptr, indices=item_t[order], values=values_t[order], n_items=n_items)
 
+    @classmethod
+    def empty(cls, n_users: int, n_items: int, *, device: torch.device | str | None = None
+              ) -> UserItemCSR:
+        """No entries: every one of ``n_users`` users has an empty row."""
+        return cls(torch.zeros(n_users + 1, dtype=torch.long, device=device),
+                   torch.zeros(0, dtype=torch.long, device=device),
+                   torch.zeros(0, device=device), n_items)
+
     @property
     def n_users(self) -> int:
         return len(self.indptr) - 1

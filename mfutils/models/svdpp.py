@@ -152,9 +152,7 @@ class _BagModel(ExplicitModel):
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
-        empty = UserItemCSR(torch.zeros(n_users + 1, dtype=torch.long, device=self.device),
-                            torch.zeros(0, dtype=torch.long, device=self.device),
-                            torch.zeros(0, device=self.device), n_items)
+        empty = UserItemCSR.empty(n_users, n_items, device=self.device)
         self.net = ItemBagNet(
             n_users, n_items, c["n_factors"], csr=getattr(self, "_bag_csr", empty), mu=0.0,
             reg=c["reg"], reg_bias=c["reg_bias"], reg_implicit=c["reg_implicit"],

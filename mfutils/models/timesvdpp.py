@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.models.base import ExplicitModel
 from mfutils.models.svdpp import ItemBagNet, SVDpp, _BagModel
 from mfutils.train import TrainConfig, fit
 
@@ -295,9 +296,7 @@ class TimeSVDpp(_BagModel):
     # ------------------------------------------------------------------ building / fitting
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
-        empty = UserItemCSR(torch.zeros(n_users + 1, dtype=torch.long, device=self.device),
-                            torch.zeros(0, dtype=torch.long, device=self.device),
-                            torch.zeros(0, device=self.device), n_items)
+        empty = UserItemCSR.empty(n_users, n_items, device=self.device)
         self.net = TimeBagNet(
             n_users, n_items, c["n_factors"], csr=getattr(self, "_bag_csr", empty), mu=0.0,
             reg=c["reg"], reg_bias=c["reg_bias"], reg_implicit=c["reg_implicit"],
@@ -411,12 +410,10 @@ class TimeSVDpp(_BagModel):
         """Time-aware predictions for every row of ``data`` (uses ``data.timestamp``)."""
         return self.predict(data.user, data.item, timestamps=data.timestamp)
 
-    @torch.no_grad()
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
-        """Every item's score for ``users`` at their mean training time, (B, n_items)."""
-        self._require_fitted()
-        users = users.to(self.device)
-        items = torch.arange(self.n_items, device=self.device)
-        grid_users = users[:, None].expand(-1, self.n_items).reshape(-1)  # shape: (B * n_items,)
-        grid_items = items.repeat(len(users))  # shape: (B * n_items,)
-        return self.predict_tensor(grid_users, grid_items).view(len(users), self.n_items)
+        """Every item's score for ``users`` at their mean training time, (B, n_items).
+
+        The time terms are per (user, item), so this takes the base class's path through
+        :meth:`predict_tensor` instead of SVD++'s single matrix product.
+        """
+        return ExplicitModel.score_items(self, users)
