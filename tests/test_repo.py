@@ -19,7 +19,8 @@ def _name(requirement: str) -> str:
 
 def test_environment_yml_lists_the_pyproject_packages():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = project["optional-dependencies"]
+    wanted = {_name(r) for r in project["dependencies"] + extras["dev"] + extras["serve"]}
     wanted = {CONDA_NAMES.get(name, name) for name in wanted}
     listed = set()
     text = (ROOT / "environment.yml").read_text()
