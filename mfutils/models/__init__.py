@@ -1,13 +1,16 @@
-"""Explicit-rating models sharing ``fit`` / ``predict`` / ``recommend``."""
+"""Explicit-rating models (``fit`` / ``predict`` / ``recommend``) and implicit-feedback ranking
+models (``fit`` / ``score_items`` / ``recommend``)."""
 
 from mfutils.models.base import CheckpointError, ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
+from mfutils.models.ials import ImplicitALS
 from mfutils.models.integrated import IntegratedModel
 from mfutils.models.mf import BiasedMF
 from mfutils.models.neighborhood import GlobalNeighborhood, ItemKNN, shrunk_pearson
+from mfutils.models.ranking import EASE, MostPopular, RankingModel
 from mfutils.models.svdpp import AsymmetricSVD, SVDpp
 from mfutils.models.timesvdpp import TimeSVDpp
 
-__all__ = ["AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError", "ExplicitModel",
-           "GlobalNeighborhood", "IntegratedModel", "ItemKNN", "SVDpp", "TimeSVDpp",
-           "shrunk_pearson"]
+__all__ = ["EASE", "AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError",
+           "ExplicitModel", "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN",
+           "MostPopular", "RankingModel", "SVDpp", "TimeSVDpp", "shrunk_pearson"]
