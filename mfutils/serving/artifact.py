@@ -267,8 +267,12 @@ def item_table(data: Ratings) -> pd.DataFrame:
         genres = [list(names[row.astype(bool)]) for row in side[flags].to_numpy()]
     else:
         genres = [[] for _ in range(data.n_items)]
-    return pd.DataFrame({"item_id": data.item_ids, "title": _column(side, "title", data.n_items),
-                         "year": _column(side, "year", data.n_items), "genres": genres})
+    return pd.DataFrame({
+        "item_id": data.item_ids,
+        "title": pd.Series(_column(side, "title", data.n_items), dtype=object),
+        "year": pd.Series(_column(side, "year", data.n_items), dtype=object),  # ints or None
+        "genres": genres,
+    })
 
 
 def _column(side: pd.DataFrame | None, name: str, n: int) -> list:
@@ -285,7 +289,8 @@ def _read_items(file: Path) -> pd.DataFrame:
     return pd.DataFrame({
         "item_id": items["item_id"].to_numpy(),
         "title": pd.Series([title or None for title in items["title"]], dtype=object),
-        "year": pd.Series([int(year) if year else None for year in items["year"]], dtype=object),
+        "year": pd.Series([int(float(year)) if year else None for year in items["year"]],
+                          dtype=object),
         "genres": [text.split("|") if text else [] for text in items["genres"]],
     })
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 import numpy as np
@@ -39,6 +39,17 @@ def measure_latency(url: str, paths: Sequence[str], *, warmup: int = 20) -> np.n
             start = time.perf_counter()
             _get(client, path)
             seconds[n] = time.perf_counter() - start
+    return seconds
+
+
+def measure_calls(function: Callable[[object], object], inputs: Sequence[object]) -> np.ndarray:
+    """Seconds taken by ``function(x)`` for every input, in this process (no HTTP): the part
+    of a request's latency that is the model's own work."""
+    seconds = np.empty(len(inputs))
+    for n, value in enumerate(inputs):
+        start = time.perf_counter()
+        function(value)
+        seconds[n] = time.perf_counter() - start
     return seconds
 
 

@@ -240,6 +240,25 @@ def results_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
+def choose_model(path: str | Path, *, online_updates: bool = True,
+                 fallback: str = "BiasedMF-SGD") -> tuple[str, pd.DataFrame]:
+    """The best (lowest mean RMSE) registered model of a results file, and the table.
+
+    With ``online_updates`` only models the service can fold new users into and update
+    online qualify. A missing or unreadable file, or no qualifying row, gives ``fallback``
+    (biased MF by SGD, the package's default) and an empty table.
+    """
+    try:
+        table = results_table(path)
+    except (OSError, ValueError) as err:
+        print(f"no usable results table ({err}); serving {fallback}")
+        return fallback, pd.DataFrame()
+    ok = table["class"].notna()
+    if online_updates:
+        ok &= table["online_updates"].fillna(False).astype(bool)
+    return (table.loc[ok, "model"].iloc[0] if ok.any() else fallback), table
+
+
 def _check_kind(cls: type, key: str, value: Any, default: Any) -> Any:
     """Reject a value whose kind differs from the option's default (bool, int, float, str)."""
     if value is None or default is None or default is inspect.Parameter.empty:

@@ -33,7 +33,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mfutils.data.container import encode_ids
 from mfutils.models.svdpp import AsymmetricSVD
 from mfutils.serving.artifact import Artifact
 from mfutils.serving.foldin import fold_in_users, ridge_penalties, score_folded
@@ -328,9 +327,9 @@ class Recommender:
         self._item_meta = self.items.set_index("item_id")
 
     def _encode(self, kind: str, raw: list[int] | np.ndarray) -> np.ndarray:
-        known = self.model.user_ids if kind == "user" else self.model.item_ids
-        raw = np.asarray(raw)
-        compact = encode_ids(known, raw) if raw.size else np.zeros(0, dtype=np.int64)
+        index = self._user_index if kind == "user" else self._item_index
+        raw = np.asarray(raw, dtype=np.int64).reshape(-1)
+        compact = index.get_indexer(raw).astype(np.int64)
         if (compact < 0).any():
             raise UnknownIdError(kind, raw[compact < 0].tolist())
         return compact

@@ -7,6 +7,7 @@ in a new process -- what a deployment does -- and waits until ``/health`` answer
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -84,7 +85,8 @@ class BackgroundServer:
 
 
 class ServerProcess:
-    """``python -m mfutils.cli serve ARTIFACT`` in a fresh process; a context manager.
+    """``python -m mfutils.cli serve ARTIFACT`` in a fresh process; a context manager, or
+    :meth:`start` / :meth:`stop` (a notebook).
 
     Parameters
     ----------
@@ -114,24 +116,22 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> ServerProcess:
+    def start(self) -> ServerProcess:
+        """Start the process and wait for ``/health``; it is stopped at interpreter exit at
+        the latest."""
         self.log = tempfile.TemporaryFile(mode="w+")  # a pipe would fill up and block the server
         self.process = subprocess.Popen(self.command, env=self.env, stdout=self.log,
                                         stderr=subprocess.STDOUT, text=True)
+        atexit.register(self.stop)
         try:
             wait_healthy(self.url, timeout=self.timeout, process=self.process)
         except (RuntimeError, TimeoutError) as err:
-            self.__exit__(None, None, None)
+            self.stop()
             raise RuntimeError(f"{' '.join(self.command)} failed: {err}\n{self.output()}") from err
         return self
 
-    def output(self) -> str:
-        """What the server printed so far (stdout and stderr)."""
-        self.log.seek(0)
-        return self.log.read()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def stop(self) -> None:
+        """Terminate the process (kill it if it does not exit within 15 s)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -139,3 +139,15 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def output(self) -> str:
+        """What the server printed so far (stdout and stderr)."""
+        self.log.seek(0)
+        return self.log.read()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
