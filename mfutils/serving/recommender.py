@@ -156,11 +156,12 @@ class Recommender:
 
     def describe(self, ranking: Ranking) -> list[dict[str, Any]]:
         """``item, title, genres, score`` records of a ranking (raw ids, metadata joined)."""
-        rows = self._item_rows(ranking.items)
-        return [{"item": int(item), "title": row["title"], "genres": list(row["genres"]),
+        titles, genres = self._metadata  # read once: an update may swap them meanwhile
+        rows = self._item_index.get_indexer(ranking.items)
+        return [{"item": int(item), "title": titles[row], "genres": list(genres[row]),
                  "score": float(score)}
-                for item, score, row in zip(ranking.items, ranking.scores,
-                                            rows.to_dict("records"), strict=True)]
+                for item, score, row in zip(ranking.items.tolist(), ranking.scores.tolist(),
+                                            rows.tolist(), strict=True)]
 
     def frame(self, ranking: Ranking) -> pd.DataFrame:
         """A ranking as a table with titles, for notebooks and the CLI."""
@@ -324,7 +325,7 @@ class Recommender:
     def _reindex(self) -> None:
         self._user_index = pd.Index(self.model.user_ids)
         self._item_index = pd.Index(self.model.item_ids)
-        self._item_meta = self.items.set_index("item_id")
+        self._metadata = (self.items["title"].to_list(), self.items["genres"].to_list())
 
     def _encode(self, kind: str, raw: list[int] | np.ndarray) -> np.ndarray:
         index = self._user_index if kind == "user" else self._item_index
@@ -361,9 +362,6 @@ class Recommender:
         top = torch.topk(scores, k)
         return _ranking(self.model.item_ids, top.indices.cpu().numpy(),
                         top.values.cpu().numpy(), method)
-
-    def _item_rows(self, raw_items: np.ndarray) -> pd.DataFrame:
-        return self._item_meta.loc[raw_items]
 
 
 def _ranking(item_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str
