@@ -14,7 +14,7 @@ import torch
 
 from mfutils.data import make_synthetic
 from mfutils.models import AsymmetricSVD, BaselineEstimates, BiasedMF
-from mfutils.serving import Artifact, ArtifactError, Recommender, UnknownIdError
+from mfutils.serving import Artifact, ArtifactError, Recommender, UnknownIdError, pipeline
 from mfutils.serving.foldin import fold_in_users, ridge_penalties
 from mfutils.serving.online import RatingStore, UnsupportedError
 from mfutils.serving.runner import BackgroundServer
@@ -160,6 +160,21 @@ def test_manifest_declaring_another_model_is_rejected(artifact_dir, tmp_path):
     _edit_manifest(path, model={**manifest["model"], "class": "SVDpp"})
     with pytest.raises(ArtifactError, match="declares a SVDpp but model.pt holds a BiasedMF"):
         Artifact.load(path)
+
+
+@pytest.mark.parametrize("name", list(pipeline.registered_models()))
+def test_every_registered_model_serves_after_a_round_trip(name, data, tmp_path):
+    options = {"epochs": 1} if "epochs" in pipeline.model_options(
+        pipeline.resolve_model(name)[0]) else {}
+    model = pipeline.build_model(name, options, device="cpu").fit(data)
+    Artifact.from_training(model, data).save(tmp_path / "a")
+    rec = Recommender(tmp_path / "a", device="cpu")
+    users = torch.arange(N_USERS)
+    assert torch.equal(rec.model.score_items(users), model.score_items(users))
+    assert len(rec.recommend(data.user_ids[:2], 3)) == 2
+    assert rec.recommend_new_user(data.item_ids[[1, 2]], [5.0, 2.0], 4).method == (
+        rec.capabilities()["new_user"])
+    assert len(rec.similar_items(data.item_ids[2], 4).items) == 4
 
 
 # ---------------------------------------------------------------------- fold-in
@@ -340,6 +355,7 @@ def test_similar_items_over_http(client, served, data):
     ("get", "/users/1000/recommendations?k=ten", None, 422, "query.k: Input should be a valid"),
     ("get", "/users/abc/recommendations", None, 422, "path.user"),
     ("get", "/items/1/similar", None, 404, "unknown item id 1"),
+    ("get", f"/items/{10**30}/similar", None, 422, "out of range"),
     ("post", "/recommendations", {"users": [1000, 4], "k": 3}, 422, "unknown user id 4"),
     ("post", "/recommendations", {"users": []}, 422, "at least 1 item"),
     ("post", "/recommendations", {"users": [1000], "kk": 3}, 422, "body.kk: Extra inputs"),
@@ -378,6 +394,25 @@ def test_twenty_parallel_requests(client, served, data):
         results = list(pool.map(call, users))
     assert all(status == 200 for _, status, _ in results)
     assert {user: items for user, _, items in results} == expected
+
+
+def test_reads_stay_consistent_during_online_updates(artifact_dir, data):
+    """Readers and writers at once: every request answers 200, none sees a half update."""
+    rec = Recommender(artifact_dir, device="cpu")
+    users = data.user_ids[:10].tolist()
+    with BackgroundServer(create_app(rec)) as server:
+        def read(n):
+            response = httpx.get(f"{server.url}/users/{users[n % 10]}/recommendations?k=5")
+            return response.status_code
+
+        def write(n):
+            rating = {"user": users[n % 10], "item": int(data.item_ids[n % 7]), "rating": 4}
+            return httpx.post(f"{server.url}/ratings", json={"ratings": [rating]}).status_code
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            codes = list(pool.map(lambda n: (write if n % 4 == 0 else read)(n), range(40)))
+    assert codes == [200] * 40
+    assert rec.metadata()["online_updates"]["ratings"] == 10
 
 
 def test_online_update_over_http_then_save(artifact_dir, data, tmp_path):

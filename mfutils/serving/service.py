@@ -221,6 +221,9 @@ def _client_errors(*, unknown_status: int) -> Iterator[None]:
         raise HTTPException(unknown_status, f"{err}{hint}") from err
     except UnsupportedError as err:
         raise HTTPException(409, str(err)) from err
+    except OverflowError as err:
+        raise HTTPException(422, f"an id is out of range (ids are 64-bit integers): {err}"
+                            ) from err
     except ValueError as err:
         raise HTTPException(422, str(err)) from err
 
