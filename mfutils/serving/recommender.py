@@ -165,7 +165,8 @@ class Recommender:
 
     def frame(self, ranking: Ranking) -> pd.DataFrame:
         """A ranking as a table with titles, for notebooks and the CLI."""
-        return pd.DataFrame(self.describe(ranking)).assign(
+        columns = ["item", "title", "genres", "score"]
+        return pd.DataFrame(self.describe(ranking), columns=columns).assign(
             genres=lambda f: f["genres"].map(", ".join))
 
     # ------------------------------------------------------------------ queries
