@@ -39,7 +39,7 @@ from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.metrics import percentile_rank_cdf, percentile_ranks, sample_negatives
 
 __all__ = ["DEFAULT_THRESHOLDS", "ItemPopularity", "KorenTopK", "ScoreTable", "koren_topk",
-           "known_items", "plot_percentile_cdf", "recommended_popularity"]
+           "known_items", "plot_percentile_cdf", "recommended_popularity", "sampled_hit_rate"]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -296,6 +296,23 @@ def koren_topk(
     protocol = (f"Koren top-K: test ratings >= {min_rating:g}, M={len(keep)}, "
                 f"N=min({n_negatives}, #unrated) negatives unrated in train+test, seed {seed}")
     return KorenTopK(ranks_df, cdf, mean_rank, negatives, protocol)
+
+
+def sampled_hit_rate(result: KorenTopK, k: int = 10) -> pd.Series:
+    r"""Sampled HitRate@k of every model: the share of test rows whose positive ranks among the
+    top ``k`` of itself and its sampled negatives.
+
+    With :math:`N_r` negatives per row, the positive is a hit when fewer than ``k`` negatives
+    beat it (ties count half): :math:`\mathrm{pct}_r\,N_r < k`. With ``n_negatives=100`` this
+    is the "HR@10 out of 100 negatives" protocol of NCF-style papers, a *sampled* metric that
+    Krichene & Rendle (KDD 2020) show can disagree with the full ranking.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int; got {k!r}")
+    ranks = result.ranks
+    names = [c for c in ranks.columns if c not in ("user", "item", "n_negatives")]
+    above = ranks[names].mul(ranks["n_negatives"], axis=0)  # negatives beating the positive
+    return (above < k).mean().rename(f"sampled hitrate@{k}")
 
 
 def recommended_popularity(

@@ -18,6 +18,7 @@ from mfutils.evaluation import (
     koren_topk,
     plot_percentile_cdf,
     recommended_popularity,
+    sampled_hit_rate,
 )
 from mfutils.models import BiasedMF
 
@@ -157,3 +158,17 @@ def test_recommended_popularity(split: tuple[Ratings, Ratings]) -> None:
     expected = np.sort(counts_masked)[-5:].mean()
     got = recommended_popularity(pop.score_items, train=train, users=[users[0]], k=5)
     assert got == pytest.approx(expected)
+
+
+def test_sampled_hit_rate(split: tuple[Ratings, Ratings]) -> None:
+    train, test = split
+    res = koren_topk({"oracle": Oracle(test), "const": Constant(test.n_items)}, train, test,
+                     n_negatives=30, seed=3)
+    hits = sampled_hit_rate(res, 10)
+    assert hits["oracle"] == 1.0
+    # all ties: half of a row's negatives "beat" the positive
+    assert hits["const"] == pytest.approx((res.ranks["n_negatives"] / 2 < 10).mean())
+    assert sampled_hit_rate(res, 16)["const"] == 1.0
+    assert hits.name == "sampled hitrate@10"
+    with pytest.raises(ValueError, match="k must"):
+        sampled_hit_rate(res, 0)
