@@ -39,7 +39,8 @@ class ImplicitLoss(nn.Module):
         Embeddings of the positive items.
     neg_emb : torch.Tensor, shape (C, d) or (B, N, d), optional
         Shared candidates (logits (B, C)) or per-row negatives (logits (B, N)). Required when
-        :attr:`needs_negatives`.
+        :attr:`needs_negatives`. One negative per row is shaped ``(B, 1, d)``: a ``(B, d)``
+        tensor is read as ``B`` candidates shared by every row.
     neg_items : torch.LongTensor, shape (C,) or (B, N), optional
         Ids of the negatives. With ``pos_items`` the loss masks accidental hits itself
         (see :func:`mfutils.sampling.accidental_hit_mask`: a negative equal to the row's
