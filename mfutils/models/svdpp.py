@@ -12,6 +12,15 @@ and Asymmetric-SVD (eq. 13) drops ``p_u`` and describes a user only by their ite
 with ``b_uj`` a fixed, precomputed baseline (:class:`BaselineEstimates`). On ML-100K
 ``N(u) = R(u)``, taken from the training fold only.
 
+SVD++ optionally adds the user's attributes ``A(u)`` (Koren, Bell & Volinsky 2009, eq. 6),
+one vector ``y_a`` per attribute value -- on ML-100K the age bucket, gender and occupation:
+
+    r_hat_ui = mu + b_u + b_i + q_i^T ( p_u + |N(u)|^{-1/2} sum_{j in N(u)} y_j
+                                        + sum_{a in A(u)} y_a ),
+
+so a user without a single training rating is still scored, through ``mu + b_i + q_i^T sum
+y_a`` (:func:`encode_user_attributes` builds ``A(u)`` from the users table).
+
 The sums run as one ``embedding_bag`` over the CSR rows of the *distinct* users of a batch, and
 training batches hold all ratings of a group of users (``TrainConfig(batch_by="user")``), so
 each user's sum is built once per batch and its gradient accumulated over all that user's
@@ -19,6 +28,9 @@ ratings -- the per-user loop of Koren's Handbook pseudo-code, vectorised.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +43,68 @@ from mfutils.models.base import ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
 from mfutils.models.mf import BiasedMF
 from mfutils.train import TrainConfig, fit
+
+AGE_EDGES = (18, 25, 35, 45, 50, 56)  # the age groups of ML-1M: <18, 18-24, ..., 56+
+REG_ATTRIBUTES = 0.01
+
+
+def encode_user_attributes(
+    users: pd.DataFrame | None, attributes: Sequence[str], *,
+    age_edges: Sequence[float] = AGE_EDGES,
+) -> tuple[np.ndarray, list[str]]:
+    """Each user's attribute values ``A(u)`` as ids into one table of all values.
+
+    ``age`` is bucketed at ``age_edges`` (ML-100K's exact ages, or ML-1M's group codes,
+    fall into the ML-1M groups); any other column is categorical. Every attribute gets its
+    own block of ids (field offsets), and a missing value is a value of its own.
+
+    Parameters
+    ----------
+    users : pandas.DataFrame or None
+        The users table of a :class:`Ratings` (one row per compact user id).
+    attributes : sequence of str
+        Columns of ``users``, e.g. ``("age", "gender", "occupation")``.
+    age_edges : sequence of float
+        Left edges of the age buckets after the first.
+
+    Returns
+    -------
+    ids : np.ndarray of int64, shape (n_users, len(attributes))
+    labels : list of str
+        ``labels[id]``, e.g. ``"age:25-34"``, ``"gender:F"``.
+
+    Raises
+    ------
+    ValueError
+        Without a users table, or for a column it does not have; the message names
+        ``user_attributes``.
+    """
+    if users is None:
+        raise ValueError(f"user_attributes={tuple(attributes)!r} needs a users table, and these "
+                         "ratings have none (ML-100K and ML-1M have one); pass "
+                         "user_attributes=None")
+    missing = [name for name in attributes if name not in users.columns]
+    if missing or not len(attributes):
+        raise ValueError(f"user_attributes={tuple(attributes)!r}: the users table has no column "
+                         f"{missing}; it has {list(users.columns)}")
+    ids, labels = [], []
+    for name in attributes:
+        column = users[name]
+        if name == "age":
+            edges = list(age_edges)
+            names = ([f"<{edges[0]:g}"]
+                     + [f"{lo:g}-{hi - 1:g}" for lo, hi in zip(edges, edges[1:], strict=False)]
+                     + [f"{edges[-1]:g}+"])
+            codes = np.digitize(column.to_numpy(dtype=float), edges)  # shape: (n_users,)
+            codes = np.where(column.isna().to_numpy(), len(names), codes)
+            names = names + ["missing"]
+        else:
+            codes, uniques = pd.factorize(column, sort=True)
+            names = [str(value) for value in uniques] + ["missing"]
+            codes = np.where(codes < 0, len(names) - 1, codes)
+        ids.append(codes.astype(np.int64) + len(labels))
+        labels.extend(f"{name}:{value}" for value in names)
+    return np.stack(ids, axis=1), labels
 
 
 class ItemBagNet(nn.Module):
@@ -49,6 +123,11 @@ class ItemBagNet(nn.Module):
         user's bag (lambda_6 in Koren's paper, which uses one constant for all factors).
     asymmetric : bool
         Asymmetric-SVD: no ``p_u``; add the residual-weighted ``x`` bag.
+    attributes : Tensor of long, shape (n_users, n_attributes), optional
+        ``A(u)`` as ids into a table of ``n_attribute_values`` vectors ``y_a`` whose sum joins
+        the user vector (KBV09 eq. 6); see :func:`encode_user_attributes`.
+    reg_attributes : float
+        Per-rating penalty on the ``y_a`` of the rating's user.
     init_std : float
     generator : torch.Generator, optional
     """
@@ -56,11 +135,13 @@ class ItemBagNet(nn.Module):
     def __init__(
         self, n_users: int, n_items: int, n_factors: int, *, csr: UserItemCSR, mu: float,
         reg: float, reg_bias: float, reg_implicit: float, asymmetric: bool = False,
-        init_std: float = 0.1, device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        attributes: torch.Tensor | None = None, n_attribute_values: int = 0,
+        reg_attributes: float = 0.0, init_std: float = 0.1,
+        device: torch.device | str | None = None, generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.reg, self.reg_bias, self.reg_implicit = reg, reg_bias, reg_implicit
+        self.reg_attributes = reg_attributes
         self.asymmetric = asymmetric
         self.register_buffer("mu", torch.tensor(float(mu), device=device))
         self.register_buffer("indptr", csr.indptr.to(device))
@@ -79,6 +160,12 @@ class ItemBagNet(nn.Module):
         else:
             self.user_factors = nn.Embedding(n_users, n_factors, device=device)  # p_u
             tables.append(self.user_factors)
+        self.has_attributes = attributes is not None
+        if attributes is not None:
+            self.register_buffer("attributes", attributes.to(device))  # shape: (n_users, A)
+            self.attribute_factors = nn.Embedding(n_attribute_values, n_factors,
+                                                  device=device)  # y_a
+            tables.append(self.attribute_factors)
         with torch.no_grad():
             self.user_bias.weight.zero_()
             self.item_bias.weight.zero_()
@@ -98,12 +185,21 @@ class ItemBagNet(nn.Module):
         )  # shape: (U, f)
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """``p_u + |N(u)|^{-1/2} sum y_j`` (SVD++) or the two bags (Asymmetric-SVD), (U, f)."""
+        """``p_u + |N(u)|^{-1/2} sum y_j [+ sum_{A(u)} y_a]`` (SVD++) or the two bags
+        (Asymmetric-SVD), shape (U, f)."""
         norm = self.norm[users][:, None]  # shape: (U, 1)
         vectors = norm * self._bag(users, self.implicit.weight, None)  # shape: (U, f)
         if self.asymmetric:
-            return vectors + norm * self._bag(users, self.explicit.weight, self.residuals)
-        return vectors + self.user_factors(users)
+            vectors = vectors + norm * self._bag(users, self.explicit.weight, self.residuals)
+        else:
+            vectors = vectors + self.user_factors(users)
+        if self.has_attributes:
+            vectors = vectors + self.attribute_vectors(users)
+        return vectors
+
+    def attribute_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """``sum_{a in A(u)} y_a`` (KBV09 eq. 6), shape (U, f)."""
+        return self.attribute_factors(self.attributes[users]).sum(1)  # shape: (U, f)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         users, inverse = torch.unique(batch["user"], return_inverse=True)  # shape: (U,), (B,)
@@ -113,8 +209,9 @@ class ItemBagNet(nn.Module):
         return self.mu + self.user_bias(batch["user"])[:, 0] + self.item_bias(item)[:, 0] + dot
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per rating: ``reg_bias (b_u^2 + b_i^2) + reg (|q_i|^2 [+ |p_u|^2] + sum_j |y_j|^2
-        [+ |x_j|^2])``, halved; shape (B,)."""
+        """Per rating: ``reg_bias (b_u^2 + b_i^2) + reg (|q_i|^2 [+ |p_u|^2])
+        + reg_implicit sum_j (|y_j|^2 [+ |x_j|^2]) [+ reg_attributes sum_{A(u)} |y_a|^2]``,
+        halved; shape (B,)."""
         user, item = batch["user"], batch["item"]
         users, inverse = torch.unique(user, return_inverse=True)
         bag_tables = [self.implicit.weight] + ([self.explicit.weight] if self.asymmetric else [])
@@ -124,7 +221,11 @@ class ItemBagNet(nn.Module):
         if not self.asymmetric:
             factors = factors + self.user_factors(user).pow(2).sum(1)
         biases = self.user_bias(user)[:, 0] ** 2 + self.item_bias(item)[:, 0] ** 2
-        return 0.5 * (self.reg * factors + self.reg_implicit * bag + self.reg_bias * biases)
+        out = 0.5 * (self.reg * factors + self.reg_implicit * bag + self.reg_bias * biases)
+        if self.has_attributes:
+            squares = self.attribute_factors.weight.pow(2).sum(1)  # shape: (n_values,)
+            out = out + 0.5 * self.reg_attributes * squares[self.attributes[user]].sum(1)
+        return out
 
 
 class _BagModel(ExplicitModel):
@@ -153,11 +254,19 @@ class _BagModel(ExplicitModel):
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
         empty = UserItemCSR.empty(n_users, n_items, device=self.device)
+        attributes, n_values = None, 0
+        if c.get("user_attributes"):
+            attributes = getattr(self, "_attributes", None)
+            if attributes is None or len(attributes) != n_users:  # placeholder until _fit
+                attributes = torch.zeros(n_users, len(c["user_attributes"]), dtype=torch.long)
+            attributes = torch.as_tensor(attributes, device=self.device)
+            n_values = getattr(self, "_n_attribute_values", 1)
         self.net = ItemBagNet(
             n_users, n_items, c["n_factors"], csr=getattr(self, "_bag_csr", empty), mu=0.0,
             reg=c["reg"], reg_bias=c["reg_bias"], reg_implicit=c["reg_implicit"],
-            asymmetric=self.asymmetric,
-            init_std=c["init_std"], device=self.device,
+            asymmetric=self.asymmetric, attributes=attributes, n_attribute_values=n_values,
+            reg_attributes=c.get("reg_attributes", 0.0), init_std=c["init_std"],
+            device=self.device,
             generator=torch.Generator(device=self.device).manual_seed(c["seed"]),
         )
 
@@ -165,7 +274,25 @@ class _BagModel(ExplicitModel):
         state = ckpt["state"]
         self._bag_csr = UserItemCSR(state["net.indptr"], state["net.indices"],
                                     state["net.residuals"], ckpt["n_items"])
+        if "net.attributes" in state:
+            self._attributes = state["net.attributes"]
+            self._n_attribute_values = len(state["net.attribute_factors.weight"])
         super()._restore(ckpt, path)
+
+    def fit(self, train: Ratings, *, valid: Ratings | None = None,
+            weights: np.ndarray | None = None) -> _BagModel:
+        """As :meth:`ExplicitModel.fit`; with ``user_attributes``, ``train.users`` gives
+        ``A(u)`` for every user of the id space, including those without training ratings."""
+        attributes = self.config.get("user_attributes")
+        if attributes:
+            ids, self.attribute_labels = encode_user_attributes(
+                train.users, attributes, age_edges=self.config["age_edges"])
+            if len(ids) != train.n_users:
+                raise ValueError(f"user_attributes: the users table has {len(ids)} rows for "
+                                 f"{train.n_users} users")
+            self._attributes = torch.as_tensor(ids)
+            self._n_attribute_values = len(self.attribute_labels)
+        return super().fit(train, valid=valid, weights=weights)
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
@@ -207,12 +334,39 @@ class _BagModel(ExplicitModel):
         net.implicit.weight.zero_()
         if self.asymmetric:
             net.explicit.weight.zero_()
+        if net.has_attributes:
+            net.attribute_factors.weight.zero_()
+
+    def _vectors(self, users: torch.Tensor, known: torch.Tensor, in_range: torch.Tensor
+                 ) -> torch.Tensor:
+        """One user vector per entry of (safe, repeatable) ``users``: the full one where
+        ``known`` (training ratings), ``sum_{A(u)} y_a`` for the other users of the id space
+        (``in_range``) when attributes are used -- cold start -- and 0 otherwise; (n, f)."""
+        distinct, inverse = torch.unique(users, return_inverse=True)  # shape: (U,), (n,)
+        z = self.net.user_vectors(distinct)[inverse] * known[:, None]  # shape: (n, f)
+        if self.net.has_attributes:
+            cold = in_range & ~known  # shape: (n,)
+            z = z + self.net.attribute_vectors(distinct)[inverse] * cold[:, None]
+        return z
+
+    @torch.no_grad()
+    def predict_tensor(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings for compact id tensors (see :meth:`ExplicitModel.predict`);
+        with user attributes, users without training ratings get ``mu + b_i + q_i^T sum
+        y_a``."""
+        self._require_fitted()
+        safe_user, safe_item, user_known, item_known = self._known(user, item)
+        in_range = (user >= 0) & (user < self.n_users)
+        return self._output(self._predict_rows(safe_user, safe_item, user_known, item_known,
+                                               in_range))
 
     def _predict_known(self, user, item, user_known, item_known):
-        users, inverse = torch.unique(user, return_inverse=True)
-        z = self.net.user_vectors(users)[inverse]  # shape: (n, f)
+        return self._predict_rows(user, item, user_known, item_known, user_known)
+
+    def _predict_rows(self, user, item, user_known, item_known, user_in):
+        z = self._vectors(user, user_known, user_in)  # shape: (n, f)
         net = self.net
-        dot = (net.item_factors.weight[item] * z).sum(1) * (user_known & item_known)
+        dot = (net.item_factors.weight[item] * z).sum(1) * item_known  # shape: (n,)
         return (self.mu + net.user_bias.weight[user, 0] * user_known
                 + net.item_bias.weight[item, 0] * item_known + dot)
 
@@ -221,8 +375,10 @@ class _BagModel(ExplicitModel):
         """Every item's score for ``users`` as one matrix product, shape (B, n_items)."""
         self._require_fitted()
         safe, known = self._known_users(users)  # shape: (B,), (B,)
+        users = users.to(self.device)
+        in_range = (users >= 0) & (users < self.n_users)
         net = self.net
-        z = self.net.user_vectors(safe) * known[:, None]  # shape: (B, f)
+        z = self._vectors(safe, known, in_range)  # shape: (B, f)
         q = net.item_factors.weight * self.item_known[:, None]  # shape: (n_items, f)
         b_i = net.item_bias.weight[:, 0] * self.item_known  # shape: (n_items,)
         b_u = net.user_bias.weight[safe, 0] * known  # shape: (B,)
@@ -245,6 +401,17 @@ class SVDpp(_BagModel):
         Start from a :class:`BiasedMF` fit (SVD++ with empty bags *is* biased MF) with the bag
         tables at zero, so training only learns what the implicit feedback adds.
 
+    user_attributes : sequence of str, optional
+        Columns of the training data's users table whose values join the user vector as
+        ``sum_{a in A(u)} y_a`` (Koren, Bell & Volinsky 2009 eq. 6), e.g. ``("age", "gender",
+        "occupation")`` on ML-100K; ``age`` is bucketed at ``age_edges``. Users of the id
+        space without training ratings are then predicted as ``mu + b_i + q_i^T sum y_a``
+        instead of ``mu + b_i``.
+    reg_attributes : float
+        Per-rating penalty on the ``y_a`` of the rating's user.
+    age_edges : sequence of float
+        Bucket edges of ``age`` (default: the ML-1M age groups <18, 18-24, ..., 56+).
+
     Notes
     -----
     Koren's Netflix constants (per-rating SGD, gamma 0.007 cut by 10% per epoch, lambda_5
@@ -253,6 +420,19 @@ class SVDpp(_BagModel):
     reg 0.15, reg_bias 0.15, reg_implicit 0.01) are the best of small grids on a validation
     split carved from ML-100K ``u1.base``.
     """
+
+    def __init__(
+        self, n_factors: int = 20, *, user_attributes: Sequence[str] | None = None,
+        reg_attributes: float = REG_ATTRIBUTES, age_edges: Sequence[float] = AGE_EDGES,
+        **options: Any,
+    ) -> None:
+        super().__init__(n_factors, **options)
+        if isinstance(user_attributes, str):
+            raise ValueError(f"user_attributes={user_attributes!r} must be a sequence of column "
+                             f"names, e.g. ({user_attributes!r},)")
+        self.config.update(
+            user_attributes=None if user_attributes is None else tuple(user_attributes),
+            reg_attributes=reg_attributes, age_edges=tuple(age_edges))
 
 
 class AsymmetricSVD(_BagModel):
