@@ -51,3 +51,32 @@ def test_unknown_ids_and_checkpoint_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict_ratings(test), model.predict_ratings(test))
     items, _ = loaded.recommend([0, 1], k=5)
     assert items.shape == (2, 5)
+
+
+def test_all_item_scores_equal_the_predictions(fitted):
+    model, train, _ = fitted
+    users = torch.tensor([0, 3, 3, -1, 10_000, 7])
+    scores = model.score_items(users, chunk_size=4).numpy()  # two chunks
+    for row, u in enumerate(users.tolist()):
+        expected = model.predict(np.full(train.n_items, u), np.arange(train.n_items))
+        np.testing.assert_allclose(scores[row], expected, atol=1e-5)
+
+
+def test_dense_and_sorted_key_lookups_agree(fitted, monkeypatch):
+    from mfutils.models import neighborhood
+
+    model, _, test = fitted
+    net = model.net.neighbors
+    user, item = torch.as_tensor(test.user), torch.as_tensor(test.item)
+    assert net.position is not None  # small data: the dense table
+    dense = net.lookup(user, item)
+    monkeypatch.setattr(neighborhood, "DENSE_LOOKUP_CELLS", 0)
+    net._index_keys()
+    assert net.position is None
+    for a, b in zip(dense, net.lookup(user, item), strict=True):
+        torch.testing.assert_close(a, b)
+    cached = net.lookup_columns(user, item, chunk_size=7)
+    for a, name in zip(dense, neighborhood.LOOKUP_COLUMNS, strict=True):
+        torch.testing.assert_close(a, cached[name])
+    monkeypatch.undo()
+    net._index_keys()

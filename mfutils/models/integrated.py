@@ -35,12 +35,13 @@ class IntegratedNet(nn.Module):
         neighbors.item_bias.requires_grad_(False)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.factors(batch) + self.neighbors.neighborhood(batch["user"], batch["item"])
+        neighbors = self.neighbors
+        return self.factors(batch) + neighbors.neighborhood(
+            batch["user"], batch["item"], neighbors.batch_lookup(batch))
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """SVD++'s per-rating penalty plus ``lambda_8 (sum w_ij^2 + sum c_ij^2) / 2``."""
-        return self.factors.penalty(batch) + self.neighbors.neighborhood_penalty(
-            batch["user"], batch["item"])
+        return self.factors.penalty(batch) + self.neighbors.neighborhood_penalty(batch)
 
 
 class IntegratedModel(ExplicitModel):
@@ -133,3 +134,52 @@ class IntegratedModel(ExplicitModel):
         nbr = self.net.neighbors.neighborhood(user, item)  # shape: (n,)
         return (self.mu + factors.user_bias.weight[user, 0] * user_known
                 + factors.item_bias.weight[item, 0] * item_known + (dot + nbr) * both)
+
+    @torch.no_grad()
+    def score_items(self, users: torch.Tensor, *, chunk_size: int = 512) -> torch.Tensor:
+        """Every item's score for ``users``, shape (B, n_items), ``chunk_size`` users at a time.
+
+        The factor tier is one matrix product. The neighbourhood tier of all items at once is
+        three sparse-dense products per chunk: with ``Z`` the chunk's residuals ``r_uj - b_uj``
+        and ``M`` its rated mask (dense, chunk x n_items) and ``W, C, A`` the ``n_items x
+        n_items`` sparse matrices holding ``w_ij, c_ij`` and 1 at ``j in S^k(i)``,
+        ``sum_{R^k(i;u)} (r_uj - b_uj) w_ij = (Z W^T)_ui``, ``sum_{N^k(i;u)} c_ij = (M C^T)_ui``
+        and ``|R^k(i;u)| = (M A^T)_ui``.
+        """
+        self._require_fitted()
+        factors, neighbors = self.net.factors, self.net.neighbors
+        n_items, k = neighbors.neighbors.shape
+        rows = torch.arange(n_items, device=self.device).repeat_interleave(k)  # shape: (n * k,)
+        index = torch.stack([rows, neighbors.neighbors.reshape(-1)])  # shape: (2, n * k)
+
+        def sparse(values: torch.Tensor) -> torch.Tensor:  # shape: (n_items, n_items)
+            return torch.sparse_coo_tensor(index, values.reshape(-1), (n_items, n_items),
+                                           check_invariants=True)
+
+        weights = sparse(neighbors.weights).coalesce()
+        implicit_and_count = torch.cat([
+            sparse(neighbors.implicit), sparse(torch.ones_like(neighbors.implicit))]).coalesce()
+        q = factors.item_factors.weight * self.item_known[:, None]  # shape: (n_items, f)
+        b_i = factors.item_bias.weight[:, 0] * self.item_known  # shape: (n_items,)
+        parts = []
+        for lo in range(0, len(users), chunk_size):
+            safe, known = self._known_users(users[lo:lo + chunk_size])  # shape: (B,), (B,)
+            distinct, inverse = torch.unique(safe, return_inverse=True)
+            z = factors.user_vectors(distinct)[inverse] * known[:, None]  # shape: (B, f)
+            position, entry = self.train_csr.positions(safe)  # shape: (nnz_B,)
+            keep = known[position]
+            position, entry = position[keep], entry[keep]
+            item = self.train_csr.indices[entry]  # shape: (nnz_B,)
+            res = torch.zeros(len(safe), n_items, device=self.device)  # shape: (B, n_items)
+            res[position, item] = neighbors.residual[entry]
+            rated = torch.zeros_like(res)  # shape: (B, n_items)
+            rated[position, item] = 1.0
+            sum_w = torch.sparse.mm(weights, res.T).T  # shape: (B, n_items)
+            sum_c, count = torch.sparse.mm(implicit_and_count, rated.T).T.split(n_items, dim=1)
+            norm = torch.where(count > 0, count.clamp(min=1).rsqrt(), torch.zeros_like(count))
+            pair = (z @ q.T + norm * (sum_w + sum_c)) * self.item_known[None, :]
+            b_u = factors.user_bias.weight[safe, 0] * known  # shape: (B,)
+            parts.append(self.mu + b_u[:, None] + b_i[None, :] + pair * known[:, None])
+        return self._output(torch.cat(parts) if parts else torch.zeros(
+            0, n_items, device=self.device))
+
