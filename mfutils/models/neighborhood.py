@@ -30,6 +30,7 @@ from mfutils.train import TrainConfig, fit
 SHRINKAGE_FORMS = ("koren08", "handbook")
 LOOKUP_COLUMNS = ("nbr_rated", "nbr_residual", "nbr_norm")  # GlobalNeighborhoodNet.lookup
 DENSE_LOOKUP_CELLS = 1 << 25  # user x item cells (int32) up to which lookups are dense
+CACHED_LOOKUP_CELLS = 1 << 24  # rows x k up to which training lookups are computed once
 
 
 # ---------------------------------------------------------------------- similarity
@@ -353,6 +354,19 @@ class GlobalNeighborhoodNet(nn.Module):
         return {name: torch.cat([part[col] for part in parts])
                 for col, name in enumerate(LOOKUP_COLUMNS)}
 
+    def training_columns(self, train: Ratings, weights: np.ndarray | None = None
+                         ) -> dict[str, torch.Tensor]:
+        """``user, item, rating`` (and ``weight``) of ``train`` for :func:`mfutils.train.fit`,
+        plus the :meth:`lookup_columns` when they take at most :data:`CACHED_LOOKUP_CELLS`."""
+        device = self.neighbors.device
+        data = {key: value for key, value in train.tensors(device).items()
+                if key in ("user", "item", "rating")}
+        if weights is not None:
+            data["weight"] = torch.as_tensor(weights, device=device)
+        if len(train) * self.neighbors.shape[1] <= CACHED_LOOKUP_CELLS:
+            data.update(self.lookup_columns(data["user"], data["item"]))
+        return data
+
     def batch_lookup(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """The batch's :meth:`lookup`, from its precomputed columns when it has them."""
         if LOOKUP_COLUMNS[0] in batch:
@@ -445,7 +459,9 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
         ``u1.base`` (k = 200 was 0.0008 better there at twice the cost; k = 50 overfits).
     epochs, lr, lr_decay : int, float, float
         SGD schedule (Koren on Netflix: 15–20 passes, ``gamma = 0.005``; 0.005 is 0.003
-        worse after 15 epochs on ML-100K); decay per epoch optional.
+        worse after 15 epochs on ML-100K); decay per epoch optional. ``epochs=0`` only builds
+        the neighbour table, with ``w = c = 0`` and the baseline's biases (the start of the
+        integrated model's neighbourhood tier).
     reg, reg_bias : float, optional
         ``lambda_4`` on ``w, c`` and on the biases (Koren's 0.002; 0.01 validated equal);
         ``reg_bias`` defaults to ``reg``.
@@ -476,6 +492,8 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
         super().__init__(device=device, clip=clip)
         if k is not None and k < 1:
             raise ValueError(f"k={k} must be >= 1 or None (all items)")
+        if epochs < 0:
+            raise ValueError(f"epochs={epochs} must be >= 0")
         if shrinkage_form not in SHRINKAGE_FORMS:
             raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of "
                              f"{SHRINKAGE_FORMS}")
@@ -518,10 +536,9 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
             if c["init_biases"]:
                 self.net.user_bias.copy_(self.base_user)
                 self.net.item_bias.copy_(self.base_item)
-        data = {key: value for key, value in train.tensors(self.device).items()
-                if key in ("user", "item", "rating")}
-        if weights is not None:
-            data["weight"] = torch.as_tensor(weights, device=self.device)
+        if c["epochs"] == 0:
+            return
+        data = self.net.training_columns(train, weights)
         config = TrainConfig(epochs=c["epochs"], batch_size=c["batch_size"],
                              optimizer=c["optimizer"], lr=c["lr"], lr_decay=c["lr_decay"],
                              patience=c["patience"], seed=c["seed"], progress=c["progress"])
