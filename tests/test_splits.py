@@ -154,15 +154,16 @@ def test_validation_split_stays_inside_train(data, strategy):
 
 def test_cold_user_split_keeps_few_ratings_of_chosen_users(data):
     train, test = random_holdout(data, seed=1)
-    cold_train, same_test = cold_user_split(train, test, n_users=40, max_train=3, seed=2)
-    assert same_test is test
-    assert np.isin(keys(cold_train), keys(train)).all()
+    cold_train, cold_test = cold_user_split(train, test, n_users=40, max_train=3, seed=2)
+    assert_partition(data, cold_train, cold_test)
+    assert np.array_equal(keys(cold_test)[:len(test)], keys(test))  # the test part grows
     before, after = train.user_counts(), cold_train.user_counts()
     changed = np.flatnonzero(after != before)
     assert 0 < len(changed) <= 40 and np.isin(changed, test.user).all()
     assert (after[changed] <= 3).all()
-    # the cold users that lost ratings keep 0..3 each
-    assert set(after[changed]) == {0, 1, 2, 3}
+    assert set(after[changed]) == {0, 1, 2, 3}  # the cold users that lost ratings keep 0..3
+    moved = np.setdiff1d(keys(cold_test), keys(test))
+    assert np.isin(moved // data.n_items, changed).all()
     again, _ = cold_user_split(train, test, n_users=40, max_train=3, seed=2)
     assert np.array_equal(keys(again), keys(cold_train))
     with pytest.raises(ValueError, match="n_users"):

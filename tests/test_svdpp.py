@@ -161,8 +161,8 @@ ATTRIBUTES = ("age", "gender", "occupation")
 def with_attributes(split):
     train, test = split
     keep = ~np.isin(train.user, [2, 5])  # users 2 and 5 have no training rating: cold start
-    model = SVDpp(4, user_attributes=ATTRIBUTES, reg_attributes=0.001, epochs=4, batch_size=128,
-                  device="cpu", clip=False).fit(train.subset(keep))
+    model = SVDpp(4, user_attributes=ATTRIBUTES, attribute_biases=True, reg_attributes=0.001,
+                  epochs=4, batch_size=128, device="cpu", clip=False).fit(train.subset(keep))
     return model, train.subset(keep), test
 
 
@@ -182,13 +182,14 @@ def test_attribute_prediction_matches_the_per_rating_formula(with_attributes):
     model, train, test = with_attributes
     net = model.net
     y_a = net.attribute_factors.weight.detach().numpy()
+    b_a = net.attribute_bias.weight[:, 0].detach().numpy()
     ids = net.attributes.numpy()
     users = np.r_[test.user, 2, 5]
     items = np.r_[test.item, 3, 4]
     expected = _reference_svdpp_without_attributes(model, train, users, items)
     q = net.item_factors.weight.detach().numpy()
     for row, (u, i) in enumerate(zip(users, items, strict=True)):
-        expected[row] += q[i] @ y_a[ids[u]].sum(0)  # + q_i^T sum_{a in A(u)} y_a
+        expected[row] += b_a[ids[u]].sum() + q[i] @ y_a[ids[u]].sum(0)  # + sum b_a + q_i^T sum y_a
     np.testing.assert_allclose(model.predict(users, items), expected, atol=1e-4)
     scores = model.score_items(torch.tensor([2, 0])).numpy()
     np.testing.assert_allclose(scores[0], model.predict(np.full(train.n_items, 2),
@@ -224,7 +225,8 @@ def test_cold_users_are_scored_through_their_attributes(with_attributes):
 
 
 def test_one_sgd_step_on_an_attribute_vector(with_attributes):
-    """d loss / d y_a = -(e_ui q_i - lambda_a y_a) for a in A(u): Koren's SGD rule for y_a."""
+    """d loss / d y_a = -(e_ui q_i - lambda_a y_a) and d loss / d b_a = -(e_ui - lambda_a b_a)
+    for a in A(u): Koren's SGD rules for y_a (and the attribute biases)."""
     model, train, _ = with_attributes
     net = model.net
     batch = {k: v[:1] for k, v in train.tensors().items() if k != "timestamp"}
@@ -236,8 +238,11 @@ def test_one_sgd_step_on_an_attribute_vector(with_attributes):
         a = net.attributes[u]
         y_a = net.attribute_factors.weight[a]  # shape: (3, f)
         expected = -(err * net.item_factors.weight[i] - net.reg_attributes * y_a)
+        b_a = net.attribute_bias.weight[a, 0]  # shape: (3,)
     np.testing.assert_allclose(net.attribute_factors.weight.grad[a].numpy(), expected.numpy(),
                                rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(net.attribute_bias.weight.grad[a, 0].numpy(),
+                               (-(err - net.reg_attributes * b_a)).numpy(), rtol=1e-4, atol=1e-6)
     net.zero_grad()
 
 
@@ -254,3 +259,17 @@ def test_attributes_need_a_users_table_and_survive_a_checkpoint(with_attributes,
     users = np.r_[test.user, 2]
     items = np.r_[test.item, 0]
     np.testing.assert_array_equal(loaded.predict(users, items), model.predict(users, items))
+
+
+def test_attribute_warm_start_keeps_the_biased_mf_predictions(split):
+    """y_a, b_a start as the regression of p_u, b_u on A(u); p_u, b_u keep the rest."""
+    from mfutils.models import BiasedMF
+
+    train, test = split
+    mf = BiasedMF(3, device="cpu", clip=False).fit(train)
+    still = SVDpp(3, user_attributes=ATTRIBUTES, attribute_biases=True, epochs=1, lr=1e-9,
+                  device="cpu", clip=False).fit(train)
+    np.testing.assert_allclose(still.predict_ratings(test), mf.predict_ratings(test), atol=1e-4)
+    assert float(still.net.attribute_factors.weight.detach().abs().max()) > 1e-3
+    plain = SVDpp(3, user_attributes=ATTRIBUTES, epochs=1, device="cpu").fit(train)
+    assert not hasattr(plain.net, "attribute_bias")

@@ -8,6 +8,8 @@ cumulative counts, with no loop over users.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from mfutils.data.container import Ratings
@@ -221,9 +223,10 @@ def cold_user_split(
     A cold-start protocol on top of any ``(train, test)`` split. Users are drawn at random
     (seeded) among those with test ratings; each keeps ``k_u`` of their training ratings,
     chosen at random, with ``k_u`` uniform on ``0..max_train`` (at most what they have). Their
-    other training ratings are dropped -- not moved to the test part. Every other user and the
-    whole test part stay as they are, so a model's test error can be compared across users
-    with 0, 1, ..., ``max_train`` and with many training ratings.
+    other training ratings move to the test part, so a cold user's test ratings are all their
+    ratings but the ``k_u`` they "gave" (the given-``k`` protocol). Every other user keeps
+    their training and test ratings, so one test part compares users with 0, 1, ...,
+    ``max_train`` and with many training ratings.
 
     Parameters
     ----------
@@ -240,7 +243,7 @@ def cold_user_split(
     Returns
     -------
     (Ratings, Ratings)
-        The reduced training part and ``test`` itself.
+        The reduced training part and the enlarged test part (``test``'s rows first).
     """
     test_users = np.unique(test.user)
     if not 1 <= n_users <= len(test_users):
@@ -255,7 +258,12 @@ def cold_user_split(
     n_drop = np.zeros(train.n_users, dtype=np.int64)
     n_drop[cold] = counts[cold] - keep
     drop = _last_of_each_user(train, rng.random(len(train)), n_drop)  # shape: (n,)
-    return train.subset(~drop), test
+    moved = train.subset(drop)
+    joined = replace(test, **{name: np.concatenate([getattr(test, name), getattr(moved, name)])
+                              for name in ("user", "item", "rating", "timestamp")},
+                     fold=None if test.fold is None or moved.fold is None
+                     else np.concatenate([test.fold, moved.fold]))
+    return train.subset(~drop), joined
 
 
 # ---------------------------------------------------------------------- helpers
