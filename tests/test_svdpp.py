@@ -7,7 +7,7 @@ import torch
 from mfutils.data import Ratings, make_synthetic
 from mfutils.metrics import rmse
 from mfutils.models import BaselineEstimates, ExplicitModel
-from mfutils.models.svdpp import AsymmetricSVD, SVDpp, encode_user_attributes
+from mfutils.models.svdpp import SVDPP_WARM_START, AsymmetricSVD, SVDpp, encode_user_attributes
 from mfutils.train import batch_loss
 
 
@@ -107,7 +107,7 @@ def test_warm_start_begins_at_the_biased_mf_fit(split):
     from mfutils.models import BiasedMF
 
     train, test = split
-    mf = BiasedMF(3, device="cpu", clip=False).fit(train)
+    mf = BiasedMF(3, device="cpu", clip=False, **SVDPP_WARM_START).fit(train)
     still = SVDpp(3, epochs=1, lr=1e-9, device="cpu", clip=False).fit(train)
     np.testing.assert_allclose(still.predict_ratings(test), mf.predict_ratings(test), atol=1e-4)
     assert float(still.net.implicit.weight.detach().abs().max()) < 1e-6
@@ -266,7 +266,7 @@ def test_attribute_warm_start_keeps_the_biased_mf_predictions(split):
     from mfutils.models import BiasedMF
 
     train, test = split
-    mf = BiasedMF(3, device="cpu", clip=False).fit(train)
+    mf = BiasedMF(3, device="cpu", clip=False, **SVDPP_WARM_START).fit(train)
     still = SVDpp(3, user_attributes=ATTRIBUTES, attribute_biases=True, epochs=1, lr=1e-9,
                   device="cpu", clip=False).fit(train)
     np.testing.assert_allclose(still.predict_ratings(test), mf.predict_ratings(test), atol=1e-4)

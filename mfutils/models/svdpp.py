@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.models.base import ExplicitModel
@@ -46,6 +45,7 @@ from mfutils.train import TrainConfig, fit
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # the age groups of ML-1M: <18, 18-24, ..., 56+
 REG_ATTRIBUTES = 0.1
+SVDPP_WARM_START = {"epochs": 10, "lr": 0.03, "batch_size": 4096}  # BiasedMF (SGD) options
 
 
 def encode_user_attributes(
@@ -181,15 +181,19 @@ class ItemBagNet(nn.Module):
 
     def _bag(self, users: torch.Tensor, table: torch.Tensor, weights: torch.Tensor | None
              ) -> torch.Tensor:
-        """``sum_{j in N(u)} w_uj table_j`` for distinct ``users``, shape (U, table.shape[1])."""
+        """``sum_{j in N(u)} w_uj table_j`` for distinct ``users``, shape (U, table.shape[1]).
+
+        A segment sum: the rows of every user's items gathered with ``index_select`` and
+        added per user with ``index_add`` (on a CPU both directions are about twice as fast as
+        ``embedding_bag`` here).
+        """
         csr = UserItemCSR(self.indptr, self.indices, self.residuals, len(table))
-        _, entry = csr.positions(users)  # shape: (nnz_U,) entries, grouped by user
-        counts = self.indptr[users + 1] - self.indptr[users]  # shape: (U,)
-        first = torch.cumsum(counts, 0) - counts  # shape: (U,) each user's first entry
-        return F.embedding_bag(
-            self.indices[entry], table, first, mode="sum",
-            per_sample_weights=None if weights is None else weights[entry],
-        )  # shape: (U, f)
+        position, entry = csr.positions(users)  # shape: (nnz_U,) entries, grouped by user
+        rows = table.index_select(0, self.indices[entry])  # shape: (nnz_U, f)
+        if weights is not None:
+            rows = rows * weights[entry][:, None]
+        out = torch.zeros(len(users), table.shape[1], device=table.device, dtype=table.dtype)
+        return out.index_add(0, position, rows)  # shape: (U, f)
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         """``p_u + |N(u)|^{-1/2} sum y_j [+ sum_{A(u)} y_a]`` (SVD++) or the two bags
@@ -217,10 +221,10 @@ class ItemBagNet(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user, item = batch["user"], batch["item"]  # shape: (B,)
         users, inverse = torch.unique(user, return_inverse=True)  # shape: (U,), (B,)
-        z = self.user_vectors(users)[inverse]  # shape: (B, f)
-        dot = (self.item_factors(item) * z).sum(1)  # shape: (B,)
-        b_u = self.user_bias(user)[:, 0] + self.attribute_bias_sum(user)  # shape: (B,)
-        return self.mu + b_u + self.item_bias(item)[:, 0] + dot
+        z = self.user_vectors(users).index_select(0, inverse)  # shape: (B, f)
+        dot = (self.item_factors.weight.index_select(0, item) * z).sum(1)  # shape: (B,)
+        b_u = _rows(self.user_bias.weight[:, 0], user) + self.attribute_bias_sum(user)
+        return self.mu + b_u + _rows(self.item_bias.weight[:, 0], item) + dot
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per rating: ``reg_bias (b_u^2 + b_i^2) + reg (|q_i|^2 [+ |p_u|^2])
@@ -231,10 +235,13 @@ class ItemBagNet(nn.Module):
         bag_tables = [self.implicit.weight] + ([self.explicit.weight] if self.asymmetric else [])
         squares = sum(t.pow(2).sum(1, keepdim=True) for t in bag_tables)  # shape: (n_items, 1)
         bag = self._bag(users, squares, None)[inverse, 0]  # shape: (B,)
-        factors = self.item_factors(item).pow(2).sum(1)
+        # Squared norms of whole tables, then one scalar per row: the same per-rating penalty
+        # as gathering the rows first, with a cheaper backward.
+        factors = _rows(self.item_factors.weight.pow(2).sum(1), item)  # shape: (B,)
         if not self.asymmetric:
-            factors = factors + self.user_factors(user).pow(2).sum(1)
-        biases = self.user_bias(user)[:, 0] ** 2 + self.item_bias(item)[:, 0] ** 2
+            factors = factors + _rows(self.user_factors.weight.pow(2).sum(1), user)
+        biases = (_rows(self.user_bias.weight[:, 0] ** 2, user)
+                  + _rows(self.item_bias.weight[:, 0] ** 2, item))  # shape: (B,)
         out = 0.5 * (self.reg * factors + self.reg_implicit * bag + self.reg_bias * biases)
         if self.has_attributes:
             squares = self.attribute_factors.weight.pow(2).sum(1)  # shape: (n_values,)
@@ -242,6 +249,11 @@ class ItemBagNet(nn.Module):
                 squares = squares + self.attribute_bias.weight[:, 0] ** 2
             out = out + 0.5 * self.reg_attributes * squares[self.attributes[user]].sum(1)
         return out
+
+
+def _rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` by ``index_select`` (a faster backward than ``nn.Embedding``)."""
+    return values.index_select(0, index)
 
 
 class _BagModel(ExplicitModel):
@@ -253,7 +265,7 @@ class _BagModel(ExplicitModel):
         self, n_factors: int = 20, *, epochs: int = 8, lr: float = 0.005, lr_decay: float = 1.0,
         reg: float = 0.15, reg_bias: float = 0.15, reg_implicit: float = 0.01,
         batch_size: int = 8192, optimizer: str = "adam", init_std: float = 0.1,
-        warm_start: bool = True,
+        warm_start: bool = True, warm_start_options: dict[str, Any] | None = None,
         patience: int | None = None, seed: int = 0, progress: bool = False,
         device: str | torch.device | None = None, clip: bool = True,
     ) -> None:
@@ -263,7 +275,8 @@ class _BagModel(ExplicitModel):
         self.config.update(
             n_factors=n_factors, epochs=epochs, lr=lr, lr_decay=lr_decay, reg=reg,
             reg_bias=reg_bias, reg_implicit=reg_implicit, batch_size=batch_size,
-            optimizer=optimizer, init_std=init_std, warm_start=warm_start, patience=patience,
+            optimizer=optimizer, init_std=init_std, warm_start=warm_start,
+            warm_start_options=dict(warm_start_options or {}), patience=patience,
             seed=seed, progress=progress)
         TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs)  # validate the options now
 
@@ -339,7 +352,8 @@ class _BagModel(ExplicitModel):
     def _warm_start(self, train: Ratings) -> None:
         """Start from a biased MF fit (SVD++ with empty bags is biased MF): copy its biases and
         factors, zero the bag tables, so training only has to learn what the bags add."""
-        mf = BiasedMF(self.config["n_factors"], seed=self.config["seed"], device=self.device)
+        mf = BiasedMF(self.config["n_factors"], seed=self.config["seed"], device=self.device,
+                      **self.config.get("warm_start_options", {}))
         mf.fit(train)
         net = self.net
         pairs = [(net.item_factors, mf.net.item_factors), (net.user_bias, mf.net.user_bias),
@@ -448,6 +462,9 @@ class SVDpp(_BagModel):
     warm_start : bool
         Start from a :class:`BiasedMF` fit (SVD++ with empty bags *is* biased MF) with the bag
         tables at zero, so training only learns what the implicit feedback adds.
+    warm_start_options : dict, optional
+        Options of that :class:`BiasedMF` fit; default :data:`SVDPP_WARM_START`, a short
+        per-rating SGD run (10 passes, 4096 ratings per step, ``gamma = 0.03``).
 
     user_attributes : sequence of str, optional
         Columns of the training data's users table whose values join the user vector as
@@ -470,9 +487,12 @@ class SVDpp(_BagModel):
     -----
     Koren's Netflix constants (per-rating SGD, gamma 0.007 cut by 10% per epoch, lambda_5
     0.005, lambda_6 0.015) diverge when one step sums the gradients of all of a user's
-    ratings. The defaults (warm start, Adam at 0.005 on batches of ~8192 ratings, 8 epochs,
+    ratings. The defaults (warm start, Adam at 0.005 on batches of ~8192 ratings, 10 epochs,
     reg 0.15, reg_bias 0.15, reg_implicit 0.01) are the best of small grids on a validation
-    split carved from ML-100K ``u1.base``. The attribute defaults (``reg_attributes=0.1``,
+    split carved from ML-100K ``u1.base``. The short warm start with 10 epochs validates as well
+    as a full biased-MF fit (20 passes at 1024 ratings per step) with 8 epochs, on random 10%
+    validation splits of ``u1.base`` and ``u4.base`` (0.9191 / 0.9076 against 0.9192 / 0.9079)
+    at about half the fitting time. The attribute defaults (``reg_attributes=0.1``,
     ``attribute_ridge=100``) are the best of a small grid on cold-start validation splits
     (:func:`mfutils.data.splits.cold_user_split` of random 10% validation splits of ``u1.base``
     and ``u4.base``, 200 users keeping 0-5 ratings); the attributes change the RMSE of users
@@ -480,11 +500,15 @@ class SVDpp(_BagModel):
     """
 
     def __init__(
-        self, n_factors: int = 20, *, user_attributes: Sequence[str] | None = None,
+        self, n_factors: int = 20, *, epochs: int = 10,
+        warm_start_options: dict[str, Any] | None = None,
+        user_attributes: Sequence[str] | None = None,
         reg_attributes: float = REG_ATTRIBUTES, age_edges: Sequence[float] = AGE_EDGES,
         attribute_biases: bool = False, attribute_ridge: float = 100.0, **options: Any,
     ) -> None:
-        super().__init__(n_factors, **options)
+        super().__init__(
+            n_factors, epochs=epochs, warm_start_options=SVDPP_WARM_START
+            if warm_start_options is None else warm_start_options, **options)
         if isinstance(user_attributes, str):
             raise ValueError(f"user_attributes={user_attributes!r} must be a sequence of column "
                              f"names, e.g. ({user_attributes!r},)")
