@@ -190,14 +190,14 @@ def ranking_grid(
     metric: str = "ndcg@20",
     progress: bool = True,
     return_best: bool = False,
-) -> pd.DataFrame | tuple[pd.DataFrame, Any]:
+) -> pd.DataFrame | tuple[pd.DataFrame, Any, dict[str, Any]]:
     """Validation ``metric`` of ``make_model(**options)`` fit on ``split.fit``, per option set.
 
     Returns the grid sorted best first (higher is better), with the fit seconds and, for
     models with a training history, the epoch early stopping kept; with ``return_best`` also
-    the best fitted model. The test part is never touched.
+    the best fitted model and its options. The test part is never touched.
     """
-    rows, best, best_value = [], None, -float("inf")
+    rows, best, best_options, best_value = [], None, {}, -float("inf")
     for options in tqdm(grid, desc="validation grid", unit="fit", disable=not progress,
                         leave=False):
         model = make_model(**options)
@@ -211,7 +211,63 @@ def ranking_grid(
             row["best_epoch"] = history.attrs["best_epoch"]
         rows.append(row)
         if value > best_value:
-            best, best_value = model, value
+            best, best_options, best_value = model, dict(options), value
     table = pd.DataFrame(rows).sort_values(f"valid_{metric}", ascending=False, kind="stable")
     table = table.reset_index(drop=True)
-    return (table, best) if return_best else table
+    return (table, best, best_options) if return_best else table
+
+
+@dataclass(frozen=True, eq=False)
+class Tuned:
+    """A model tuned on validation and scored once on test (see :func:`tune_and_test`).
+
+    Attributes
+    ----------
+    name : str
+    options : dict
+        The grid point chosen on validation (plus ``epochs`` when early stopping chose them).
+    grid : pandas.DataFrame
+        Every grid point's validation score, best first (:func:`ranking_grid`).
+    scores : dict
+        Test metrics of the final model, fit on the whole train part.
+    valid_model : object
+        The best model of the grid, fit on ``split.fit`` (e.g. for its learning curve).
+    model : object
+        The final model.
+    """
+
+    name: str
+    options: dict[str, Any]
+    grid: pd.DataFrame
+    scores: dict[str, float]
+    valid_model: Any
+    model: Any
+
+
+def tune_and_test(
+    make_model: Callable[..., Any],
+    grid: Sequence[dict[str, Any]],
+    split: RankingSplit,
+    *,
+    name: str,
+    ks: Sequence[int] = RANKING_KS,
+    progress: bool = True,
+) -> Tuned:
+    """Choose options on validation, refit on the whole train part, score test once.
+
+    Every option set of ``grid`` is fit on ``split.fit`` and scored on ``split.valid``
+    (:func:`ranking_grid`); the best one is refit on ``split.train`` (fit + valid) and scored
+    on ``split.test`` with ``split.train`` masked. For a model that early-stopped on
+    validation, the refit runs the chosen number of epochs without validation
+    (``make_model(**options, epochs=best_epoch, patience=None)``, so ``make_model`` must let
+    these override its defaults): the test part never takes part in a choice.
+    """
+    table, best, options = ranking_grid(make_model, grid, split, progress=progress,
+                                        return_best=True)
+    history = getattr(best, "history", None)
+    if history is not None and "best_epoch" in history.attrs:
+        options = {**options, "epochs": int(history.attrs["best_epoch"]), "patience": None}
+    final = make_model(**options).fit(split.train)
+    scores = evaluate_ranking(final, train=split.train, test=split.test, ks=ks)
+    return Tuned(name=name, options=options, grid=table, scores=scores, valid_model=best,
+                 model=final)
