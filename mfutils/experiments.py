@@ -7,7 +7,7 @@ the same split and the same metric code.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,3 +271,68 @@ def tune_and_test(
     scores = evaluate_ranking(final, train=split.train, test=split.test, ks=ks)
     return Tuned(name=name, options=options, grid=table, scores=scores, valid_model=best,
                  model=final)
+
+
+def compare_losses(
+    split: RankingSplit,
+    *,
+    losses: Sequence[str] | None = None,
+    grids: Mapping[str, Any] | None = None,
+    epochs: int = 30,
+    patience: int = 3,
+    seed: int = 0,
+    device: Any = None,
+    progress: bool = True,
+) -> dict[str, Tuned]:
+    """Every loss on the same two-tower MF and split, each tuned on its own validation grid.
+
+    Parameters
+    ----------
+    split : RankingSplit
+    losses : sequence of str, optional
+        Names of ``grids`` to run (default: all, in order).
+    grids : mapping of str to LossGrid, optional
+        Default :data:`mfutils.losses.presets.LOSS_GRIDS`.
+    epochs, patience : int
+        Upper bound of the epochs and early-stopping patience on validation NDCG@20.
+    seed : int
+        The same initialisation and sampling seed for every loss.
+    device : optional
+
+    Returns
+    -------
+    dict of str to Tuned
+        Per loss: its grid, the chosen options and the test scores of the refit model.
+    """
+    from mfutils.losses.presets import LOSS_GRIDS
+    from mfutils.models.two_tower import TwoTower
+
+    grids = LOSS_GRIDS if grids is None else grids
+    names = list(grids) if losses is None else list(losses)
+    unknown = sorted(set(names) - set(grids))
+    if unknown:
+        raise ValueError(f"unknown losses {unknown}; choose from {list(grids)}")
+    tuned = {}
+    for name in tqdm(names, desc="losses", unit="loss", disable=not progress):
+        base = {"epochs": epochs, "patience": patience, "seed": seed, "device": device,
+                **grids[name].base}
+
+        def make(_base: dict[str, Any] = base, **options: Any) -> TwoTower:
+            return TwoTower(**{**_base, **options})
+
+        tuned[name] = tune_and_test(make, grids[name].grid, split, name=name, progress=False)
+    return tuned
+
+
+def tuned_table(tuned: Mapping[str, Tuned], *, metrics: Sequence[str] = (
+        "recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50"),
+) -> pd.DataFrame:
+    """One row per tuned model: the chosen options, the validation NDCG@20 behind the choice,
+    and the test ``metrics``."""
+    rows = {}
+    for name, result in tuned.items():
+        chosen = {k: v for k, v in result.options.items() if k != "patience"}
+        rows[name] = {"chosen": ", ".join(f"{k}={v}" for k, v in chosen.items()),
+                      "valid ndcg@20": result.grid["valid_ndcg@20"].iloc[0],
+                      **{m: result.scores[m] for m in metrics}}
+    return pd.DataFrame.from_dict(rows, orient="index")
