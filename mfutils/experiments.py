@@ -336,3 +336,33 @@ def tuned_table(tuned: Mapping[str, Tuned], *, metrics: Sequence[str] = (
                       "valid ndcg@20": result.grid["valid_ndcg@20"].iloc[0],
                       **{m: result.scores[m] for m in metrics}}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def ablation(
+    make_model: Callable[..., Any],
+    variants: Mapping[str, dict[str, Any]],
+    split: RankingSplit,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Validation Recall@20 and NDCG@20 of ``make_model(**options)`` per labelled variant.
+
+    Every variant is fit on ``split.fit`` (early-stopping on ``split.valid`` where the model
+    does) and scored on ``split.valid``: an ablation compares design choices, so it stays on
+    validation like any other choice, in the order given.
+    """
+    rows = {}
+    for label, options in tqdm(variants.items(), desc="ablation", unit="fit",
+                               disable=not progress, leave=False):
+        model = make_model(**options)
+        start = time.perf_counter()
+        model.fit(split.fit, valid=split.valid)
+        seconds = time.perf_counter() - start
+        scores = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))
+        history = getattr(model, "history", None)
+        rows[label] = {"valid recall@20": scores["recall@20"],
+                       "valid ndcg@20": scores["ndcg@20"],
+                       "best_epoch": (history.attrs.get("best_epoch")
+                                      if history is not None else None),
+                       "fit_seconds": seconds}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -60,7 +60,9 @@ class TrainConfig:
     lr_decay : float
         Multiply the learning rate by this after every epoch (Koren uses 0.9).
     weight_decay : float
-        Global decoupled decay, for ``adamw`` only; prefer the net's per-row penalty.
+        Global weight decay at every step: coupled L2 for ``adam`` (``torch.optim.Adam``'s,
+        as DirectAU's and MAWU's official code use it), decoupled for ``adamw``; ignored by
+        the other optimizers. For rating models prefer the net's per-row penalty.
     loss : str
         ``mse`` for ratings or ``bce`` for 0/1 labels (the net returns logits).
     reduction : str or None
@@ -322,7 +324,7 @@ def _make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimize
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adagrad":

@@ -3,9 +3,10 @@
 import pytest
 
 from mfutils.data import make_synthetic
-from mfutils.experiments import compare_losses, ranking_split, tuned_table
+from mfutils.experiments import ablation, compare_losses, ranking_split, tuned_table
 from mfutils.losses import LOSSES
 from mfutils.losses.presets import LOSS_GRIDS, LossGrid
+from mfutils.models import TwoTower
 
 
 def test_every_loss_has_a_preset_with_a_small_grid():
@@ -32,3 +33,14 @@ def test_compare_losses_tunes_each_loss_and_tabulates_the_choice():
     assert table.loc["ssm", "ndcg@20"] == pytest.approx(tuned["ssm"].scores["ndcg@20"])
     with pytest.raises(ValueError, match="unknown losses"):
         compare_losses(split, losses=["nope"], progress=False)
+
+
+def test_ablation_scores_each_labelled_variant_on_validation():
+    split = ranking_split(make_synthetic(60, 40, 1500, rank=3, seed=2), seed=0)
+    variants = {"in-batch": {"negatives": "in-batch"},
+                "in-batch + logQ": {"negatives": "in-batch", "logq": "exact"}}
+    table = ablation(lambda **o: TwoTower(**{"loss": "softmax", "epochs": 2, "device": "cpu",
+                                             **o}), variants, split, progress=False)
+    assert list(table.index) == list(variants)
+    assert table["valid ndcg@20"].between(0, 1).all()
+    assert (table["best_epoch"] >= 1).all()

@@ -207,7 +207,11 @@ class TwoTower(RankingModel):
         Training options of :class:`mfutils.train.TrainConfig`; early stopping watches the
         validation NDCG@20 when ``valid`` is given to :meth:`fit`.
     reg : float
-        L2 weight on the embeddings of a batch's rows.
+        L2 weight on the embeddings of a batch's rows (frequent users and items are
+        penalised more often, as in BPR's SGD).
+    weight_decay : float
+        Optimizer weight decay on every parameter at every step (how DirectAU's and MAWU's
+        official code regularise).
     init_std : float
         Standard deviation of the initial embeddings.
     user_features, item_features : UserItemCSR, optional
@@ -236,6 +240,7 @@ class TwoTower(RankingModel):
         optimizer: str = "adam",
         patience: int | None = 5,
         reg: float = 0.0,
+        weight_decay: float = 0.0,
         init_std: float = 0.1,
         user_features: UserItemCSR | None = None,
         item_features: UserItemCSR | None = None,
@@ -258,8 +263,8 @@ class TwoTower(RankingModel):
                        "popularity_alpha": popularity_alpha, "logq": logq,
                        "epochs": epochs, "batch_size": batch_size, "lr": lr,
                        "optimizer": optimizer, "patience": patience, "reg": reg,
-                       "init_std": init_std, "score": score, "seed": seed,
-                       "progress": progress}
+                       "weight_decay": weight_decay, "init_std": init_std, "score": score,
+                       "seed": seed, "progress": progress}
         self._features = (user_features, item_features)
         make_loss(loss, **self._loss_options(1, 1))  # unknown names/options fail here
 
@@ -305,7 +310,8 @@ class TwoTower(RankingModel):
                                item_features=item_features).to(self.device)
         config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                              optimizer=cfg["optimizer"], patience=cfg["patience"],
-                             seed=cfg["seed"], progress=cfg["progress"])
+                             weight_decay=cfg["weight_decay"], seed=cfg["seed"],
+                             progress=cfg["progress"])
         valid_rows, metric = None, None
         if valid is not None:
             valid_rows = valid.tensors(self.device)
