@@ -1,0 +1,276 @@
+r"""Factorization Machines (S. Rendle, *Factorization Machines*, ICDM 2010), degree 2.
+
+For a feature vector :math:`x\in\mathbb R^p` (here: the active features of one rating, built by
+:class:`mfutils.features.FieldEncoder`), eq. 1 of the paper:
+
+.. math::
+
+    \hat y(x) = w_0 + \sum_{i=1}^p w_i x_i
+              + \sum_{i=1}^p\sum_{j=i+1}^p \langle v_i, v_j\rangle x_i x_j ,
+
+computed in :math:`O(k\,\mathrm{nnz}(x))` with the identity of Lemma 3.1 (eq. 5):
+
+.. math::
+
+    \sum_{i<j}\langle v_i,v_j\rangle x_ix_j
+      = \tfrac12\sum_{f=1}^k\Big[\Big(\sum_i v_{i,f}x_i\Big)^2-\sum_i v_{i,f}^2x_i^2\Big].
+
+With only the ``user`` and ``item`` fields, :math:`x` has two ones and the model *is* biased
+matrix factorization :math:`w_0 + w_u + w_i + \langle v_u, v_i\rangle` (Rendle 2010, §V.A);
+every further field adds a bias and a factor vector that interacts with all the others.
+The regression head is trained on the squared error, the binary head (``binary=True``,
+:math:`\sigma(\hat y)`) on the log loss; both with per-row :math:`L_2` penalties
+:math:`\lambda_w w_i^2` and :math:`\lambda_V\lVert v_i\rVert^2` on the features of each
+training row (libFM's SGD regularization), by the shared trainer :func:`mfutils.train.fit`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mfutils.data.container import Ratings
+from mfutils.features import FIELDS, FieldEncoder
+from mfutils.models.base import ExplicitModel
+from mfutils.train import TrainConfig, fit
+
+__all__ = ["FMNet", "FactorizationMachine", "FieldModel"]
+
+
+class FMNet(nn.Module):
+    """Degree-2 FM over one feature table; a batch holds ``index`` (B, L) and ``value`` (B, L).
+
+    Parameters
+    ----------
+    n_features, n_factors : int
+        Rows ``p`` of the table and the factor dimension ``k``.
+    column_field : Tensor of int64, shape (L,)
+        The field of every column of a batch (to pool per-field embeddings, see
+        :meth:`field_embeddings`).
+    reserved : Tensor of int64
+        Rows of the fields' reserved buckets; their ``w`` and ``v`` stay zero, so an unseen
+        value contributes nothing.
+    bias : float
+        Initial ``w_0`` (the mean rating, or the logit of the positive rate).
+    reg_linear, reg_factors : float
+        Per-row penalties ``lambda_w`` and ``lambda_V``.
+    init_std : float
+        Standard deviation of the initial factors.
+    """
+
+    def __init__(
+        self, n_features: int, n_factors: int, *, column_field: torch.Tensor,
+        reserved: torch.Tensor, bias: float, reg_linear: float, reg_factors: float,
+        init_std: float = 0.01, device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.reg_linear, self.reg_factors = reg_linear, reg_factors
+        self.n_fields = int(column_field.max()) + 1
+        self.register_buffer("column_field", column_field.to(device))
+        self.bias = nn.Parameter(torch.tensor(float(bias), device=device))  # w_0
+        self.linear = nn.EmbeddingBag(n_features, 1, mode="sum", device=device)  # w
+        self.factors = nn.Embedding(n_features, n_factors, device=device)  # V
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.factors.weight.normal_(0.0, init_std, generator=generator)
+            self.factors.weight[reserved.to(device)] = 0.0
+        # Reserved rows never occur in training rows, so they get no gradient and stay zero.
+
+    def linear_term(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """``sum_i w_i x_i`` by one EmbeddingBag with per-sample weights, shape (B,)."""
+        return self.linear(index, per_sample_weights=value)[:, 0]
+
+    def pairwise(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """``sum_{i<j} <v_i, v_j> x_i x_j`` by the O(k nnz) identity (eq. 5), shape (B,)."""
+        xv = self.factors(index) * value[..., None]  # shape: (B, L, k) x_i v_i
+        square_of_sum = xv.sum(1).pow(2)  # shape: (B, k)
+        sum_of_squares = xv.pow(2).sum(1)  # shape: (B, k)
+        return 0.5 * (square_of_sum - sum_of_squares).sum(1)
+
+    def field_embeddings(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Per-field embeddings ``e_f = sum_{i in f} x_i v_i``, shape (B, n_fields, k).
+
+        One ``embedding_bag`` call with per-sample weights: every (row, field) pair is a bag,
+        so the multi-valued ``genres`` field is pooled with its ``1/n`` weights.
+        """
+        batch, width = index.shape
+        starts = torch.ones_like(self.column_field)
+        starts[1:] = self.column_field[1:] != self.column_field[:-1]
+        first_column = torch.nonzero(starts).squeeze(1)  # shape: (n_fields,)
+        offsets = (torch.arange(batch, device=index.device)[:, None] * width
+                   + first_column[None, :]).reshape(-1)  # shape: (B * n_fields,)
+        pooled = F.embedding_bag(index.reshape(-1), self.factors.weight, offsets, mode="sum",
+                                 per_sample_weights=value.reshape(-1))
+        return pooled.view(batch, self.n_fields, -1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        index, value = batch["index"], batch["value"]  # shape: (B, L)
+        return self.bias + self.linear_term(index, value) + self.pairwise(index, value)
+
+    def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-row ``(lambda_w sum w_i^2 + lambda_V sum |v_i|^2) / 2`` over the row's active
+        features, shape (B,)."""
+        index = batch["index"]
+        active = (batch["value"] != 0).float()  # shape: (B, L)
+        w2 = self.linear.weight[index, 0].pow(2)  # shape: (B, L)
+        v2 = self.factors(index).pow(2).sum(-1)  # shape: (B, L)
+        return 0.5 * ((self.reg_linear * w2 + self.reg_factors * v2) * active).sum(1)
+
+
+class FieldModel(ExplicitModel):
+    """Shared ``fit`` / ``predict`` of the models over :class:`FieldEncoder` features.
+
+    The encoder is fit on the training data first; ``predict_ratings`` passes the rating
+    timestamps (time fields), ``predict`` / ``recommend`` do not (time fields in their reserved
+    bucket). Users and items without training ratings keep their side features (age, genres,
+    ...) and lose only their id feature; out-of-range ids lose every feature of their side.
+    Subclasses implement :meth:`_make_net`.
+    """
+
+    supports_binary = True
+
+    def __init__(
+        self, n_factors: int, *, fields: Sequence[str], zip_digits: int, epochs: int,
+        batch_size: int, lr: float, optimizer: str, binary: bool, patience: int | None,
+        seed: int, progress: bool, device: str | torch.device | None, clip: bool,
+        **options: Any,
+    ) -> None:
+        super().__init__(device=device, clip=clip)
+        if n_factors < 1:
+            raise ValueError(f"n_factors={n_factors} must be >= 1")
+        fields = tuple(fields)
+        FieldEncoder(fields)  # validates the field names now rather than at fit time
+        self.config.update(
+            n_factors=n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
+            batch_size=batch_size, lr=lr, optimizer=optimizer, binary=binary,
+            patience=patience, seed=seed, progress=progress, **options,
+        )
+        TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr)
+        self.encoder: FieldEncoder | None = None
+
+    def _make_encoder(self) -> FieldEncoder:
+        return FieldEncoder(self.config["fields"], zip_digits=self.config["zip_digits"])
+
+    def fit(self, train: Ratings, *, valid: Ratings | None = None,
+            weights: np.ndarray | None = None) -> FieldModel:
+        """Fit the field encoder on ``train``, then the model (see :meth:`ExplicitModel.fit`)."""
+        if len(train) == 0:
+            raise ValueError("cannot fit on an empty Ratings")
+        self.encoder = self._make_encoder().fit(train, device=self.device)
+        return super().fit(train, valid=valid, weights=weights)
+
+    def _build(self, n_users: int, n_items: int) -> None:
+        generator = torch.Generator(device=self.device).manual_seed(self.config["seed"])
+        self.net = self._make_net(generator)
+
+    @abc.abstractmethod
+    def _make_net(self, generator: torch.Generator) -> nn.Module:
+        """The trainable net over ``self.encoder``'s features (with a ``bias`` parameter)."""
+
+    def _initial_bias(self, train: Ratings) -> float:
+        mean = float(np.mean(train.rating))
+        if not self.config["binary"]:
+            return mean
+        rate = min(max(mean, 1e-4), 1 - 1e-4)
+        return math.log(rate / (1 - rate))
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
+        c = self.config
+        with torch.no_grad():
+            self.net.bias.fill_(self._initial_bias(train))
+        data = self.encoder.transform(train)
+        if weights is not None:
+            data["weight"] = torch.as_tensor(weights, device=self.device)
+        config = TrainConfig(
+            epochs=c["epochs"], batch_size=c["batch_size"], optimizer=c["optimizer"],
+            lr=c["lr"], loss="bce" if c["binary"] else "mse", patience=c["patience"],
+            seed=c["seed"], progress=c["progress"],
+        )
+        self.history = fit(self.net, data, config=config,
+                           valid=None if valid is None else self.encoder.transform(valid))
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def predict_tensor(self, user: torch.Tensor, item: torch.Tensor,
+                       timestamp: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions for compact ids (and optional unix-second timestamps), shape (n,)."""
+        self._require_fitted()
+        self.net.eval()
+        return self._output(self.net(self.encoder.encode(user, item, timestamp)))
+
+    def _predict_known(self, user, item, user_known, item_known):
+        """The base-class contract: unknown ids lose every feature of their side."""
+        minus_one = torch.full_like(user, -1)
+        return self.net(self.encoder.encode(torch.where(user_known, user, minus_one),
+                                            torch.where(item_known, item, minus_one)))
+
+    def predict_ratings(self, data: Ratings, *, batch_size: int = 1 << 16) -> np.ndarray:
+        """Predictions for every row of ``data``, with its timestamps for the time fields."""
+        tensors = data.tensors(self.device)
+        parts = [
+            self.predict_tensor(*(tensors[k][lo : lo + batch_size]
+                                  for k in ("user", "item", "timestamp")))
+            for lo in range(0, len(data), batch_size)
+        ]
+        return torch.cat(parts).cpu().numpy() if parts else np.empty(0, dtype=np.float32)
+
+    def _restore(self, ckpt: dict[str, Any], path) -> None:
+        self.encoder = self._make_encoder().allocate_like(ckpt["state"], prefix="encoder.")
+        super()._restore(ckpt, path)
+
+
+class FactorizationMachine(FieldModel):
+    """Degree-2 Factorization Machine over MovieLens fields, ``fit`` / ``predict`` / ``recommend``.
+
+    Parameters
+    ----------
+    n_factors : int
+        Factor dimension ``k``.
+    fields : sequence of str
+        Fields of :class:`mfutils.features.FieldEncoder`; ``("user", "item")`` is biased MF.
+    zip_digits : int
+        Zip-prefix length of the ``zip`` field.
+    epochs, batch_size, lr : int, int, float
+        Training schedule (Adam on the mean per-row objective by default).
+    optimizer : str
+        Any optimizer of :class:`mfutils.train.TrainConfig` except ``funk``.
+    reg, reg_linear : float
+        Per-row penalties ``lambda_V`` on the factors and ``lambda_w`` on the linear weights.
+    init_std : float
+        Standard deviation of the initial factors.
+    binary : bool
+        Binary head: ``sigmoid(y_hat)`` trained with the log loss on 0/1 labels.
+    patience : int, optional
+        Early stopping on the validation ratings given to ``fit``.
+    seed, progress, device, clip
+        As for :class:`mfutils.models.BiasedMF`.
+    """
+
+    def __init__(
+        self, n_factors: int = 20, *, fields: Sequence[str] = FIELDS, zip_digits: int = 1,
+        epochs: int = 20, batch_size: int = 1024, lr: float = 0.005, optimizer: str = "adam",
+        reg: float = 0.15, reg_linear: float = 0.15, init_std: float = 0.01,
+        binary: bool = False, patience: int | None = None, seed: int = 0,
+        progress: bool = False, device: str | torch.device | None = None, clip: bool = True,
+    ) -> None:
+        super().__init__(
+            n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
+            batch_size=batch_size, lr=lr, optimizer=optimizer, binary=binary,
+            patience=patience, seed=seed, progress=progress, device=device, clip=clip,
+            reg=reg, reg_linear=reg_linear, init_std=init_std,
+        )
+
+    def _make_net(self, generator: torch.Generator) -> FMNet:
+        c, encoder = self.config, self.encoder
+        return FMNet(encoder.n_features, c["n_factors"], column_field=encoder.column_field,
+                     reserved=encoder.reserved_indices(), bias=0.0, reg_linear=c["reg_linear"],
+                     reg_factors=c["reg"], init_std=c["init_std"], device=self.device,
+                     generator=generator)
