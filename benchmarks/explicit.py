@@ -27,9 +27,12 @@ from mfutils import get_device
 from mfutils.data import load_movielens
 from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
 from mfutils.models import (
+    NNMF,
     AsymmetricSVD,
     BaselineEstimates,
     BiasedMF,
+    DeepFM,
+    FactorizationMachine,
     GlobalNeighborhood,
     IntegratedModel,
     ItemKNN,
@@ -54,6 +57,10 @@ def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
         "AsymmetricSVD": lambda: AsymmetricSVD(device=device),
         "IntegratedModel": lambda: IntegratedModel(device=device),
         "TimeSVDpp": lambda: TimeSVDpp(device=device),
+        "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), device=device),
+        "FM-side": lambda: FactorizationMachine(device=device),
+        "DeepFM": lambda: DeepFM(device=device),
+        "NNMF": lambda: NNMF(device=device),
     }
 
 

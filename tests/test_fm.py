@@ -79,8 +79,8 @@ def test_ids_only_fm_is_biased_matrix_factorization(split):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: FactorizationMachine(4, epochs=15, lr=0.02, device="cpu"),
-    lambda: DeepFM(4, hidden=(16, 16), dropout=0.1, epochs=15, lr=0.02, device="cpu"),
+    lambda: FactorizationMachine(4, epochs=15, batch_size=256, device="cpu"),
+    lambda: DeepFM(4, hidden=(16, 16), dropout=0.1, epochs=15, batch_size=256, device="cpu"),
 ])
 def test_training_beats_the_baseline_and_handles_unknown_ids(split, make):
     train, test = split
