@@ -12,6 +12,9 @@ reduced by ``sum`` (Funk/Koren step sizes) or ``mean`` (Adam-style step sizes).
 Nets that define ``funk_step(batch, lr)`` can be trained with ``optimizer="funk"``: the same
 per-row objective, its gradients written out by hand and applied with ``index_add_``, which
 skips autograd and is about twice as fast for the plain factor models.
+Nets whose loss is not a sum over rows -- the implicit-feedback losses, which contrast a
+batch's positives with sampled or in-batch negatives -- define ``objective(batch)``, the
+batch's mean loss (a scalar), which then replaces the per-row loss.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def fit(
     valid_metric: Callable[[nn.Module, Mapping[str, torch.Tensor]], float] | None = None,
     target: str = "rating",
     weight: str | None = "weight",
+    maximize: bool = False,
 ) -> pd.DataFrame:
     """Train ``net`` in place on ``train`` and return the history.
 
@@ -137,7 +141,8 @@ def fit(
     ----------
     net : nn.Module
         Called as ``net(batch)`` for predictions (logits for ``bce``); ``net.penalty(batch)``
-        (optional) gives the per-row regularization.
+        (optional) gives the per-row regularization. A net with ``objective(batch)`` returns
+        its batch's mean loss itself (``config.loss`` and ``reduction`` are then unused).
     train : mapping of str to Tensor
         Equally long tensors on the net's device; ``train[target]`` are the labels and
         ``train[weight]`` (optional) the per-row confidence weights ``c_ui``.
@@ -145,8 +150,12 @@ def fit(
     valid : mapping of str to Tensor, optional
         Validation rows (carved from training data, never the test set).
     valid_metric : callable, optional
-        ``valid_metric(net, valid) -> float``, lower is better. Defaults to the RMSE for ``mse``
-        and the log loss for ``bce``.
+        ``valid_metric(net, valid) -> float``, lower is better (higher with ``maximize``).
+        Defaults to the RMSE for ``mse`` and the log loss for ``bce``.
+    target, weight : str
+        Names of the label column and of the optional confidence-weight column.
+    maximize : bool
+        The validation metric is better when higher (e.g. NDCG).
 
     Returns
     -------
@@ -188,14 +197,19 @@ def fit(
                 loss_sum += net.funk_step(batch, lr).detach()
                 continue
             for step, (block, optimizer) in enumerate(zip(blocks, optimizers, strict=True)):
-                loss = batch_loss(net, batch, loss=config.loss, target=target, weight=weight)
-                reduced = loss.sum() if config.batch_reduction == "sum" else loss.mean()
+                if hasattr(net, "objective"):  # set-wise losses: one mean per batch
+                    reduced = net.objective(batch)
+                    batch_sum = reduced.detach() * len(idx)
+                else:
+                    loss = batch_loss(net, batch, loss=config.loss, target=target, weight=weight)
+                    reduced = loss.sum() if config.batch_reduction == "sum" else loss.mean()
+                    batch_sum = loss.detach().sum()
                 optimizer.zero_grad(set_to_none=True)
                 reduced.backward(inputs=[p for p in block if p.requires_grad]
                                  if config.alternate else None)
                 optimizer.step()
                 if step == 0:  # the batch's loss before any of this batch's steps
-                    loss_sum += loss.detach().sum()
+                    loss_sum += batch_sum
         train_loss = float(loss_sum) / n
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
@@ -209,8 +223,9 @@ def fit(
             net.eval()
             with torch.no_grad():
                 record["valid"] = float(valid_metric(net, valid))
-            if record["valid"] < best_value:
-                best_value, best_epoch = record["valid"], epoch
+            score = -record["valid"] if maximize else record["valid"]
+            if score < best_value:
+                best_value, best_epoch = score, epoch
                 best_state = copy.deepcopy(net.state_dict())
         record["seconds"] = time.perf_counter() - start
         rows.append(record)

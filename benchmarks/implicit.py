@@ -1,0 +1,149 @@
+"""Implicit-feedback benchmark: every ranking model on one split, a Markdown table and a JSON file.
+
+    python benchmarks/implicit.py               # ML-100K, the series' protocol, our models
+    python benchmarks/implicit.py --peers       # ... and the `implicit` library on the same split
+    python benchmarks/implicit.py --models iALS EASE --seed 1
+
+The protocol is :func:`mfutils.experiments.ranking_split`: every rating an interaction, a
+seeded per-user 80/20 split, full ranking with the training items masked. Hyperparameters
+are the ones chosen on the validation part (notebooks 11 and 12); every model is fit on the
+whole train part here and scored on test. Writes
+``benchmarks/results/implicit-<dataset>.json`` with every metric and the fit seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mfutils import get_device
+from mfutils.data import load_movielens
+from mfutils.experiments import evaluate_ranking, ranking_split
+from mfutils.models import EASE, ImplicitALS, MostPopular
+from mfutils.results import to_markdown
+
+# This script is named like the `implicit` library it compares against; running it puts this
+# folder first on sys.path, which would make `import implicit` import the script itself.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# iALS setting chosen on the validation part of ML-100K (notebook 11); peers get the same.
+ALS = {"factors": 64, "reg": 30.0, "alpha": 2.0, "iterations": 15}
+
+
+def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
+    """The package's ranking models at their validated settings."""
+    return {
+        "MostPopular": lambda: MostPopular(device=device),
+        "EASE": lambda: EASE(device=device),
+        "iALS": lambda: ImplicitALS(**ALS, device=device),
+        "iALS-Cholesky": lambda: ImplicitALS(**ALS, solver="cholesky", device=device),
+    }
+
+
+class ImplicitPeer:
+    """A model of the ``implicit`` library behind ``fit`` / ``score_items``.
+
+    ``fit_seconds`` is the time of the library's own ``fit`` on its CSR matrix; building the
+    matrix from our ``Ratings`` is not counted against it.
+    """
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        self.factory = factory
+        self.device = torch.device("cpu")
+
+    def fit(self, train) -> ImplicitPeer:
+        import scipy.sparse as sp
+
+        values = np.ones(len(train), dtype=np.float32)
+        matrix = sp.csr_matrix((values, (train.user, train.item)),
+                               shape=(train.n_users, train.n_items))
+        self.model = self.factory()
+        start = time.perf_counter()
+        self.model.fit(matrix, show_progress=False)
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        user_factors = np.asarray(self.model.user_factors)[users.cpu().numpy()]
+        return torch.as_tensor(user_factors @ np.asarray(self.model.item_factors).T)
+
+
+def peer_models(threads: int) -> dict[str, Callable[[], object]]:
+    """``implicit`` 0.7 ALS at the same factors, sweeps and regularization as ours.
+
+    Our confidence is :math:`c = 1 + \\alpha r` (HKV08 eq. 3); ``implicit`` uses the matrix
+    value itself as the confidence, scaled by its ``alpha``, so on 0/1 data its ``alpha`` is our
+    ``1 + alpha``. Its conjugate-gradient solver runs 3 steps per sweep, as ours does.
+    """
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+    except ImportError:
+        sys.exit("--peers needs implicit: pip install -e '.[bench]'")
+    return {
+        "implicit ALS": lambda: ImplicitPeer(lambda: AlternatingLeastSquares(
+            factors=ALS["factors"], regularization=ALS["reg"], alpha=1.0 + ALS["alpha"],
+            iterations=ALS["iterations"], random_state=0, num_threads=threads,
+            calculate_training_loss=False)),
+        "implicit BPR": lambda: ImplicitPeer(lambda: BayesianPersonalizedRanking(
+            factors=64, learning_rate=0.05, regularization=0.001, iterations=200,
+            random_state=0, num_threads=threads)),
+    }
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
+    parser.add_argument("--peers", action="store_true", help="also run the implicit library")
+    parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+    parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
+    args = parser.parse_args(argv)
+
+    device = get_device(args.device)
+    split = ranking_split(load_movielens(args.dataset), seed=args.seed)
+    models = package_models(device)
+    if args.peers:
+        models.update(peer_models(torch.get_num_threads()))
+    if args.models:
+        unknown = set(args.models) - set(models)
+        if unknown:
+            parser.error(f"unknown models {sorted(unknown)}; known: {sorted(models)}")
+        models = {name: models[name] for name in args.models}
+
+    rows = []
+    for name, make in models.items():
+        model = make()
+        start = time.perf_counter()
+        model.fit(split.train)
+        seconds = getattr(model, "fit_seconds", time.perf_counter() - start)
+        scores = evaluate_ranking(model, train=split.train, test=split.test, device=device)
+        rows.append({"model": name, **scores, "fit_seconds": seconds})
+    table = pd.DataFrame(rows)
+    shown = ["model", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50",
+             "fit_seconds"]
+    print(f"\n{split.protocol}; device {device}, {torch.get_num_threads()} threads\n")
+    print(to_markdown(table[shown]))
+
+    output = args.output or RESULTS_DIR / f"implicit-{args.dataset}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": args.dataset, "protocol": split.protocol, "device": str(device),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.machine(), "processor": platform.processor()}
+    output.write_text(json.dumps({"meta": meta, "models": rows}, indent=2, default=float) + "\n")
+    print(f"\nwrote {output}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

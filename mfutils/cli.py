@@ -1,0 +1,258 @@
+"""``mfutils``: train, evaluate, query and serve any registered model from the command line.
+
+    mfutils models                                   # registered models and their options
+    mfutils train BiasedMF --param method=sgd --split u1 --out artifacts/mf
+    mfutils train SVDpp --dataset ml-1m --split random --param n_factors=50 --out artifacts/svdpp
+    mfutils evaluate artifacts/mf --split u1
+    mfutils recommend artifacts/mf --user 1 -k 10
+    mfutils recommend artifacts/mf --rated 50=5 172=5 181=4   # a new user, from ratings
+    mfutils recommend artifacts/mf --similar-to 50
+    mfutils serve artifacts/mf --host 127.0.0.1 --port 8000
+
+``train`` writes a versioned artifact directory (:mod:`mfutils.serving.artifact`); ``serve``
+starts the FastAPI service of :mod:`mfutils.serving.service` on it (the ``serve`` extra:
+``pip install -e '.[serve]'``). The same code runs in the notebooks: ``load_movielens``, the
+package's splits, ``model.fit`` and :mod:`mfutils.metrics` (see
+:mod:`mfutils.serving.pipeline`). Also runnable as ``python -m mfutils.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from mfutils.data.movielens import DATASETS, load_movielens
+from mfutils.results import to_markdown
+from mfutils.serving import pipeline
+from mfutils.serving.artifact import Artifact, ArtifactError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mfutils`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args, parser)
+    except ArtifactError as err:
+        parser.exit(2, f"mfutils {args.command}: error: {err}\n")
+    except FileNotFoundError as err:
+        parser.exit(2, f"mfutils {args.command}: error: {err}\n")
+    return 0
+
+
+# ---------------------------------------------------------------------- commands
+def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    for name, cls in pipeline.registered_models().items():
+        options = ", ".join(f"{k}={v!r}" for k, v in pipeline.model_options(cls).items())
+        print(f"{name}: {options}")
+    return 0
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    sub = parser.subparsers["train"]
+    try:
+        cls, _ = pipeline.resolve_model(args.model)
+        params = pipeline.parse_params(cls, args.param)
+        pipeline.build_model(args.model, params, seed=args.seed, device=args.device)
+    except ValueError as err:
+        sub.error(str(err))
+    if args.out.exists() and not args.overwrite:
+        sub.error(f"--out {args.out} exists; pass --overwrite or choose a new directory")
+    data = _load(args, sub)
+    try:
+        artifact = pipeline.train_artifact(args.model, data, params=params, split=args.split,
+                                           seed=args.seed, device=args.device,
+                                           topk=not args.no_topk)
+    except ValueError as err:
+        sub.error(str(err))
+    artifact.save(args.out, overwrite=args.overwrite)
+    _print_metrics(artifact)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    sub = parser.subparsers["evaluate"]
+    artifact = Artifact.load(args.artifact, device=args.device)
+    info = artifact.info
+    args.dataset = args.dataset or info["data"]["dataset"]
+    data = _load(args, sub)
+    try:
+        pipeline.check_same_ids(artifact.model, data)
+        _, test, protocol = pipeline.make_split(data, args.split, seed=args.seed)
+    except ValueError as err:
+        sub.error(str(err))
+    if test is None:
+        sub.error("--split full has no test part; choose u1..u5, random, per-user or temporal")
+    trained_on = info["data"]["split"]
+    if trained_on != args.split or info.get("version", 1) > 1:
+        print(f"warning: the artifact was trained on split {trained_on!r} (version "
+              f"{info.get('version', 1)}); test ratings of {args.split!r} may be in its "
+              "training data, so these numbers are not held-out", file=sys.stderr)
+    metrics = pipeline.evaluate(artifact.model, test, topk=not args.no_topk)
+    print(f"{info['model']['name']} on {args.dataset}, {protocol}")
+    print(to_markdown(_metric_table(metrics)))
+    return 0
+
+
+def _recommend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from mfutils.serving.recommender import Recommender, UnknownIdError
+
+    sub = parser.subparsers["recommend"]
+    rec = Recommender(args.artifact, device=args.device)
+    try:
+        if args.user is not None:
+            ranking = rec.recommend([args.user], args.k, exclude_seen=not args.include_seen)[0]
+            heading = f"top-{args.k} for user {args.user}"
+        elif args.rated:
+            items, ratings = _rated(args.rated, sub)
+            ranking = rec.recommend_new_user(items, ratings, args.k)
+            heading = f"top-{args.k} for a new user who rated {len(items)} items"
+        else:
+            ranking = rec.similar_items(args.similar_to, args.k)
+            heading = f"{args.k} items most similar to item {args.similar_to}"
+    except (UnknownIdError, ValueError) as err:
+        sub.error(str(err))
+    if args.json:
+        print(json.dumps({"method": ranking.method, "items": rec.describe(ranking)}, indent=2))
+    else:
+        print(f"{heading} ({rec.artifact.info['model']['name']}, method: {ranking.method})")
+        print(to_markdown(rec.frame(ranking), floatfmt=".3f"))
+    return 0
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        import uvicorn
+
+        from mfutils.serving import service
+    except ImportError as err:
+        parser.subparsers["serve"].error(f"serving needs the 'serve' extra ({err}): "
+                                         "pip install -e '.[serve]'")
+    if args.workers > 1:  # each process loads its own copy: no online updates then
+        os.environ.update({service.ARTIFACT_ENV: str(args.artifact), service.READ_ONLY_ENV: "1"})
+        if args.device:
+            os.environ["MFUTILS_DEVICE"] = args.device
+        Artifact.load(args.artifact, device="cpu")  # fail here, clearly, not in every worker
+        uvicorn.run("mfutils.serving.service:create_app_from_env", factory=True,
+                    host=args.host, port=args.port, workers=args.workers,
+                    log_level=args.log_level, access_log=args.access_log)
+        return 0
+    app = service.create_app(args.artifact, device=args.device, read_only=args.read_only,
+                             save_dir=args.save_dir)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                access_log=args.access_log)
+    return 0
+
+
+# ---------------------------------------------------------------------- helpers
+def _load(args: argparse.Namespace, sub: argparse.ArgumentParser):
+    if args.dataset not in DATASETS:
+        sub.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    return load_movielens(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+
+
+def _rated(pairs: list[str], sub: argparse.ArgumentParser) -> tuple[list[int], list[float]]:
+    items, ratings = [], []
+    for pair in pairs:
+        item, sep, rating = pair.partition("=")
+        try:
+            items.append(int(item))
+            ratings.append(float(rating))
+        except ValueError:
+            sep = ""
+        if not sep:
+            sub.error(f"--rated {pair!r} is not of the form ITEM=RATING (e.g. 50=5)")
+    return items, ratings
+
+
+def _metric_table(metrics: dict[str, float]):
+    import pandas as pd
+
+    return pd.DataFrame({"metric": list(metrics), "value": [float(v) for v in metrics.values()]})
+
+
+def _print_metrics(artifact: Artifact) -> None:
+    info = artifact.info
+    print(f"{info['model']['name']} on {info['data']['dataset']}, {info['protocol']}")
+    if info["metrics"]:
+        print(to_markdown(_metric_table(info["metrics"])))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mfutils", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.subparsers = {}
+
+    def command(name: str, run, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        parser.subparsers[name] = sub
+        return sub
+
+    def data_options(sub: argparse.ArgumentParser, default: str | None) -> None:
+        sub.add_argument("--dataset", default=default, metavar="NAME",
+                         help=f"MovieLens release: {', '.join(DATASETS)}"
+                              + (f" (default {default})" if default else
+                                 " (default: the artifact's)"))
+        sub.add_argument("--data-dir", type=Path, default=None,
+                         help="folder holding the release (default $MFUTILS_DATA_DIR)")
+        sub.add_argument("--no-download", action="store_true",
+                         help="fail instead of downloading a missing release")
+        sub.add_argument("--split", default="u1", choices=pipeline.SPLITS,
+                         help="train/test split (default u1; 'full' trains on every rating)")
+        sub.add_argument("--seed", type=int, default=0, help="seed of model and split")
+        sub.add_argument("--no-topk", action="store_true",
+                         help="skip recall@10 / ndcg@10 (slow for neighbourhood models)")
+
+    command("models", _models, "list the registered models and their options")
+
+    train = command("train", _train, "train a model, evaluate it, write an artifact")
+    train.add_argument("model", help="a registered model (see `mfutils models`), e.g. "
+                                     "BiasedMF or BiasedMF-SGD")
+    train.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                       help="a model option, repeatable (e.g. -p n_factors=50 -p reg=0.1)")
+    data_options(train, "ml-100k")
+    train.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    train.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+
+    evaluate = command("evaluate", _evaluate, "evaluate an artifact on a split's test part")
+    evaluate.add_argument("artifact", type=Path)
+    data_options(evaluate, None)
+    evaluate.add_argument("--device", default=None)
+
+    recommend = command("recommend", _recommend, "print recommendations from an artifact")
+    recommend.add_argument("artifact", type=Path)
+    query = recommend.add_mutually_exclusive_group(required=True)
+    query.add_argument("--user", type=int, help="raw id of a known user")
+    query.add_argument("--rated", nargs="+", metavar="ITEM=RATING",
+                       help="a new user's ratings, e.g. --rated 50=5 172=4")
+    query.add_argument("--similar-to", type=int, metavar="ITEM", help="raw item id")
+    recommend.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    recommend.add_argument("--include-seen", action="store_true",
+                           help="keep items the user rated in training")
+    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recommend.add_argument("--device", default=None)
+
+    serve = command("serve", _serve, "serve an artifact over HTTP (FastAPI + uvicorn)")
+    serve.add_argument("artifact", type=Path)
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes; more than 1 makes the service read-only")
+    serve.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+    serve.add_argument("--read-only", action="store_true", help="refuse online updates")
+    serve.add_argument("--save-dir", type=Path, default=None,
+                       help="where POST /artifact/save writes the updated model")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                       help="log every request (default off)")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""The interface every implicit-feedback model shares: ``fit`` on interactions, rank items.
+
+An implicit model learns from *which* items a user interacted with (a :class:`Ratings` whose
+ratings are all 1, see :func:`mfutils.data.to_implicit`) and scores every item for a user with
+:meth:`RankingModel.score_items`, the ``score_fn`` of :func:`mfutils.metrics.topk_metrics`.
+Users without training interactions (out of range, or in range with an empty history) are
+answered deliberately with the popularity ranking, never with an ``IndexError`` or with an
+untrained random vector.
+
+This module also holds the two non-learned references of the series: :class:`MostPopular`
+and :class:`EASE` (Steck 2019), the closed-form item-item model.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.device import get_device
+
+__all__ = ["EASE", "MostPopular", "RankingModel"]
+
+
+class RankingModel(nn.Module, abc.ABC):
+    """Base class of implicit-feedback (item-ranking) models.
+
+    Subclasses store their constructor options in ``self.config``, learn in :meth:`_fit` and
+    score known users in :meth:`_score_known`.
+
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        Where parameters live and computation happens; default :func:`mfutils.get_device`.
+    """
+
+    config: dict[str, Any]
+
+    def __init__(self, *, device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.device = get_device(device)
+        self.config = {}
+        self.history = None
+        self.train_csr: UserItemCSR | None = None
+
+    def fit(self, train: Ratings, *, valid: Ratings | None = None) -> RankingModel:
+        """Learn from the interactions in ``train``.
+
+        Parameters
+        ----------
+        train : Ratings
+            Interactions (every row one (user, item) event; the rating column is ignored
+            except by models that use it as a confidence, which say so).
+        valid : Ratings, optional
+            Held-out interactions carved from training data, for early stopping; never the
+            test set.
+        """
+        if len(train) == 0:
+            raise ValueError("cannot fit on an empty Ratings")
+        if valid is not None and (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
+            raise ValueError("valid must share train's id space (split one Ratings)")
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.train_csr = train.csr(device=self.device)
+        counts = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device)
+        self.register_buffer("popularity", counts)  # shape: (n_items,)
+        self.register_buffer("user_known", torch.as_tensor(
+            train.user_counts() > 0, device=self.device))  # shape: (n_users,)
+        self._fit(train, valid=valid)
+        self.eval()
+        return self
+
+    @abc.abstractmethod
+    def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
+        """Learn the parameters (``train_csr``, ``popularity`` and ``user_known`` are set)."""
+
+    @abc.abstractmethod
+    def _score_known(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for in-range users with training data, shape (B, n_items)."""
+
+    def _require_fitted(self) -> None:
+        if self.train_csr is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(train) first")
+
+    @torch.no_grad()
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for compact user ids, shape (len(users), n_items).
+
+        Users unknown to the model get the item popularity as their scores.
+        """
+        self._require_fitted()
+        users = torch.as_tensor(users, dtype=torch.long, device=self.device)
+        known = (users >= 0) & (users < self.n_users)
+        known[known.clone()] = self.user_known[users[known]]
+        scores = self.popularity.expand(len(users), -1).clone()  # shape: (B, n_items)
+        if bool(known.any()):
+            scores[known] = self._score_known(users[known]).to(scores.dtype)
+        return scores
+
+    @torch.no_grad()
+    def recommend(
+        self, users: np.ndarray | list[int], k: int = 10, *, exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items per user.
+
+        Returns
+        -------
+        items, scores : np.ndarray, shape (len(users), k)
+            Compact item ids best first and their scores; with ``exclude_seen`` a user's
+            training items are never recommended.
+        """
+        self._require_fitted()
+        if not 1 <= k <= self.n_items:
+            raise ValueError(f"k={k} must lie in [1, n_items={self.n_items}]")
+        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
+        scores = self.score_items(user)  # shape: (B, n_items)
+        if exclude_seen:
+            rows = torch.nonzero((user >= 0) & (user < self.n_users)).squeeze(1)
+            seen_rows, seen_items = self.train_csr.gather(user[rows])
+            scores[rows[seen_rows], seen_items] = -torch.inf
+        top = torch.topk(scores, k, dim=1)
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+
+class MostPopular(RankingModel):
+    """Every user gets the items ranked by their number of training interactions.
+
+    The non-personalised yardstick of implicit feedback; on MovieLens it is hard to beat by
+    much because interactions concentrate on popular movies.
+    """
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
+        pass  # the popularity buffer set by fit() is the whole model
+
+    def _score_known(self, users: torch.Tensor) -> torch.Tensor:
+        return self.popularity.expand(len(users), -1)  # shape: (B, n_items)
+
+
+class EASE(RankingModel):
+    r"""Embarrassingly Shallow Autoencoder (Steck, WWW 2019), a closed-form item-item model.
+
+    Minimises :math:`\|X - XB\|_F^2 + \lambda\|B\|_F^2` subject to :math:`\mathrm{diag}(B)=0`,
+    solved by :math:`P=(X^\top X+\lambda I)^{-1}`, :math:`B_{ij}=-P_{ij}/P_{jj}` (Steck eq. 8),
+    and scores a user by :math:`x_u B`. One ``n_items`` x ``n_items`` inverse, so it suits
+    catalogues up to a few tens of thousands of items.
+
+    Parameters
+    ----------
+    reg : float
+        The L2 weight :math:`\lambda` (Steck uses a few hundred on ML-20M-sized data).
+    device : str or torch.device, optional
+    """
+
+    def __init__(self, *, reg: float = 250.0, device: str | torch.device | None = None) -> None:
+        super().__init__(device=device)
+        if not reg > 0:
+            raise ValueError(f"reg={reg} must be positive")
+        self.config = {"reg": float(reg)}
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
+        x = self.train_csr.to_dense().to(torch.float32)  # shape: (n_users, n_items)
+        gram = x.T @ x  # shape: (n_items, n_items)
+        gram.diagonal().add_(self.config["reg"])
+        p = torch.linalg.inv(gram)  # shape: (n_items, n_items)
+        weights = -p / p.diagonal()[None, :]  # shape: (n_items, n_items) B_ij = -P_ij / P_jj
+        weights.diagonal().zero_()
+        self.register_buffer("weights", weights)
+
+    def _score_known(self, users: torch.Tensor) -> torch.Tensor:
+        rows, items = self.train_csr.gather(users)
+        x = torch.zeros(len(users), self.n_items, device=self.device)  # shape: (B, n_items)
+        x[rows, items] = 1.0
+        return x @ self.weights  # shape: (B, n_items)

@@ -1,0 +1,278 @@
+"""Train, evaluate and export any registered model: the code paths behind ``mfutils train``.
+
+The same calls the notebooks make -- :func:`mfutils.data.load_movielens`, the splits of
+:mod:`mfutils.data.splits`, ``model.fit``, :func:`mfutils.metrics.rmse` / ``mae`` /
+``topk_metrics`` -- wrapped so that a command line (or a notebook) names a model, its options
+and a split by strings and gets an :class:`~mfutils.serving.artifact.Artifact` back.
+
+Model names are registry class names (``BiasedMF``, ``SVDpp``, ...; case-insensitive) or the
+benchmark's ``Class-METHOD`` labels (``BiasedMF-SGD`` = ``BiasedMF(method="sgd")``), so the
+rows of ``benchmarks/results/explicit-ml-100k.json`` can be trained by name.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import mfutils.models  # noqa: F401 - importing registers every model class
+from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.data.splits import (
+    canonical_folds,
+    per_user_holdout,
+    random_holdout,
+    temporal_holdout,
+)
+from mfutils.device import get_device
+from mfutils.metrics import mae, rmse, topk_metrics
+from mfutils.models.base import _REGISTRY, ExplicitModel
+from mfutils.models.svdpp import AsymmetricSVD
+from mfutils.serving.artifact import Artifact
+from mfutils.serving.foldin import ridge_penalties
+
+SPLITS = ("u1", "u2", "u3", "u4", "u5", "random", "per-user", "temporal", "full")
+_NOT_OPTIONS = {"self", "device", "user_embeddings", "item_embeddings"}
+
+
+def registered_models() -> dict[str, type[ExplicitModel]]:
+    """Every explicit model class by name, sorted."""
+    return {name: cls for name, cls in sorted(_REGISTRY.items()) if not name.startswith("_")}
+
+
+def model_options(cls: type[ExplicitModel]) -> dict[str, Any]:
+    """Constructor options settable by name (``--param``) and their defaults."""
+    signature = inspect.signature(cls.__init__)
+    return {name: p.default for name, p in signature.parameters.items()
+            if name not in _NOT_OPTIONS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def resolve_model(name: str) -> tuple[type[ExplicitModel], dict[str, Any]]:
+    """The class and implied options of a model name (``"BiasedMF-SGD"`` -> BiasedMF, sgd).
+
+    Raises
+    ------
+    ValueError
+        Unknown class (the message lists the registered ones) or a ``-SUFFIX`` on a class
+        without a ``method`` option.
+    """
+    classes = registered_models()
+    by_lower = {key.lower(): cls for key, cls in classes.items()}
+    head, _, suffix = name.partition("-")
+    cls = by_lower.get(head.lower())
+    if cls is None:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(classes)}")
+    if not suffix:
+        return cls, {}
+    if "method" not in model_options(cls):
+        raise ValueError(f"model {name!r}: {cls.__name__} has no 'method' option for the "
+                         f"suffix -{suffix}")
+    return cls, {"method": suffix.lower()}
+
+
+def parse_params(cls: type[ExplicitModel], pairs: list[str]) -> dict[str, Any]:
+    """``["n_factors=50", "method=als"]`` as checked constructor options of ``cls``.
+
+    Values are Python literals when they parse (``50``, ``0.1``, ``True``, ``None``,
+    ``{"reg_item": 3}``), else strings.
+
+    Raises
+    ------
+    ValueError
+        A pair without ``=``, an option ``cls`` does not take (the message lists the valid
+        ones), or a value of the wrong kind for the option's default.
+    """
+    options = model_options(cls)
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"parameter {pair!r} is not of the form name=value")
+        if key not in options:
+            raise ValueError(f"{cls.__name__} has no parameter {key!r}; valid: "
+                             f"{', '.join(options)}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        params[key] = _check_kind(cls, key, value, options[key])
+    return params
+
+
+def build_model(name: str, params: dict[str, Any] | None = None, *, seed: int = 0,
+                device: str | torch.device | None = None) -> ExplicitModel:
+    """An unfitted model from a name and options; ``seed`` applies unless given in ``params``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name or option, or an option value the model rejects (with its message).
+    """
+    cls, implied = resolve_model(name)
+    options = {**implied, **(params or {})}
+    if "seed" in model_options(cls):
+        options.setdefault("seed", seed)
+    try:
+        return cls(**options, device=get_device(device))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{cls.__name__}({_call(options)}): {err}") from err
+
+
+def make_split(data: Ratings, split: str, *, seed: int = 0, test_fraction: float = 0.2
+               ) -> tuple[Ratings, Ratings | None, str]:
+    """``(train, test, protocol)`` of one named split; ``test`` is ``None`` for ``full``.
+
+    ``u1`` .. ``u5`` are ML-100K's canonical folds; ``random``, ``per-user`` and ``temporal``
+    hold out ``test_fraction`` of all ratings, of each user's ratings, or each user's latest.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    pct = f"{test_fraction:.0%}"
+    if split == "full":
+        return data, None, "all ratings (no held-out test)"
+    if split.startswith("u"):
+        if data.fold is None:
+            raise ValueError(f"split {split!r} needs ML-100K's canonical u1..u5 files; "
+                             f"{data.name!r} has none: use --split random")
+        train, test = canonical_folds(data)[int(split[1]) - 1]
+        return train, test, f"canonical {split}.base / {split}.test"
+    if split == "random":
+        train, test = random_holdout(data, test_fraction=test_fraction, seed=seed)
+        return train, test, f"random {pct} holdout, seed {seed}"
+    if split == "per-user":
+        train, test = per_user_holdout(data, test_fraction=test_fraction, seed=seed)
+        return train, test, f"per-user {pct} holdout, seed {seed}"
+    train, test = temporal_holdout(data, test_fraction=test_fraction)
+    return train, test, f"temporal: each user's latest {pct}"
+
+
+def evaluate(model: ExplicitModel, test: Ratings, *, seen: UserItemCSR | None = None,
+             topk: bool = True) -> dict[str, float]:
+    """Held-out ``rmse`` and ``mae`` (and ``recall@10``, ``ndcg@10`` over the full catalogue,
+    every test item relevant, ``seen`` items masked) of a fitted model on ``test``.
+
+    ``test`` must index the model's id spaces (the same data set); ``seen`` defaults to the
+    model's training items.
+    """
+    pred = model.predict_ratings(test)
+    metrics = {"rmse": rmse(pred, test.rating), "mae": mae(pred, test.rating)}
+    if topk:
+        device = model.device
+        seen = model.train_csr if seen is None else seen
+        truth = UserItemCSR.from_pairs(test.user, test.item, n_users=model.n_users,
+                                       n_items=model.n_items, device=device)
+        ranking = topk_metrics(model.score_items, train=seen.to(device), test=truth, ks=(10,))
+        metrics.update({key: ranking[key] for key in ("recall@10", "ndcg@10")})
+    return metrics
+
+
+def train_artifact(
+    name: str, data: Ratings, *, params: dict[str, Any] | None = None, split: str = "u1",
+    seed: int = 0, device: str | torch.device | None = None, topk: bool = True,
+) -> Artifact:
+    """Fit ``name`` on the training part of ``split``, evaluate on its test part, package it.
+
+    Returns
+    -------
+    Artifact
+        With ``metrics`` (empty for ``split="full"``) and the split's protocol.
+    """
+    model = build_model(name, params, seed=seed, device=device)
+    train, test, protocol = make_split(data, split, seed=seed)
+    model.fit(train)
+    metrics = {} if test is None else evaluate(model, test, topk=topk)
+    return Artifact.from_training(model, train, name=name, split=split, protocol=protocol,
+                                  metrics=metrics, params=params)
+
+
+def check_same_ids(model: ExplicitModel, data: Ratings) -> None:
+    """Raise ``ValueError`` unless ``data``'s ids are (a prefix of) the model's id spaces."""
+    for kind, ids in (("user", data.user_ids), ("item", data.item_ids)):
+        known = getattr(model, f"{kind}_ids")
+        if len(known) < len(ids) or not np.array_equal(known[: len(ids)], ids):
+            raise ValueError(f"{data.name!r} has other {kind} ids than the model was trained "
+                             "on: evaluate an artifact on the data set it was trained on")
+
+
+def capabilities(cls: type[ExplicitModel], params: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """How the service answers new users and whether it takes online updates, per model."""
+    model = cls(**(params or {}), device="cpu")
+    updates = ridge_penalties(model) is not None
+    new_user = ("fold-in" if updates else
+                "asymmetric-svd" if isinstance(model, AsymmetricSVD) else "popularity")
+    return {"new_user": new_user, "online_updates": updates}
+
+
+def results_table(path: str | Path) -> pd.DataFrame:
+    """The rows of a ``benchmarks/explicit.py`` JSON file, best mean RMSE first, with each
+    model's class, implied options and serving capabilities (``None`` for peers that are not
+    registered models, e.g. Surprise).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        A missing file, or one without a ``models`` list.
+    """
+    payload = json.loads(Path(path).read_text())
+    if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
+        raise ValueError(f"{path}: expected the JSON of benchmarks/explicit.py (a 'models' list)")
+    rows = []
+    for record in payload["models"]:
+        try:
+            cls, implied = resolve_model(record["model"])
+            serving = capabilities(cls, implied)
+        except ValueError:
+            cls, implied, serving = None, None, {"new_user": None, "online_updates": None}
+        rows.append({"model": record["model"], "rmse_mean": record["rmse_mean"],
+                     "folds": ",".join(record.get("folds", [])),
+                     "class": None if cls is None else cls.__name__, "params": implied,
+                     **serving})
+    table = pd.DataFrame(rows).sort_values("rmse_mean", kind="stable", ignore_index=True)
+    table.attrs["protocol"] = payload.get("meta", {}).get("protocol")
+    return table
+
+
+def choose_model(path: str | Path, *, online_updates: bool = True,
+                 fallback: str = "BiasedMF-SGD") -> tuple[str, pd.DataFrame]:
+    """The best (lowest mean RMSE) registered model of a results file, and the table.
+
+    With ``online_updates`` only models the service can fold new users into and update
+    online qualify. A missing or unreadable file, or no qualifying row, gives ``fallback``
+    (biased MF by SGD, the package's default) and an empty table.
+    """
+    try:
+        table = results_table(path)
+    except (OSError, ValueError) as err:
+        print(f"no usable results table ({err}); serving {fallback}")
+        return fallback, pd.DataFrame()
+    ok = table["class"].notna()
+    if online_updates:
+        ok &= table["online_updates"].fillna(False).astype(bool)
+    return (table.loc[ok, "model"].iloc[0] if ok.any() else fallback), table
+
+
+def _check_kind(cls: type, key: str, value: Any, default: Any) -> Any:
+    """Reject a value whose kind differs from the option's default (bool, int, float, str)."""
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return value
+    kinds = [(bool, (bool,), "a bool"), (int, (int,), "an int"),
+             (float, (int, float), "a number"), (str, (str,), "a string")]
+    for kind, accepted, label in kinds:
+        if isinstance(default, kind):
+            if isinstance(value, accepted) and (kind is bool or not isinstance(value, bool)):
+                return float(value) if kind is float else value
+            raise ValueError(f"{cls.__name__} parameter {key!r} expects {label} "
+                             f"(default {default!r}); got {value!r}")
+    return value
+
+
+def _call(options: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in options.items())

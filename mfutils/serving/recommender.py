@@ -1,0 +1,383 @@
+"""The served model behind the CLI and the HTTP service: raw ids in, ranked raw ids out.
+
+:class:`Recommender` wraps an :class:`~mfutils.serving.artifact.Artifact` and answers four
+questions, each with the best method the model allows and a named fallback:
+
+============================  ==================================================================
+known user, top-K             the model's own ``recommend`` (``score_items``: one matrix product
+                              over the catalogue on the model's device; seen items excluded)
+new user from their ratings   ``fold-in``: ridge solve of ``p_u, b_u`` (biased MF, baselines);
+                              ``asymmetric-svd``: the model's own ``predict_new_users``;
+                              else ``popularity`` (most-rated items)
+similar items                 ``item-factors``: cosine of ``q_i`` (factor models); else
+                              ``co-occurrence``: ``|U(i) & U(j)| / sqrt(|U(i)| |U(j)|)``
+online updates                ``apply_ratings`` (:mod:`mfutils.serving.online`) for models that
+                              support them; others raise :class:`UnsupportedError`
+============================  ==================================================================
+
+Concurrency: any number of threads may read at once; an online update takes the lock alone
+(a readers-writer lock), so no request ever sees a half-updated model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mfutils.models.svdpp import AsymmetricSVD
+from mfutils.serving.artifact import Artifact
+from mfutils.serving.foldin import fold_in_users, ridge_penalties, score_folded
+from mfutils.serving.online import (
+    RatingStore,
+    UnsupportedError,
+    apply_ratings,
+    grow,
+    supports_updates,
+)
+
+
+class UnknownIdError(KeyError):
+    """Raw ids the served model does not know; ``kind`` is ``"user"`` or ``"item"``."""
+
+    def __init__(self, kind: str, ids: list) -> None:
+        super().__init__(f"unknown {kind} id{'s' if len(ids) > 1 else ''} "
+                         f"{', '.join(map(str, ids[:10]))}{' ...' if len(ids) > 10 else ''}")
+        self.kind, self.ids = kind, ids
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Top-K items for one query: raw ``items`` best first, their ``scores`` and the method."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    method: str
+
+
+class ReadWriteLock:
+    """Many readers at once, or one writer alone; a waiting writer blocks new readers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class Recommender:
+    """Recommendations by raw id from an artifact, with fallbacks and online updates.
+
+    Parameters
+    ----------
+    artifact : Artifact or str or Path
+        A loaded artifact or its directory.
+    device : str or torch.device, optional
+        Where the model computes when ``artifact`` is a path; default
+        :func:`mfutils.get_device`.
+    """
+
+    def __init__(self, artifact: Artifact | str | Path, *,
+                 device: str | torch.device | None = None) -> None:
+        if not isinstance(artifact, Artifact):
+            artifact = Artifact.load(artifact, device=device)
+        self.artifact = artifact
+        self.model = artifact.model
+        self.items = artifact.items.reset_index(drop=True)
+        self.store = RatingStore.from_arrays(artifact.ratings, self.model.device)
+        self.lock = ReadWriteLock()
+        self.updates = dict(artifact.info.get("online_updates", {"ratings": 0, "users": 0,
+                                                                 "items": 0}))
+        self._dirty = False
+        self._reindex()
+
+    # ------------------------------------------------------------------ description
+    @property
+    def n_items(self) -> int:
+        return self.model.n_items
+
+    @property
+    def rating_scale(self) -> tuple[float, float]:
+        return tuple(self.model.rating_scale)
+
+    def capabilities(self) -> dict[str, Any]:
+        """Which method answers each kind of request for this model."""
+        return {"known_user": "model", "new_user": self._new_user_method(),
+                "similar_items": "item-factors" if _item_factors(self.model) is not None
+                else "co-occurrence", "online_updates": supports_updates(self.model)}
+
+    def metadata(self) -> dict[str, Any]:
+        """The artifact's manifest fields plus the live state (sizes, updates, capabilities)."""
+        with self.lock.read():
+            return {**self.artifact.info, "n_users": self.model.n_users,
+                    "n_items": self.model.n_items, "n_ratings": len(self.store),
+                    "device": str(self.model.device), "capabilities": self.capabilities(),
+                    "online_updates": dict(self.updates), "unsaved_updates": self._dirty}
+
+    def describe(self, ranking: Ranking) -> list[dict[str, Any]]:
+        """``item, title, genres, score`` records of a ranking (raw ids, metadata joined)."""
+        titles, genres = self._metadata  # read once: an update may swap them meanwhile
+        rows = self._item_index.get_indexer(ranking.items)
+        return [{"item": int(item), "title": titles[row], "genres": list(genres[row]),
+                 "score": float(score)}
+                for item, score, row in zip(ranking.items.tolist(), ranking.scores.tolist(),
+                                            rows.tolist(), strict=True)]
+
+    def frame(self, ranking: Ranking) -> pd.DataFrame:
+        """A ranking as a table with titles, for notebooks and the CLI."""
+        columns = ["item", "title", "genres", "score"]
+        return pd.DataFrame(self.describe(ranking), columns=columns).assign(
+            genres=lambda f: f["genres"].map(", ".join))
+
+    # ------------------------------------------------------------------ queries
+    def recommend(self, users: list[int] | np.ndarray, k: int = 10, *,
+                  exclude_seen: bool = True) -> list[Ranking]:
+        """Top-``k`` items for known users (raw ids); one matrix product for all of them.
+
+        Raises
+        ------
+        UnknownIdError
+            For raw user ids not in the model (serve them with :meth:`recommend_new_user`).
+        ValueError
+            For ``k`` outside ``[1, n_items]``.
+        """
+        self._check_k(k)
+        with self.lock.read():
+            compact = self._encode("user", users)
+            items, scores = self.model.recommend(compact, k, exclude_seen=exclude_seen)
+            item_ids = self.model.item_ids
+        return [_ranking(item_ids, row_items, row_scores, "model")
+                for row_items, row_scores in zip(items, scores, strict=True)]
+
+    @torch.no_grad()
+    def recommend_new_user(self, items: list[int] | np.ndarray,
+                           ratings: list[float] | np.ndarray, k: int = 10, *,
+                           exclude_rated: bool = True) -> Ranking:
+        """Top-``k`` items for someone outside the training data, from their ratings alone.
+
+        Fold-in for factor models, Asymmetric-SVD's own eq. 13 sums, else popularity (see the
+        module docstring). Unknown raw item ids raise :class:`UnknownIdError`.
+        """
+        self._check_k(k)
+        ratings = np.asarray(ratings, dtype=np.float32)
+        low, high = self.rating_scale
+        if len(ratings) != len(items) or not len(ratings):
+            raise ValueError(f"give one rating per item and at least one; got {len(items)} "
+                             f"items and {len(ratings)} ratings")
+        if not np.isfinite(ratings).all() or (ratings < low).any() or (ratings > high).any():
+            raise ValueError(f"ratings must lie on the model's scale [{low}, {high}]")
+        repeated = pd.Index(items)[pd.Index(items).duplicated()].unique().tolist()
+        if repeated:
+            raise ValueError(f"items {repeated} are rated more than once")
+        with self.lock.read():
+            compact = self._encode("item", items)
+            device = self.model.device
+            item = torch.as_tensor(compact, device=device)
+            rating = torch.as_tensor(ratings, device=device)
+            method = self._new_user_method()
+            if method == "fold-in":
+                p, b = fold_in_users(self.model, torch.zeros_like(item), item, rating, n_users=1)
+                scores = score_folded(self.model, p, b)[0]  # shape: (n_items,)
+            elif method == "asymmetric-svd":
+                n = self.n_items
+                scores = torch.as_tensor(self.model.predict_new_users(
+                    np.zeros(len(compact), dtype=np.int64), compact, ratings,
+                    np.zeros(n, dtype=np.int64), np.arange(n)), device=device)
+            else:
+                scores = self.store.item_counts(self.n_items).float()
+            if exclude_rated:
+                scores = scores.clone()
+                scores[item] = -torch.inf
+            return self._top(scores, k, method)
+
+    @torch.no_grad()
+    def similar_items(self, item: int, k: int = 10) -> Ranking:
+        """The ``k`` items most similar to raw item ``item`` (itself excluded).
+
+        Cosine of the item factors when the model has them, else co-occurrence cosine over
+        the stored ratings; an item without any training rating gets popularity.
+        """
+        self._check_k(k)
+        with self.lock.read():
+            i = int(self._encode("item", [item])[0])
+            model = self.model
+            factors = _item_factors(model)
+            if not bool(model.item_known[i]):
+                scores, method = self.store.item_counts(self.n_items).float(), "popularity"
+            elif factors is not None:
+                q = factors * model.item_known[:, None]  # shape: (n_items, f)
+                norms = q.norm(dim=1).clamp_min(1e-12)  # shape: (n_items,)
+                scores, method = (q @ q[i]) / (norms * norms[i]), "item-factors"
+            else:
+                scores, method = self._co_occurrence(i), "co-occurrence"
+            scores = scores.masked_fill(~model.item_known, -torch.inf)
+            scores[i] = -torch.inf
+            return self._top(scores, k, method)
+
+    # ------------------------------------------------------------------ online updates
+    def add_ratings(self, users: list[int] | np.ndarray, items: list[int] | np.ndarray,
+                    ratings: list[float] | np.ndarray, *, update: str = "users",
+                    allow_new: bool = True) -> dict[str, Any]:
+        """Apply new ratings (raw ids) to the served model in place; see
+        :func:`mfutils.serving.online.apply_ratings`.
+
+        Raw ids the model has never seen become new users / items when ``allow_new``, else
+        raise :class:`UnknownIdError`. Returns which raw users and items were re-solved.
+        """
+        if not supports_updates(self.model):
+            raise UnsupportedError(
+                f"{type(self.model).__name__} takes no online updates (only models with a "
+                "biased-MF net, BiasedMF and BaselineEstimates, do): retrain and export again")
+        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        ratings = np.asarray(ratings, dtype=np.float32)
+        if not len(users) == len(items) == len(ratings) or not len(ratings):
+            raise ValueError(f"users, items and ratings must be equally long and not empty; "
+                             f"got {len(users)}, {len(items)}, {len(ratings)}")
+        low, high = self.rating_scale
+        if not np.isfinite(ratings).all() or (ratings < low).any() or (ratings > high).any():
+            raise ValueError(f"ratings must lie on the model's scale [{low}, {high}]")
+        with self.lock.write():
+            new_users = self._unseen(self._user_index, users)
+            new_items = self._unseen(self._item_index, items)
+            if not allow_new and (len(new_users) or len(new_items)):
+                raise UnknownIdError("user" if len(new_users) else "item",
+                                     list(new_users if len(new_users) else new_items))
+            grow(self.model, new_user_ids=new_users, new_item_ids=new_items)
+            if len(new_items):
+                extra = pd.DataFrame({"item_id": new_items, "title": None, "year": None,
+                                      "genres": [[] for _ in new_items]})
+                self.items = pd.concat([self.items, extra], ignore_index=True)
+            self._reindex()
+            device = self.model.device
+            solved = apply_ratings(
+                self.model, self.store,
+                torch.as_tensor(self._user_index.get_indexer(users), device=device),
+                torch.as_tensor(self._item_index.get_indexer(items), device=device),
+                torch.as_tensor(ratings, device=device), update=update)
+            self.updates = {"ratings": self.updates["ratings"] + len(ratings),
+                            "users": self.updates["users"] + len(new_users),
+                            "items": self.updates["items"] + len(new_items)}
+            self._dirty = True
+            return {"ratings": len(ratings), "new_users": new_users.tolist(),
+                    "new_items": new_items.tolist(),
+                    "users": self.model.user_ids[solved["users"].cpu().numpy()].tolist(),
+                    "items": self.model.item_ids[solved["items"].cpu().numpy()].tolist()}
+
+    def snapshot(self) -> Artifact:
+        """The current state as an artifact: the loaded one, or its next version if updated."""
+        with self.lock.read():
+            if not self._dirty:
+                return self.artifact
+            return self.artifact.next_version(self.model, self.items.copy(),
+                                              self.store.arrays(), dict(self.updates))
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Artifact:
+        """Write the current state (a new version after online updates) to ``path``."""
+        with self.lock.write():  # no update may land between snapshot and write
+            artifact = self.artifact
+            if self._dirty:
+                artifact = artifact.next_version(self.model, self.items.copy(),
+                                                 self.store.arrays(), dict(self.updates))
+            artifact.save(path, overwrite=overwrite)
+            self.artifact, self._dirty = artifact, False
+        return artifact
+
+    # ------------------------------------------------------------------ helpers
+    def _reindex(self) -> None:
+        self._user_index = pd.Index(self.model.user_ids)
+        self._item_index = pd.Index(self.model.item_ids)
+        self._metadata = (self.items["title"].to_list(), self.items["genres"].to_list())
+
+    def _encode(self, kind: str, raw: list[int] | np.ndarray) -> np.ndarray:
+        index = self._user_index if kind == "user" else self._item_index
+        raw = np.asarray(raw, dtype=np.int64).reshape(-1)
+        compact = index.get_indexer(raw).astype(np.int64)
+        if (compact < 0).any():
+            raise UnknownIdError(kind, raw[compact < 0].tolist())
+        return compact
+
+    @staticmethod
+    def _unseen(index: pd.Index, raw: np.ndarray) -> np.ndarray:
+        return pd.unique(raw[index.get_indexer(raw) < 0]).astype(np.int64)
+
+    def _check_k(self, k: int) -> None:
+        if not 1 <= k <= self.n_items:
+            raise ValueError(f"k={k} must lie in [1, {self.n_items}] (the catalogue size)")
+
+    def _new_user_method(self) -> str:
+        if ridge_penalties(self.model) is not None:
+            return "fold-in"
+        if isinstance(self.model, AsymmetricSVD):
+            return "asymmetric-svd"
+        return "popularity"
+
+    def _co_occurrence(self, i: int) -> torch.Tensor:
+        """``|U(i) & U(j)| / sqrt(|U(i)| |U(j)|)`` for every item ``j``, shape (n_items,)."""
+        raters = self.store.user[self.store.item == i]  # shape: (n_i,)
+        _, co_items = self.model.train_csr.gather(raters)  # shape: (sum of their counts,)
+        co = torch.bincount(co_items, minlength=self.n_items).float()  # shape: (n_items,)
+        counts = self.store.item_counts(self.n_items).float()
+        return co / (counts * counts[i]).clamp_min(1).sqrt()
+
+    def _top(self, scores: torch.Tensor, k: int, method: str) -> Ranking:
+        top = torch.topk(scores, k)
+        return _ranking(self.model.item_ids, top.indices.cpu().numpy(),
+                        top.values.cpu().numpy(), method)
+
+
+def _ranking(item_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str
+             ) -> Ranking:
+    """Raw ids of a top-K row; items ranked ``-inf`` (seen, or no candidate left) dropped."""
+    keep = np.isfinite(scores)
+    return Ranking(item_ids[items[keep]], scores[keep], method)
+
+
+def _item_factors(model: nn.Module) -> torch.Tensor | None:
+    """The ``q_i`` table of a factor model (biased MF, the SVD++ family, the integrated
+    model's factor tier); ``None`` for baselines and neighbourhood models."""
+    net = getattr(model, "net", None)
+    for owner in (net, getattr(net, "factors", None)):
+        table = getattr(owner, "item_factors", None)
+        if isinstance(table, nn.Embedding) and table.embedding_dim > 0:
+            return table.weight
+    return None

@@ -1,0 +1,159 @@
+"""The ``mfutils`` command line: train / evaluate / recommend / serve, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from mfutils.cli import main
+from mfutils.data import load_movielens, make_synthetic
+from mfutils.serving import Artifact, Recommender, pipeline
+from mfutils.serving.runner import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["--dataset", "ml-100k", "--no-download", "-p", "n_factors=4", "-p", "epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """An ML-100K-shaped folder (u.data, u.item, u.user, u1..u5.test) of synthetic ratings."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "ml-100k"
+    folder.mkdir()
+    data = make_synthetic(50, 30, 900, seed=1)
+    lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t{t}"
+             for u, i, r, t in zip(data.user, data.item, data.rating, data.timestamp, strict=True)]
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    fold = np.random.default_rng(0).integers(0, 5, len(lines))
+    for k in range(5):
+        (folder / f"u{k + 1}.test").write_text(
+            "".join(f"{line}\n" for line, f in zip(lines, fold, strict=True) if f == k))
+    genres = data.items.filter(like="genre_").to_numpy()
+    (folder / "u.item").write_text("".join(
+        f"{i + 1}|{data.items.loc[i, 'title']}|01-Jan-1995|||0|{'|'.join(map(str, row))}\n"
+        for i, row in enumerate(genres)), encoding="latin-1")
+    (folder / "u.user").write_text("".join(f"{u + 1}|30|M|other|12345\n" for u in range(50)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def artifact(data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "mf"
+    assert main(["train", "BiasedMF-ALS", *TRAIN, "--data-dir", str(data_dir), "--split", "u1",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_an_evaluated_artifact(artifact, data_dir, capsys):
+    loaded = Artifact.load(artifact)
+    info = loaded.info
+    assert info["model"]["name"] == "BiasedMF-ALS" and info["data"]["split"] == "u1"
+    assert info["model"]["config"]["method"] == "als" and info["model"]["params"] == {
+        "n_factors": 4, "epochs": 3}
+    assert set(info["metrics"]) == {"rmse", "mae", "recall@10", "ndcg@10"}
+    assert 0.3 < info["metrics"]["rmse"] < 2.0
+    data = load_movielens("ml-100k", data_dir=data_dir, download=False)
+    train, test, _ = pipeline.make_split(data, "u1")
+    assert info["metrics"]["rmse"] == pytest.approx(
+        pipeline.evaluate(loaded.model, test)["rmse"], abs=1e-6)
+    assert loaded.items.loc[0, "title"] == data.items.loc[0, "title"]
+
+
+def test_evaluate_prints_metrics_and_warns_off_split(artifact, data_dir, capsys):
+    assert main(["evaluate", str(artifact), "--data-dir", str(data_dir), "--split", "u1"]) == 0
+    out, err = capsys.readouterr()
+    assert "| rmse |" in out and "canonical u1.base / u1.test" in out and not err
+    main(["evaluate", str(artifact), "--data-dir", str(data_dir), "--split", "u2", "--no-topk"])
+    out, err = capsys.readouterr()
+    assert "not held-out" in err and "recall@10" not in out
+
+
+def test_recommend_known_user_new_user_and_similar(artifact, capsys):
+    rec = Recommender(artifact, device="cpu")
+    assert main(["recommend", str(artifact), "--user", "1", "-k", "3", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [row["item"] for row in body["items"]] == rec.recommend([1], 3)[0].items.tolist()
+    assert main(["recommend", str(artifact), "--rated", "1=5", "2=1", "-k", "4"]) == 0
+    assert "method: fold-in" in capsys.readouterr().out
+    assert main(["recommend", str(artifact), "--similar-to", "3", "-k", "2"]) == 0
+    assert "method: item-factors" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "Foo", "--out", "x"], "unknown model 'Foo'; registered models: AsymmetricSVD, "
+                                     "BaselineEstimates, BiasedMF"),
+    (["train", "BiasedMF", "-p", "n_factor=3", "--out", "x"],
+     "BiasedMF has no parameter 'n_factor'; valid: n_factors"),
+    (["train", "BiasedMF", "-p", "n_factors=many", "--out", "x"],
+     "parameter 'n_factors' expects an int (default 20); got 'many'"),
+    (["train", "BiasedMF", "-p", "method=newton", "--out", "x"],
+     "method='newton'; choose one of"),
+    (["train", "BiasedMF", "-p", "reg", "--out", "x"], "'reg' is not of the form name=value"),
+    (["train", "ItemKNN-ALS", "--out", "x"], "ItemKNN has no 'method' option"),
+    (["train", "BiasedMF", "--split", "u9", "--out", "x"], "invalid choice: 'u9'"),
+    (["recommend", "nowhere", "--user", "1"], "nowhere is not an artifact directory"),
+    (["serve", "nowhere"], "nowhere is not an artifact directory"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_queries_name_the_problem(artifact, capsys):
+    for argv, message in [(["--user", "999"], "unknown user id 999"),
+                          (["--user", "1", "-k", "0"], "k=0 must lie in [1, 30]"),
+                          (["--rated", "1=five"], "'1=five' is not of the form ITEM=RATING"),
+                          (["--rated", "1=9"], "scale [1.0, 5.0]")]:
+        with pytest.raises(SystemExit):
+            main(["recommend", str(artifact), *argv])
+        assert message in capsys.readouterr().err
+
+
+def test_existing_out_needs_overwrite(artifact, data_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "BiasedMF", *TRAIN, "--data-dir", str(data_dir), "--out", str(artifact)])
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_random_split_on_a_release_without_folds(data_dir, tmp_path):
+    out = tmp_path / "baseline"
+    assert main(["train", "BaselineEstimates", "--data-dir", str(data_dir), "--no-download",
+                 "--split", "random", "--seed", "3", "--out", str(out)]) == 0
+    info = Artifact.load(out).info
+    assert info["protocol"] == "random 20% holdout, seed 3"
+
+
+def test_serve_command_in_a_fresh_process(artifact):
+    """The documented command, as a subprocess on a free loopback port."""
+    with ServerProcess(artifact, env={"OMP_NUM_THREADS": "1"}) as server:
+        body = httpx.get(f"{server.url}/users/2/recommendations", params={"k": 4}).json()
+        meta = httpx.get(f"{server.url}/metadata").json()
+    expected = Recommender(artifact, device="cpu").recommend([2], 4)[0]
+    assert [row["item"] for row in body["items"]] == expected.items.tolist()
+    assert meta["model"]["name"] == "BiasedMF-ALS"
+
+
+def test_results_table_names_resolve_to_models():
+    table = pipeline.results_table(ROOT / "benchmarks" / "results" / "explicit-ml-100k.json")
+    assert table["rmse_mean"].is_monotonic_increasing
+    rows = table.set_index("model")
+    assert rows.loc["BiasedMF-SGD", "params"] == {"method": "sgd"}
+    assert rows.loc["BiasedMF-SGD", "online_updates"] and rows.loc["SVDpp", "new_user"] == (
+        "popularity")
+    assert rows.loc["AsymmetricSVD", "new_user"] == "asymmetric-svd"
+    assert pd.isna(rows.loc["Surprise SVD", "class"])
+
+
+def test_console_script_is_declared():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["mfutils"] == "mfutils.cli:main"

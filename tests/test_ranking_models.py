@@ -1,0 +1,144 @@
+"""Implicit-feedback models: iALS against the closed-form solve, EASE, popularity, the protocol."""
+
+import numpy as np
+import pytest
+import torch
+
+from mfutils.data import make_synthetic, to_implicit
+from mfutils.experiments import evaluate_ranking, ranking_grid, ranking_split
+from mfutils.models import EASE, ImplicitALS, MostPopular
+
+
+@pytest.fixture(scope="module")
+def events():
+    return to_implicit(make_synthetic(50, 30, 500, rank=3, seed=4))
+
+
+def _dense(data):
+    x = np.zeros((data.n_users, data.n_items))
+    x[data.user, data.item] = 1.0
+    return x
+
+
+def _closed_form(fixed, x, alpha, reg):
+    """HKV08 eq. 4 for every row of ``x``, one dense solve per row over *all* columns."""
+    out = []
+    for row in x:
+        c = 1.0 + alpha * row
+        a = fixed.T @ (c[:, None] * fixed) + reg * np.eye(fixed.shape[1])
+        out.append(np.linalg.solve(a, fixed.T @ (c * row)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_one_sweep_equals_the_closed_form_solve(events, solver):
+    model = ImplicitALS(factors=4, reg=0.5, alpha=3.0, iterations=1, solver=solver,
+                        cg_steps=40, init_std=0.3, device="cpu")
+    gen = torch.Generator().manual_seed(0)  # the initial factors fit() draws
+    torch.randn(events.n_users, 4, generator=gen)
+    item0 = (0.3 * torch.randn(events.n_items, 4, generator=gen)).double().numpy()
+    model.fit(events)
+    x = _dense(events)
+    users = _closed_form(item0, x, 3.0, 0.5)
+    items = _closed_form(users, x.T, 3.0, 0.5)
+    np.testing.assert_allclose(model.user_factors.numpy(), users, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(model.item_factors.numpy(), items, rtol=1e-3, atol=1e-4)
+
+
+def test_conjugate_gradient_approaches_cholesky(events):
+    exact = ImplicitALS(factors=6, iterations=3, solver="cholesky", device="cpu").fit(events)
+    approx = ImplicitALS(factors=6, iterations=3, cg_steps=6, device="cpu").fit(events)
+    users = torch.arange(events.n_users)
+    np.testing.assert_allclose(approx.score_items(users), exact.score_items(users), atol=2e-3)
+
+
+def test_small_chunks_give_the_same_factors(events):
+    whole = ImplicitALS(factors=4, iterations=2, device="cpu").fit(events)
+    pieces = ImplicitALS(factors=4, iterations=2, chunk_floats=64, device="cpu").fit(events)
+    torch.testing.assert_close(pieces.user_factors, whole.user_factors)
+    exact = ImplicitALS(factors=4, iterations=2, solver="cholesky", device="cpu").fit(events)
+    exact_pieces = ImplicitALS(factors=4, iterations=2, solver="cholesky", chunk_floats=64,
+                               device="cpu").fit(events)
+    torch.testing.assert_close(exact_pieces.item_factors, exact.item_factors)
+
+
+def test_ease_matches_its_closed_form(events):
+    model = EASE(reg=5.0, device="cpu").fit(events)
+    x = _dense(events)
+    p = np.linalg.inv(x.T @ x + 5.0 * np.eye(events.n_items))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    scores = model.score_items(torch.arange(events.n_users)).numpy()
+    np.testing.assert_allclose(scores, x @ b, atol=1e-4)
+
+
+def test_unknown_users_get_popularity_and_seen_items_are_excluded(events):
+    train = events.subset(events.user != 0)  # user 0 has no training events
+    model = ImplicitALS(factors=4, iterations=2, device="cpu").fit(train)
+    scores = model.score_items(torch.tensor([0, events.n_users + 5, -1]))
+    counts = torch.as_tensor(train.item_counts(), dtype=torch.float32)
+    assert torch.equal(scores, counts.expand(3, -1))
+    items, _ = model.recommend([1, 2], k=5)
+    for user, row in zip([1, 2], items, strict=True):
+        assert not set(row) & set(train.item[train.user == user])
+    with pytest.raises(ValueError, match="k=0"):
+        model.recommend([1], k=0)
+
+
+def test_most_popular_ranks_by_count(events):
+    model = MostPopular(device="cpu").fit(events)
+    items, _ = model.recommend([3], k=3, exclude_seen=False)
+    counts = events.item_counts()
+    assert list(counts[items[0]]) == sorted(counts, reverse=True)[:3]
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="solver"):
+        ImplicitALS(solver="lu")
+    with pytest.raises(ValueError, match="factors"):
+        ImplicitALS(factors=0)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ImplicitALS().score_items(torch.tensor([0]))
+
+
+def test_ranking_split_is_per_user_and_disjoint():
+    data = make_synthetic(80, 60, 2400, rank=3, seed=1)
+    split = ranking_split(data, seed=3)
+    assert len(split.train) + len(split.test) == len(data)
+    assert len(split.fit) + len(split.valid) == len(split.train)
+    pairs = {*zip(split.train.user, split.train.item, strict=True)}
+    assert not pairs & {*zip(split.test.user, split.test.item, strict=True)}
+    share = split.test.user_counts() / data.user_counts()
+    assert np.all(np.abs(share - 0.2) < 0.1)
+    assert (split.train.rating == 1.0).all()
+    assert "per-user random 80%/20% (seed 3)" in split.protocol
+    again = ranking_split(data, seed=3)
+    assert np.array_equal(again.test.item, split.test.item)
+
+
+def test_ranking_grid_sorts_by_validation_ndcg():
+    split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
+    table = ranking_grid(lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
+                         [{"reg": 1.0}, {"reg": 1e4}], split, progress=False)
+    assert list(table.columns) == ["reg", "valid_ndcg@20", "fit_seconds"]
+    assert table["valid_ndcg@20"].is_monotonic_decreasing
+
+
+def test_ranking_grid_returns_the_best_fitted_model():
+    split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
+    table, best = ranking_grid(lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
+                               [{"reg": 1e4}, {"reg": 1.0}], split, progress=False,
+                               return_best=True)
+    assert best.config["reg"] == table.loc[0, "reg"]
+    again = evaluate_ranking(best, train=split.fit, test=split.valid, ks=(20,))["ndcg@20"]
+    assert again == pytest.approx(table.loc[0, "valid_ndcg@20"])
+
+
+def test_ials_beats_popularity_on_ml100k(ml100k):
+    split = ranking_split(ml100k, seed=0)
+    scores = {name: evaluate_ranking(model.fit(split.train), train=split.train,
+                                     test=split.test, ks=(20,))["ndcg@20"]
+              for name, model in {"pop": MostPopular(device="cpu"),
+                                  "ials": ImplicitALS(device="cpu")}.items()}
+    assert scores["pop"] > 0.2
+    assert scores["ials"] > 0.43
