@@ -24,7 +24,8 @@ the values seen in the training data. The global index is ``o_f + local`` with t
 offset ``o_f = sum_{g<f} n_g`` (the pytorch-fm layout), so fields never share a row of the
 table. Everything unseen in training -- a user or item without training ratings, an
 out-of-range id, a zip prefix or genre that no training rating carried, a prediction without a
-timestamp -- maps to the reserved bucket of its field, whose embedding the models keep at zero.
+timestamp -- maps to the reserved bucket of its field, whose embedding the models keep at zero
+(or, for the id fields, train as "a newcomer" with ``cold_fraction``).
 
 All statistics (vocabularies, each user's first rating time) come from the data passed to
 :meth:`FieldEncoder.fit`, the training fold. After fitting, encoding is a handful of gathers:

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from mfutils.data import make_synthetic
 from mfutils.metrics import auc, log_loss, rmse
@@ -46,6 +47,12 @@ def test_linear_time_identity_equals_the_pairwise_sum():
     with torch.no_grad():
         fast = net({"index": index, "value": value})
     torch.testing.assert_close(fast, _naive_fm(net, index, value), rtol=1e-5, atol=1e-5)
+    # The per-field pooling is EmbeddingBag's weighted sum, one bag per (row, field).
+    offsets = (torch.arange(12)[:, None] * 5 + torch.tensor([0, 1, 2])).reshape(-1)
+    bags = F.embedding_bag(index.reshape(-1), net.factors.weight, offsets, mode="sum",
+                           per_sample_weights=value.reshape(-1)).view(12, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(net.field_embeddings(index, value), bags)
 
 
 def test_field_embeddings_pool_each_field(split):
@@ -107,6 +114,30 @@ def test_cold_users_keep_their_side_features(split):
     assert not np.allclose(cold, anonymous)
     base = ExplicitModel.predict_tensor(model, torch.full((3,), 7), torch.arange(3))
     np.testing.assert_allclose(base.numpy(), anonymous[:3], atol=1e-6)  # base contract
+
+
+def test_cold_fraction_trains_the_reserved_id_buckets(split):
+    train, _ = split
+    fields = ("user", "item", "gender", "occupation")
+    plain = FactorizationMachine(4, fields=fields, epochs=3, device="cpu").fit(train)
+    model = FactorizationMachine(4, fields=fields, epochs=3, cold_fraction=0.2,
+                                 device="cpu").fit(train)
+    enc = model.encoder
+    data = enc.transform(train)
+    augmented = model._with_anonymous_copies(data)
+    n_copies = round(0.2 * len(train))
+    assert len(augmented["rating"]) == len(train) + 2 * n_copies
+    user_col = enc.field_columns()["user"]
+    copies = augmented["index"][len(train):]
+    assert (copies[:n_copies, user_col] == enc.field_offsets["user"]).all()  # user hidden
+    assert (copies[n_copies:, user_col] > enc.field_offsets["user"]).all()  # item hidden
+    for field in ("user", "item"):  # the newcomer's buckets are learned
+        assert model.net.factors.weight[enc.field_offsets[field]].abs().sum() > 0
+    for field in fields:  # without cold_fraction every reserved bucket stays at zero
+        assert plain.net.factors.weight[enc.field_offsets[field]].abs().sum() == 0
+        assert plain.net.linear.weight[enc.field_offsets[field]].abs().sum() == 0
+    with pytest.raises(ValueError, match="cold_fraction="):
+        FactorizationMachine(cold_fraction=1.5)
 
 
 def test_binary_head_gives_probabilities(split):

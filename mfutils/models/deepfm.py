@@ -69,8 +69,9 @@ class DeepFMNet(FMNet):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         index, value = batch["index"], batch["value"]  # shape: (B, L)
-        embeddings = self.field_embeddings(index, value)  # shape: (B, n_fields, k)
-        pairs = self.pairwise(index, value, sum_xv=embeddings.sum(1))  # shared embeddings
+        xv = self.scaled_factors(index, value)  # shape: (B, L, k), shared by both parts
+        embeddings = self.field_embeddings(index, value, xv)  # shape: (B, n_fields, k)
+        pairs = self.pairwise(index, value, xv)
         y_fm = self.bias + self.linear_term(index, value) + pairs
         y_dnn = self.mlp(embeddings.flatten(1))[:, 0]  # shape: (B,)
         return y_fm + y_dnn
@@ -98,7 +99,7 @@ class DeepFM(FieldModel):
     reg_mlp : float
         L2 penalty on the DNN's weights (the paper relies on dropout alone).
     fields, zip_digits, epochs, batch_size, lr, lr_decay, optimizer, reg, reg_linear, init_std,
-    binary, patience, seed, progress, device, clip
+    cold_fraction, binary, patience, seed, progress, device, clip
         As for :class:`mfutils.models.FactorizationMachine`; ``reg`` and ``reg_linear`` penalise
         the embeddings, the DNN is regularised by dropout.
     """
@@ -109,8 +110,9 @@ class DeepFM(FieldModel):
         epochs: int = 30, batch_size: int = 4096, lr: float = 0.01, lr_decay: float = 0.97,
         optimizer: str = "adam",
         reg: float = 0.15, reg_linear: float = 0.15, init_std: float = 0.01,
-        binary: bool = False, patience: int | None = None, seed: int = 0,
-        progress: bool = False, device: str | torch.device | None = None, clip: bool = True,
+        cold_fraction: float = 0.0, binary: bool = False, patience: int | None = None,
+        seed: int = 0, progress: bool = False, device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         hidden = tuple(int(h) for h in hidden)
         if any(h < 1 for h in hidden):
@@ -121,8 +123,8 @@ class DeepFM(FieldModel):
             n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
             patience=patience, seed=seed, progress=progress, device=device, clip=clip,
-            hidden=hidden, dropout=dropout, reg_mlp=reg_mlp, reg=reg, reg_linear=reg_linear,
-            init_std=init_std,
+            cold_fraction=cold_fraction, hidden=hidden, dropout=dropout, reg_mlp=reg_mlp,
+            reg=reg, reg_linear=reg_linear, init_std=init_std,
         )
 
     def _make_net(self, generator: torch.Generator) -> DeepFMNet:

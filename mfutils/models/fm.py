@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from mfutils.data.container import Ratings
 from mfutils.features import DEFAULT_FIELDS, FieldEncoder
@@ -55,8 +54,8 @@ class FMNet(nn.Module):
         The field of every column of a batch (to pool per-field embeddings, see
         :meth:`field_embeddings`).
     reserved : Tensor of int64
-        Rows of the fields' reserved buckets; their ``w`` and ``v`` stay zero, so an unseen
-        value contributes nothing.
+        Rows of the fields' reserved buckets; their ``w`` and ``v`` start at zero, so an unseen
+        value contributes nothing unless training rows use the bucket (``cold_fraction``).
     bias : float
         Initial ``w_0`` (the mean rating, or the logit of the positive rate).
     reg_linear, reg_factors : float
@@ -76,48 +75,49 @@ class FMNet(nn.Module):
         self.n_fields = int(column_field.max()) + 1
         self.register_buffer("column_field", column_field.to(device))
         self.bias = nn.Parameter(torch.tensor(float(bias), device=device))  # w_0
-        self.linear = nn.EmbeddingBag(n_features, 1, mode="sum", device=device)  # w
+        self.linear = nn.Embedding(n_features, 1, device=device)  # w
         self.factors = nn.Embedding(n_features, n_factors, device=device)  # V
         with torch.no_grad():
             self.linear.weight.zero_()
             self.factors.weight.normal_(0.0, init_std, generator=generator)
             self.factors.weight[reserved.to(device)] = 0.0
-        # Reserved rows never occur in training rows, so they get no gradient and stay zero.
 
     def linear_term(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """``sum_i w_i x_i`` by one EmbeddingBag with per-sample weights, shape (B,)."""
-        return self.linear(index, per_sample_weights=value)[:, 0]
+        """``sum_i w_i x_i``, shape (B,)."""
+        w = self.linear.weight[:, 0].index_select(0, index.reshape(-1))  # shape: (B * L,)
+        return (w.view_as(value) * value).sum(1)
+
+    def scaled_factors(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """``x_i v_i`` of every column, shape (B, L, k): one ``index_select`` of ``V``.
+
+        Its backward is an ``index_add_`` into ``V``, several times faster on a CPU than the
+        sorting backward of ``embedding`` / ``embedding_bag``.
+        """
+        rows = self.factors.weight.index_select(0, index.reshape(-1))  # shape: (B * L, k)
+        return rows.view(*index.shape, -1) * value[..., None]
 
     def pairwise(self, index: torch.Tensor, value: torch.Tensor,
-                 sum_xv: torch.Tensor | None = None) -> torch.Tensor:
+                 xv: torch.Tensor | None = None) -> torch.Tensor:
         """``sum_{i<j} <v_i, v_j> x_i x_j`` by the O(k nnz) identity (eq. 5), shape (B,).
 
-        Both sums are EmbeddingBags with per-sample weights: ``sum_i x_i v_i`` over ``V`` with
-        weights ``x`` (or ``sum_xv`` when the caller has it) and ``sum_i x_i^2 v_i^2`` over
-        ``V**2`` with weights ``x**2``.
+        ``sum_f [(sum_i x_i v_if)^2 - sum_i (x_i v_if)^2] / 2`` from the columns' ``x_i v_i``
+        (``xv``, from :meth:`scaled_factors` when the caller has them).
         """
-        table = self.factors.weight  # shape: (p, k)
-        if sum_xv is None:
-            sum_xv = F.embedding_bag(index, table, per_sample_weights=value, mode="sum")
-        sum_sq = F.embedding_bag(index, table.pow(2), per_sample_weights=value.pow(2),
-                                 mode="sum")  # shape: (B, k)
-        return 0.5 * (sum_xv.pow(2) - sum_sq).sum(1)
+        if xv is None:
+            xv = self.scaled_factors(index, value)  # shape: (B, L, k)
+        return 0.5 * (xv.sum(1).pow(2) - xv.pow(2).sum(1)).sum(1)
 
-    def field_embeddings(self, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def field_embeddings(self, index: torch.Tensor, value: torch.Tensor,
+                         xv: torch.Tensor | None = None) -> torch.Tensor:
         """Per-field embeddings ``e_f = sum_{i in f} x_i v_i``, shape (B, n_fields, k).
 
-        One ``embedding_bag`` call with per-sample weights: every (row, field) pair is a bag,
-        so the multi-valued ``genres`` field is pooled with its ``1/n`` weights.
+        A segment sum of the columns by field (``index_add_``), so the multi-valued ``genres``
+        field is pooled with its ``1/n`` weights.
         """
-        batch, width = index.shape
-        starts = torch.ones_like(self.column_field)
-        starts[1:] = self.column_field[1:] != self.column_field[:-1]
-        first_column = torch.nonzero(starts).squeeze(1)  # shape: (n_fields,)
-        offsets = (torch.arange(batch, device=index.device)[:, None] * width
-                   + first_column[None, :]).reshape(-1)  # shape: (B * n_fields,)
-        pooled = F.embedding_bag(index.reshape(-1), self.factors.weight, offsets, mode="sum",
-                                 per_sample_weights=value.reshape(-1))
-        return pooled.view(batch, self.n_fields, -1)
+        if xv is None:
+            xv = self.scaled_factors(index, value)  # shape: (B, L, k)
+        pooled = xv.new_zeros(len(xv), self.n_fields, xv.shape[-1])
+        return pooled.index_add(1, self.column_field, xv)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         index, value = batch["index"], batch["value"]  # shape: (B, L)
@@ -128,10 +128,9 @@ class FMNet(nn.Module):
         features (``x_i != 0``), shape (B,)."""
         index = batch["index"]
         active = (batch["value"] != 0).float()  # shape: (B, L)
-        norms = torch.cat([self.reg_linear * self.linear.weight.pow(2),
-                           self.reg_factors * self.factors.weight.pow(2).sum(1, keepdim=True)],
-                          1).sum(1, keepdim=True)  # shape: (p, 1)
-        return 0.5 * F.embedding_bag(index, norms, per_sample_weights=active, mode="sum")[:, 0]
+        norms = (self.reg_linear * self.linear.weight[:, 0].pow(2)
+                 + self.reg_factors * self.factors.weight.pow(2).sum(1))  # shape: (p,)
+        return 0.5 * (norms.index_select(0, index.reshape(-1)).view_as(active) * active).sum(1)
 
 
 class FieldModel(ExplicitModel):
@@ -150,18 +149,20 @@ class FieldModel(ExplicitModel):
         self, n_factors: int, *, fields: Sequence[str], zip_digits: int, epochs: int,
         batch_size: int, lr: float, lr_decay: float, optimizer: str, binary: bool,
         patience: int | None, seed: int, progress: bool, device: str | torch.device | None,
-        clip: bool,
-        **options: Any,
+        clip: bool, cold_fraction: float = 0.0, **options: Any,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if n_factors < 1:
             raise ValueError(f"n_factors={n_factors} must be >= 1")
+        if not 0 <= cold_fraction <= 1:
+            raise ValueError(f"cold_fraction={cold_fraction} must lie in [0, 1]")
         fields = tuple(fields)
         FieldEncoder(fields)  # validates the field names now rather than at fit time
         self.config.update(
             n_factors=n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
-            patience=patience, seed=seed, progress=progress, **options,
+            patience=patience, seed=seed, progress=progress, cold_fraction=cold_fraction,
+            **options,
         )
         TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr)
         self.encoder: FieldEncoder | None = None
@@ -199,6 +200,8 @@ class FieldModel(ExplicitModel):
         data = self.encoder.transform(train)
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=self.device)
+        if c["cold_fraction"] > 0:
+            data = self._with_anonymous_copies(data)
         config = TrainConfig(
             epochs=c["epochs"], batch_size=c["batch_size"], optimizer=c["optimizer"],
             lr=c["lr"], lr_decay=c["lr_decay"], loss="bce" if c["binary"] else "mse",
@@ -207,6 +210,23 @@ class FieldModel(ExplicitModel):
         )
         self.history = fit(self.net, data, config=config,
                            valid=None if valid is None else self.encoder.transform(valid))
+
+    def _with_anonymous_copies(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``data`` plus, per id field, a seeded ``cold_fraction`` of its rows again with that
+        id in its reserved bucket: the bucket learns the newcomer, the other fields learn to
+        stand in for the id (how a user or item without ratings is predicted)."""
+        generator = torch.Generator(device=self.device).manual_seed(self.config["seed"])
+        n = len(data["rating"])
+        parts = [data]
+        for field, cols in self.encoder.field_columns().items():
+            if field not in ("user", "item"):
+                continue
+            rows = torch.randperm(n, generator=generator, device=self.device)[
+                : round(self.config["cold_fraction"] * n)]  # shape: (n_copies,)
+            copy = {key: value[rows] for key, value in data.items()}
+            copy["index"][:, cols] = self.encoder.field_offsets[field]
+            parts.append(copy)
+        return {key: torch.cat([part[key] for part in parts]) for key in data}
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -260,6 +280,10 @@ class FactorizationMachine(FieldModel):
         Per-row penalties ``lambda_V`` on the factors and ``lambda_w`` on the linear weights.
     init_std : float
         Standard deviation of the initial factors.
+    cold_fraction : float
+        Train for users and items without ratings: this share of the training rows is added
+        again with the user id hidden (its reserved bucket), and another with the item id
+        hidden. ``0`` keeps the reserved buckets at zero (unknown ids contribute nothing).
     binary : bool
         Binary head: ``sigmoid(y_hat)`` trained with the log loss on 0/1 labels.
     patience : int, optional
@@ -274,11 +298,13 @@ class FactorizationMachine(FieldModel):
         epochs: int = 30, batch_size: int = 4096, lr: float = 0.01, lr_decay: float = 0.97,
         optimizer: str = "adam",
         reg: float = 0.15, reg_linear: float = 0.15, init_std: float = 0.01,
-        binary: bool = False, patience: int | None = None, seed: int = 0,
-        progress: bool = False, device: str | torch.device | None = None, clip: bool = True,
+        cold_fraction: float = 0.0, binary: bool = False, patience: int | None = None,
+        seed: int = 0, progress: bool = False, device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(
             n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
+            cold_fraction=cold_fraction,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
             patience=patience, seed=seed, progress=progress, device=device, clip=clip,
             reg=reg, reg_linear=reg_linear, init_std=init_std,
