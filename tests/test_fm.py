@@ -118,7 +118,7 @@ def test_cold_users_keep_their_side_features(split):
 
 def test_cold_fraction_trains_the_reserved_id_buckets(split):
     train, _ = split
-    fields = ("user", "item", "gender", "occupation")
+    fields = ("user", "item", "gender", "occupation", "since_first")
     plain = FactorizationMachine(4, fields=fields, epochs=3, device="cpu").fit(train)
     model = FactorizationMachine(4, fields=fields, epochs=3, cold_fraction=0.2,
                                  device="cpu").fit(train)
@@ -130,6 +130,8 @@ def test_cold_fraction_trains_the_reserved_id_buckets(split):
     user_col = enc.field_columns()["user"]
     copies = augmented["index"][len(train):]
     assert (copies[:n_copies, user_col] == enc.field_offsets["user"]).all()  # user hidden
+    since_col = enc.field_columns()["since_first"]
+    assert (copies[:n_copies, since_col] == enc.field_offsets["since_first"]).all()
     assert (copies[n_copies:, user_col] > enc.field_offsets["user"]).all()  # item hidden
     for field in ("user", "item"):  # the newcomer's buckets are learned
         assert model.net.factors.weight[enc.field_offsets[field]].abs().sum() > 0

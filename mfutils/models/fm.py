@@ -213,18 +213,24 @@ class FieldModel(ExplicitModel):
 
     def _with_anonymous_copies(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``data`` plus, per id field, a seeded ``cold_fraction`` of its rows again with that
-        id in its reserved bucket: the bucket learns the newcomer, the other fields learn to
-        stand in for the id (how a user or item without ratings is predicted)."""
+        id in its reserved bucket (for the user, ``since_first`` too), encoded as a user or
+        item without training ratings is at prediction time: the bucket learns the newcomer,
+        the other fields learn to stand in for the id."""
         generator = torch.Generator(device=self.device).manual_seed(self.config["seed"])
         n = len(data["rating"])
+        columns = self.encoder.field_columns()
         parts = [data]
-        for field, cols in self.encoder.field_columns().items():
-            if field not in ("user", "item"):
+        for field in ("user", "item"):
+            if field not in columns:
                 continue
+            # A user without ratings also has no first rating: since_first is unknown too.
+            hidden = [field] + (["since_first"] if field == "user" and "since_first" in columns
+                                else [])
             rows = torch.randperm(n, generator=generator, device=self.device)[
                 : round(self.config["cold_fraction"] * n)]  # shape: (n_copies,)
             copy = {key: value[rows] for key, value in data.items()}
-            copy["index"][:, cols] = self.encoder.field_offsets[field]
+            for name in hidden:
+                copy["index"][:, columns[name]] = self.encoder.field_offsets[name]
             parts.append(copy)
         return {key: torch.cat([part[key] for part in parts]) for key in data}
 
