@@ -183,5 +183,5 @@ def test_fm_side_features_on_ml100k_u1(ml100k):
     from mfutils.data import canonical_folds
 
     train, test = canonical_folds(ml100k)[0]
-    model = FactorizationMachine(device="cpu").fit(train)
-    assert rmse(model.predict_ratings(test), test.rating) <= 0.925
+    model = FactorizationMachine(epochs=10, device="cpu").fit(train)  # 30 epochs: 0.919
+    assert rmse(model.predict_ratings(test), test.rating) <= 0.935
