@@ -49,8 +49,9 @@ LOSS_GRIDS: dict[str, LossGrid] = {
                     [{"loss_options": {"temperature": 0.1}},
                      {"loss_options": {"temperature": 0.2}}]),
     # the plain (dot-product) sampled softmax of Yi et al. / Covington et al.
+    # per-row L2 (frequent rows penalised more) or a global weight decay
     "softmax": LossGrid({"loss": "softmax", **_SHARED_UNIFORM, "lr": 3e-3},
-                        [{"reg": 1e-3}, {"reg": 1e-2}]),
+                        [{"reg": 1e-2}, {"weight_decay": 1e-4}]),
     # Li, Jin & Ren 2023: lambda ~ 1 weighs the log-partition term
     "infonce+": LossGrid({"loss": "infonce+", **_SHARED_UNIFORM, "lr": 3e-3},
                          [{"loss_options": {"lam": 0.9}}, {"loss_options": {"lam": 1.1}}]),
