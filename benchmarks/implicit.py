@@ -33,7 +33,13 @@ import torch
 
 from mfutils import get_device
 from mfutils.data import load_movielens
-from mfutils.experiments import compare_losses, evaluate_ranking, ranking_split, tuned_table
+from mfutils.experiments import (
+    compare_losses,
+    evaluate_ranking,
+    ranking_split,
+    study_record,
+    tuned_table,
+)
 from mfutils.models import EASE, ImplicitALS, MostPopular
 from mfutils.results import to_markdown
 
@@ -177,10 +183,10 @@ def loss_study(split, args: argparse.Namespace, device: torch.device) -> pd.Data
     print(to_markdown(table[["loss", "chosen", "valid ndcg@20", "recall@20", "ndcg@20",
                              "recall@50", "ndcg@50"]]))
     output = args.output or RESULTS_DIR / f"losses-{args.dataset}.json"
-    grids = {name: result.grid.to_dict(orient="records") for name, result in study.items()}
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"meta": _meta(args, split, device),
-                                  "losses": table.to_dict(orient="records"), "grids": grids},
+    meta = {**_meta(args, split, device), "epochs": args.epochs, "seed": args.seed}
+    output.write_text(json.dumps({"meta": meta, "losses": table.to_dict(orient="records"),
+                                  "study": study_record(study)},
                                  indent=2, default=_plain) + "\n")
     print(f"\nwrote {output}")
     return table

@@ -366,3 +366,46 @@ def ablation(
                                       if history is not None else None),
                        "fit_seconds": seconds}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def study_record(tuned: Mapping[str, Tuned]) -> dict[str, dict[str, Any]]:
+    """A JSON-ready record of a tuning run: per model its grid, chosen options and test scores
+    (what :func:`refit_study` replays)."""
+    return {name: {"options": result.options,
+                   "grid": result.grid.astype(object).where(result.grid.notna(), None)
+                   .to_dict(orient="records"),
+                   "scores": result.scores}
+            for name, result in tuned.items()}
+
+
+def refit_study(
+    record: Mapping[str, Mapping[str, Any]],
+    split: RankingSplit,
+    *,
+    grids: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: Any = None,
+    progress: bool = True,
+) -> dict[str, Tuned]:
+    """Replay the final step of :func:`compare_losses` from a saved :func:`study_record`.
+
+    Each loss is fit on ``split.train`` with the options its validation grid chose (recorded
+    with the grid that chose them) and scored on ``split.test``: the same models and numbers
+    as the full run, without refitting the grid. The split must be the one of the record.
+    """
+    from mfutils.losses.presets import LOSS_GRIDS
+    from mfutils.models.two_tower import TwoTower
+
+    grids = LOSS_GRIDS if grids is None else grids
+    unknown = sorted(set(record) - set(grids))
+    if unknown:
+        raise ValueError(f"the record holds unknown losses {unknown}; known: {list(grids)}")
+    tuned = {}
+    for name, entry in tqdm(record.items(), desc="losses", unit="loss", disable=not progress):
+        options = dict(entry["options"])
+        model = TwoTower(**{"seed": seed, "device": device, **grids[name].base, **options})
+        model.fit(split.train)
+        scores = evaluate_ranking(model, train=split.train, test=split.test)
+        tuned[name] = Tuned(name=name, options=options, grid=pd.DataFrame(entry["grid"]),
+                            scores=scores, valid_model=None, model=model)
+    return tuned

@@ -36,8 +36,13 @@ results_dir = None  # the series runner passes a folder; numbers are logged ther
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
 epochs = 20  # upper bound; early stopping on validation NDCG@20 (patience 3) stops sooner
+tune = False  # True refits every grid here (~10 min on 2 CPU cores); False replays the choice
+study_json = "../benchmarks/results/losses-ml-100k.json"  # python benchmarks/implicit.py --losses
 
 # %%
+import json
+from pathlib import Path
+
 import pandas as pd
 import seaborn as sns
 
@@ -49,6 +54,7 @@ from mfutils.experiments import (
     compare_losses,
     evaluate_ranking,
     ranking_split,
+    refit_study,
     tuned_table,
 )
 from mfutils.losses.presets import LOSS_GRIDS
@@ -83,9 +89,20 @@ pd.DataFrame({name: {"fixed": ", ".join(f"{k}={v}" for k, v in spec.base.items()
 # For each loss: fit every grid point on the *fit* part, keep the best validation NDCG@20
 # (and the epoch early stopping chose), refit that setting on the whole train part for that
 # many epochs, and score the test part once.
+#
+# The 18 validation fits take about ten minutes on two CPU cores, so by default this
+# notebook replays them from `python benchmarks/implicit.py --losses`, which ran exactly
+# this code (`compare_losses`) on the same split and seed and saved every grid with its
+# choice: below, each loss's validation grid as recorded, then the chosen setting refit here
+# on the train part. `tune=True` reruns the grids instead.
 
 # %%
-study = compare_losses(split, epochs=epochs, seed=seed, device=device)
+if tune:
+    study = compare_losses(split, epochs=epochs, seed=seed, device=device)
+else:
+    saved = json.loads(Path(study_json).read_text())
+    assert saved["meta"]["protocol"] == split.protocol, "another split: run with tune=True"
+    study = refit_study(saved["study"], split, seed=seed, device=device)
 pd.concat({name: result.grid for name, result in study.items()}, names=["loss"]).round(4)
 
 # %%

@@ -1,9 +1,18 @@
 """The loss comparison of notebook 12: presets, tuning per loss, the summary table."""
 
+import json
+
 import pytest
 
 from mfutils.data import make_synthetic
-from mfutils.experiments import ablation, compare_losses, ranking_split, tuned_table
+from mfutils.experiments import (
+    ablation,
+    compare_losses,
+    ranking_split,
+    refit_study,
+    study_record,
+    tuned_table,
+)
 from mfutils.losses import LOSSES
 from mfutils.losses.presets import LOSS_GRIDS, LossGrid
 from mfutils.models import TwoTower
@@ -33,6 +42,12 @@ def test_compare_losses_tunes_each_loss_and_tabulates_the_choice():
     assert table.loc["ssm", "ndcg@20"] == pytest.approx(tuned["ssm"].scores["ndcg@20"])
     with pytest.raises(ValueError, match="unknown losses"):
         compare_losses(split, losses=["nope"], progress=False)
+
+    record = json.loads(json.dumps(study_record(tuned)))  # as the benchmark saves it
+    again = refit_study(record, split, grids=grids, device="cpu", progress=False)
+    for name, result in again.items():
+        assert result.scores == pytest.approx(tuned[name].scores)
+        assert result.grid.shape == tuned[name].grid.shape
 
 
 def test_ablation_scores_each_labelled_variant_on_validation():
