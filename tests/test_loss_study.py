@@ -26,8 +26,8 @@ def test_every_loss_has_a_preset_with_a_small_grid():
 def test_compare_losses_tunes_each_loss_and_tabulates_the_choice():
     split = ranking_split(make_synthetic(60, 40, 1500, rank=3, seed=2), seed=0)
     grids = {"bpr": LOSS_GRIDS["bpr"],
-             "ssm": LossGrid({**LOSS_GRIDS["ssm"].base, "n_negatives": 16},
-                             LOSS_GRIDS["ssm"].grid),
+             "ssm": LossGrid(LOSS_GRIDS["ssm"].base, [{"negatives": "popularity",
+                                                       "n_negatives": 16}]),
              "directau": LOSS_GRIDS["directau"]}
     tuned = compare_losses(split, grids=grids, epochs=2, patience=1, progress=False,
                            device="cpu")
