@@ -12,21 +12,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
 from mfutils.data.container import Ratings
-from mfutils.embeddings import KINDS, CompactEmbedding, make_embedding
+from mfutils.embeddings import (
+    KINDS,
+    CompactEmbedding,
+    collision_stats,
+    expected_collisions,
+    make_embedding,
+)
 from mfutils.experiments import RankingSplit, evaluate_ranking
 from mfutils.metrics import rmse
 from mfutils.models.base import ExplicitModel
 from mfutils.models.two_tower import TwoTower
 from mfutils.train import TrainConfig, fit
 
-__all__ = ["METHODS", "CompactBiasedMF", "CompactMFNet", "ranking_curve", "rating_curve",
+__all__ = ["METHODS", "CompactBiasedMF", "CompactMFNet", "best_on_valid", "collision_table",
+           "memory_table", "plot_compact_curves", "ranking_curve", "rating_curve",
            "table_parameters"]
 
 # Curve methods: a hashed kind of mfutils.embeddings, or "small dim", a full table whose width
@@ -162,8 +172,14 @@ def table_parameters(net: nn.Module) -> int:
 
 
 def _settings(methods: Sequence[str], ratios: Sequence[float], dim: int,
-              options: dict[str, dict[str, Any]]) -> list[tuple[str, float, int, str, dict]]:
-    """(method, ratio, dim, embedding kind, embedding options) of every curve point."""
+              options: dict[str, dict[str, Any]], widths: dict[str, Sequence[int]]
+              ) -> list[tuple[str, float, int, str, dict]]:
+    """(method, ratio, width, embedding kind, embedding options) of every curve point.
+
+    ``ratio`` is the budget as a share of the full ``dim``-wide tables; a hashed table of
+    width ``w`` then gets ``ratio * dim / w`` of its own full size (widths that would need more
+    rows than ids are skipped).
+    """
     points = [("full", 1.0, dim, "full", {})]
     for method in methods:
         if method not in METHODS:
@@ -171,16 +187,74 @@ def _settings(methods: Sequence[str], ratios: Sequence[float], dim: int,
         for ratio in ratios:
             if method == "small dim":
                 points.append((method, ratio, max(1, round(dim * ratio)), "full", {}))
-            else:
-                points.append((method, ratio, dim, method,
-                               {**options.get(method, {}), "ratio": ratio}))
+                continue
+            for width in widths.get(method, (dim,)):
+                own = ratio * dim / width
+                if own <= 1.0:
+                    points.append((method, ratio, width, method,
+                                   {**options.get(method, {}), "ratio": own}))
     return points
+
+
+def memory_table(n_ids: int, dim: int, *, ratios: Sequence[float] = (1.0, 0.5, 0.25, 0.1, 0.05),
+                 kinds: Sequence[str] = ("hashing", "hash", "bloom"), k: int = 2,
+                 seed: int = 0) -> pd.DataFrame:
+    """Size of one id table per kind and budget: pool rows, parameters and bytes.
+
+    ``float32 KiB`` is what training and serving hold (4 bytes a parameter); ``index KiB`` is
+    the precomputed ``int64`` rows (and signs / weight rows) of the ``n_ids`` ids, a buffer
+    that could be ``int32`` or hashed on the fly instead.
+    """
+    rows = [{"kind": "full", "ratio": 1.0, "pool rows": n_ids, "importance rows": 0,
+             "parameters": n_ids * dim, "float32 KiB": n_ids * dim * 4 / 1024,
+             "index KiB": 0.0}]
+    for ratio in ratios:
+        for kind in kinds:
+            if ratio >= 1.0:
+                continue
+            emb = make_embedding(kind, n_ids, dim, ratio=ratio, k=k, seed=seed)
+            index = sum(b.numel() * b.element_size() for b in emb.buffers())
+            rows.append({"kind": kind, "ratio": ratio, "pool rows": emb.n_buckets,
+                         "importance rows": getattr(emb, "n_weights", 0),
+                         "parameters": emb.n_parameters,
+                         "float32 KiB": emb.n_parameters * 4 / 1024, "index KiB": index / 1024})
+    table = pd.DataFrame(rows)
+    table.insert(5, "share", table["parameters"] / (n_ids * dim))
+    return table
+
+
+def collision_table(n_ids: int, dim: int, *, ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
+                    ks: Sequence[int] = (1, 2, 4), seed: int = 0) -> pd.DataFrame:
+    """Measured and expected collisions of ``n_ids`` ids hashed into ``ratio * n_ids`` rows.
+
+    One row per (ratio, k): :func:`mfutils.embeddings.collision_stats` of Bloom rows with
+    ``k`` hashes (``k = 1`` is the hashing trick) beside :func:`expected_collisions`.
+    """
+    rows = []
+    for ratio in ratios:
+        for k in ks:
+            emb = make_embedding("bloom", n_ids, dim, ratio=ratio, k=k, seed=seed)
+            measured = collision_stats(emb.rows, emb.n_buckets)
+            expected = expected_collisions(n_ids, emb.n_buckets, k=k)
+            rows.append({"ratio": ratio, "rows": emb.n_buckets, "k": k,
+                         "shared (measured)": measured["shared_fraction"],
+                         "shared (expected)": expected["shared_fraction"],
+                         "identical pairs (measured)": measured["identical_pairs"],
+                         "identical pairs (expected)": expected["identical_pairs"]})
+    return pd.DataFrame(rows)
+
+
+def best_on_valid(curve: pd.DataFrame, *, metric: str = "valid_ndcg@20") -> pd.DataFrame:
+    """Per (method, ratio) the row of the width with the best validation ``metric``."""
+    best = curve.loc[curve.groupby(["method", "ratio"], sort=False)[metric].idxmax()]
+    return best.reset_index(drop=True)
 
 
 def ranking_curve(split: RankingSplit, *, model_options: dict[str, Any],
                   methods: Sequence[str] = METHODS,
                   ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
                   embedding_options: dict[str, dict[str, Any]] | None = None,
+                  widths: dict[str, Sequence[int]] | None = None,
                   progress: bool = True) -> pd.DataFrame:
     """Test NDCG@20 and Recall@20 of :class:`TwoTower` per compact method and table size.
 
@@ -198,18 +272,22 @@ def ranking_curve(split: RankingSplit, *, model_options: dict[str, Any],
         Id-table sizes as shares of the full tables' ``(n_users + n_items) * dim``.
     embedding_options : dict, optional
         Extra ``make_embedding`` options per method, e.g. ``{"hash": {"k": 4}}``.
+    widths : dict, optional
+        Vector widths to try per hashed method within each budget, e.g.
+        ``{"hash": (64, 32, 16)}`` (default: the full model's ``dim``); pick one per budget
+        on validation with :func:`best_on_valid`.
     progress : bool
 
     Returns
     -------
     pandas.DataFrame
         One row per point: ``method, ratio, dim, parameters`` (of the id tables),
-        ``relative`` (parameters / full), ``ndcg@20, recall@20, valid_ndcg@20, best_epoch,
-        fit_seconds``.
+        ``relative`` (parameters / full), ``ndcg@20, recall@20`` (test),
+        ``valid_ndcg@20, best_epoch, fit_seconds``.
     """
     dim = model_options.get("dim", 64)
     rows = []
-    points = _settings(methods, ratios, dim, embedding_options or {})
+    points = _settings(methods, ratios, dim, embedding_options or {}, widths or {})
     for method, ratio, width, kind, options in tqdm(points, desc="ranking curve",
                                                     disable=not progress, leave=False):
         model = TwoTower(**{**model_options, "dim": width}, embedding=kind,
@@ -240,7 +318,7 @@ def rating_curve(train: Ratings, test: Ratings, *, model_options: dict[str, Any]
     """
     dim = model_options.get("n_factors", 20)
     rows = []
-    points = _settings(methods, ratios, dim, embedding_options or {})
+    points = _settings(methods, ratios, dim, embedding_options or {}, {})
     for method, ratio, width, kind, options in tqdm(points, desc="rating curve",
                                                     disable=not progress, leave=False):
         model = CompactBiasedMF(**{**model_options, "n_factors": width}, embedding=kind,
@@ -257,3 +335,33 @@ def _relative(table: pd.DataFrame) -> pd.DataFrame:
     full = table.loc[table["method"] == "full", "parameters"].iloc[0]
     table.insert(4, "relative", table["parameters"] / full)
     return table
+
+
+def plot_compact_curves(ranking: pd.DataFrame, rating: pd.DataFrame | None = None) -> Figure:
+    """Accuracy against id-table parameters, one line per method, the full table as a star.
+
+    Parameters
+    ----------
+    ranking : pandas.DataFrame
+        :func:`ranking_curve` output (NDCG@20, higher is better).
+    rating : pandas.DataFrame, optional
+        :func:`rating_curve` output (RMSE, lower is better), drawn in a second panel.
+    """
+    panels = [(ranking, "ndcg@20", "test NDCG@20 (two-tower)")]
+    if rating is not None:
+        panels.append((rating, "rmse", "test RMSE (biased MF)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False)
+    for ax, (table, metric, label) in zip(axes[0], panels, strict=True):
+        curves = table[table["method"] != "full"]
+        sns.lineplot(data=curves, x="parameters", y=metric, hue="method", style="method",
+                     markers=True, dashes=False, ax=ax)
+        full = table[table["method"] == "full"].iloc[0]
+        ax.scatter([full["parameters"]], [full[metric]], marker="*", s=220, color="black",
+                   zorder=5, label="full table")
+        if metric == "ndcg@20":
+            ax.axhline(0.95 * full[metric], ls=":", color="gray", label="full - 5%")
+        ax.set_xscale("log")
+        ax.set(xlabel="parameters of the id tables (log scale)", ylabel=label)
+        ax.legend(title=None, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -247,9 +247,11 @@ class HashEmbedding(CompactEmbedding):
     seed : int
     init_std : float
         The pool starts at :math:`\mathcal N(0, \sigma^2/k)` and every importance weight at 1,
-        so an id's initial vector has the scale of a full table's row. (The paper's code starts
-        the weights near 0, which suits a classifier layer above; in a dot-product model a
-        near-zero start slows the first epochs.)
+        so an id's initial vector has the scale of a full table's row (with ``concat`` the
+        weights start at :math:`\sigma` and the pool at :math:`\mathcal N(0, 1/k)`, so the
+        appended weights do not dominate a dot product). The paper's code starts the weights
+        near 0, which suits a classifier layer above; in a dot-product model a near-zero
+        start slows the first epochs.
     """
 
     def __init__(self, n_ids: int, dim: int, *, n_buckets: int, k: int = 2,
@@ -266,9 +268,10 @@ class HashEmbedding(CompactEmbedding):
         self.n_ids, self.dim, self.n_buckets, self.concat = n_ids, dim, n_buckets, concat
         self.n_weights = n_weights
         ids = torch.arange(n_ids, device=device)
-        std = init_std / math.sqrt(k)
+        start = init_std if concat else 1.0  # appended weights get a table entry's scale
+        std = init_std / (start * math.sqrt(k))
         self.weight = nn.Parameter(torch.randn(n_buckets, pool_dim, device=device) * std)
-        self.importance = nn.Parameter(torch.ones(n_weights, k, device=device))
+        self.importance = nn.Parameter(torch.full((n_weights, k), start, device=device))
         self.register_buffer("rows", hash_ids(ids, n_buckets, seed=seed, n_hashes=k))
         weight_rows = ids if n_weights == n_ids else hash_ids(
             ids, n_weights, seed=seed + 0xD1)[:, 0]

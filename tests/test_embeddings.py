@@ -12,7 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from mfutils.compact import CompactBiasedMF, table_parameters
+from mfutils.compact import (
+    CompactBiasedMF,
+    best_on_valid,
+    collision_table,
+    memory_table,
+    ranking_curve,
+    table_parameters,
+)
 from mfutils.data import make_synthetic
 from mfutils.embeddings import (
     KINDS,
@@ -24,6 +31,7 @@ from mfutils.embeddings import (
     hash_ids,
     make_embedding,
 )
+from mfutils.experiments import ranking_split
 from mfutils.models import TwoTower
 
 _SCRIPT = ("import torch; from mfutils.embeddings import hash_ids; "
@@ -94,9 +102,9 @@ def test_documented_parameter_counts():
 
 def test_hashing_trick_with_enough_buckets_is_a_permuted_table():
     n, d = 50, 4
-    rows = hash_ids(torch.arange(n), 10**6, seed=0)[:, 0]
-    assert len(rows.unique()) == n  # no collision at this size, so the table is a permutation
-    emb = HashingTrick(n, d, n_buckets=10**6, sign=False, seed=0)
+    rows = hash_ids(torch.arange(n), 4096, seed=1)[:, 0]
+    assert len(rows.unique()) == n  # injective for this seed, so the table is a permutation
+    emb = HashingTrick(n, d, n_buckets=4096, sign=False, seed=1)
     table = nn.Embedding(n, d)
     with torch.no_grad():
         table.weight.copy_(emb.weight[emb.rows[:, 0]])
@@ -110,7 +118,7 @@ def test_hashing_trick_with_enough_buckets_is_a_permuted_table():
             for p in module.parameters():
                 p -= 0.1 * p.grad
     assert torch.allclose(emb(torch.arange(n)), table(torch.arange(n)))
-    signed = HashingTrick(n, d, n_buckets=10**6, sign=True, seed=0)
+    signed = HashingTrick(n, d, n_buckets=4096, sign=True, seed=1)
     assert set(signed.signs.tolist()) == {-1.0, 1.0}
     assert torch.allclose(signed(ids).abs(), signed.weight[signed.rows[ids, 0]].abs())
 
@@ -158,3 +166,22 @@ def test_compact_models_train_and_count_their_tables():
                          device="cpu").fit(data)
     pred = mf.predict([0, 1, 10**6], [0, 1, 2])  # an unknown user gets the item baseline
     assert np.isfinite(pred).all() and mf.n_parameters <= 0.5 * 100 * 4
+
+
+def test_curves_tables_and_width_choice():
+    data = make_synthetic(n_users=60, n_items=40, n_ratings=1500, seed=1)
+    split = ranking_split(data, seed=0)
+    curve = ranking_curve(split, model_options={"dim": 8, "epochs": 1, "device": "cpu"},
+                          methods=("hash", "small dim"), ratios=(0.5,),
+                          widths={"hash": (8, 4)}, progress=False)
+    assert list(curve["method"]) == ["full", "hash", "hash", "small dim"]
+    assert list(curve["dim"]) == [8, 8, 4, 4]
+    assert (curve["relative"].iloc[1:] <= 0.5).all() and curve["relative"].iloc[0] == 1.0
+    chosen = best_on_valid(curve)
+    assert len(chosen) == 3 and chosen["method"].is_unique
+    assert set(curve.columns) >= {"ndcg@20", "recall@20", "valid_ndcg@20", "parameters"}
+    memory = memory_table(40, 8, ratios=(0.5,))
+    assert list(memory["kind"]) == ["full", "hashing", "hash", "bloom"]
+    assert (memory["parameters"].iloc[1:] <= 160).all()
+    collisions = collision_table(400, 8, ratios=(0.25,), ks=(1, 2))
+    assert list(collisions["k"]) == [1, 2] and (collisions["rows"] == 100).all()
