@@ -147,8 +147,9 @@ def run_compact(dataset: str, seed: int, device: torch.device, output: Path | No
     output = output or RESULTS_DIR / f"compact-{dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": dataset, "protocol": split.protocol,
-            "ranking_fit": "fit part, early stopping on valid (patience 5), scored on test "
-                           "with all train items masked",
+            "ranking_fit": f"fit part, early stopping on valid (patience "
+                           f"{COMPACT_TWO_TOWER['patience']}), scored on test with all train "
+                           "items masked",
             "rating_protocol": f"{fold_label}, first fold", "methods": list(METHODS),
             "two_tower": COMPACT_TWO_TOWER, "biased_mf": COMPACT_MF,
             "embedding_options": COMPACT_OPTIONS, "widths": COMPACT_WIDTHS,

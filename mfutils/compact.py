@@ -18,6 +18,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -361,6 +362,7 @@ def plot_compact_curves(ranking: pd.DataFrame, rating: pd.DataFrame | None = Non
         if metric == "ndcg@20":
             ax.axhline(0.95 * full[metric], ls=":", color="gray", label="full - 5%")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(xlabel="parameters of the id tables (log scale)", ylabel=label)
         ax.legend(title=None, fontsize=9)
     fig.tight_layout()
