@@ -3,10 +3,18 @@
     python benchmarks/explicit.py                 # ML-100K u1..u5, the package's models
     python benchmarks/explicit.py --peers         # ... and Surprise on the same folds
     python benchmarks/explicit.py --models BiasedMF-SGD --folds 1
+    python benchmarks/explicit.py --task binary   # rating >= 4 -> 1: AUC and log loss
+    python benchmarks/explicit.py --split random90 --models NNMF BiasedMF-SGD
 
 Writes ``benchmarks/results/explicit-<dataset>.json``: one record per model with the RMSE of
 every fold, the mean RMSE and MAE and the fit seconds of every fold. Models and peers run in
 one process, fold after fold, so their timings are comparable.
+
+``--task binary`` trains the models with a binary head (FM, DeepFM) on the folds' ratings
+binarised at ``--like-threshold`` and reports AUC and log loss instead (plus the constant
+predictor at the training fold's positive rate). ``--split random90`` replaces ``u1..u5`` by
+five random 90% / 10% splits (seeds 0..4, labelled ``r0..r4``): NNMF's protocol (Dziugaite &
+Roy 2015). The default output name carries the task and split when they are not the defaults.
 """
 
 from __future__ import annotations
@@ -24,12 +32,16 @@ import pandas as pd
 import torch
 
 from mfutils import get_device
-from mfutils.data import load_movielens
+from mfutils.data import load_movielens, random_holdout
 from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
+from mfutils.metrics import auc, log_loss
 from mfutils.models import (
+    NNMF,
     AsymmetricSVD,
     BaselineEstimates,
     BiasedMF,
+    DeepFM,
+    FactorizationMachine,
     GlobalNeighborhood,
     IntegratedModel,
     ItemKNN,
@@ -54,7 +66,49 @@ def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
         "AsymmetricSVD": lambda: AsymmetricSVD(device=device),
         "IntegratedModel": lambda: IntegratedModel(device=device),
         "TimeSVDpp": lambda: TimeSVDpp(device=device),
+        "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), device=device),
+        "FM-side": lambda: FactorizationMachine(device=device),
+        "DeepFM": lambda: DeepFM(device=device),
+        "NNMF": lambda: NNMF(device=device),
     }
+
+
+def binary_models(device: torch.device) -> dict[str, Callable[[], object]]:
+    """The models with a binary head (sigmoid, log loss), at the defaults of the rating task."""
+    return {
+        "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), binary=True,
+                                               device=device),
+        "FM-side": lambda: FactorizationMachine(binary=True, device=device),
+        "DeepFM": lambda: DeepFM(binary=True, device=device),
+    }
+
+
+class ConstantRate:
+    """Predicts the training fold's positive rate for every row (the log-loss floor to beat)."""
+
+    def fit(self, train) -> ConstantRate:
+        self.rate = float(np.mean(train.rating))
+        return self
+
+    def predict_ratings(self, test) -> np.ndarray:
+        return np.full(len(test), self.rate)
+
+
+def evaluate_binary_folds(make_model: Callable[[], object], folds, *, name: str,
+                          fold_names: list[str], threshold: float) -> pd.DataFrame:
+    """Fit on each training part binarised at ``threshold``; AUC and log loss on its test."""
+    rows = []
+    for label, (train, test) in zip(fold_names, folds, strict=True):
+        model = make_model()
+        start = time.perf_counter()
+        model.fit(train.with_ratings(train.rating >= threshold))
+        seconds = time.perf_counter() - start
+        prob = model.predict_ratings(test)
+        liked = (test.rating >= threshold).astype(np.float64)
+        rows.append({"model": name, "fold": label,
+                     "auc": auc(prob, liked) if np.ptp(prob) > 0 else 0.5,
+                     "logloss": log_loss(prob, liked), "fit_seconds": seconds})
+    return pd.DataFrame(rows)
 
 
 class SurprisePeer:
@@ -109,15 +163,31 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         help="fold numbers to run (default all)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
+    parser.add_argument("--task", choices=("rating", "binary"), default="rating",
+                        help="rating: RMSE / MAE; binary: rating >= --like-threshold, AUC")
+    parser.add_argument("--like-threshold", type=float, default=4.0)
+    parser.add_argument("--split", choices=("folds", "random90"), default="folds",
+                        help="folds: the dataset's u1..u5 (or 5 seeded 80/20); random90: 5 "
+                             "random 90/10 splits, seeds 0..4")
     args = parser.parse_args(argv)
 
     device = get_device(args.device)
     data = load_movielens(args.dataset)
-    folds, protocol = rating_folds(data, seed=0)
-    names = [f"u{k}" for k in range(1, len(folds) + 1)]
+    if args.split == "random90":
+        folds = [random_holdout(data, test_fraction=0.1, seed=s) for s in range(5)]
+        names, protocol = [f"r{s}" for s in range(5)], "random 90/10, seeds 0..4"
+    else:
+        folds, protocol = rating_folds(data, seed=0)
+        names = [f"u{k}" for k in range(1, len(folds) + 1)]
     if args.folds:
         folds, names = [folds[k - 1] for k in args.folds], [names[k - 1] for k in args.folds]
-    models = package_models(device)
+    if args.task == "binary":
+        if args.peers:
+            parser.error("--peers has no binary task")
+        models = {**binary_models(device), "constant": ConstantRate}
+        protocol += f", rating >= {args.like_threshold:g} -> 1"
+    else:
+        models = package_models(device)
     if args.peers:
         models.update(peer_models())
     if args.models:
@@ -127,12 +197,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         models = {name: models[name] for name in args.models}
 
     # Fold-major order: every model sees fold k before any model sees fold k+1.
+    def evaluate(make, fold, name, label):
+        if args.task == "binary":
+            return evaluate_binary_folds(make, [fold], name=name, fold_names=[label],
+                                         threshold=args.like_threshold)
+        return evaluate_folds(make, [fold], name=name, fold_names=[label])
+
     per_fold = pd.concat(
-        [evaluate_folds(make, [fold], name=name, fold_names=[label])
+        [evaluate(make, fold, name, label)
          for fold, label in zip(folds, names, strict=True) for name, make in models.items()],
         ignore_index=True,
     )
-    summary = summarize_folds(per_fold)
+    metrics = ("auc", "logloss") if args.task == "binary" else ("rmse", "mae")
+    summary = (per_fold.groupby("model", sort=False)[[*metrics, "fit_seconds"]].mean()
+               .reset_index() if args.task == "binary" else summarize_folds(per_fold))
     print(f"\n{args.dataset}, {protocol} ({', '.join(names)}), device {device}, "
           f"{torch.get_num_threads()} threads\n")
     print(to_markdown(summary))
@@ -140,11 +218,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     records = []
     for name, rows in per_fold.groupby("model", sort=False):
         records.append({
-            "model": name, "rmse": rows["rmse"].tolist(), "rmse_mean": rows["rmse"].mean(),
-            "mae_mean": rows["mae"].mean(), "fit_seconds": rows["fit_seconds"].tolist(),
-            "folds": rows["fold"].tolist(),
+            "model": name, metrics[0]: rows[metrics[0]].tolist(),
+            **{f"{m}_mean": rows[m].mean() for m in metrics},
+            "fit_seconds": rows["fit_seconds"].tolist(), "folds": rows["fold"].tolist(),
         })
-    output = args.output or RESULTS_DIR / f"explicit-{args.dataset}.json"
+    suffix = "".join(f"-{v}" for v, default in ((args.task, "rating"), (args.split, "folds"))
+                     if v != default)
+    output = args.output or RESULTS_DIR / f"explicit-{args.dataset}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": args.dataset, "protocol": protocol, "device": str(device),
             "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -3,6 +3,7 @@
     python benchmarks/implicit.py               # ML-100K, the series' protocol, our models
     python benchmarks/implicit.py --peers       # ... and the `implicit` library on the same split
     python benchmarks/implicit.py --models iALS EASE --seed 1
+    python benchmarks/implicit.py --losses      # two-tower MF with every loss (notebook 12)
     python benchmarks/implicit.py --compact     # compact id tables: accuracy vs parameters
 
 The protocol is :func:`mfutils.experiments.ranking_split`: every rating an interaction, a
@@ -10,6 +11,11 @@ seeded per-user 80/20 split, full ranking with the training items masked. Hyperp
 are the ones chosen on the validation part (notebooks 11 and 12); every model is fit on the
 whole train part here and scored on test. Writes
 ``benchmarks/results/implicit-<dataset>.json`` with every metric and the fit seconds.
+
+``--losses`` runs notebook 12's study instead: the two-tower MF with each loss of
+:data:`mfutils.losses.presets.LOSS_GRIDS`, each tuned on the validation part over its grid,
+refit on the whole train part for the early-stopped number of epochs and scored on test
+(``benchmarks/results/losses-<dataset>.json``, with each loss's chosen setting).
 
 ``--compact`` instead runs the size curves of notebook 13 (:mod:`mfutils.compact`): the
 two-tower model with hashed, hash-embedded and Bloom-embedded id tables (and a full table of
@@ -35,7 +41,14 @@ import torch
 from mfutils import get_device
 from mfutils.compact import METHODS, best_on_valid, plot_compact_curves, ranking_curve, rating_curve
 from mfutils.data import load_movielens
-from mfutils.experiments import evaluate_ranking, ranking_split, rating_folds
+from mfutils.experiments import (
+    compare_losses,
+    evaluate_ranking,
+    ranking_split,
+    rating_folds,
+    study_record,
+    tuned_table,
+)
 from mfutils.models import EASE, ImplicitALS, MostPopular
 from mfutils.results import to_markdown
 
@@ -175,6 +188,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
     parser.add_argument("--compact", action="store_true",
                         help="compact id tables: accuracy vs parameters (notebook 13)")
+    parser.add_argument("--losses", action="store_true",
+                        help="two-tower MF with every loss, each tuned on validation")
+    parser.add_argument("--epochs", type=int, default=20, help="epoch bound with --losses")
     args = parser.parse_args(argv)
 
     device = get_device(args.device)
@@ -182,6 +198,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         payload = run_compact(args.dataset, args.seed, device, args.output)
         return pd.DataFrame(payload["ranking"])
     split = ranking_split(load_movielens(args.dataset), seed=args.seed)
+    if args.losses:
+        return loss_study(split, args, device)
     models = package_models(device)
     if args.peers:
         models.update(peer_models(torch.get_num_threads()))
@@ -207,10 +225,40 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     output = args.output or RESULTS_DIR / f"implicit-{args.dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": args.dataset, "protocol": split.protocol, "device": str(device),
+    output.write_text(json.dumps({"meta": _meta(args, split, device), "models": rows},
+                                 indent=2, default=float) + "\n")
+    print(f"\nwrote {output}")
+    return table
+
+
+def _plain(value: object) -> object:
+    """JSON form of numpy scalars (and anything else, as text)."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _meta(args: argparse.Namespace, split, device: torch.device) -> dict[str, object]:
+    return {"dataset": args.dataset, "protocol": split.protocol, "device": str(device),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "machine": platform.machine(), "processor": platform.processor()}
-    output.write_text(json.dumps({"meta": meta, "models": rows}, indent=2, default=float) + "\n")
+
+
+def loss_study(split, args: argparse.Namespace, device: torch.device) -> pd.DataFrame:
+    """Every loss on the two-tower MF, tuned on validation (notebook 12's table)."""
+    start = time.perf_counter()
+    study = compare_losses(split, losses=args.models, epochs=args.epochs, seed=args.seed,
+                           device=device)
+    table = tuned_table(study).reset_index(names="loss")
+    print(f"\n{split.protocol}; two-tower MF, d=64, each loss tuned on validation "
+          f"(epochs <= {args.epochs}); device {device}, {torch.get_num_threads()} threads, "
+          f"{time.perf_counter() - start:.0f} s in all\n")
+    print(to_markdown(table[["loss", "chosen", "valid ndcg@20", "recall@20", "ndcg@20",
+                             "recall@50", "ndcg@50"]]))
+    output = args.output or RESULTS_DIR / f"losses-{args.dataset}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**_meta(args, split, device), "epochs": args.epochs, "seed": args.seed}
+    output.write_text(json.dumps({"meta": meta, "losses": table.to_dict(orient="records"),
+                                  "study": study_record(study)},
+                                 indent=2, default=_plain) + "\n")
     print(f"\nwrote {output}")
     return table
 

@@ -7,7 +7,7 @@ the same split and the same metric code.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,14 +190,14 @@ def ranking_grid(
     metric: str = "ndcg@20",
     progress: bool = True,
     return_best: bool = False,
-) -> pd.DataFrame | tuple[pd.DataFrame, Any]:
+) -> pd.DataFrame | tuple[pd.DataFrame, Any, dict[str, Any]]:
     """Validation ``metric`` of ``make_model(**options)`` fit on ``split.fit``, per option set.
 
     Returns the grid sorted best first (higher is better), with the fit seconds and, for
     models with a training history, the epoch early stopping kept; with ``return_best`` also
-    the best fitted model. The test part is never touched.
+    the best fitted model and its options. The test part is never touched.
     """
-    rows, best, best_value = [], None, -float("inf")
+    rows, best, best_options, best_value = [], None, {}, -float("inf")
     for options in tqdm(grid, desc="validation grid", unit="fit", disable=not progress,
                         leave=False):
         model = make_model(**options)
@@ -211,7 +211,201 @@ def ranking_grid(
             row["best_epoch"] = history.attrs["best_epoch"]
         rows.append(row)
         if value > best_value:
-            best, best_value = model, value
+            best, best_options, best_value = model, dict(options), value
     table = pd.DataFrame(rows).sort_values(f"valid_{metric}", ascending=False, kind="stable")
     table = table.reset_index(drop=True)
-    return (table, best) if return_best else table
+    return (table, best, best_options) if return_best else table
+
+
+@dataclass(frozen=True, eq=False)
+class Tuned:
+    """A model tuned on validation and scored once on test (see :func:`tune_and_test`).
+
+    Attributes
+    ----------
+    name : str
+    options : dict
+        The grid point chosen on validation (plus ``epochs`` when early stopping chose them).
+    grid : pandas.DataFrame
+        Every grid point's validation score, best first (:func:`ranking_grid`).
+    scores : dict
+        Test metrics of the final model, fit on the whole train part.
+    valid_model : object
+        The best model of the grid, fit on ``split.fit`` (e.g. for its learning curve).
+    model : object
+        The final model.
+    """
+
+    name: str
+    options: dict[str, Any]
+    grid: pd.DataFrame
+    scores: dict[str, float]
+    valid_model: Any
+    model: Any
+
+
+def tune_and_test(
+    make_model: Callable[..., Any],
+    grid: Sequence[dict[str, Any]],
+    split: RankingSplit,
+    *,
+    name: str,
+    ks: Sequence[int] = RANKING_KS,
+    progress: bool = True,
+) -> Tuned:
+    """Choose options on validation, refit on the whole train part, score test once.
+
+    Every option set of ``grid`` is fit on ``split.fit`` and scored on ``split.valid``
+    (:func:`ranking_grid`); the best one is refit on ``split.train`` (fit + valid) and scored
+    on ``split.test`` with ``split.train`` masked. For a model that early-stopped on
+    validation, the refit runs the chosen number of epochs without validation
+    (``make_model(**options, epochs=best_epoch, patience=None)``, so ``make_model`` must let
+    these override its defaults): the test part never takes part in a choice.
+    """
+    table, best, options = ranking_grid(make_model, grid, split, progress=progress,
+                                        return_best=True)
+    history = getattr(best, "history", None)
+    if history is not None and "best_epoch" in history.attrs:
+        options = {**options, "epochs": int(history.attrs["best_epoch"]), "patience": None}
+    final = make_model(**options).fit(split.train)
+    scores = evaluate_ranking(final, train=split.train, test=split.test, ks=ks)
+    return Tuned(name=name, options=options, grid=table, scores=scores, valid_model=best,
+                 model=final)
+
+
+def compare_losses(
+    split: RankingSplit,
+    *,
+    losses: Sequence[str] | None = None,
+    grids: Mapping[str, Any] | None = None,
+    epochs: int = 30,
+    patience: int = 3,
+    seed: int = 0,
+    device: Any = None,
+    progress: bool = True,
+) -> dict[str, Tuned]:
+    """Every loss on the same two-tower MF and split, each tuned on its own validation grid.
+
+    Parameters
+    ----------
+    split : RankingSplit
+    losses : sequence of str, optional
+        Names of ``grids`` to run (default: all, in order).
+    grids : mapping of str to LossGrid, optional
+        Default :data:`mfutils.losses.presets.LOSS_GRIDS`.
+    epochs, patience : int
+        Upper bound of the epochs and early-stopping patience on validation NDCG@20.
+    seed : int
+        The same initialisation and sampling seed for every loss.
+    device : optional
+
+    Returns
+    -------
+    dict of str to Tuned
+        Per loss: its grid, the chosen options and the test scores of the refit model.
+    """
+    from mfutils.losses.presets import LOSS_GRIDS
+    from mfutils.models.two_tower import TwoTower
+
+    grids = LOSS_GRIDS if grids is None else grids
+    names = list(grids) if losses is None else list(losses)
+    unknown = sorted(set(names) - set(grids))
+    if unknown:
+        raise ValueError(f"unknown losses {unknown}; choose from {list(grids)}")
+    tuned = {}
+    for name in tqdm(names, desc="losses", unit="loss", disable=not progress):
+        base = {"epochs": epochs, "patience": patience, "seed": seed, "device": device,
+                **grids[name].base}
+
+        def make(_base: dict[str, Any] = base, **options: Any) -> TwoTower:
+            return TwoTower(**{**_base, **options})
+
+        tuned[name] = tune_and_test(make, grids[name].grid, split, name=name, progress=False)
+    return tuned
+
+
+def tuned_table(tuned: Mapping[str, Tuned], *, metrics: Sequence[str] = (
+        "recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50"),
+) -> pd.DataFrame:
+    """One row per tuned model: the chosen options, the validation NDCG@20 behind the choice,
+    and the test ``metrics``."""
+    rows = {}
+    for name, result in tuned.items():
+        chosen = {k: v for k, v in result.options.items() if k != "patience"}
+        rows[name] = {"chosen": ", ".join(f"{k}={v}" for k, v in chosen.items()),
+                      "valid ndcg@20": result.grid["valid_ndcg@20"].iloc[0],
+                      **{m: result.scores[m] for m in metrics}}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def ablation(
+    make_model: Callable[..., Any],
+    variants: Mapping[str, dict[str, Any]],
+    split: RankingSplit,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Validation Recall@20 and NDCG@20 of ``make_model(**options)`` per labelled variant.
+
+    Every variant is fit on ``split.fit`` (early-stopping on ``split.valid`` where the model
+    does) and scored on ``split.valid``: an ablation compares design choices, so it stays on
+    validation like any other choice, in the order given.
+    """
+    rows = {}
+    for label, options in tqdm(variants.items(), desc="ablation", unit="fit",
+                               disable=not progress, leave=False):
+        model = make_model(**options)
+        start = time.perf_counter()
+        model.fit(split.fit, valid=split.valid)
+        seconds = time.perf_counter() - start
+        scores = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))
+        history = getattr(model, "history", None)
+        rows[label] = {"valid recall@20": scores["recall@20"],
+                       "valid ndcg@20": scores["ndcg@20"],
+                       "best_epoch": (history.attrs.get("best_epoch")
+                                      if history is not None else None),
+                       "fit_seconds": seconds}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def study_record(tuned: Mapping[str, Tuned]) -> dict[str, dict[str, Any]]:
+    """A JSON-ready record of a tuning run: per model its grid, chosen options and test scores
+    (what :func:`refit_study` replays)."""
+    return {name: {"options": result.options,
+                   "grid": result.grid.astype(object).where(result.grid.notna(), None)
+                   .to_dict(orient="records"),
+                   "scores": result.scores}
+            for name, result in tuned.items()}
+
+
+def refit_study(
+    record: Mapping[str, Mapping[str, Any]],
+    split: RankingSplit,
+    *,
+    grids: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: Any = None,
+    progress: bool = True,
+) -> dict[str, Tuned]:
+    """Replay the final step of :func:`compare_losses` from a saved :func:`study_record`.
+
+    Each loss is fit on ``split.train`` with the options its validation grid chose (recorded
+    with the grid that chose them) and scored on ``split.test``: the same models and numbers
+    as the full run, without refitting the grid. The split must be the one of the record.
+    """
+    from mfutils.losses.presets import LOSS_GRIDS
+    from mfutils.models.two_tower import TwoTower
+
+    grids = LOSS_GRIDS if grids is None else grids
+    unknown = sorted(set(record) - set(grids))
+    if unknown:
+        raise ValueError(f"the record holds unknown losses {unknown}; known: {list(grids)}")
+    tuned = {}
+    for name, entry in tqdm(record.items(), desc="losses", unit="loss", disable=not progress):
+        options = dict(entry["options"])
+        model = TwoTower(**{"seed": seed, "device": device, **grids[name].base, **options})
+        model.fit(split.train)
+        scores = evaluate_ranking(model, train=split.train, test=split.test)
+        tuned[name] = Tuned(name=name, options=options, grid=pd.DataFrame(entry["grid"]),
+                            scores=scores, valid_model=None, model=model)
+    return tuned

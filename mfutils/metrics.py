@@ -39,6 +39,9 @@ fraction of those negatives ranked above it (0 = beat them all), and the CDF
 :math:`P(\mathrm{pct}\le x)` is reported for small ``x``. The negatives are drawn **once** with a
 fixed seed and reused for every model compared.
 
+**Binary labels** -- :func:`auc` (rank-based, ties counted as one half) and :func:`log_loss`,
+for models with a logistic output (e.g. the binarised task ``rating >= 4``).
+
 .. warning::
 
    Sampled metrics are *not* consistent with their full-ranking counterparts: they can reverse
@@ -74,6 +77,8 @@ __all__ = [
     "sample_negatives",
     "percentile_ranks",
     "percentile_rank_cdf",
+    "auc",
+    "log_loss",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
@@ -666,3 +671,67 @@ def percentile_rank_cdf(
     else:
         values = np.full(len(xs), np.nan)
     return pd.Series(values, index=pd.Index(xs, name="threshold"), name="P(rank <= x)")
+
+
+# ====================================================================== binary labels
+def _binary_pair(prob: ArrayLike, label: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prob`` and ``label`` as float64 tensors on one device; labels checked to be 0/1."""
+    p, y = _paired(prob, label, None)
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError("label must hold only 0 and 1")
+    return p, y
+
+
+def auc(score: ArrayLike, label: ArrayLike) -> float:
+    r"""Area under the ROC curve by ranks (Mann-Whitney U), ties counted as one half.
+
+    .. math::
+
+        \mathrm{AUC}=\frac{\sum_{i:y_i=1}\mathrm{rank}_i-n_+(n_++1)/2}{n_+\,n_-},
+
+    with mid-ranks for tied scores: the probability that a random positive scores above a random
+    negative. One sort, no loop over pairs.
+
+    Parameters
+    ----------
+    score : np.ndarray or torch.Tensor, shape (n,)
+        Any monotone score (probabilities or logits).
+    label : np.ndarray or torch.Tensor, shape (n,)
+        0/1 labels.
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ, labels are not 0/1, or only one class is present.
+    """
+    s, y = _binary_pair(score, label)
+    s, y = s.reshape(-1), y.reshape(-1)
+    n_pos = float(y.sum())
+    n_neg = y.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"AUC needs both classes; got {n_pos:.0f} positives and "
+                         f"{n_neg:.0f} negatives")
+    sorted_scores, order = torch.sort(s)
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True,
+                                                  return_counts=True)
+    ends = torch.cumsum(counts, 0).double()  # shape: (n_unique,) last 1-based rank of each tie
+    mid_rank = ends - (counts.double() - 1) / 2  # shape: (n_unique,)
+    rank_sum = float((mid_rank[inverse] * y[order]).sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def log_loss(prob: ArrayLike, label: ArrayLike, *, eps: float = 1e-7) -> float:
+    r"""Mean logistic loss :math:`-\frac1n\sum_i[y_i\log p_i+(1-y_i)\log(1-p_i)]`.
+
+    Parameters
+    ----------
+    prob : np.ndarray or torch.Tensor, shape (n,)
+        Predicted probabilities of the label 1, clipped to ``[eps, 1 - eps]``.
+    label : np.ndarray or torch.Tensor, shape (n,)
+        0/1 labels.
+    """
+    p, y = _binary_pair(prob, label)
+    if bool(((p < 0) | (p > 1)).any()):
+        raise ValueError("prob must be probabilities in [0, 1] (apply a sigmoid to logits)")
+    p = p.clamp(eps, 1 - eps)
+    return float(-(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean())

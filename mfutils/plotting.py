@@ -602,3 +602,36 @@ def plot_embeddings_2d(
         sns.move_legend(ax, "center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
                         fontsize="small")
     return ax
+
+
+def plot_alignment_uniformity(
+    frame: pd.DataFrame, *, hue: str | None = None, ax: Axes | None = None,
+) -> Axes:
+    """Alignment against uniformity of learned embeddings, one labelled point per row.
+
+    The map of Wang & Isola (ICML 2020), used by DirectAU (Wang et al., KDD 2022, Fig. 1):
+    lower is better on both axes, so good encoders sit towards the lower left.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Index = labels (e.g. loss names); columns ``alignment`` and ``uniformity`` (as
+        returned by :func:`mfutils.evaluation.alignment_uniformity`).
+    hue : str, optional
+        A column coloring the points (e.g. ``"ndcg@20"``), with a color bar.
+    ax : Axes, optional
+    """
+    missing = [c for c in ("alignment", "uniformity", *([hue] if hue else [])) if c not in frame]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {missing}; it has {list(frame.columns)}")
+    ax = _axes(ax, figsize=(6, 4.5))
+    points = ax.scatter(frame["uniformity"], frame["alignment"], s=60, edgecolor="black",
+                        linewidth=0.6, c=frame[hue] if hue else None, cmap="viridis")
+    for label, row in frame.iterrows():
+        ax.annotate(str(label), (row["uniformity"], row["alignment"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=9)
+    if hue:
+        ax.figure.colorbar(points, ax=ax, label=hue)
+    ax.set(xlabel=r"uniformity $\ell_{uniform}$ (lower: more spread)",
+           ylabel=r"alignment $\ell_{align}$ (lower: positives closer)")
+    return ax

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 Batch = dict[str, torch.Tensor]
 
-OPTIMIZERS = ("funk", "sgd", "adam", "adamw", "sparse_adam", "adagrad")
+OPTIMIZERS = ("funk", "sgd", "adam", "adamw", "sparse_adam", "adagrad", "rmsprop")
 LOSSES = ("mse", "bce")
 
 
@@ -54,13 +54,15 @@ class TrainConfig:
         live on the device, so there is no per-sample DataLoader.
     optimizer : str
         One of ``funk`` (hand-written per-row SGD, nets with ``funk_step``), ``sgd``, ``adam``,
-        ``adamw``, ``sparse_adam`` (nets with sparse embeddings) or ``adagrad``.
+        ``adamw``, ``sparse_adam`` (nets with sparse embeddings), ``adagrad`` or ``rmsprop``.
     lr : float
         Learning rate ``gamma``.
     lr_decay : float
         Multiply the learning rate by this after every epoch (Koren uses 0.9).
     weight_decay : float
-        Global decoupled decay, for ``adamw`` only; prefer the net's per-row penalty.
+        Global weight decay at every step: coupled L2 for ``adam`` (``torch.optim.Adam``'s,
+        as DirectAU's and MAWU's official code use it), decoupled for ``adamw``; ignored by
+        the other optimizers. For rating models prefer the net's per-row penalty.
     loss : str
         ``mse`` for ratings or ``bce`` for 0/1 labels (the net returns logits).
     reduction : str or None
@@ -74,6 +76,11 @@ class TrainConfig:
         ``row``: batches are random rows. ``user``: batches hold *all* rows of a random group of
         users (about ``batch_size`` rows), so per-user terms such as SVD++'s implicit sum are
         computed once per user and epoch, as in Koren's per-user training loop.
+    alternate : bool
+        Block-coordinate training: the net's ``parameter_blocks()`` returns lists of parameters
+        and every batch takes one optimizer step on each block in turn, the other blocks fixed
+        and the loss recomputed before each step (NNMF's alternation between the network and
+        the latent features, Dziugaite & Roy 2015). Each block has its own optimizer state.
     seed : int
         Seed of the batch order.
     progress : bool
@@ -90,6 +97,7 @@ class TrainConfig:
     reduction: str | None = None
     patience: int | None = None
     batch_by: str = "row"
+    alternate: bool = False
     seed: int = 0
     progress: bool = True
 
@@ -108,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"batch_by={self.batch_by!r}; choose 'row' or 'user'")
         if self.optimizer == "funk" and self.loss != "mse":
             raise ValueError("optimizer='funk' implements the squared error only; use 'sgd'")
+        if self.optimizer == "funk" and self.alternate:
+            raise ValueError("alternate=True needs an autograd optimizer, not 'funk'")
 
     @property
     def batch_reduction(self) -> str:
@@ -166,10 +176,14 @@ def fit(
     if config.optimizer == "funk" and not hasattr(net, "funk_step"):
         raise ValueError(f"optimizer='funk' needs a net with funk_step(); {type(net).__name__} "
                          "has none: use 'sgd' or 'adam'")
+    if config.alternate and not hasattr(net, "parameter_blocks"):
+        raise ValueError(f"alternate=True needs a net with parameter_blocks(); "
+                         f"{type(net).__name__} has none")
     valid_metric = valid_metric or (rmse_metric if config.loss == "mse" else logloss_metric)
     device = train[target].device
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    optimizer = _make_optimizer(net, config)
+    blocks = net.parameter_blocks() if config.alternate else [list(net.parameters())]
+    optimizers = [_make_optimizer(net, block, config) for block in blocks]
     lr = config.lr
     best_value, best_state, best_epoch = math.inf, None, 0
     rows: list[dict[str, float]] = []
@@ -184,17 +198,20 @@ def fit(
             if config.optimizer == "funk":
                 loss_sum += net.funk_step(batch, lr).detach()
                 continue
-            if hasattr(net, "objective"):  # set-wise losses: one mean per batch
-                reduced = net.objective(batch)
-                batch_sum = reduced.detach() * len(idx)
-            else:
-                loss = batch_loss(net, batch, loss=config.loss, target=target, weight=weight)
-                reduced = loss.sum() if config.batch_reduction == "sum" else loss.mean()
-                batch_sum = loss.detach().sum()
-            optimizer.zero_grad(set_to_none=True)
-            reduced.backward()
-            optimizer.step()
-            loss_sum += batch_sum
+            for step, (block, optimizer) in enumerate(zip(blocks, optimizers, strict=True)):
+                if hasattr(net, "objective"):  # set-wise losses: one mean per batch
+                    reduced = net.objective(batch)
+                    batch_sum = reduced.detach() * len(idx)
+                else:
+                    loss = batch_loss(net, batch, loss=config.loss, target=target, weight=weight)
+                    reduced = loss.sum() if config.batch_reduction == "sum" else loss.mean()
+                    batch_sum = loss.detach().sum()
+                optimizer.zero_grad(set_to_none=True)
+                reduced.backward(inputs=[p for p in block if p.requires_grad]
+                                 if config.alternate else None)
+                optimizer.step()
+                if step == 0:  # the batch's loss before any of this batch's steps
+                    loss_sum += batch_sum
         train_loss = float(loss_sum) / n
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
@@ -219,8 +236,9 @@ def fit(
                 and epoch - best_epoch >= config.patience):
             break
         lr *= config.lr_decay
-        for group in (optimizer.param_groups if optimizer is not None else ()):
-            group["lr"] = lr
+        for optimizer in optimizers:
+            for group in (optimizer.param_groups if optimizer is not None else ()):
+                group["lr"] = lr
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
@@ -313,18 +331,22 @@ def _check_batch(data: Mapping[str, torch.Tensor], target: str) -> int:
     return n
 
 
-def _make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer | None:
-    params = [p for p in net.parameters() if p.requires_grad]
+def _make_optimizer(net: nn.Module, parameters: list[nn.Parameter], config: TrainConfig
+                    ) -> torch.optim.Optimizer | None:
+    params = [p for p in parameters if p.requires_grad]
     if config.optimizer == "funk":
         return None
     if not params:
-        raise ValueError(f"{type(net).__name__} has no trainable parameters (all frozen?)")
+        raise ValueError(f"{type(net).__name__} has no trainable parameters (all frozen?)"
+                         + (" in one of its parameter_blocks()" if config.alternate else ""))
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=config.lr)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr)
     return torch.optim.SparseAdam(params, lr=config.lr)

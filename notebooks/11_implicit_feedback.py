@@ -32,7 +32,12 @@ import seaborn as sns
 from mfutils import get_device, plotting, seed_everything
 from mfutils.data import load_movielens
 from mfutils.evaluation import known_items, koren_topk, sampled_hit_rate
-from mfutils.experiments import RANKING_KS, evaluate_ranking, ranking_grid, ranking_split
+from mfutils.experiments import (
+    RANKING_KS,
+    evaluate_ranking,
+    ranking_split,
+    tune_and_test,
+)
 from mfutils.models import EASE, ImplicitALS, MostPopular, TwoTower
 from mfutils.results import ResultsLog
 
@@ -64,13 +69,18 @@ pd.Series({name: len(getattr(split, name)) for name in ("train", "test", "fit", 
 # averaged over users (`mfutils.metrics.topk_metrics`, vectorised over chunks of users).
 
 # %%
-def test_scores(model, name):
-    """Fit on the whole train part, score on test, log the headline numbers."""
-    model.fit(split.train)
-    scores = evaluate_ranking(model, train=split.train, test=split.test, ks=RANKING_KS)
+def log_scores(name, scores):
+    """Log the headline test numbers; all of them as a Series."""
     for metric in ("recall@20", "ndcg@20"):
         log.add(name, metric, scores[metric], dataset=dataset, protocol=split.protocol)
     return pd.Series(scores, name=name)
+
+
+def test_scores(model, name):
+    """A model without options to tune: fit on the whole train part, score test once."""
+    model.fit(split.train)
+    return log_scores(name, evaluate_ranking(model, train=split.train, test=split.test,
+                                             ks=RANKING_KS))
 
 
 results = {"MostPopular": test_scores(MostPopular(device=device), "MostPopular")}
@@ -96,16 +106,15 @@ results["MostPopular"].round(4)
 # %%
 grid = [dict(factors=f, reg=r, alpha=a)
         for f, r, a in itertools.product([32, 64, 128], [3.0, 10.0, 30.0, 100.0], [0.5, 2.0, 5.0])]
-als_grid = ranking_grid(lambda **o: ImplicitALS(seed=seed, device=device, **o), grid, split)
-als_grid.head(8).round(4)
+ials = tune_and_test(lambda **o: ImplicitALS(**{"seed": seed, "valid_every": 1,
+                                                "device": device, **o}),
+                     grid, split, name="iALS")
+ials.grid.head(8).round(4)
 
 # %%
-best_als = {k: als_grid.loc[0, k].item() for k in ("factors", "reg", "alpha")}
-ials = ImplicitALS(seed=seed, valid_every=1, device=device, **best_als)
-ials.fit(split.fit, valid=split.valid)
-ax = ials.history.plot(x="epoch", y="valid_ndcg@20", marker="o", legend=False)
-ax.set(xlabel="ALS sweep", ylabel="validation NDCG@20", title=f"iALS {best_als}")
-results["iALS"] = test_scores(ImplicitALS(seed=seed, device=device, **best_als), "iALS")
+ax = ials.valid_model.history.plot(x="epoch", y="valid_ndcg@20", marker="o", legend=False)
+ax.set(xlabel="ALS sweep", ylabel="validation NDCG@20", title=f"iALS {ials.options}")
+results["iALS"] = log_scores("iALS", ials.scores)
 results["iALS"].round(4)
 
 # %% [markdown]
@@ -123,21 +132,15 @@ results["iALS"].round(4)
 # the shared trainer with early stopping on validation NDCG@20.
 
 # %%
-bpr_grid = ranking_grid(
-    lambda **o: TwoTower(loss="bpr", epochs=bpr_epochs, seed=seed, device=device, **o),
-    [dict(lr=3e-3, reg=reg) for reg in (1e-3, 1e-2, 3e-2)], split)
-bpr_grid.round(4)
+bpr = tune_and_test(lambda **o: TwoTower(**{"loss": "bpr", "epochs": bpr_epochs, "seed": seed,
+                                            "device": device, **o}),
+                    [dict(lr=3e-3, reg=reg) for reg in (1e-3, 1e-2)], split, name="BPR-MF")
+bpr.grid.round(4)
 
 # %%
-best_bpr = {k: bpr_grid.loc[0, k].item() for k in ("lr", "reg")}
-bpr = TwoTower(loss="bpr", epochs=bpr_epochs, seed=seed, device=device, **best_bpr)
-bpr.fit(split.fit, valid=split.valid)
-epochs = int(bpr.history.attrs["best_epoch"])
-ax = plotting.plot_learning_curves({"BPR-MF": bpr.history}, best="max")
+ax = plotting.plot_learning_curves({"BPR-MF": bpr.valid_model.history}, best="max")
 ax.set(ylabel="validation NDCG@20")
-results["BPR-MF"] = test_scores(
-    TwoTower(loss="bpr", epochs=epochs, patience=None, seed=seed, device=device, **best_bpr),
-    "BPR-MF")
+results["BPR-MF"] = log_scores("BPR-MF", bpr.scores)
 results["BPR-MF"].round(4)
 
 # %% [markdown]
@@ -165,7 +168,7 @@ ax.set(xlabel="", ylabel="", title=f"{dataset}: full ranking, test part")
 
 # %%
 fitted = {"MostPopular": MostPopular(device=device).fit(split.train),
-          "iALS": ials.fit(split.train), "EASE": EASE(device=device).fit(split.train)}
+          "iALS": ials.model, "EASE": EASE(device=device).fit(split.train)}
 sampled = koren_topk(fitted, split.train, split.test, min_rating=1.0, n_negatives=100,
                      seed=seed, known=known_items(split.train, split.test))
 contrast = pd.DataFrame({"sampled hitrate@10 (100 negatives)": sampled_hit_rate(sampled, 10),

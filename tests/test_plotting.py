@@ -213,3 +213,13 @@ def test_embeddings_scatter_and_highlight():
     assert ax.get_xlabel().startswith("PC1")
     with pytest.raises(ValueError, match="highlight"):
         plotting.plot_embeddings_2d(x, highlight={"nope": 30})
+
+
+def test_plot_alignment_uniformity_labels_each_point():
+    frame = pd.DataFrame({"alignment": [0.8, 1.1], "uniformity": [-3.0, -2.5],
+                          "ndcg@20": [0.4, 0.3]}, index=["bpr", "ssm"])
+    ax = plotting.plot_alignment_uniformity(frame, hue="ndcg@20")
+    assert [t.get_text() for t in ax.texts] == ["bpr", "ssm"]
+    assert "alignment" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="lacks"):
+        plotting.plot_alignment_uniformity(frame.drop(columns="alignment"))

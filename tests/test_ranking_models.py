@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mfutils.data import make_synthetic, to_implicit
-from mfutils.experiments import evaluate_ranking, ranking_grid, ranking_split
-from mfutils.models import EASE, ImplicitALS, MostPopular
+from mfutils.experiments import evaluate_ranking, ranking_grid, ranking_split, tune_and_test
+from mfutils.models import EASE, ImplicitALS, MostPopular, TwoTower
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +126,30 @@ def test_ranking_grid_sorts_by_validation_ndcg():
 
 def test_ranking_grid_returns_the_best_fitted_model():
     split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
-    table, best = ranking_grid(lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
-                               [{"reg": 1e4}, {"reg": 1.0}], split, progress=False,
-                               return_best=True)
-    assert best.config["reg"] == table.loc[0, "reg"]
+    table, best, options = ranking_grid(
+        lambda **o: ImplicitALS(iterations=3, device="cpu", **o), [{"reg": 1e4}, {"reg": 1.0}],
+        split, progress=False, return_best=True)
+    assert best.config["reg"] == table.loc[0, "reg"] == options["reg"]
     again = evaluate_ranking(best, train=split.fit, test=split.valid, ks=(20,))["ndcg@20"]
     assert again == pytest.approx(table.loc[0, "valid_ndcg@20"])
+
+
+def test_tune_and_test_refits_the_early_stopped_epochs_on_the_whole_train_part():
+    split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
+    seen = []
+
+    def make(**options):
+        seen.append(options)
+        return TwoTower(**{"dim": 8, "epochs": 6, "patience": 2, "batch_size": 256,
+                           "lr": 1e-2, "device": "cpu", **options})
+
+    tuned = tune_and_test(make, [{"reg": 0.0}, {"reg": 1.0}], split, name="bpr",
+                          progress=False)
+    best_epoch = int(tuned.valid_model.history.attrs["best_epoch"])
+    assert tuned.options == {**seen[-1]} and tuned.options["epochs"] == best_epoch
+    assert tuned.options["patience"] is None and len(tuned.model.history) == best_epoch
+    assert tuned.options["reg"] == tuned.grid.loc[0, "reg"]
+    assert tuned.scores == evaluate_ranking(tuned.model, train=split.train, test=split.test)
 
 
 def test_ials_beats_popularity_on_ml100k(ml100k):

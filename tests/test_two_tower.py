@@ -113,3 +113,9 @@ def test_implicit_data_with_every_rating_one():
     data = to_implicit(make_synthetic(30, 20, 300, seed=1))
     model = TwoTower(dim=4, epochs=1, device="cpu").fit(data)
     assert model.history["train_loss"].notna().all()
+
+
+def test_weight_decay_shrinks_every_embedding(split):
+    plain = _fit(split, loss="directau", lr=1e-2)
+    decayed = _fit(split, loss="directau", lr=1e-2, weight_decay=1.0)
+    assert decayed.item_embeddings().norm() < 0.7 * plain.item_embeddings().norm()

@@ -3,15 +3,19 @@ models (``fit`` / ``score_items`` / ``recommend``)."""
 
 from mfutils.models.base import CheckpointError, ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
+from mfutils.models.deepfm import DeepFM
+from mfutils.models.fm import FactorizationMachine
 from mfutils.models.ials import ImplicitALS
 from mfutils.models.integrated import IntegratedModel
 from mfutils.models.mf import BiasedMF
 from mfutils.models.neighborhood import GlobalNeighborhood, ItemKNN, shrunk_pearson
+from mfutils.models.nnmf import NNMF
 from mfutils.models.ranking import EASE, MostPopular, RankingModel
 from mfutils.models.svdpp import AsymmetricSVD, SVDpp
 from mfutils.models.timesvdpp import TimeSVDpp
 from mfutils.models.two_tower import TwoTower
 
-__all__ = ["EASE", "AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError",
-           "ExplicitModel", "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN",
-           "MostPopular", "RankingModel", "SVDpp", "TimeSVDpp", "TwoTower", "shrunk_pearson"]
+__all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError",
+           "DeepFM", "ExplicitModel", "FactorizationMachine", "GlobalNeighborhood", "ImplicitALS",
+           "IntegratedModel", "ItemKNN", "MostPopular", "RankingModel", "SVDpp", "TimeSVDpp",
+           "TwoTower", "shrunk_pearson"]

@@ -220,7 +220,11 @@ class TwoTower(RankingModel):
         Training options of :class:`mfutils.train.TrainConfig`; early stopping watches the
         validation NDCG@20 when ``valid`` is given to :meth:`fit`.
     reg : float
-        L2 weight on the embeddings of a batch's rows.
+        L2 weight on the embeddings of a batch's rows (frequent users and items are
+        penalised more often, as in BPR's SGD).
+    weight_decay : float
+        Optimizer weight decay on every parameter at every step (how DirectAU's and MAWU's
+        official code regularise).
     init_std : float
         Standard deviation of the initial embeddings.
     user_features, item_features : UserItemCSR, optional
@@ -255,6 +259,7 @@ class TwoTower(RankingModel):
         optimizer: str = "adam",
         patience: int | None = 5,
         reg: float = 0.0,
+        weight_decay: float = 0.0,
         init_std: float = 0.1,
         user_features: UserItemCSR | None = None,
         item_features: UserItemCSR | None = None,
@@ -281,8 +286,8 @@ class TwoTower(RankingModel):
                        "popularity_alpha": popularity_alpha, "logq": logq,
                        "epochs": epochs, "batch_size": batch_size, "lr": lr,
                        "optimizer": optimizer, "patience": patience, "reg": reg,
-                       "init_std": init_std, "score": score, "seed": seed,
-                       "progress": progress, "embedding": embedding,
+                       "weight_decay": weight_decay, "init_std": init_std, "score": score,
+                       "seed": seed, "progress": progress, "embedding": embedding,
                        "embedding_options": dict(embedding_options or {})}
         self._features = (user_features, item_features)
         make_loss(loss, **self._loss_options(1, 1))  # unknown names/options fail here
@@ -330,7 +335,8 @@ class TwoTower(RankingModel):
                                embedding_options=cfg["embedding_options"]).to(self.device)
         config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                              optimizer=cfg["optimizer"], patience=cfg["patience"],
-                             seed=cfg["seed"], progress=cfg["progress"])
+                             weight_decay=cfg["weight_decay"], seed=cfg["seed"],
+                             progress=cfg["progress"])
         valid_rows, metric = None, None
         if valid is not None:
             valid_rows = valid.tensors(self.device)

@@ -1,0 +1,244 @@
+r"""Neural Network Matrix Factorization (G. K. Dziugaite, D. M. Roy, *Neural Network Matrix
+Factorization*, arXiv:1511.06443, 2015).
+
+Every user ``n`` has latent features :math:`U_n\in\mathbb R^D` and
+:math:`U'_n\in\mathbb R^{D'\times K}`, every item ``m`` has :math:`V_m` and :math:`V'_m` of the
+same shapes. A feed-forward network :math:`f_\theta` replaces the inner product of MF (§2):
+
+.. math::
+
+    \hat X_{nm} = f_\theta\big(U_n,\; V_m,\;
+        \langle U'_{n,1},V'_{m,1}\rangle,\dots,\langle U'_{n,D'},V'_{m,D'}\rangle\big),
+
+with :math:`U'_{n,d}` the ``d``-th row of :math:`U'_n`; for ``K = 1`` the last block is the
+element-wise product :math:`U'_n\odot V'_m`. :math:`f_\theta` has three hidden layers of 50
+sigmoid units and a linear output; :math:`D=10`, :math:`D'=60`, ``K = 1`` (the paper's
+ML-100K sizes as implemented by its reproductions). The objective is
+
+.. math::
+
+    \sum_{(n,m)\in J}(X_{nm}-\hat X_{nm})^2
+      + \lambda\Big[\sum_n\big(\lVert U_n\rVert^2+\lVert U'_n\rVert_F^2\big)
+                   + \sum_m\big(\lVert V_m\rVert^2+\lVert V'_m\rVert_F^2\big)\Big],
+
+only the latent features penalised. Minibatches carry it exactly in expectation: each rating
+of user ``n`` (``N_n`` training ratings) takes :math:`\lambda/N_n` of the user's penalty, so
+an epoch adds up to the penalty above. Training alternates, as in the paper, between a step
+on :math:`\theta` with the latents fixed and a step on the latents with :math:`\theta` fixed
+(``TrainConfig(alternate=True)``), with RMSProp, and stops early on a held-out part of the
+training data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mfutils.data.container import Ratings
+from mfutils.models.base import ExplicitModel
+from mfutils.train import TrainConfig, fit
+
+__all__ = ["NNMF", "NNMFNet"]
+
+
+class NNMFNet(nn.Module):
+    """Latents ``U, U', V, V'`` and the network ``f_theta``; batches hold ``user``, ``item``.
+
+    Parameters
+    ----------
+    n_users, n_items : int
+    latent_dim, prime_dim, prime_rank : int
+        ``D``, ``D'`` and ``K``.
+    hidden : sequence of int
+        Widths of the sigmoid hidden layers of ``f_theta``.
+    reg : float
+        ``lambda`` of the objective (on the summed squared error).
+    user_counts, item_counts : Tensor, shape (n_users,), (n_items,)
+        Training ratings per user and item (spread each penalty over the rows).
+    mu : float
+        Initial bias of the output unit (the mean rating).
+    init_std : float
+        Standard deviation of the Gaussian latent initialisation.
+    """
+
+    def __init__(
+        self, n_users: int, n_items: int, *, latent_dim: int, prime_dim: int, prime_rank: int,
+        hidden: tuple[int, ...], reg: float, user_counts: torch.Tensor,
+        item_counts: torch.Tensor, mu: float, init_std: float = 0.1,
+        device: torch.device | str | None = None, generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.reg = reg
+        self.prime_dim, self.prime_rank = prime_dim, prime_rank
+        self.user_latent = nn.Embedding(n_users, latent_dim, device=device)  # U
+        self.item_latent = nn.Embedding(n_items, latent_dim, device=device)  # V
+        self.user_prime = nn.Embedding(n_users, prime_dim * prime_rank, device=device)  # U'
+        self.item_prime = nn.Embedding(n_items, prime_dim * prime_rank, device=device)  # V'
+        with torch.no_grad():
+            for table in self.latent_tables():
+                table.weight.normal_(0.0, init_std, generator=generator)
+        self.register_buffer("user_share", 1.0 / user_counts.float().clamp(min=1).to(device))
+        self.register_buffer("item_share", 1.0 / item_counts.float().clamp(min=1).to(device))
+        layers: list[nn.Module] = []
+        width = 2 * latent_dim + prime_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size, device=device), nn.Sigmoid()]
+            width = size
+        layers.append(nn.Linear(width, 1, device=device))
+        self.mlp = nn.Sequential(*layers)  # f_theta
+        with torch.no_grad():
+            for layer in self.mlp:
+                if isinstance(layer, nn.Linear):
+                    # Glorot & Bengio (2010)'s range for sigmoid units, 4 sqrt(6 / (in + out)):
+                    # PyTorch's default is too small, the latents then get no gradient through
+                    # three saturating layers and the penalty alone shrinks them to zero.
+                    nn.init.xavier_uniform_(layer.weight, gain=4.0, generator=generator)
+                    layer.bias.zero_()
+            self.mlp[-1].bias.fill_(mu)
+
+    def latent_tables(self) -> tuple[nn.Embedding, ...]:
+        return self.user_latent, self.item_latent, self.user_prime, self.item_prime
+
+    def parameter_blocks(self) -> list[list[nn.Parameter]]:
+        """The two blocks of the alternating optimisation: ``theta``, then the latents."""
+        return [list(self.mlp.parameters()), [t.weight for t in self.latent_tables()]]
+
+    def predict_from(self, u: torch.Tensor, v: torch.Tensor, u_prime: torch.Tensor,
+                     v_prime: torch.Tensor) -> torch.Tensor:
+        """``f_theta(U_n, V_m, <U'_n,d, V'_m,d>_d)`` for gathered rows, shape (B,)."""
+        batch = len(u)
+        prime = (u_prime.view(batch, self.prime_dim, self.prime_rank)
+                 * v_prime.view(batch, self.prime_dim, self.prime_rank)).sum(-1)  # (B, D')
+        features = torch.cat([u, v, prime], 1)  # shape: (B, 2D + D')
+        return self.mlp(features)[:, 0]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        user, item = batch["user"], batch["item"]  # shape: (B,)
+        return self.predict_from(self.user_latent(user), self.item_latent(item),
+                                 self.user_prime(user), self.item_prime(item))
+
+    def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-row share ``lambda/2 (|U_n|^2 + |U'_n|^2) / N_n`` (and the item's), shape (B,).
+
+        Halved like the trainer's squared error ``(x - x_hat)^2 / 2``, so the epoch's loss is
+        half the paper's objective.
+        """
+        user, item = batch["user"], batch["item"]
+        users = self.user_latent(user).pow(2).sum(1) + self.user_prime(user).pow(2).sum(1)
+        items = self.item_latent(item).pow(2).sum(1) + self.item_prime(item).pow(2).sum(1)
+        return 0.5 * self.reg * (users * self.user_share[user] + items * self.item_share[item])
+
+
+class NNMF(ExplicitModel):
+    """Neural network matrix factorization with ``fit`` / ``predict`` / ``recommend``.
+
+    Parameters
+    ----------
+    latent_dim, prime_dim, prime_rank : int
+        ``D = 10``, ``D' = 60``, ``K = 1`` as in the paper.
+    hidden : sequence of int
+        Hidden widths of ``f_theta``: three sigmoid layers of 50 in the paper.
+    reg : float
+        ``lambda`` on the summed squared error (reproductions of the paper use 40-50 with
+        full-batch steps; chosen on validation here, notebook 10).
+    epochs, batch_size, lr : int, int, float
+        At most ``epochs`` passes; every minibatch takes one RMSProp step on ``theta`` and then
+        one on the latents.
+    valid_fraction : float
+        Share of the training ratings held out for early stopping when ``fit`` gets no
+        ``valid`` (the reproductions hold out 2%); ``0`` trains all ``epochs`` on everything.
+    patience : int
+        Epochs without improvement of the held-out RMSE before stopping (best epoch kept).
+    init_std : float
+        Standard deviation of the latent initialisation ``N(0, 0.1^2)``.
+    seed, progress, device, clip
+        As for :class:`mfutils.models.BiasedMF`.
+
+    Notes
+    -----
+    NNMF has no bias terms to fall back on. A user (item) without training ratings is
+    predicted with the *mean* latent features of the trained users (items), an "average
+    user" seen through the learned network.
+    """
+
+    def __init__(
+        self, *, latent_dim: int = 10, prime_dim: int = 60, prime_rank: int = 1,
+        hidden: tuple[int, ...] = (50, 50, 50), reg: float = 30.0, epochs: int = 60,
+        batch_size: int = 1024, lr: float = 1e-3, valid_fraction: float = 0.02,
+        patience: int = 5, init_std: float = 0.1, seed: int = 0, progress: bool = False,
+        device: str | torch.device | None = None, clip: bool = True,
+    ) -> None:
+        super().__init__(device=device, clip=clip)
+        hidden = tuple(int(h) for h in hidden)
+        if min(latent_dim, prime_dim, prime_rank) < 1 or any(h < 1 for h in hidden):
+            raise ValueError(f"latent_dim={latent_dim}, prime_dim={prime_dim}, "
+                             f"prime_rank={prime_rank} and hidden={hidden} must all be >= 1")
+        if not 0 <= valid_fraction < 1:
+            raise ValueError(f"valid_fraction={valid_fraction} must lie in [0, 1)")
+        if reg < 0:
+            raise ValueError(f"reg={reg} must be >= 0")
+        self.config.update(
+            latent_dim=latent_dim, prime_dim=prime_dim, prime_rank=prime_rank, hidden=hidden,
+            reg=reg, epochs=epochs, batch_size=batch_size, lr=lr, valid_fraction=valid_fraction,
+            patience=patience, init_std=init_std, seed=seed, progress=progress,
+        )
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="rmsprop")
+
+    def _build(self, n_users: int, n_items: int) -> None:
+        c = self.config
+        generator = torch.Generator(device=self.device).manual_seed(c["seed"])
+        torch.manual_seed(c["seed"])  # nn.Linear draws its initial weights from the global RNG
+        zeros_u = torch.zeros(n_users, device=self.device)
+        zeros_i = torch.zeros(n_items, device=self.device)
+        self.net = NNMFNet(
+            n_users, n_items, latent_dim=c["latent_dim"], prime_dim=c["prime_dim"],
+            prime_rank=c["prime_rank"], hidden=c["hidden"], reg=c["reg"], user_counts=zeros_u,
+            item_counts=zeros_i, mu=0.0, init_std=c["init_std"], device=self.device,
+            generator=generator,
+        )
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
+        c = self.config
+        if valid is None and c["valid_fraction"] > 0:
+            held = np.zeros(len(train), dtype=bool)
+            n_held = max(1, round(c["valid_fraction"] * len(train)))
+            held[np.random.default_rng(c["seed"]).permutation(len(train))[:n_held]] = True
+            train, valid = train.subset(~held), train.subset(held)
+            weights = None if weights is None else weights[~held]
+            with torch.no_grad():  # ids whose every rating was held out are untrained
+                self.user_known &= torch.as_tensor(train.user_counts() > 0, device=self.device)
+                self.item_known &= torch.as_tensor(train.item_counts() > 0, device=self.device)
+        net = self.net
+        with torch.no_grad():
+            net.user_share.copy_(1.0 / torch.as_tensor(
+                train.user_counts(), device=self.device).float().clamp(min=1))
+            net.item_share.copy_(1.0 / torch.as_tensor(
+                train.item_counts(), device=self.device).float().clamp(min=1))
+            net.mlp[-1].bias.fill_(train.global_mean)
+        data = {k: v for k, v in train.tensors(self.device).items()
+                if k in ("user", "item", "rating")}
+        if weights is not None:
+            data["weight"] = torch.as_tensor(weights, device=self.device)
+        config = TrainConfig(
+            epochs=c["epochs"], batch_size=c["batch_size"], optimizer="rmsprop", lr=c["lr"],
+            reduction="sum", alternate=True, patience=c["patience"] if valid else None,
+            seed=c["seed"], progress=c["progress"],
+        )
+        self.history = fit(net, data, config=config,
+                           valid=None if valid is None else valid.tensors(self.device))
+
+    def _predict_known(self, user, item, user_known, item_known):
+        net = self.net
+
+        def side(table: nn.Embedding, ids: torch.Tensor, known: torch.Tensor,
+                 trained: torch.Tensor) -> torch.Tensor:
+            mean = (table.weight * trained[:, None]).sum(0) / trained.sum().clamp(min=1)
+            return torch.where(known[:, None], table(ids), mean)  # shape: (n, width)
+
+        return net.predict_from(
+            side(net.user_latent, user, user_known, self.user_known),
+            side(net.item_latent, item, item_known, self.item_known),
+            side(net.user_prime, user, user_known, self.user_known),
+            side(net.item_prime, item, item_known, self.item_known),
+        )
