@@ -4,6 +4,7 @@
     python benchmarks/implicit.py --peers       # ... and the `implicit` library on the same split
     python benchmarks/implicit.py --models iALS EASE --seed 1
     python benchmarks/implicit.py --losses      # two-tower MF with every loss (notebook 12)
+    python benchmarks/implicit.py --compact     # compact id tables: accuracy vs parameters
 
 The protocol is :func:`mfutils.experiments.ranking_split`: every rating an interaction, a
 seeded per-user 80/20 split, full ranking with the training items masked. Hyperparameters
@@ -15,6 +16,12 @@ whole train part here and scored on test. Writes
 :data:`mfutils.losses.presets.LOSS_GRIDS`, each tuned on the validation part over its grid,
 refit on the whole train part for the early-stopped number of epochs and scored on test
 (``benchmarks/results/losses-<dataset>.json``, with each loss's chosen setting).
+
+``--compact`` instead runs the size curves of notebook 13 (:mod:`mfutils.compact`): the
+two-tower model with hashed, hash-embedded and Bloom-embedded id tables (and a full table of
+smaller width) at 50/25/10/5% of the full tables' parameters, NDCG@20 on the same split, and
+biased MF's RMSE on ML-100K's u1 fold; writes ``benchmarks/results/compact-<dataset>.json``
+and ``compact-<dataset>.png``.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import pandas as pd
 import torch
 
 from mfutils import get_device
+from mfutils.compact import METHODS, best_on_valid, plot_compact_curves, ranking_curve, rating_curve
 from mfutils.data import load_movielens
 from mfutils.experiments import (
     compare_losses,
     evaluate_ranking,
     ranking_split,
+    rating_folds,
     study_record,
     tuned_table,
 )
@@ -112,6 +121,63 @@ def peer_models(threads: int) -> dict[str, Callable[[], object]]:
     }
 
 
+# The compact-embedding curves (notebook 13). The two-tower setting is the full model chosen on
+# the validation part (sampled softmax, 1024 uniform candidates); every point keeps it, trains
+# up to 30 epochs with early stopping on validation NDCG@20 (compact tables learn slower), and
+# changes only the id tables. Hashed tables try two widths within each budget: the drop-in
+# width 64 (fewer rows) and 16 (more rows); best_on_valid picks one per budget.
+COMPACT_TWO_TOWER = {"dim": 64, "loss": "softmax", "negatives": "popularity",
+                     "popularity_alpha": 0.0, "n_negatives": 1024, "lr": 3e-3, "epochs": 30,
+                     "patience": 3}
+COMPACT_WIDTHS = {"hashing": (64, 16), "hash": (64, 16), "bloom": (64, 16)}
+COMPACT_MF = {"n_factors": 20, "epochs": 20, "lr": 0.005, "reg": 0.15}  # BiasedMF adam defaults
+COMPACT_OPTIONS = {"hash": {"k": 2}, "bloom": {"k": 2}, "hashing": {"sign": True}}
+COMPACT_RATIOS = (0.5, 0.25, 0.1, 0.05)
+
+
+def run_compact(dataset: str, seed: int, device: torch.device, output: Path | None) -> dict:
+    """Both size curves, a JSON file and a plot; returns the JSON payload."""
+    data = load_movielens(dataset)
+    split = ranking_split(data, seed=seed)
+    ranking = ranking_curve(split, model_options={**COMPACT_TWO_TOWER, "device": device},
+                            ratios=COMPACT_RATIOS, embedding_options=COMPACT_OPTIONS,
+                            widths=COMPACT_WIDTHS)
+    folds, fold_label = rating_folds(data, seed=seed)
+    train, test = folds[0]
+    rating = rating_curve(train, test, model_options={**COMPACT_MF, "device": device},
+                          ratios=COMPACT_RATIOS, embedding_options=COMPACT_OPTIONS)
+    full = ranking.loc[ranking["method"] == "full", "ndcg@20"].iloc[0]
+    ranking["ndcg_loss"] = 1 - ranking["ndcg@20"] / full
+    chosen = best_on_valid(ranking)
+    print(f"\n{split.protocol}; fit on fit, early-stopped on valid, scored on test; "
+          f"device {device}\n\nevery point:\n")
+    print(to_markdown(ranking.round(4)))
+    print("\nwidth chosen on validation per method and budget:\n")
+    print(to_markdown(chosen.round(4)))
+    print(f"\nbiased MF (Adam), {dataset} {fold_label} first fold, test RMSE\n")
+    print(to_markdown(rating.round(4)))
+
+    output = output or RESULTS_DIR / f"compact-{dataset}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": dataset, "protocol": split.protocol,
+            "ranking_fit": f"fit part, early stopping on valid (patience "
+                           f"{COMPACT_TWO_TOWER['patience']}), scored on test with all train "
+                           "items masked",
+            "rating_protocol": f"{fold_label}, first fold", "methods": list(METHODS),
+            "two_tower": COMPACT_TWO_TOWER, "biased_mf": COMPACT_MF,
+            "embedding_options": COMPACT_OPTIONS, "widths": COMPACT_WIDTHS,
+            "device": str(device),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.machine()}
+    payload = {"meta": meta, "ranking": ranking.to_dict("records"),
+               "chosen": chosen.to_dict("records"), "rating": rating.to_dict("records")}
+    output.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    figure = plot_compact_curves(chosen, rating)
+    figure.savefig(output.with_suffix(".png"), dpi=120, bbox_inches="tight")
+    print(f"\nwrote {output} and {output.with_suffix('.png')}")
+    return payload
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
@@ -120,12 +186,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
+    parser.add_argument("--compact", action="store_true",
+                        help="compact id tables: accuracy vs parameters (notebook 13)")
     parser.add_argument("--losses", action="store_true",
                         help="two-tower MF with every loss, each tuned on validation")
     parser.add_argument("--epochs", type=int, default=20, help="epoch bound with --losses")
     args = parser.parse_args(argv)
 
     device = get_device(args.device)
+    if args.compact:
+        payload = run_compact(args.dataset, args.seed, device, args.output)
+        return pd.DataFrame(payload["ranking"])
     split = ranking_split(load_movielens(args.dataset), seed=args.seed)
     if args.losses:
         return loss_study(split, args, device)

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.embeddings import KINDS, make_embedding
 from mfutils.losses import ImplicitLoss, make_loss
 from mfutils.metrics import topk_metrics
 from mfutils.models.ranking import RankingModel
@@ -72,17 +73,29 @@ class TwoTowerNet(nn.Module):
         Bags of feature ids per user / item; their mean embedding is added to the id's.
     init_std : float
         Standard deviation of the initial embeddings.
+    embedding : {"full", "hashing", "hash", "bloom"}
+        Kind of the user and item id tables (:func:`mfutils.embeddings.make_embedding`).
+    embedding_options : dict, optional
+        Options of :func:`mfutils.embeddings.make_embedding` (``ratio``, ``k``, ``sign``,
+        ``concat``, ``seed``); the item table hashes with ``seed + 1``.
     """
 
     def __init__(self, n_users: int, n_items: int, dim: int, *, loss: ImplicitLoss,
                  normalize: bool, sampler: dict[str, Any], reg: float, init_std: float,
                  user_features: UserItemCSR | None = None,
-                 item_features: UserItemCSR | None = None) -> None:
+                 item_features: UserItemCSR | None = None, embedding: str = "full",
+                 embedding_options: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.user_emb = nn.Embedding(n_users, dim)
-        self.item_emb = nn.Embedding(n_items, dim)
-        nn.init.normal_(self.user_emb.weight, std=init_std)
-        nn.init.normal_(self.item_emb.weight, std=init_std)
+        if embedding == "full":
+            self.user_emb = nn.Embedding(n_users, dim)
+            self.item_emb = nn.Embedding(n_items, dim)
+            nn.init.normal_(self.user_emb.weight, std=init_std)
+            nn.init.normal_(self.item_emb.weight, std=init_std)
+        else:
+            options = {"seed": 0, "init_std": init_std, **(embedding_options or {})}
+            self.user_emb = make_embedding(embedding, n_users, dim, **options)
+            options["seed"] += 1
+            self.item_emb = make_embedding(embedding, n_items, dim, **options)
         self.user_features, self.item_features = user_features, item_features
         self.user_bag = _feature_bag(user_features, dim, init_std)
         self.item_bag = _feature_bag(item_features, dim, init_std)
@@ -216,6 +229,12 @@ class TwoTower(RankingModel):
         Standard deviation of the initial embeddings.
     user_features, item_features : UserItemCSR, optional
         Side-feature bags (rows = users / items, columns = feature ids).
+    embedding : {"full", "hashing", "hash", "bloom"}
+        The user and item id tables: full, or a compact hashed table of
+        :mod:`mfutils.embeddings` (notebook 13).
+    embedding_options : dict, optional
+        Options of :func:`mfutils.embeddings.make_embedding`, e.g. ``{"ratio": 0.25, "k": 2}``
+        (size as a share of the full table, hashes per id, ``sign``, ``concat``, ``seed``).
     score : {"auto", "dot", "cosine"}
         How :meth:`score_items` ranks: ``auto`` uses the loss's similarity (cosine for the
         cosine losses) and the raw dot product for DirectAU/MAWU, as their official code does.
@@ -244,6 +263,8 @@ class TwoTower(RankingModel):
         init_std: float = 0.1,
         user_features: UserItemCSR | None = None,
         item_features: UserItemCSR | None = None,
+        embedding: str = "full",
+        embedding_options: dict[str, Any] | None = None,
         score: str = "auto",
         seed: int = 0,
         progress: bool = False,
@@ -256,6 +277,8 @@ class TwoTower(RankingModel):
             raise ValueError(f"logq={logq!r}; choose one of {LOGQ}")
         if score not in ("auto", "dot", "cosine"):
             raise ValueError(f"score={score!r}; choose 'auto', 'dot' or 'cosine'")
+        if embedding not in KINDS:
+            raise ValueError(f"embedding={embedding!r}; choose one of {KINDS}")
         if dim < 1 or n_negatives < 1:
             raise ValueError(f"dim={dim} and n_negatives={n_negatives} must be >= 1")
         self.config = {"dim": dim, "loss": loss, "loss_options": dict(loss_options or {}),
@@ -264,7 +287,8 @@ class TwoTower(RankingModel):
                        "epochs": epochs, "batch_size": batch_size, "lr": lr,
                        "optimizer": optimizer, "patience": patience, "reg": reg,
                        "weight_decay": weight_decay, "init_std": init_std, "score": score,
-                       "seed": seed, "progress": progress}
+                       "seed": seed, "progress": progress, "embedding": embedding,
+                       "embedding_options": dict(embedding_options or {})}
         self._features = (user_features, item_features)
         make_loss(loss, **self._loss_options(1, 1))  # unknown names/options fail here
 
@@ -306,8 +330,9 @@ class TwoTower(RankingModel):
         self.net = TwoTowerNet(self.n_users, self.n_items, cfg["dim"], loss=loss,
                                normalize=normalize, sampler=sampler, reg=cfg["reg"],
                                init_std=cfg["init_std"],
-                               user_features=user_features,
-                               item_features=item_features).to(self.device)
+                               user_features=user_features, item_features=item_features,
+                               embedding=cfg["embedding"],
+                               embedding_options=cfg["embedding_options"]).to(self.device)
         config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                              optimizer=cfg["optimizer"], patience=cfg["patience"],
                              weight_decay=cfg["weight_decay"], seed=cfg["seed"],
@@ -359,7 +384,7 @@ def _feature_bag(features: UserItemCSR | None, dim: int, init_std: float
     return bag
 
 
-def _tower(table: nn.Embedding, bag: nn.EmbeddingBag | None, features: UserItemCSR | None,
+def _tower(table: nn.Module, bag: nn.EmbeddingBag | None, features: UserItemCSR | None,
            ids: torch.Tensor) -> torch.Tensor:
     """Id embedding plus the mean embedding of the id's feature bag, shape (len(ids), dim)."""
     out = table(ids)  # shape: (B, d)
