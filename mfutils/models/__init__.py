@@ -10,7 +10,8 @@ from mfutils.models.neighborhood import GlobalNeighborhood, ItemKNN, shrunk_pear
 from mfutils.models.ranking import EASE, MostPopular, RankingModel
 from mfutils.models.svdpp import AsymmetricSVD, SVDpp
 from mfutils.models.timesvdpp import TimeSVDpp
+from mfutils.models.two_tower import TwoTower
 
 __all__ = ["EASE", "AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError",
            "ExplicitModel", "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN",
-           "MostPopular", "RankingModel", "SVDpp", "TimeSVDpp", "shrunk_pearson"]
+           "MostPopular", "RankingModel", "SVDpp", "TimeSVDpp", "TwoTower", "shrunk_pearson"]
