@@ -19,6 +19,17 @@ training fold:
    all of ``T`` and apply the weights to these models' test predictions: the models gain the
    validation ratings, the weights stay those learned on held-out predictions.
 
+Optionally the weights vary with how much is known about the user and the item, as in the
+prize blends that fed the *support* of a rating to the blender (Töscher, Jahrer & Bell 2009,
+§3): with standardised features :math:`s_{ui}` (log user and item support in the models'
+training data), the blend stays linear in its parameters,
+
+.. math::
+    \hat r_{ui} = b + \sum_m \Big(w_m + \sum_k v_{mk}\, s_{ui,k}\Big)\,\hat r^{(m)}_{ui}
+    + \sum_k c_k\, s_{ui,k},
+
+and is fit by the same ridge regression on the expanded columns.
+
 The ridge problem is solved in closed form (centred normal equations, float64, on any torch
 device); the penalty keeps it well posed when two models predict alike or a column is constant.
 """
@@ -40,7 +51,7 @@ from mfutils.data.splits import validation_split
 from mfutils.metrics import rmse
 
 __all__ = ["DEFAULT_LAMBDAS", "FoldPredictions", "LinearBlend", "blend_folds",
-           "fit_ridge_blend", "fold_predictions", "ridge_solve"]
+           "fit_ridge_blend", "fold_predictions", "ridge_solve", "support_features"]
 
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
 Predictions = Mapping[str, np.ndarray] | pd.DataFrame
@@ -48,39 +59,65 @@ Predictions = Mapping[str, np.ndarray] | pd.DataFrame
 
 @dataclass(frozen=True, eq=False)
 class LinearBlend:
-    """``b + sum_m w_m * prediction_m``, learned by :func:`fit_ridge_blend`.
+    """``b + sum_j w_j * column_j``, learned by :func:`fit_ridge_blend`.
+
+    The columns are the predictions, and with features also every prediction times every
+    (standardised) feature and the features themselves.
 
     Attributes
     ----------
     names : tuple of str
-        The predictors, in the order of ``weights``.
-    weights : np.ndarray, shape (n_predictors,)
+        The predictors (models).
+    feature_names : tuple of str
+        The features the weights depend on (empty for a plain blend).
+    columns : tuple of str
+        Names of all columns, in the order of ``weights``.
+    weights : np.ndarray, shape (len(columns),)
     intercept : float
     lam : float
         The ridge penalty chosen by cross-validation.
     cv : pandas.DataFrame
         Cross-validated RMSE of every candidate ``lam`` (columns ``lam, cv_rmse``).
+    feature_mean, feature_std : np.ndarray, shape (len(feature_names),)
+        Standardisation of the features, from the rows the blend was fit on.
     clip : tuple of float, optional
         The rating scale blended predictions are clipped to.
     """
 
     names: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    columns: tuple[str, ...]
     weights: np.ndarray
     intercept: float
     lam: float
     cv: pd.DataFrame = field(repr=False)
+    feature_mean: np.ndarray = field(repr=False)
+    feature_std: np.ndarray = field(repr=False)
     clip: tuple[float, float] | None = None
 
-    def predict(self, predictions: Predictions) -> np.ndarray:
-        """Blend the columns named in :attr:`names` (extra columns are ignored), float64."""
-        x = _design(predictions, self.names)  # shape: (n, m)
+    def predict(self, predictions: Predictions, features: pd.DataFrame | None = None
+                ) -> np.ndarray:
+        """Blend the columns named in :attr:`names` (extra columns are ignored), float64.
+
+        ``features`` (the same kind of features as in fitting, for the same rows) is required
+        when the blend was fit with features.
+        """
+        if self.feature_names and features is None:
+            raise ValueError(f"this blend was fit with the features {list(self.feature_names)}; "
+                             "pass them for the rows to predict")
+        x = _expand(_design(predictions, self.names), self._standard(features))
         out = x @ self.weights + self.intercept
         return np.clip(out, *self.clip) if self.clip is not None else out
 
     def frame(self) -> pd.DataFrame:
         """The weights as a table, intercept last."""
-        return pd.DataFrame({"predictor": [*self.names, "(intercept)"],
+        return pd.DataFrame({"column": [*self.columns, "(intercept)"],
                              "weight": [*self.weights.tolist(), self.intercept]})
+
+    def _standard(self, features: pd.DataFrame | None) -> np.ndarray | None:
+        if not self.feature_names:
+            return None
+        return (_design(features, self.feature_names) - self.feature_mean) / self.feature_std
 
 
 def ridge_solve(
@@ -116,6 +153,7 @@ def fit_ridge_blend(
     predictions: Predictions,
     target: np.ndarray,
     *,
+    features: pd.DataFrame | None = None,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     n_folds: int = 5,
     seed: int = 0,
@@ -131,6 +169,9 @@ def fit_ridge_blend(
         models' training data). Never pass test-set predictions here.
     target : np.ndarray, shape (n,)
         The validation ratings.
+    features : pandas.DataFrame, optional
+        Per-row features (e.g. :func:`support_features`) the weights may depend on; they are
+        standardised and enter as ``prediction * feature`` and ``feature`` columns.
     lambdas : sequence of float
         Candidate penalties (on the mean squared error's scale).
     n_folds : int
@@ -151,6 +192,15 @@ def fit_ridge_blend(
     """
     names = tuple(predictions.keys())
     x_np = _design(predictions, names)  # shape: (n, m)
+    feature_names = () if features is None else tuple(features.columns)
+    mean, std = np.zeros(len(feature_names)), np.ones(len(feature_names))
+    if feature_names:
+        f_np = _design(features, feature_names)  # shape: (n, q)
+        if len(f_np) != len(x_np):
+            raise ValueError(f"features have {len(f_np)} rows, the predictions {len(x_np)}")
+        mean, std = f_np.mean(0), f_np.std(0)
+        std[std == 0] = 1.0
+        x_np = _expand(x_np, (f_np - mean) / std)  # shape: (n, m + m q + q)
     y_np = np.array(target, dtype=np.float64)  # a writable copy
     if y_np.shape != (len(x_np),):
         raise ValueError(f"target has shape {y_np.shape}; the predictions have {len(x_np)} rows "
@@ -178,8 +228,29 @@ def fit_ridge_blend(
     cv = pd.DataFrame(rows)
     best = float(cv.loc[cv["cv_rmse"].idxmin(), "lam"])
     w, b = ridge_solve(x, y, best)
-    return LinearBlend(names=names, weights=w.cpu().numpy(), intercept=float(b), lam=best,
-                       cv=cv, clip=clip)
+    columns = (*names, *(f"{name} x {feature}" for name in names for feature in feature_names),
+               *feature_names)
+    return LinearBlend(names=names, feature_names=feature_names, columns=columns,
+                       weights=w.cpu().numpy(), intercept=float(b), lam=best, cv=cv,
+                       feature_mean=mean, feature_std=std, clip=clip)
+
+
+def support_features(rows: Ratings, seen: Ratings) -> pd.DataFrame:
+    """``log(1 + support)`` of each row's user and item: their rating counts in ``seen``.
+
+    Parameters
+    ----------
+    rows : Ratings
+        The ratings to describe (validation or test rows).
+    seen : Ratings
+        The data the models predicting ``rows`` were fit on (same id space).
+    """
+    if (rows.n_users, rows.n_items) != (seen.n_users, seen.n_items):
+        raise ValueError("rows and seen must share one id space (parts of one Ratings)")
+    return pd.DataFrame({
+        "log_user_support": np.log1p(seen.user_counts())[rows.user],
+        "log_item_support": np.log1p(seen.item_counts())[rows.item],
+    })
 
 
 # ---------------------------------------------------------------------- the fold protocol
@@ -192,18 +263,24 @@ class FoldPredictions:
     valid : pandas.DataFrame
         Predictions for the validation ratings by models fit on train minus validation.
     valid_target : np.ndarray
+    valid_features : pandas.DataFrame
+        :func:`support_features` of the validation rows in the data those models saw.
     test : pandas.DataFrame
         Test predictions by the refit models (on all of train) when ``refit``, else by the
         same models as ``valid``.
     test_target : np.ndarray
+    test_features : pandas.DataFrame
+        :func:`support_features` of the test rows in the data the test models saw.
     fit_seconds : dict of str to float
-        Seconds spent fitting each model (both fits when refitting).
+        Seconds spent fitting and predicting with each model (both fits when refitting).
     """
 
     valid: pd.DataFrame
     valid_target: np.ndarray
+    valid_features: pd.DataFrame
     test: pd.DataFrame
     test_target: np.ndarray
+    test_features: pd.DataFrame
     fit_seconds: dict[str, float]
 
 
@@ -224,7 +301,8 @@ def fold_predictions(
     make_models : mapping of str to callable
         Each returns an unfitted model with ``fit(ratings)`` and ``predict_ratings(ratings)``.
     train, test : Ratings
-        One fold. Models only ever ``fit`` on ``train`` or parts of it.
+        One fold. Models only ever ``fit`` on ``train`` or parts of it; of ``test`` only the
+        (user, item, time) rows are read, and its ratings are copied out for scoring.
     valid_fraction : float
         Share of ``train`` held out for learning the blend (random, seeded by ``seed``).
     refit : bool
@@ -245,9 +323,12 @@ def fold_predictions(
             model.fit(train)
         test_cols[name] = np.asarray(model.predict_ratings(test), dtype=np.float64)
         seconds[name] = time.perf_counter() - start
-    return FoldPredictions(valid=pd.DataFrame(valid_cols), valid_target=valid.rating.copy(),
-                           test=pd.DataFrame(test_cols), test_target=test.rating.copy(),
-                           fit_seconds=seconds)
+    return FoldPredictions(
+        valid=pd.DataFrame(valid_cols), valid_target=valid.rating.copy(),
+        valid_features=support_features(valid, fit_part),
+        test=pd.DataFrame(test_cols), test_target=test.rating.copy(),
+        test_features=support_features(test, train if refit else fit_part),
+        fit_seconds=seconds)
 
 
 def blend_folds(
@@ -260,16 +341,20 @@ def blend_folds(
     refit: bool = True,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     progress: bool = True,
-) -> tuple[pd.DataFrame, dict[str, LinearBlend]]:
-    """The whole protocol on every fold: each model's and the blend's test RMSE.
+) -> tuple[pd.DataFrame, dict[str, dict[str, LinearBlend]]]:
+    """The whole protocol on every fold: each model's and the blends' test RMSE.
+
+    Two blends are learned on each fold's validation part: ``"Blend"`` (one weight per model)
+    and ``"Blend + support"`` (weights that depend on the user's and item's support, see
+    :func:`support_features`).
 
     Returns
     -------
     per_fold : pandas.DataFrame
-        Rows ``model, fold, rmse, valid_rmse, fit_seconds``; the blend is the model ``"Blend"``
-        (its ``valid_rmse`` is the cross-validated one, its ``fit_seconds`` the sum).
-    blends : dict of str to LinearBlend
-        The blend learned on each fold's validation part.
+        Rows ``model, fold, rmse, valid_rmse, fit_seconds``. For the blends ``valid_rmse`` is
+        the cross-validated RMSE on the validation part and ``fit_seconds`` the models' total.
+    blends : dict of str to dict of str to LinearBlend
+        ``blends[fold][blend_name]``, the blends learned on each fold.
     """
     fold_names = list(fold_names or [f"u{k}" for k in range(1, len(folds) + 1)])
     rows, blends = [], {}
@@ -277,19 +362,32 @@ def blend_folds(
                                      unit="fold", disable=not progress):
         preds = fold_predictions(make_models, train, test, valid_fraction=valid_fraction,
                                  seed=seed, refit=refit)
-        blend = fit_ridge_blend(preds.valid, preds.valid_target, lambdas=lambdas, seed=seed,
-                                clip=train.rating_scale)
-        blends[label] = blend
         for name in preds.valid:
             rows.append({"model": name, "fold": label,
                          "rmse": rmse(preds.test[name], preds.test_target),
                          "valid_rmse": rmse(preds.valid[name], preds.valid_target),
                          "fit_seconds": preds.fit_seconds[name]})
-        rows.append({"model": "Blend", "fold": label,
-                     "rmse": rmse(blend.predict(preds.test), preds.test_target),
-                     "valid_rmse": float(blend.cv["cv_rmse"].min()),
-                     "fit_seconds": sum(preds.fit_seconds.values())})
+        blends[label] = {}
+        for blend_name, use_features in (("Blend", False), ("Blend + support", True)):
+            blend = fit_ridge_blend(
+                preds.valid, preds.valid_target, lambdas=lambdas, seed=seed,
+                features=preds.valid_features if use_features else None,
+                clip=train.rating_scale)
+            blends[label][blend_name] = blend
+            test_pred = blend.predict(preds.test, preds.test_features if use_features else None)
+            rows.append({"model": blend_name, "fold": label,
+                         "rmse": rmse(test_pred, preds.test_target),
+                         "valid_rmse": float(blend.cv["cv_rmse"].min()),
+                         "fit_seconds": sum(preds.fit_seconds.values())})
     return pd.DataFrame(rows), blends
+
+
+def _expand(x: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+    """``[x, x_m * f_k for every m, k, f]``, shape (n, m + m q + q); ``x`` without features."""
+    if features is None:
+        return x
+    products = (x[:, :, None] * features[:, None, :]).reshape(len(x), -1)  # shape: (n, m q)
+    return np.concatenate([x, products, features], axis=1)
 
 
 def _design(predictions: Predictions, names: Sequence[str]) -> np.ndarray:

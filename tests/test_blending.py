@@ -10,6 +10,7 @@ from mfutils.blending import (
     fit_ridge_blend,
     fold_predictions,
     ridge_solve,
+    support_features,
 )
 from mfutils.data import make_synthetic, random_holdout
 from mfutils.models import BaselineEstimates, BiasedMF
@@ -29,12 +30,12 @@ def test_ridge_blend_recovers_known_weights():
     assert blend.intercept == pytest.approx(0.3, abs=0.05)
     assert blend.lam < 1e-2  # little noise: cross-validation picks a small penalty
     assert np.sqrt(np.mean((blend.predict(preds) - target) ** 2)) < 0.06
-    assert list(blend.frame()["predictor"]) == ["a", "b", "c", "(intercept)"]
+    assert list(blend.frame()["column"]) == ["a", "b", "c", "(intercept)"]
 
 
 def test_ridge_solve_matches_least_squares_and_shrinks():
     preds, target = _predictions(n=500)
-    x, y = torch.as_tensor(preds.to_numpy()), torch.as_tensor(target)
+    x, y = torch.tensor(preds.to_numpy()), torch.tensor(target)
     weights, intercept = ridge_solve(x, y, 0.0)
     design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
     expected = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
@@ -53,6 +54,32 @@ def test_constant_and_duplicate_columns_are_handled_by_the_penalty():
     assert weights["constant"] == pytest.approx(0.0, abs=1e-9)
     assert weights["a"] == pytest.approx(weights["same_as_a"], abs=1e-6)  # the weight is split
     assert weights["a"] + weights["same_as_a"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_feature_dependent_weights_are_recovered():
+    preds, _ = _predictions()
+    rng = np.random.default_rng(2)
+    features = pd.DataFrame({"s": rng.normal(2.0, 0.5, len(preds))})
+    s = (features["s"] - features["s"].mean()) / features["s"].std(ddof=0)
+    target = (0.6 + 0.2 * s) * preds["a"] + 0.4 * preds["b"] - 0.3 * s + 0.1
+    plain = fit_ridge_blend(preds, target.to_numpy())
+    blend = fit_ridge_blend(preds, target.to_numpy(), features=features)
+    weights = dict(zip(blend.columns, blend.weights, strict=True))
+    assert weights["a x s"] == pytest.approx(0.2, abs=1e-3)
+    assert weights["s"] == pytest.approx(-0.3, abs=1e-2)
+    assert weights["b x s"] == pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_allclose(blend.predict(preds, features), target, atol=1e-2)
+    assert blend.cv["cv_rmse"].min() < plain.cv["cv_rmse"].min()
+    with pytest.raises(ValueError, match="pass them"):
+        blend.predict(preds)
+
+
+def test_support_features_count_the_seen_ratings():
+    train, test = _toy_fold()
+    features = support_features(test, train)
+    expected = np.log1p(np.bincount(train.user, minlength=train.n_users))[test.user]
+    np.testing.assert_allclose(features["log_user_support"], expected)
+    assert len(features) == len(test)
 
 
 def test_prediction_selects_columns_by_name():
@@ -97,8 +124,10 @@ def test_blend_never_fits_on_the_test_ratings(refit):
         np.float32))
     table, blends = blend_folds(MODELS, [(train, test)], refit=refit, progress=False)
     _, garbled_blends = blend_folds(MODELS, [(train, garbled)], refit=refit, progress=False)
-    np.testing.assert_array_equal(blends["u1"].weights, garbled_blends["u1"].weights)
-    assert set(table["model"]) == {"baseline", "mf", "Blend"}
+    for name in ("Blend", "Blend + support"):
+        np.testing.assert_array_equal(blends["u1"][name].weights,
+                                      garbled_blends["u1"][name].weights)
+    assert set(table["model"]) == {"baseline", "mf", "Blend", "Blend + support"}
     rmse = table.set_index("model")["rmse"]
     assert rmse["Blend"] <= min(rmse["baseline"], rmse["mf"]) + 0.01
 
