@@ -200,14 +200,14 @@ def fit(
         for idx in _batches(train, config, generator):
             if world > 1:  # this rank's shard of the global batch; gradients all-reduced
                 part = distributed.shard(idx)
-                loss = step_net({key: value[part] for key, value in train.items()})
+                loss = step_net({key: value.index_select(0, part) for key, value in train.items()})
                 scale = world / (len(idx) if config.batch_reduction == "mean" else 1)
                 optimizer.zero_grad(set_to_none=True)
                 (loss.sum() * scale).backward()  # DDP averages: the mean of world * shard sums
                 optimizer.step()
                 loss_sum += loss.detach().sum()
                 continue
-            batch = {key: value[idx] for key, value in train.items()}
+            batch = {key: value.index_select(0, idx) for key, value in train.items()}
             if config.optimizer == "funk":
                 loss_sum += net.funk_step(batch, lr).detach()
                 continue
