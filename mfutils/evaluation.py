@@ -39,7 +39,8 @@ from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.metrics import percentile_rank_cdf, percentile_ranks, sample_negatives
 
 __all__ = ["DEFAULT_THRESHOLDS", "ItemPopularity", "KorenTopK", "ScoreTable", "koren_topk",
-           "known_items", "plot_percentile_cdf", "recommended_popularity", "sampled_hit_rate"]
+           "known_items", "plot_percentile_cdf", "recommended_popularity", "sampled_hit_rate",
+           "alignment_uniformity"]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -313,6 +314,43 @@ def sampled_hit_rate(result: KorenTopK, k: int = 10) -> pd.Series:
     names = [c for c in ranks.columns if c not in ("user", "item", "n_negatives")]
     above = ranks[names].mul(ranks["n_negatives"], axis=0)  # negatives beating the positive
     return (above < k).mean().rename(f"sampled hitrate@{k}")
+
+
+def alignment_uniformity(
+    user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Ratings, *, t: float = 2.0,
+) -> dict[str, float]:
+    r"""Alignment and uniformity of learned embeddings (Wang & Isola 2020; DirectAU, §3).
+
+    With :math:`\tilde x = x/\|x\|`,
+
+    .. math::
+        \ell_{align} = \mathbb E_{(u,i)}\|\tilde f(u)-\tilde f(i)\|^2,\qquad
+        \ell_{uniform} = \tfrac12\big[\log\mathbb E_{u\ne u'}e^{-t\|\tilde f(u)-\tilde f(u')\|^2}
+        + \log\mathbb E_{i\ne i'}e^{-t\|\tilde f(i)-\tilde f(i')\|^2}\big],
+
+    lower is better for both: positives close together, everything else spread over the
+    sphere. The expectations run over the ``pairs`` (e.g. the test interactions) and over all
+    distinct users and all distinct items of those pairs.
+
+    Parameters
+    ----------
+    user_emb, item_emb : Tensor, shapes (n_users, d) and (n_items, d)
+    pairs : Ratings
+        The (user, item) pairs that should be aligned.
+    t : float
+        Uniformity temperature (2 in both papers).
+    """
+    from mfutils.losses import uniformity
+
+    users = torch.as_tensor(pairs.user, dtype=torch.long, device=user_emb.device)
+    items = torch.as_tensor(pairs.item, dtype=torch.long, device=item_emb.device)
+    with torch.no_grad():
+        u = torch.nn.functional.normalize(user_emb[users], dim=1)  # shape: (P, d)
+        i = torch.nn.functional.normalize(item_emb[items], dim=1)  # shape: (P, d)
+        align = float((u - i).pow(2).sum(1).mean())
+        uniform = 0.5 * (float(uniformity(user_emb[torch.unique(users)], t=t))
+                         + float(uniformity(item_emb[torch.unique(items)], t=t)))
+    return {"alignment": align, "uniformity": uniform}
 
 
 def recommended_popularity(

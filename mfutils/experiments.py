@@ -189,20 +189,29 @@ def ranking_grid(
     *,
     metric: str = "ndcg@20",
     progress: bool = True,
-) -> pd.DataFrame:
+    return_best: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, Any]:
     """Validation ``metric`` of ``make_model(**options)`` fit on ``split.fit``, per option set.
 
-    Returns the grid sorted best first (higher is better), with the fit seconds; the test
-    part is never touched.
+    Returns the grid sorted best first (higher is better), with the fit seconds and, for
+    models with a training history, the epoch early stopping kept; with ``return_best`` also
+    the best fitted model. The test part is never touched.
     """
-    rows = []
+    rows, best, best_value = [], None, -float("inf")
     for options in tqdm(grid, desc="validation grid", unit="fit", disable=not progress,
                         leave=False):
         model = make_model(**options)
         start = time.perf_counter()
         model.fit(split.fit, valid=split.valid)
         seconds = time.perf_counter() - start
-        scores = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))
-        rows.append({**options, f"valid_{metric}": scores[metric], "fit_seconds": seconds})
+        value = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))[metric]
+        row = {**options, f"valid_{metric}": value, "fit_seconds": seconds}
+        history = getattr(model, "history", None)
+        if history is not None and "best_epoch" in history.attrs:
+            row["best_epoch"] = history.attrs["best_epoch"]
+        rows.append(row)
+        if value > best_value:
+            best, best_value = model, value
     table = pd.DataFrame(rows).sort_values(f"valid_{metric}", ascending=False, kind="stable")
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    return (table, best) if return_best else table

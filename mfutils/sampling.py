@@ -102,7 +102,7 @@ class UniformNegatives:
         Catalogue size.
     seen : UserItemCSR, optional
         Each user's training items (e.g. ``train.csr(device)``), excluded from the draws
-        (BPR's :math:`j\notin I_u^+`, Rendle et al. 2009, §4.1).
+        (BPR's :math:`j\notin I_u^+`, Rendle et al. 2009).
     device : torch.device or str, optional
         Where the samples live; default ``seen.device`` or the CPU.
     """
@@ -181,7 +181,7 @@ class PopularityNegatives:
     ``alpha=1`` is the unigram (in-batch-like) distribution, ``alpha=0.75`` word2vec's
     smoothed unigram, ``alpha=0`` uniform over all items. Draws do not exclude a user's
     items: mask accidental hits with :func:`accidental_hit_mask`, and correct the logits with
-    :meth:`log_q` (the logQ correction, Yi et al. 2019, eq. 3).
+    :meth:`log_q` (the logQ correction, Yi et al. 2019).
 
     Parameters
     ----------
@@ -240,7 +240,7 @@ def item_log_frequencies(counts: np.ndarray | torch.Tensor, *,
                          device: torch.device | str | None = None) -> torch.Tensor:
     r"""Exact log unigram probabilities :math:`\log(c_j/\sum_k c_k)`, shape (n_items,).
 
-    The static logQ correction for a fixed data set (Yi et al. 2019, §4: the sampling
+    The static logQ correction for a fixed data set (Yi et al. 2019: the sampling
     probability of item :math:`j` as an in-batch negative is proportional to its frequency in
     the training stream). Items with count 0 get :math:`-\infty` (they never appear in a
     batch). Pass it as ``item_log_p`` to :func:`in_batch_negatives` / :func:`mixed_negatives`.
@@ -337,7 +337,7 @@ def mixed_negatives(
 
 def in_batch_negatives(pos_items: torch.Tensor, *, item_log_p: LogP | None = None
                        ) -> Candidates:
-    """The batch's positives as shared candidates (Yi et al. 2019, §3), with ``log p_j``.
+    """The batch's positives as shared candidates (Yi et al. 2019), with ``log p_j``.
 
     Same as ``mixed_negatives(pos_items, n_uniform=0, ...)``; see there for ``item_log_p``.
     """

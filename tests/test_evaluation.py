@@ -14,6 +14,7 @@ from mfutils.data import Ratings, make_synthetic
 from mfutils.evaluation import (
     ItemPopularity,
     ScoreTable,
+    alignment_uniformity,
     known_items,
     koren_topk,
     plot_percentile_cdf,
@@ -172,3 +173,30 @@ def test_sampled_hit_rate(split: tuple[Ratings, Ratings]) -> None:
     assert hits.name == "sampled hitrate@10"
     with pytest.raises(ValueError, match="k must"):
         sampled_hit_rate(res, 0)
+
+
+def test_alignment_uniformity_against_direct_formulas() -> None:
+    gen = torch.Generator().manual_seed(0)
+    users, items = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    pairs = Ratings.from_triples([(0, 2, 1.0), (1, 0, 1.0), (4, 3, 1.0), (4, 0, 1.0)],
+                                  n_users=5, n_items=4)
+    got = alignment_uniformity(users, items, pairs)
+
+    def unit(x):
+        return x / x.norm(dim=1, keepdim=True)
+
+    def uniform(x):
+        x = unit(x)
+        d = [float((x[a] - x[b]).pow(2).sum()) for a in range(len(x)) for b in range(len(x))
+             if a != b]
+        return float(np.log(np.mean(np.exp(-2.0 * np.array(d)))))
+
+    u, i = unit(users), unit(items)
+    pairs_list = [(0, 2), (1, 0), (4, 3), (4, 0)]
+    align = np.mean([float((u[a] - i[b]).pow(2).sum()) for a, b in pairs_list])
+    assert got["alignment"] == pytest.approx(align, rel=1e-5)
+    assert got["uniformity"] == pytest.approx(
+        0.5 * (uniform(users[[0, 1, 4]]) + uniform(items[[0, 2, 3]])), rel=1e-5)
+    same = alignment_uniformity(users, users[:4], Ratings.from_triples(
+        [(0, 0, 1.0), (1, 1, 1.0)], n_users=5, n_items=4))
+    assert same["alignment"] == pytest.approx(0.0, abs=1e-6)

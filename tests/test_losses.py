@@ -386,6 +386,8 @@ def test_bad_inputs_give_clear_errors():
         ssm(u, p, n, sample_weight=torch.ones(B + 1))
     with pytest.raises(ValueError, match="neg_logq must have shape"):
         ssm(u, p, n, neg_logq=torch.zeros(N))
+    with pytest.raises(ValueError, match="needs the positives' ids"):
+        ssm(u, p, n, neg_items=torch.zeros(B, N, dtype=torch.long))
     with pytest.raises(ValueError, match="does not take pos_logq/neg_logq"):
         bpr(u, p, n, neg_logq=torch.zeros(B, N))
     with pytest.raises(ValueError, match="uses no negatives"):

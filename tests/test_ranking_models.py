@@ -124,6 +124,16 @@ def test_ranking_grid_sorts_by_validation_ndcg():
     assert table["valid_ndcg@20"].is_monotonic_decreasing
 
 
+def test_ranking_grid_returns_the_best_fitted_model():
+    split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
+    table, best = ranking_grid(lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
+                               [{"reg": 1e4}, {"reg": 1.0}], split, progress=False,
+                               return_best=True)
+    assert best.config["reg"] == table.loc[0, "reg"]
+    again = evaluate_ranking(best, train=split.fit, test=split.valid, ks=(20,))["ndcg@20"]
+    assert again == pytest.approx(table.loc[0, "valid_ndcg@20"])
+
+
 def test_ials_beats_popularity_on_ml100k(ml100k):
     split = ranking_split(ml100k, seed=0)
     scores = {name: evaluate_ranking(model.fit(split.train), train=split.train,

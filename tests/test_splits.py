@@ -21,6 +21,7 @@ from mfutils.data import (
     user_item_csr,
     validation_split,
 )
+from mfutils.data.splits import cold_user_split
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,26 @@ def test_validation_split_stays_inside_train(data, strategy):
     assert_partition(train, fit, valid)
     assert len(np.intersect1d(keys(valid), keys(test))) == 0
     assert abs(len(valid) - 0.1 * len(train)) < 0.05 * len(train)
+
+
+def test_cold_user_split_keeps_few_ratings_of_chosen_users(data):
+    train, test = random_holdout(data, seed=1)
+    cold_train, cold_test = cold_user_split(train, test, n_users=40, max_train=3, seed=2)
+    assert_partition(data, cold_train, cold_test)
+    assert np.array_equal(keys(cold_test)[:len(test)], keys(test))  # the test part grows
+    before, after = train.user_counts(), cold_train.user_counts()
+    changed = np.flatnonzero(after != before)
+    assert 0 < len(changed) <= 40 and np.isin(changed, test.user).all()
+    assert (after[changed] <= 3).all()
+    assert set(after[changed]) == {0, 1, 2, 3}  # the cold users that lost ratings keep 0..3
+    moved = np.setdiff1d(keys(cold_test), keys(test))
+    assert np.isin(moved // data.n_items, changed).all()
+    again, _ = cold_user_split(train, test, n_users=40, max_train=3, seed=2)
+    assert np.array_equal(keys(again), keys(cold_train))
+    with pytest.raises(ValueError, match="n_users"):
+        cold_user_split(train, test, n_users=10_000)
+    with pytest.raises(ValueError, match="max_train"):
+        cold_user_split(train, test, max_train=-1)
 
 
 # ---------------------------------------------------------------------- implicit views

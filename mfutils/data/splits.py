@@ -8,6 +8,8 @@ cumulative counts, with no loop over users.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from mfutils.data.container import Ratings
@@ -20,6 +22,7 @@ __all__ = [
     "temporal_holdout",
     "leave_last_out",
     "validation_split",
+    "cold_user_split",
 ]
 
 Split = tuple[Ratings, Ratings]
@@ -210,6 +213,57 @@ def validation_split(
     if strategy == "temporal":
         return temporal_holdout(train, test_fraction=fraction)
     raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+
+
+def cold_user_split(
+    train: Ratings, test: Ratings, *, n_users: int = 200, max_train: int = 5, seed: int = 0,
+) -> Split:
+    """Make ``n_users`` random test users (nearly) new: they keep at most ``max_train`` ratings.
+
+    A cold-start protocol on top of any ``(train, test)`` split. Users are drawn at random
+    (seeded) among those with test ratings; each keeps ``k_u`` of their training ratings,
+    chosen at random, with ``k_u`` uniform on ``0..max_train`` (at most what they have). Their
+    other training ratings move to the test part, so a cold user's test ratings are all their
+    ratings but the ``k_u`` they "gave" (the given-``k`` protocol). Every other user keeps
+    their training and test ratings, so one test part compares users with 0, 1, ...,
+    ``max_train`` and with many training ratings.
+
+    Parameters
+    ----------
+    train, test : Ratings
+        A split of one data set (e.g. ML-100K ``u1.base``, ``u1.test``, or a validation split
+        carved from a training part).
+    n_users : int
+        Number of cold users, at least 1 and at most the number of users in ``test``.
+    max_train : int
+        Largest number of training ratings a cold user keeps (>= 0).
+    seed : int
+        Seed of the choice of users, of ``k_u`` and of the kept ratings.
+
+    Returns
+    -------
+    (Ratings, Ratings)
+        The reduced training part and the enlarged test part (``test``'s rows first).
+    """
+    test_users = np.unique(test.user)
+    if not 1 <= n_users <= len(test_users):
+        raise ValueError(f"n_users={n_users} must lie in [1, {len(test_users)}] (the users "
+                         "with test ratings)")
+    if max_train < 0:
+        raise ValueError(f"max_train={max_train} must be >= 0")
+    rng = np.random.default_rng(seed)
+    cold = rng.choice(test_users, size=n_users, replace=False)  # shape: (n_users,)
+    counts = train.user_counts()  # shape: (n_users_total,)
+    keep = np.minimum(rng.integers(0, max_train + 1, size=n_users), counts[cold])
+    n_drop = np.zeros(train.n_users, dtype=np.int64)
+    n_drop[cold] = counts[cold] - keep
+    drop = _last_of_each_user(train, rng.random(len(train)), n_drop)  # shape: (n,)
+    moved = train.subset(drop)
+    joined = replace(test, **{name: np.concatenate([getattr(test, name), getattr(moved, name)])
+                              for name in ("user", "item", "rating", "timestamp")},
+                     fold=None if test.fold is None or moved.fold is None
+                     else np.concatenate([test.fold, moved.fold]))
+    return train.subset(~drop), joined
 
 
 # ---------------------------------------------------------------------- helpers

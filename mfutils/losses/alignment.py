@@ -46,7 +46,7 @@ class _AlignmentLoss(ImplicitLoss):
 
 class DirectAULoss(_AlignmentLoss):
     r"""DirectAU (Wang et al., *Towards Representation Alignment and Uniformity in Collaborative
-    Filtering*, KDD 2022, eq. 5-7).
+    Filtering*, KDD 2022; reference §4).
 
     .. math:: \mathcal L = \mathbb E_{(u,i)}\|\tilde f(u)-\tilde f(i)\|^2
               + \frac{\gamma}{2}\big[\ell_{unif}(\text{users})+\ell_{unif}(\text{items})\big],

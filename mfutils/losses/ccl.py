@@ -1,4 +1,4 @@
-r"""Cosine contrastive loss (CCL) of SimpleX (Mao et al., CIKM 2021, eq. 3)."""
+r"""Cosine contrastive loss (CCL) of SimpleX (Mao et al., CIKM 2021; reference §2)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mfutils.losses._common import (
 
 
 class CCLLoss(ScoredLoss):
-    r"""Cosine contrastive loss (SimpleX, Mao et al. 2021, eq. 3).
+    r"""Cosine contrastive loss (SimpleX, Mao et al., CIKM 2021; reference §2).
 
     .. math:: \mathcal L_{CCL}(u,i) = \big(1-\hat y_{ui}\big)
               + \frac{w}{|\mathcal N|}\sum_{j\in\mathcal N}\max(0,\ \hat y_{uj}-m),

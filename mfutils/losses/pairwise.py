@@ -20,7 +20,7 @@ from mfutils.losses._common import (
 
 
 class BPRLoss(ScoredLoss):
-    r"""Bayesian Personalized Ranking (Rendle et al., UAI 2009, eq. for BPR-Opt in §4.1).
+    r"""Bayesian Personalized Ranking (Rendle et al., UAI 2009: BPR-Opt; reference §1).
 
     BPR-Opt maximises :math:`\sum_{(u,i,j)}\ln\sigma(\hat x_{uij})`; per positive this loss is
 

@@ -17,14 +17,14 @@ from mfutils.losses._common import (
 
 class SampledSoftmaxLoss(ScoredLoss):
     r"""Sampled softmax loss (SSM; Wu et al., *On the Effectiveness of Sampled Softmax Loss for
-    Item Recommendation*, TOIS 2024, eq. 4).
+    Item Recommendation*, TOIS 2024; reference §3).
 
     .. math:: \ell_{ui} = -\log\frac{e^{s(u,i)/\tau}}{e^{s(u,i)/\tau}
               + \sum_{j\in\mathcal S_u}e^{s(u,j)/\tau}},
 
     cross-entropy over ``[positive, negatives]`` with target 0 (the positive stays in the
     denominator: InfoNCE on user-item pairs). With in-batch or popularity negatives pass the
-    log sampling probabilities (logQ correction, Yi et al. 2019, eq. 3), subtracted from the
+    log sampling probabilities (logQ correction, Yi et al. 2019; reference §7), subtracted from the
     logits after the temperature, as TFRS does. Cosine similarity cannot learn embedding
     magnitudes (paper's finding 4); tune :math:`\tau` on validation.
 
@@ -55,7 +55,7 @@ class SampledSoftmaxLoss(ScoredLoss):
 class SoftmaxLoss(SampledSoftmaxLoss):
     r"""Softmax over the positive and in-batch (or all) items with dot-product logits.
 
-    The two-tower in-batch softmax of Yi et al. 2019 (eq. 2-3): pass the batch's positives as
+    The two-tower in-batch softmax of Yi et al. 2019 (reference §7): pass the batch's positives as
     shared candidates (:func:`~mfutils.sampling.in_batch_negatives`) with ``neg_items`` and
     ``pos_items`` so the row's own column is masked, and their ``log_q`` for the correction; or
     every item for a full softmax. Same as :class:`SampledSoftmaxLoss` with dot similarity and

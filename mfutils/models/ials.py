@@ -65,6 +65,10 @@ class ImplicitALS(RankingModel):
         ``interactions * factors`` per group).
     seed : int
         Seed of the initial factors.
+    valid_every : int, optional
+        With ``valid`` given to :meth:`fit`, record the validation NDCG@20 every this many
+        sweeps (a learning curve); ``None`` records it after the last sweep only. ALS has no
+        early stopping: every sweep runs.
     progress : bool
         Show a progress bar over sweeps.
     device : str or torch.device, optional
@@ -72,7 +76,7 @@ class ImplicitALS(RankingModel):
     Notes
     -----
     ``history`` holds one row per sweep with its cumulative seconds and, when ``valid`` is
-    given to :meth:`fit`, the validation NDCG@20.
+    given to :meth:`fit`, the validation NDCG@20 (see ``valid_every``).
     """
 
     def __init__(
@@ -88,10 +92,13 @@ class ImplicitALS(RankingModel):
         init_std: float = 0.01,
         chunk_floats: int = 2**24,
         seed: int = 0,
+        valid_every: int | None = None,
         progress: bool = False,
         device: str | torch.device | None = None,
     ) -> None:
         super().__init__(device=device)
+        if valid_every is not None and valid_every < 1:
+            raise ValueError(f"valid_every={valid_every} must be None or >= 1")
         if solver not in SOLVERS:
             raise ValueError(f"solver={solver!r}; choose one of {SOLVERS}")
         for name, value in (("factors", factors), ("iterations", iterations),
@@ -103,7 +110,8 @@ class ImplicitALS(RankingModel):
         self.config = {"factors": factors, "reg": float(reg), "alpha": float(alpha),
                        "iterations": iterations, "solver": solver, "cg_steps": cg_steps,
                        "use_ratings": use_ratings, "init_std": init_std,
-                       "chunk_floats": chunk_floats, "seed": seed, "progress": progress}
+                       "chunk_floats": chunk_floats, "seed": seed,
+                       "valid_every": valid_every, "progress": progress}
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
@@ -133,7 +141,8 @@ class ImplicitALS(RankingModel):
             self.user_factors = self.solve(self.item_factors, by_user, self.user_factors)
             self.item_factors = self.solve(self.user_factors, by_item, self.item_factors)
             record = {"epoch": sweep, "seconds": time.perf_counter() - start}
-            if valid_csr is not None:
+            every = cfg["valid_every"] or cfg["iterations"]
+            if valid_csr is not None and (sweep % every == 0 or sweep == cfg["iterations"]):
                 record["valid_ndcg@20"] = topk_metrics(
                     self.score_items, train=self.train_csr, test=valid_csr, ks=(20,),
                     device=self.device)["ndcg@20"]

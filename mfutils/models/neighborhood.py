@@ -28,6 +28,9 @@ from mfutils.models.baseline import BaselineEstimates
 from mfutils.train import TrainConfig, fit
 
 SHRINKAGE_FORMS = ("koren08", "handbook")
+LOOKUP_COLUMNS = ("nbr_rated", "nbr_residual", "nbr_norm")  # GlobalNeighborhoodNet.lookup
+DENSE_LOOKUP_CELLS = 1 << 25  # user x item cells (int32) up to which lookups are dense
+CACHED_LOOKUP_CELLS = 1 << 24  # rows x k up to which training lookups are computed once
 
 
 # ---------------------------------------------------------------------- similarity
@@ -274,8 +277,9 @@ class GlobalNeighborhoodNet(nn.Module):
     + |N^k(i;u)|^{-1/2} sum_{j in N^k(i;u)} c_ij`` with ``R^k(i;u) = N^k(i;u) = R(u) cap
     S^k(i)``; an empty set contributes 0. ``w_ij`` and ``c_ij`` are stored aligned with the
     neighbour table ``neighbors[i] = S^k(i)``. Membership ``j in R(u)`` and the residual
-    ``r_uj - b_uj`` are looked up by ``searchsorted`` in the sorted keys ``u * n_items + j`` of
-    the training ratings, a ``B x k`` gather per batch.
+    ``r_uj - b_uj`` are looked up in a dense ``user x item`` table of positions when it has at
+    most :data:`DENSE_LOOKUP_CELLS` cells (ML-100K: 1.6 M), else by ``searchsorted`` in the
+    sorted keys ``u * n_items + j`` of the training ratings; a ``B x k`` gather per batch.
 
     Parameters
     ----------
@@ -305,6 +309,18 @@ class GlobalNeighborhoodNet(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(n_items, device=device))
         self.weights = nn.Parameter(torch.zeros(n_items, k, device=device))  # w_ij
         self.implicit = nn.Parameter(torch.zeros(n_items, k, device=device))  # c_ij
+        self._index_keys()
+        self.register_load_state_dict_post_hook(lambda module, _: module._index_keys())
+
+    def _index_keys(self) -> None:
+        """The dense table ``position[u * n_items + j]`` of each training rating (-1: none),
+        rebuilt whenever ``keys`` are loaded; ``None`` when it would be too large."""
+        cells, device = len(self.user_bias) * self.n_items, self.keys.device
+        table = None
+        if cells <= DENSE_LOOKUP_CELLS:
+            table = torch.full((cells,), -1, dtype=torch.int32, device=device)  # (m * n,)
+            table[self.keys] = torch.arange(len(self.keys), dtype=torch.int32, device=device)
+        self.register_buffer("position", table, persistent=False)
 
     def lookup(self, user: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``rated`` (B x k bool), residuals ``r_uj - b_uj`` (B x k, 0 where unrated) and
@@ -315,36 +331,74 @@ class GlobalNeighborhoodNet(nn.Module):
             rated = torch.zeros_like(query, dtype=torch.bool)
             return rated, torch.zeros(query.shape, device=query.device), \
                 torch.zeros(len(user), device=query.device)
-        pos = torch.searchsorted(self.keys, query).clamp(max=self.keys.numel() - 1)
-        rated = self.keys[pos] == query  # shape: (B, k)
+        if self.position is not None:
+            pos = self.position[query]  # shape: (B, k), -1 where unrated
+            rated = pos >= 0
+            pos = pos.clamp(min=0).long()
+        else:
+            pos = torch.searchsorted(self.keys, query).clamp(max=self.keys.numel() - 1)
+            rated = self.keys[pos] == query  # shape: (B, k)
         res = torch.where(rated, self.residual[pos], torch.zeros_like(self.residual[pos]))
         count = rated.sum(1)  # shape: (B,)
         norm = torch.where(count > 0, count.clamp(min=1).float().rsqrt(),
                            torch.zeros(count.shape, device=count.device))  # shape: (B,)
         return rated, res, norm
 
-    def neighborhood(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        """The two neighbourhood sums of eq. 10, shape (B,)."""
-        rated, res, norm = self.lookup(user, item)
+    def lookup_columns(self, user: torch.Tensor, item: torch.Tensor, *,
+                       chunk_size: int = 65536) -> dict[str, torch.Tensor]:
+        """:meth:`lookup` of fixed rows as batch columns ``nbr_rated, nbr_residual,
+        nbr_norm``: the training rows never change, so the trainer can slice these instead of
+        searching the keys again in every epoch (``n_rows x k`` bools and floats)."""
+        parts = [self.lookup(user[lo:lo + chunk_size], item[lo:lo + chunk_size])
+                 for lo in range(0, len(user), chunk_size)]
+        return {name: torch.cat([part[col] for part in parts])
+                for col, name in enumerate(LOOKUP_COLUMNS)}
+
+    def training_columns(self, train: Ratings, weights: np.ndarray | None = None
+                         ) -> dict[str, torch.Tensor]:
+        """``user, item, rating`` (and ``weight``) of ``train`` for :func:`mfutils.train.fit`,
+        plus the :meth:`lookup_columns` when they take at most :data:`CACHED_LOOKUP_CELLS`."""
+        device = self.neighbors.device
+        data = {key: value for key, value in train.tensors(device).items()
+                if key in ("user", "item", "rating")}
+        if weights is not None:
+            data["weight"] = torch.as_tensor(weights, device=device)
+        if len(train) * self.neighbors.shape[1] <= CACHED_LOOKUP_CELLS:
+            data.update(self.lookup_columns(data["user"], data["item"]))
+        return data
+
+    def batch_lookup(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The batch's :meth:`lookup`, from its precomputed columns when it has them."""
+        if LOOKUP_COLUMNS[0] in batch:
+            return tuple(batch[name] for name in LOOKUP_COLUMNS)
+        return self.lookup(batch["user"], batch["item"])
+
+    def neighborhood(self, user: torch.Tensor, item: torch.Tensor,
+                     found: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """The two neighbourhood sums of eq. 10, shape (B,); ``found`` is :meth:`lookup`'s
+        result if already known."""
+        rated, res, norm = self.lookup(user, item) if found is None else found
         w = self.weights[item]  # shape: (B, k)
         c = self.implicit[item]  # shape: (B, k)
         return norm * ((res * w).sum(1) + (rated * c).sum(1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user, item = batch["user"], batch["item"]  # shape: (B,)
-        biases = self.mu + self.user_bias[user] + self.item_bias[item]  # shape: (B,)
-        return biases + self.neighborhood(user, item)
+        base = batch.get("offset", self.mu)  # mu, or a fixed prediction to add the terms to
+        biases = base + self.user_bias[user] + self.item_bias[item]  # shape: (B,)
+        return biases + self.neighborhood(user, item, self.batch_lookup(batch))
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-row ``lambda_4 (b_u^2 + b_i^2 + sum_{R^k} w_ij^2 + sum_{N^k} c_ij^2) / 2``
         (Koren08 eq. 11, halved like the squared error), shape (B,)."""
         user, item = batch["user"], batch["item"]
         biases = self.user_bias[user] ** 2 + self.item_bias[item] ** 2  # shape: (B,)
-        return self.neighborhood_penalty(user, item) + 0.5 * self.reg_bias * biases
+        return self.neighborhood_penalty(batch) + 0.5 * self.reg_bias * biases
 
-    def neighborhood_penalty(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+    def neighborhood_penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``lambda_4 (sum_{R^k} w_ij^2 + sum_{N^k} c_ij^2) / 2`` per row, shape (B,)."""
-        rated, _, _ = self.lookup(user, item)
+        rated, _, _ = self.batch_lookup(batch)
+        item = batch["item"]
         touched = (rated * (self.weights[item] ** 2 + self.implicit[item] ** 2)).sum(1)
         return 0.5 * self.reg * touched
 
@@ -357,12 +411,15 @@ class GlobalNeighborhoodNet(nn.Module):
         ``c_ij += gamma (|N^k|^{-1/2} e - lambda c_ij)``. Equal to ``torch.optim.SGD`` on the
         summed per-row objective (halved squared error times ``batch['weight']`` if present,
         plus :meth:`penalty`), all gradients taken at the parameters before the step.
+        A batch column ``offset`` replaces ``mu`` (a fixed prediction the terms are added to);
+        biases with ``requires_grad`` off stay fixed.
         """
         user, item = batch["user"], batch["item"]  # shape: (B,)
-        rated, res, norm = self.lookup(user, item)  # shape: (B, k), (B, k), (B,)
+        rated, res, norm = self.batch_lookup(batch)  # shape: (B, k), (B, k), (B,)
         b_u, b_i = self.user_bias[user], self.item_bias[item]  # shape: (B,)
         w, c = self.weights[item], self.implicit[item]  # shape: (B, k)
-        pred = self.mu + b_u + b_i + norm * ((res * w).sum(1) + (rated * c).sum(1))
+        base = batch.get("offset", self.mu)
+        pred = base + b_u + b_i + norm * ((res * w).sum(1) + (rated * c).sum(1))
         err = batch["rating"] - pred  # shape: (B,)
         loss = 0.5 * err**2
         if "weight" in batch:
@@ -370,8 +427,10 @@ class GlobalNeighborhoodNet(nn.Module):
             err = err * batch["weight"]
         touched = (rated * (w**2 + c**2)).sum(1)  # shape: (B,)
         loss = loss + 0.5 * (self.reg * touched + self.reg_bias * (b_u**2 + b_i**2))
-        self.user_bias.index_add_(0, user, lr * (err - self.reg_bias * b_u))
-        self.item_bias.index_add_(0, item, lr * (err - self.reg_bias * b_i))
+        if self.user_bias.requires_grad:
+            self.user_bias.index_add_(0, user, lr * (err - self.reg_bias * b_u))
+        if self.item_bias.requires_grad:
+            self.item_bias.index_add_(0, item, lr * (err - self.reg_bias * b_i))
         k = w.shape[1]
         flat = (item[:, None] * k + torch.arange(k, device=item.device)).reshape(-1)  # (B*k,)
         scaled = (err * norm)[:, None]  # shape: (B, 1)
@@ -400,7 +459,9 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
         ``u1.base`` (k = 200 was 0.0008 better there at twice the cost; k = 50 overfits).
     epochs, lr, lr_decay : int, float, float
         SGD schedule (Koren on Netflix: 15–20 passes, ``gamma = 0.005``; 0.005 is 0.003
-        worse after 15 epochs on ML-100K); decay per epoch optional.
+        worse after 15 epochs on ML-100K); decay per epoch optional. ``epochs=0`` only builds
+        the neighbour table, with ``w = c = 0`` and the baseline's biases (the start of the
+        integrated model's neighbourhood tier).
     reg, reg_bias : float, optional
         ``lambda_4`` on ``w, c`` and on the biases (Koren's 0.002; 0.01 validated equal);
         ``reg_bias`` defaults to ``reg``.
@@ -431,6 +492,8 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
         super().__init__(device=device, clip=clip)
         if k is not None and k < 1:
             raise ValueError(f"k={k} must be >= 1 or None (all items)")
+        if epochs < 0:
+            raise ValueError(f"epochs={epochs} must be >= 0")
         if shrinkage_form not in SHRINKAGE_FORMS:
             raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of "
                              f"{SHRINKAGE_FORMS}")
@@ -473,10 +536,9 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
             if c["init_biases"]:
                 self.net.user_bias.copy_(self.base_user)
                 self.net.item_bias.copy_(self.base_item)
-        data = {key: value for key, value in train.tensors(self.device).items()
-                if key in ("user", "item", "rating")}
-        if weights is not None:
-            data["weight"] = torch.as_tensor(weights, device=self.device)
+        if c["epochs"] == 0:
+            return
+        data = self.net.training_columns(train, weights)
         config = TrainConfig(epochs=c["epochs"], batch_size=c["batch_size"],
                              optimizer=c["optimizer"], lr=c["lr"], lr_decay=c["lr_decay"],
                              patience=c["patience"], seed=c["seed"], progress=c["progress"])

@@ -12,6 +12,15 @@ and Asymmetric-SVD (eq. 13) drops ``p_u`` and describes a user only by their ite
 with ``b_uj`` a fixed, precomputed baseline (:class:`BaselineEstimates`). On ML-100K
 ``N(u) = R(u)``, taken from the training fold only.
 
+SVD++ optionally adds the user's attributes ``A(u)`` (Koren, Bell & Volinsky 2009, eq. 6),
+one vector ``y_a`` per attribute value -- on ML-100K the age bucket, gender and occupation:
+
+    r_hat_ui = mu + b_u + b_i + q_i^T ( p_u + |N(u)|^{-1/2} sum_{j in N(u)} y_j
+                                        + sum_{a in A(u)} y_a ),
+
+so a user without a single training rating is still scored, through ``mu + b_i + q_i^T sum
+y_a`` (:func:`encode_user_attributes` builds ``A(u)`` from the users table).
+
 The sums run as one ``embedding_bag`` over the CSR rows of the *distinct* users of a batch, and
 training batches hold all ratings of a group of users (``TrainConfig(batch_by="user")``), so
 each user's sum is built once per batch and its gradient accumulated over all that user's
@@ -20,17 +29,82 @@ ratings -- the per-user loop of Koren's Handbook pseudo-code, vectorised.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.models.base import ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
 from mfutils.models.mf import BiasedMF
 from mfutils.train import TrainConfig, fit
+
+AGE_EDGES = (18, 25, 35, 45, 50, 56)  # the age groups of ML-1M: <18, 18-24, ..., 56+
+REG_ATTRIBUTES = 0.1
+SVDPP_WARM_START = {"epochs": 10, "lr": 0.03, "batch_size": 4096}  # BiasedMF (SGD) options
+
+
+def encode_user_attributes(
+    users: pd.DataFrame | None, attributes: Sequence[str], *,
+    age_edges: Sequence[float] = AGE_EDGES,
+) -> tuple[np.ndarray, list[str]]:
+    """Each user's attribute values ``A(u)`` as ids into one table of all values.
+
+    ``age`` is bucketed at ``age_edges`` (ML-100K's exact ages, or ML-1M's group codes,
+    fall into the ML-1M groups); any other column is categorical. Every attribute gets its
+    own block of ids (field offsets), and a missing value is a value of its own.
+
+    Parameters
+    ----------
+    users : pandas.DataFrame or None
+        The users table of a :class:`Ratings` (one row per compact user id).
+    attributes : sequence of str
+        Columns of ``users``, e.g. ``("age", "gender", "occupation")``.
+    age_edges : sequence of float
+        Left edges of the age buckets after the first.
+
+    Returns
+    -------
+    ids : np.ndarray of int64, shape (n_users, len(attributes))
+    labels : list of str
+        ``labels[id]``, e.g. ``"age:25-34"``, ``"gender:F"``.
+
+    Raises
+    ------
+    ValueError
+        Without a users table, or for a column it does not have; the message names
+        ``user_attributes``.
+    """
+    if users is None:
+        raise ValueError(f"user_attributes={tuple(attributes)!r} needs a users table, and these "
+                         "ratings have none (ML-100K and ML-1M have one); pass "
+                         "user_attributes=None")
+    missing = [name for name in attributes if name not in users.columns]
+    if missing or not len(attributes):
+        raise ValueError(f"user_attributes={tuple(attributes)!r}: the users table has no column "
+                         f"{missing}; it has {list(users.columns)}")
+    ids, labels = [], []
+    for name in attributes:
+        column = users[name]
+        if name == "age":
+            edges = list(age_edges)
+            names = ([f"<{edges[0]:g}"]
+                     + [f"{lo:g}-{hi - 1:g}" for lo, hi in zip(edges, edges[1:], strict=False)]
+                     + [f"{edges[-1]:g}+"])
+            codes = np.digitize(column.to_numpy(dtype=float), edges)  # shape: (n_users,)
+            codes = np.where(column.isna().to_numpy(), len(names), codes)
+            names = names + ["missing"]
+        else:
+            codes, uniques = pd.factorize(column, sort=True)
+            names = [str(value) for value in uniques] + ["missing"]
+            codes = np.where(codes < 0, len(names) - 1, codes)
+        ids.append(codes.astype(np.int64) + len(labels))
+        labels.extend(f"{name}:{value}" for value in names)
+    return np.stack(ids, axis=1), labels
 
 
 class ItemBagNet(nn.Module):
@@ -49,6 +123,13 @@ class ItemBagNet(nn.Module):
         user's bag (lambda_6 in Koren's paper, which uses one constant for all factors).
     asymmetric : bool
         Asymmetric-SVD: no ``p_u``; add the residual-weighted ``x`` bag.
+    attributes : Tensor of long, shape (n_users, n_attributes), optional
+        ``A(u)`` as ids into a table of ``n_attribute_values`` vectors ``y_a`` whose sum joins
+        the user vector (KBV09 eq. 6); see :func:`encode_user_attributes`.
+    reg_attributes : float
+        Per-rating penalty on the ``y_a`` (and ``b_a``) of the rating's user.
+    attribute_biases : bool
+        Also a bias ``b_a`` per attribute value, added to ``b_u`` (an extension of eq. 6).
     init_std : float
     generator : torch.Generator, optional
     """
@@ -56,11 +137,13 @@ class ItemBagNet(nn.Module):
     def __init__(
         self, n_users: int, n_items: int, n_factors: int, *, csr: UserItemCSR, mu: float,
         reg: float, reg_bias: float, reg_implicit: float, asymmetric: bool = False,
-        init_std: float = 0.1, device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        attributes: torch.Tensor | None = None, n_attribute_values: int = 0,
+        reg_attributes: float = 0.0, attribute_biases: bool = False, init_std: float = 0.1,
+        device: torch.device | str | None = None, generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.reg, self.reg_bias, self.reg_implicit = reg, reg_bias, reg_implicit
+        self.reg_attributes = reg_attributes
         self.asymmetric = asymmetric
         self.register_buffer("mu", torch.tensor(float(mu), device=device))
         self.register_buffer("indptr", csr.indptr.to(device))
@@ -79,6 +162,17 @@ class ItemBagNet(nn.Module):
         else:
             self.user_factors = nn.Embedding(n_users, n_factors, device=device)  # p_u
             tables.append(self.user_factors)
+        self.has_attributes = attributes is not None
+        self.attribute_biases = attribute_biases and attributes is not None
+        if self.attribute_biases:
+            self.attribute_bias = nn.Embedding(n_attribute_values, 1, device=device)  # b_a
+            with torch.no_grad():
+                self.attribute_bias.weight.zero_()
+        if attributes is not None:
+            self.register_buffer("attributes", attributes.to(device))  # shape: (n_users, A)
+            self.attribute_factors = nn.Embedding(n_attribute_values, n_factors,
+                                                  device=device)  # y_a
+            tables.append(self.attribute_factors)
         with torch.no_grad():
             self.user_bias.weight.zero_()
             self.item_bias.weight.zero_()
@@ -87,44 +181,79 @@ class ItemBagNet(nn.Module):
 
     def _bag(self, users: torch.Tensor, table: torch.Tensor, weights: torch.Tensor | None
              ) -> torch.Tensor:
-        """``sum_{j in N(u)} w_uj table_j`` for distinct ``users``, shape (U, table.shape[1])."""
+        """``sum_{j in N(u)} w_uj table_j`` for distinct ``users``, shape (U, table.shape[1]).
+
+        A segment sum: the rows of every user's items gathered with ``index_select`` and
+        added per user with ``index_add`` (on a CPU both directions are about twice as fast as
+        ``embedding_bag`` here).
+        """
         csr = UserItemCSR(self.indptr, self.indices, self.residuals, len(table))
-        _, entry = csr.positions(users)  # shape: (nnz_U,) entries, grouped by user
-        counts = self.indptr[users + 1] - self.indptr[users]  # shape: (U,)
-        first = torch.cumsum(counts, 0) - counts  # shape: (U,) each user's first entry
-        return F.embedding_bag(
-            self.indices[entry], table, first, mode="sum",
-            per_sample_weights=None if weights is None else weights[entry],
-        )  # shape: (U, f)
+        position, entry = csr.positions(users)  # shape: (nnz_U,) entries, grouped by user
+        rows = table.index_select(0, self.indices[entry])  # shape: (nnz_U, f)
+        if weights is not None:
+            rows = rows * weights[entry][:, None]
+        out = torch.zeros(len(users), table.shape[1], device=table.device, dtype=table.dtype)
+        return out.index_add(0, position, rows)  # shape: (U, f)
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """``p_u + |N(u)|^{-1/2} sum y_j`` (SVD++) or the two bags (Asymmetric-SVD), (U, f)."""
+        """``p_u + |N(u)|^{-1/2} sum y_j [+ sum_{A(u)} y_a]`` (SVD++) or the two bags
+        (Asymmetric-SVD), shape (U, f)."""
         norm = self.norm[users][:, None]  # shape: (U, 1)
         vectors = norm * self._bag(users, self.implicit.weight, None)  # shape: (U, f)
         if self.asymmetric:
-            return vectors + norm * self._bag(users, self.explicit.weight, self.residuals)
-        return vectors + self.user_factors(users)
+            vectors = vectors + norm * self._bag(users, self.explicit.weight, self.residuals)
+        else:
+            vectors = vectors + self.user_factors(users)
+        if self.has_attributes:
+            vectors = vectors + self.attribute_vectors(users)
+        return vectors
+
+    def attribute_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """``sum_{a in A(u)} y_a`` (KBV09 eq. 6), shape (U, f)."""
+        return self.attribute_factors(self.attributes[users]).sum(1)  # shape: (U, f)
+
+    def attribute_bias_sum(self, users: torch.Tensor) -> torch.Tensor:
+        """``sum_{a in A(u)} b_a``, 0 without attribute biases, shape (U,)."""
+        if not self.attribute_biases:
+            return torch.zeros(users.shape, device=users.device)
+        return self.attribute_bias(self.attributes[users]).sum((1, 2))  # shape: (U,)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        users, inverse = torch.unique(batch["user"], return_inverse=True)  # shape: (U,), (B,)
-        z = self.user_vectors(users)[inverse]  # shape: (B, f)
-        item = batch["item"]
-        dot = (self.item_factors(item) * z).sum(1)  # shape: (B,)
-        return self.mu + self.user_bias(batch["user"])[:, 0] + self.item_bias(item)[:, 0] + dot
+        user, item = batch["user"], batch["item"]  # shape: (B,)
+        users, inverse = torch.unique(user, return_inverse=True)  # shape: (U,), (B,)
+        z = self.user_vectors(users).index_select(0, inverse)  # shape: (B, f)
+        dot = (self.item_factors.weight.index_select(0, item) * z).sum(1)  # shape: (B,)
+        b_u = _rows(self.user_bias.weight[:, 0], user) + self.attribute_bias_sum(user)
+        return self.mu + b_u + _rows(self.item_bias.weight[:, 0], item) + dot
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per rating: ``reg_bias (b_u^2 + b_i^2) + reg (|q_i|^2 [+ |p_u|^2] + sum_j |y_j|^2
-        [+ |x_j|^2])``, halved; shape (B,)."""
+        """Per rating: ``reg_bias (b_u^2 + b_i^2) + reg (|q_i|^2 [+ |p_u|^2])
+        + reg_implicit sum_j (|y_j|^2 [+ |x_j|^2]) [+ reg_attributes sum_{A(u)} |y_a|^2]``,
+        halved; shape (B,)."""
         user, item = batch["user"], batch["item"]
         users, inverse = torch.unique(user, return_inverse=True)
         bag_tables = [self.implicit.weight] + ([self.explicit.weight] if self.asymmetric else [])
         squares = sum(t.pow(2).sum(1, keepdim=True) for t in bag_tables)  # shape: (n_items, 1)
         bag = self._bag(users, squares, None)[inverse, 0]  # shape: (B,)
-        factors = self.item_factors(item).pow(2).sum(1)
+        # Squared norms of whole tables, then one scalar per row: the same per-rating penalty
+        # as gathering the rows first, with a cheaper backward.
+        factors = _rows(self.item_factors.weight.pow(2).sum(1), item)  # shape: (B,)
         if not self.asymmetric:
-            factors = factors + self.user_factors(user).pow(2).sum(1)
-        biases = self.user_bias(user)[:, 0] ** 2 + self.item_bias(item)[:, 0] ** 2
-        return 0.5 * (self.reg * factors + self.reg_implicit * bag + self.reg_bias * biases)
+            factors = factors + _rows(self.user_factors.weight.pow(2).sum(1), user)
+        biases = (_rows(self.user_bias.weight[:, 0] ** 2, user)
+                  + _rows(self.item_bias.weight[:, 0] ** 2, item))  # shape: (B,)
+        out = 0.5 * (self.reg * factors + self.reg_implicit * bag + self.reg_bias * biases)
+        if self.has_attributes:
+            squares = self.attribute_factors.weight.pow(2).sum(1)  # shape: (n_values,)
+            if self.attribute_biases:
+                squares = squares + self.attribute_bias.weight[:, 0] ** 2
+            out = out + 0.5 * self.reg_attributes * squares[self.attributes[user]].sum(1)
+        return out
+
+
+def _rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` by ``index_select`` (a faster backward than ``nn.Embedding``)."""
+    return values.index_select(0, index)
 
 
 class _BagModel(ExplicitModel):
@@ -136,7 +265,7 @@ class _BagModel(ExplicitModel):
         self, n_factors: int = 20, *, epochs: int = 8, lr: float = 0.005, lr_decay: float = 1.0,
         reg: float = 0.15, reg_bias: float = 0.15, reg_implicit: float = 0.01,
         batch_size: int = 8192, optimizer: str = "adam", init_std: float = 0.1,
-        warm_start: bool = True,
+        warm_start: bool = True, warm_start_options: dict[str, Any] | None = None,
         patience: int | None = None, seed: int = 0, progress: bool = False,
         device: str | torch.device | None = None, clip: bool = True,
     ) -> None:
@@ -146,18 +275,28 @@ class _BagModel(ExplicitModel):
         self.config.update(
             n_factors=n_factors, epochs=epochs, lr=lr, lr_decay=lr_decay, reg=reg,
             reg_bias=reg_bias, reg_implicit=reg_implicit, batch_size=batch_size,
-            optimizer=optimizer, init_std=init_std, warm_start=warm_start, patience=patience,
+            optimizer=optimizer, init_std=init_std, warm_start=warm_start,
+            warm_start_options=dict(warm_start_options or {}), patience=patience,
             seed=seed, progress=progress)
         TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs)  # validate the options now
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
         empty = UserItemCSR.empty(n_users, n_items, device=self.device)
+        attributes, n_values = None, 0
+        if c.get("user_attributes"):
+            attributes = getattr(self, "_attributes", None)
+            if attributes is None or len(attributes) != n_users:  # placeholder until _fit
+                attributes = torch.zeros(n_users, len(c["user_attributes"]), dtype=torch.long)
+            attributes = torch.as_tensor(attributes, device=self.device)
+            n_values = getattr(self, "_n_attribute_values", 1)
         self.net = ItemBagNet(
             n_users, n_items, c["n_factors"], csr=getattr(self, "_bag_csr", empty), mu=0.0,
             reg=c["reg"], reg_bias=c["reg_bias"], reg_implicit=c["reg_implicit"],
-            asymmetric=self.asymmetric,
-            init_std=c["init_std"], device=self.device,
+            asymmetric=self.asymmetric, attributes=attributes, n_attribute_values=n_values,
+            reg_attributes=c.get("reg_attributes", 0.0),
+            attribute_biases=c.get("attribute_biases", False), init_std=c["init_std"],
+            device=self.device,
             generator=torch.Generator(device=self.device).manual_seed(c["seed"]),
         )
 
@@ -165,7 +304,25 @@ class _BagModel(ExplicitModel):
         state = ckpt["state"]
         self._bag_csr = UserItemCSR(state["net.indptr"], state["net.indices"],
                                     state["net.residuals"], ckpt["n_items"])
+        if "net.attributes" in state:
+            self._attributes = state["net.attributes"]
+            self._n_attribute_values = len(state["net.attribute_factors.weight"])
         super()._restore(ckpt, path)
+
+    def fit(self, train: Ratings, *, valid: Ratings | None = None,
+            weights: np.ndarray | None = None) -> _BagModel:
+        """As :meth:`ExplicitModel.fit`; with ``user_attributes``, ``train.users`` gives
+        ``A(u)`` for every user of the id space, including those without training ratings."""
+        attributes = self.config.get("user_attributes")
+        if attributes:
+            ids, self.attribute_labels = encode_user_attributes(
+                train.users, attributes, age_edges=self.config["age_edges"])
+            if len(ids) != train.n_users:
+                raise ValueError(f"user_attributes: the users table has {len(ids)} rows for "
+                                 f"{train.n_users} users")
+            self._attributes = torch.as_tensor(ids)
+            self._n_attribute_values = len(self.attribute_labels)
+        return super().fit(train, valid=valid, weights=weights)
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
@@ -195,7 +352,8 @@ class _BagModel(ExplicitModel):
     def _warm_start(self, train: Ratings) -> None:
         """Start from a biased MF fit (SVD++ with empty bags is biased MF): copy its biases and
         factors, zero the bag tables, so training only has to learn what the bags add."""
-        mf = BiasedMF(self.config["n_factors"], seed=self.config["seed"], device=self.device)
+        mf = BiasedMF(self.config["n_factors"], seed=self.config["seed"], device=self.device,
+                      **self.config.get("warm_start_options", {}))
         mf.fit(train)
         net = self.net
         pairs = [(net.item_factors, mf.net.item_factors), (net.user_bias, mf.net.user_bias),
@@ -207,13 +365,71 @@ class _BagModel(ExplicitModel):
         net.implicit.weight.zero_()
         if self.asymmetric:
             net.explicit.weight.zero_()
+        if net.has_attributes:
+            self._split_user_factors(train)
+
+    @torch.no_grad()
+    def _split_user_factors(self, train: Ratings) -> None:
+        """Warm start of ``y_a`` (and ``b_a``): the ridge regression of the users' ``p_u``
+        (and ``b_u``) on their attributes, ``min sum_u |p_u - sum_{A(u)} y_a|^2 + lambda
+        sum_a |y_a|^2`` over the users with training ratings; ``p_u`` then keeps only the rest,
+        ``p_u - sum y_a``. The predictions are unchanged and a new user starts from the mean
+        taste of their groups."""
+        net = self.net
+        users = torch.nonzero(torch.as_tensor(train.user_counts() > 0, device=self.device))[:, 0]
+        ids = net.attributes[users]  # shape: (U, A)
+        n_values = net.attribute_factors.num_embeddings
+        design = torch.zeros(len(ids), n_values, device=self.device)  # shape: (U, V)
+        design.scatter_(1, ids, 1.0)
+        gram = design.T @ design + self.config["attribute_ridge"] * torch.eye(
+            n_values, device=self.device)  # shape: (V, V)
+        tables = [(net.user_factors, net.attribute_factors)]
+        if net.attribute_biases:
+            tables.append((net.user_bias, net.attribute_bias))
+        for per_user, per_value in tables:
+            target = per_user.weight[users]  # shape: (U, f) or (U, 1)
+            per_value.weight.copy_(torch.linalg.solve(gram, design.T @ target))
+            per_user.weight[users] -= per_value(ids).sum(1)
+
+    def _vectors(self, users: torch.Tensor, known: torch.Tensor, in_range: torch.Tensor
+                 ) -> torch.Tensor:
+        """One user vector per entry of (safe, repeatable) ``users``: the full one where
+        ``known`` (training ratings), ``sum_{A(u)} y_a`` for the other users of the id space
+        (``in_range``) when attributes are used -- cold start -- and 0 otherwise; (n, f)."""
+        distinct, inverse = torch.unique(users, return_inverse=True)  # shape: (U,), (n,)
+        z = self.net.user_vectors(distinct)[inverse] * known[:, None]  # shape: (n, f)
+        if self.net.has_attributes:
+            cold = in_range & ~known  # shape: (n,)
+            z = z + self.net.attribute_vectors(distinct)[inverse] * cold[:, None]
+        return z
+
+    @torch.no_grad()
+    def predict_tensor(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings for compact id tensors (see :meth:`ExplicitModel.predict`);
+        with user attributes, users without training ratings get ``mu + b_i + q_i^T sum
+        y_a``."""
+        self._require_fitted()
+        safe_user, safe_item, user_known, item_known = self._known(user, item)
+        in_range = (user >= 0) & (user < self.n_users)
+        return self._output(self._predict_rows(safe_user, safe_item, user_known, item_known,
+                                               in_range))
 
     def _predict_known(self, user, item, user_known, item_known):
-        users, inverse = torch.unique(user, return_inverse=True)
-        z = self.net.user_vectors(users)[inverse]  # shape: (n, f)
+        return self._predict_rows(user, item, user_known, item_known, user_known)
+
+    def _user_biases(self, users: torch.Tensor, known: torch.Tensor, in_range: torch.Tensor
+                     ) -> torch.Tensor:
+        """``b_u`` of known users plus ``sum_{A(u)} b_a`` of every user of the id space (with
+        attribute biases), 0 for the others; shape (n,)."""
         net = self.net
-        dot = (net.item_factors.weight[item] * z).sum(1) * (user_known & item_known)
-        return (self.mu + net.user_bias.weight[user, 0] * user_known
+        return (net.user_bias.weight[users, 0] * known
+                + net.attribute_bias_sum(users) * in_range)
+
+    def _predict_rows(self, user, item, user_known, item_known, user_in):
+        z = self._vectors(user, user_known, user_in)  # shape: (n, f)
+        net = self.net
+        dot = (net.item_factors.weight[item] * z).sum(1) * item_known  # shape: (n,)
+        return (self.mu + self._user_biases(user, user_known, user_in)
                 + net.item_bias.weight[item, 0] * item_known + dot)
 
     @torch.no_grad()
@@ -221,11 +437,13 @@ class _BagModel(ExplicitModel):
         """Every item's score for ``users`` as one matrix product, shape (B, n_items)."""
         self._require_fitted()
         safe, known = self._known_users(users)  # shape: (B,), (B,)
+        users = users.to(self.device)
+        in_range = (users >= 0) & (users < self.n_users)
         net = self.net
-        z = self.net.user_vectors(safe) * known[:, None]  # shape: (B, f)
+        z = self._vectors(safe, known, in_range)  # shape: (B, f)
         q = net.item_factors.weight * self.item_known[:, None]  # shape: (n_items, f)
         b_i = net.item_bias.weight[:, 0] * self.item_known  # shape: (n_items,)
-        b_u = net.user_bias.weight[safe, 0] * known  # shape: (B,)
+        b_u = self._user_biases(safe, known, in_range)  # shape: (B,)
         return self._output(self.mu + b_u[:, None] + b_i[None, :] + z @ q.T)
 
 
@@ -244,15 +462,60 @@ class SVDpp(_BagModel):
     warm_start : bool
         Start from a :class:`BiasedMF` fit (SVD++ with empty bags *is* biased MF) with the bag
         tables at zero, so training only learns what the implicit feedback adds.
+    warm_start_options : dict, optional
+        Options of that :class:`BiasedMF` fit; default :data:`SVDPP_WARM_START`, a short
+        per-rating SGD run (10 passes, 4096 ratings per step, ``gamma = 0.03``).
+
+    user_attributes : sequence of str, optional
+        Columns of the training data's users table whose values join the user vector as
+        ``sum_{a in A(u)} y_a`` (Koren, Bell & Volinsky 2009 eq. 6), e.g. ``("age", "gender",
+        "occupation")`` on ML-100K; ``age`` is bucketed at ``age_edges``. Users of the id
+        space without training ratings are then predicted as ``mu + b_i + q_i^T sum y_a``
+        instead of ``mu + b_i``.
+    reg_attributes : float
+        Per-rating penalty on the ``y_a`` (and ``b_a``) of the rating's user.
+    attribute_biases : bool
+        Also a bias ``b_a`` per attribute value in ``b_u + sum_{A(u)} b_a`` (not in eq. 6; a
+        new user then also gets their groups' rating offset).
+    attribute_ridge : float
+        Penalty of the warm start of ``y_a`` (and ``b_a``): the ridge regression of the
+        biased-MF user factors (and biases) on the attributes.
+    age_edges : sequence of float
+        Bucket edges of ``age`` (default: the ML-1M age groups <18, 18-24, ..., 56+).
 
     Notes
     -----
     Koren's Netflix constants (per-rating SGD, gamma 0.007 cut by 10% per epoch, lambda_5
     0.005, lambda_6 0.015) diverge when one step sums the gradients of all of a user's
-    ratings. The defaults (warm start, Adam at 0.005 on batches of ~8192 ratings, 8 epochs,
+    ratings. The defaults (warm start, Adam at 0.005 on batches of ~8192 ratings, 10 epochs,
     reg 0.15, reg_bias 0.15, reg_implicit 0.01) are the best of small grids on a validation
-    split carved from ML-100K ``u1.base``.
+    split carved from ML-100K ``u1.base``. The short warm start with 10 epochs validates as well
+    as a full biased-MF fit (20 passes at 1024 ratings per step) with 8 epochs, on random 10%
+    validation splits of ``u1.base`` and ``u4.base`` (0.9191 / 0.9076 against 0.9192 / 0.9079)
+    at about half the fitting time. The attribute defaults (``reg_attributes=0.1``,
+    ``attribute_ridge=100``) are the best of a small grid on cold-start validation splits
+    (:func:`mfutils.data.splits.cold_user_split` of random 10% validation splits of ``u1.base``
+    and ``u4.base``, 200 users keeping 0-5 ratings); the attributes change the RMSE of users
+    without ratings there by only a few thousandths (notebook 04).
     """
+
+    def __init__(
+        self, n_factors: int = 20, *, epochs: int = 10,
+        warm_start_options: dict[str, Any] | None = None,
+        user_attributes: Sequence[str] | None = None,
+        reg_attributes: float = REG_ATTRIBUTES, age_edges: Sequence[float] = AGE_EDGES,
+        attribute_biases: bool = False, attribute_ridge: float = 100.0, **options: Any,
+    ) -> None:
+        super().__init__(
+            n_factors, epochs=epochs, warm_start_options=SVDPP_WARM_START
+            if warm_start_options is None else warm_start_options, **options)
+        if isinstance(user_attributes, str):
+            raise ValueError(f"user_attributes={user_attributes!r} must be a sequence of column "
+                             f"names, e.g. ({user_attributes!r},)")
+        self.config.update(
+            user_attributes=None if user_attributes is None else tuple(user_attributes),
+            reg_attributes=reg_attributes, age_edges=tuple(age_edges),
+            attribute_biases=attribute_biases, attribute_ridge=attribute_ridge)
 
 
 class AsymmetricSVD(_BagModel):

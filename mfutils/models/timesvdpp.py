@@ -23,6 +23,8 @@ last training day fall into the first or last item bin.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -251,6 +253,8 @@ class TimeSVDpp(_BagModel):
         default schedule), from a :class:`BiasedMF` fit, or from scratch. Time terms start at
         their neutral values (0, ``c_u = 1``), so a warm start begins at that model's
         predictions.
+    warm_start_options : dict, optional
+        Options of the :class:`BiasedMF` fit of ``warm_start="mf"``.
 
     Notes
     -----
@@ -275,7 +279,8 @@ class TimeSVDpp(_BagModel):
         epochs: int = 8, lr: float = 0.005, lr_decay: float = 1.0, reg: float = 0.15,
         reg_bias: float = 0.15, reg_implicit: float = 0.01, batch_size: int = 8192,
         optimizer: str = "adam", init_std: float = 0.1, warm_start: str = "svdpp",
-        patience: int | None = None, seed: int = 0, progress: bool = False,
+        warm_start_options: dict[str, Any] | None = None, patience: int | None = None,
+        seed: int = 0, progress: bool = False,
         device: str | torch.device | None = None, clip: bool = True,
     ) -> None:
         if warm_start not in WARM_STARTS:
@@ -285,7 +290,8 @@ class TimeSVDpp(_BagModel):
         super().__init__(
             n_factors, epochs=epochs, lr=lr, lr_decay=lr_decay, reg=reg, reg_bias=reg_bias,
             reg_implicit=reg_implicit, batch_size=batch_size, optimizer=optimizer,
-            init_std=init_std, warm_start=warm_start != "none", patience=patience, seed=seed,
+            init_std=init_std, warm_start=warm_start != "none",
+            warm_start_options=warm_start_options, patience=patience, seed=seed,
             progress=progress, device=device, clip=clip)
         self.config.update(
             warm_start=warm_start, item_bins=item_bins, user_drift=user_drift,

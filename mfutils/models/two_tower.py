@@ -16,7 +16,8 @@ logQ correction, masks accidental hits and mines hard negatives in TFRS's order.
 negatives      candidates of a row
 =============  ==================================================================
 ``uniform``    ``n_negatives`` items per row, uniform over the user's unseen items
-``popularity`` ``n_negatives`` items shared by the batch, drawn by count
+``popularity`` ``n_negatives`` items shared by the batch, drawn by count^alpha (alpha=0:
+               uniform over the catalogue; cheap, one matrix product per batch)
 ``in-batch``   the batch's other positives (Yi et al. 2019)
 ``mixed``      in-batch plus ``n_negatives`` uniform corpus items (Yang et al. 2020)
 =============  ==================================================================
@@ -195,6 +196,10 @@ class TwoTower(RankingModel):
     n_negatives : int
         Negatives per row (``uniform``), shared per batch (``popularity``), or uniform extras
         (``mixed``).
+    popularity_alpha : float
+        Exponent of the ``popularity`` sampler, :math:`q_j\propto c_j^\alpha`: 1 follows the
+        training frequencies (like in-batch negatives), 0.75 is word2vec's smoothing, 0 draws
+        uniformly from the catalogue.
     logq : {None, "exact", "streaming"}
         LogQ correction of the softmax-family losses for popularity-skewed candidates: exact
         training frequencies, or Yi et al.'s streaming estimate.
@@ -223,6 +228,7 @@ class TwoTower(RankingModel):
         loss_options: dict[str, Any] | None = None,
         negatives: str = "uniform",
         n_negatives: int = 1,
+        popularity_alpha: float = 1.0,
         logq: str | None = None,
         epochs: int = 30,
         batch_size: int = 1024,
@@ -248,7 +254,8 @@ class TwoTower(RankingModel):
         if dim < 1 or n_negatives < 1:
             raise ValueError(f"dim={dim} and n_negatives={n_negatives} must be >= 1")
         self.config = {"dim": dim, "loss": loss, "loss_options": dict(loss_options or {}),
-                       "negatives": negatives, "n_negatives": n_negatives, "logq": logq,
+                       "negatives": negatives, "n_negatives": n_negatives,
+                       "popularity_alpha": popularity_alpha, "logq": logq,
                        "epochs": epochs, "batch_size": batch_size, "lr": lr,
                        "optimizer": optimizer, "patience": patience, "reg": reg,
                        "init_std": init_std, "score": score, "seed": seed,
@@ -282,7 +289,8 @@ class TwoTower(RankingModel):
             sampler["uniform"] = UniformNegatives(self.n_items, seen=self.train_csr,
                                                   device=self.device)
         elif cfg["negatives"] == "popularity":
-            sampler["popularity"] = PopularityNegatives(counts, device=self.device)
+            sampler["popularity"] = PopularityNegatives(counts, alpha=cfg["popularity_alpha"],
+                                                        device=self.device)
         if cfg["logq"] == "exact":
             sampler["log_freq"] = item_log_frequencies(counts.clamp_min(1.0))
         elif cfg["logq"] == "streaming":
