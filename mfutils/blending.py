@@ -50,10 +50,14 @@ from mfutils.data.container import Ratings
 from mfutils.data.splits import validation_split
 from mfutils.metrics import rmse
 
-__all__ = ["DEFAULT_LAMBDAS", "FoldPredictions", "LinearBlend", "blend_folds",
-           "fit_ridge_blend", "fold_predictions", "ridge_solve", "support_features"]
+__all__ = ["DEFAULT_LAMBDAS", "SERIES_MODELS", "FoldPredictions", "LinearBlend", "blend_folds",
+           "fit_ridge_blend", "fold_predictions", "ridge_solve", "series_models",
+           "support_features"]
 
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
+SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
+                 "ItemKNN", "GlobalNeighborhood", "SVDpp", "AsymmetricSVD", "IntegratedModel",
+                 "TimeSVDpp")
 Predictions = Mapping[str, np.ndarray] | pd.DataFrame
 
 
@@ -254,6 +258,50 @@ def support_features(rows: Ratings, seen: Ratings) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- the fold protocol
+def series_models(
+    names: Sequence[str] | None = None, *, device: torch.device | str | None = None,
+    seed: int = 0,
+) -> dict[str, Callable[[], Any]]:
+    """Factories of the series' explicit models at their defaults (notebooks 01-06).
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+        A subset of :data:`SERIES_MODELS` (default: all), in the order given.
+    device : str or torch.device, optional
+    seed : int
+        Seed of every stochastic model.
+    """
+    from mfutils.models import (
+        AsymmetricSVD,
+        BaselineEstimates,
+        BiasedMF,
+        GlobalNeighborhood,
+        IntegratedModel,
+        ItemKNN,
+        SVDpp,
+        TimeSVDpp,
+    )
+
+    factories = {
+        "BaselineEstimates-ALS": lambda: BaselineEstimates(method="als", device=device),
+        "BiasedMF-SGD": lambda: BiasedMF(method="sgd", seed=seed, device=device),
+        "BiasedMF-Adam": lambda: BiasedMF(method="adam", seed=seed, device=device),
+        "BiasedMF-ALS": lambda: BiasedMF(method="als", seed=seed, device=device),
+        "ItemKNN": lambda: ItemKNN(device=device),
+        "GlobalNeighborhood": lambda: GlobalNeighborhood(seed=seed, device=device),
+        "SVDpp": lambda: SVDpp(seed=seed, device=device),
+        "AsymmetricSVD": lambda: AsymmetricSVD(seed=seed, device=device),
+        "IntegratedModel": lambda: IntegratedModel(seed=seed, device=device),
+        "TimeSVDpp": lambda: TimeSVDpp(seed=seed, device=device),
+    }
+    names = list(SERIES_MODELS if names is None else names)
+    unknown = [name for name in names if name not in factories]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {list(SERIES_MODELS)}")
+    return {name: factories[name] for name in names}
+
+
 @dataclass(frozen=True, eq=False)
 class FoldPredictions:
     """Every model's predictions on one fold (see :func:`fold_predictions`).

@@ -45,6 +45,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,7 +57,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["RowLoss", "all_sum", "init_from_env", "main", "rank", "shard", "world_size", "wrap"]
+__all__ = ["RowLoss", "all_sum", "init_from_env", "launch", "main", "rank", "shard", "world_size",
+           "wrap"]
 
 
 def world_size() -> int:
@@ -136,6 +140,52 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- command line
+def launch(processes: int, *, threads: int, args: list[str] | tuple[str, ...] = (),
+           timeout: float = 600) -> dict[str, object]:
+    """Run ``torchrun --standalone --nproc_per_node processes -m mfutils.distributed *args``.
+
+    Parameters
+    ----------
+    processes : int
+        Processes on this machine.
+    threads : int
+        Torch threads per process (``OMP_NUM_THREADS``); give ``processes * threads`` cores.
+    args : sequence of str
+        Options of :func:`main`, e.g. ``["--ratings", "200000", "--epochs", "2"]``.
+    timeout : float
+        Seconds before the run is stopped.
+
+    Returns
+    -------
+    dict
+        Rank 0's JSON record (see :func:`main`).
+
+    Raises
+    ------
+    ValueError
+        When ``processes`` or ``threads`` is below 1.
+    RuntimeError
+        With the tail of the processes' output when the run fails.
+    """
+    if processes < 1 or threads < 1:
+        raise ValueError(f"processes={processes} and threads={threads} must both be >= 1")
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / "run.json"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", str(processes), "-m", "mfutils.distributed",
+                   *args, "--threads", str(threads), "--output", str(output)]
+        # The children import this very package, wherever it lives.
+        package_root = str(Path(__file__).resolve().parents[1])
+        python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": python_path}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=env, check=False)
+        if done.returncode != 0 or not output.exists():
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n"
+                               f"{done.stderr[-2000:]}")
+        return json.loads(output.read_text())
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Train a model on synthetic ratings, in one process or under ``torchrun``.
 
@@ -157,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: auto)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--output", type=Path, default=None, help="JSON record (rank 0)")
     parser.add_argument("--save", type=Path, default=None, help="checkpoint path (rank 0)")
     args = parser.parse_args(argv)
@@ -165,6 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     from mfutils.metrics import rmse
     from mfutils.models import BiasedMF, SVDpp
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = init_from_env(args.device)
     data = make_synthetic(args.users, args.items, args.ratings, seed=args.seed)
     train, test = random_holdout(data, test_fraction=0.1, seed=args.seed)

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from mfutils.blending import (
+    SERIES_MODELS,
     blend_folds,
     fit_ridge_blend,
     fold_predictions,
     ridge_solve,
+    series_models,
     support_features,
 )
 from mfutils.data import make_synthetic, random_holdout
@@ -141,3 +143,13 @@ def test_fold_predictions_hold_out_validation_and_refit():
     once = fold_predictions(MODELS, train, test, valid_fraction=0.2, refit=False)
     pd.testing.assert_frame_equal(once.valid, preds.valid)  # the same validation models
     assert not np.allclose(once.test["mf"], preds.test["mf"])  # refit on all of train
+
+
+def test_series_models_are_fresh_factories_in_the_order_asked():
+    factories = series_models(["SVDpp", "BiasedMF-SGD"], device="cpu", seed=4)
+    assert list(factories) == ["SVDpp", "BiasedMF-SGD"]
+    first, second = factories["BiasedMF-SGD"](), factories["BiasedMF-SGD"]()
+    assert first is not second and type(first).__name__ == "BiasedMF"
+    assert list(series_models()) == list(SERIES_MODELS)
+    with pytest.raises(ValueError, match="unknown models"):
+        series_models(["NoSuchModel"])

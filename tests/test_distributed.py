@@ -99,3 +99,18 @@ def test_one_process_helpers_are_neutral():
     assert torch.equal(distributed.shard(index), index)
     value = torch.tensor(3.0)
     assert distributed.all_sum(value) is value
+
+
+def test_launch_runs_the_cli_under_torchrun_and_matches_one_process():
+    args = ["--ratings", "4000", "--users", "150", "--items", "90", "--factors", "4",
+            "--epochs", "2", "--batch-size", "512", "--seed", "2"]
+    two = distributed.launch(2, threads=1, args=args, timeout=120)
+    one = distributed.main([*args, "--device", "cpu"])
+    assert (two["processes"], two["backend"], two["threads"]) == (2, "gloo", 1)
+    assert one["processes"] == 1 and len(two["epoch_seconds"]) == 2
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert two["test_rmse"] == pytest.approx(one["test_rmse"], rel=1e-5)
+    with pytest.raises(ValueError, match="threads=0"):
+        distributed.launch(2, threads=0)
+    with pytest.raises(RuntimeError, match="failed"):
+        distributed.launch(1, threads=1, args=["--model", "NoSuchModel"], timeout=60)
