@@ -13,6 +13,10 @@ Each (model, size) runs in a fresh subprocess that loads the cached arrays, fits
 * ``seconds_per_epoch``: the last epoch's seconds from the model's history (the first epoch
   also pays one-off costs, reported as ``first_epoch_seconds``);
 * ``ratings_per_second``: ratings in the training set over ``seconds_per_epoch``;
+* for the two-tower (``TIMED_BATCHES``; its in-batch softmax step costs about as much as a
+  whole Funk epoch's thousand steps), an epoch over ``--timed-batches`` random batches of the
+  data (same users and items, same tables, same batch size), scaled to the full data:
+  ``seconds_per_epoch = measured * n_ratings / timed_ratings``, flagged ``extrapolated``;
 * ``peak_rss_gb``: the process's peak resident memory (``getrusage``), data included, and
   ``data_rss_gb``, the peak before fitting; on CUDA also ``cuda_peak_gb``
   (``torch.cuda.max_memory_allocated``). ``tracemalloc`` would miss torch's allocations.
@@ -49,6 +53,8 @@ SIZES = {
     "25M": (162_541, 59_047, 25_000_000),
 }
 DEFAULT_SIZES = ("1M", "5M", "10M", "25M")
+# Models timed on a random subset of whole batches, the epoch extrapolated: name -> batch size.
+TIMED_BATCHES = {"TwoTower-SSM": 1024}
 
 
 def model_factories(factors: int, epochs: int, device: object) -> dict[str, Callable[[], object]]:
@@ -72,14 +78,16 @@ def model_factories(factors: int, epochs: int, device: object) -> dict[str, Call
                                device=device),
         "iALS": lambda: ImplicitALS(factors=factors, iterations=epochs, device=device),
         "TwoTower-SSM": lambda: TwoTower(dim=factors, loss="ssm", negatives="in-batch",
-                                         epochs=epochs, batch_size=1024, patience=None,
+                                         epochs=epochs, batch_size=TIMED_BATCHES["TwoTower-SSM"],
+                                         patience=None,
                                          device=device),
     }
 
 
 # ---------------------------------------------------------------------- one (model, size) run
 def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
-           device_name: str | None, threads: int | None) -> dict[str, object]:
+           device_name: str | None, threads: int | None, timed_batches: int
+           ) -> dict[str, object]:
     """Fit one model on the cached data in this (fresh) process and measure it."""
     import torch
 
@@ -94,6 +102,11 @@ def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
     data = Ratings(user=arrays["user"], item=arrays["item"], rating=arrays["rating"],
                    timestamp=arrays["timestamp"], n_users=n_users, n_items=n_items,
                    user_ids=np.arange(n_users), item_ids=np.arange(n_items), name="synthetic")
+    n_ratings, timed = len(data), len(data)
+    if model_name in TIMED_BATCHES and timed_batches * TIMED_BATCHES[model_name] < len(data):
+        timed = timed_batches * TIMED_BATCHES[model_name]
+        keep = np.sort(np.random.default_rng(0).choice(len(data), timed, replace=False))
+        data = data.subset(keep)
     data_rss = _peak_rss_gb()
     model = model_factories(factors, epochs, device)[model_name]()
     if device.type == "cuda":
@@ -104,11 +117,13 @@ def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
         torch.cuda.synchronize(device)
     fit_seconds = time.perf_counter() - start
     seconds = np.diff(np.concatenate([[0.0], model.history["seconds"].to_numpy()]))
+    scale = n_ratings / timed  # 1 unless the epoch is extrapolated from a subset
     record = {
-        "model": model_name, "n_ratings": len(data), "n_users": n_users, "n_items": n_items,
-        "factors": factors, "epochs": len(seconds), "seconds_per_epoch": float(seconds[-1]),
-        "first_epoch_seconds": float(seconds[0]), "fit_seconds": fit_seconds,
-        "ratings_per_second": len(data) / float(seconds[-1]),
+        "model": model_name, "n_ratings": n_ratings, "n_users": n_users, "n_items": n_items,
+        "factors": factors, "epochs": len(seconds), "seconds_per_epoch": float(seconds[-1]) * scale,
+        "first_epoch_seconds": float(seconds[0]) * scale, "fit_seconds": fit_seconds,
+        "ratings_per_second": timed / float(seconds[-1]),
+        "extrapolated": timed < n_ratings, "timed_ratings": timed,
         "data_rss_gb": data_rss, "peak_rss_gb": _peak_rss_gb(),
     }
     if device.type == "cuda":
@@ -144,7 +159,8 @@ def cached_data(size: str, cache_dir: Path, seed: int) -> Path:
 def run_one(model: str, data_path: Path, args: argparse.Namespace) -> dict[str, object]:
     """Run :func:`worker` in a fresh interpreter, so that peak memory is this model's own."""
     command = [sys.executable, __file__, "--worker", model, "--data", str(data_path),
-               "--factors", str(args.factors), "--epochs", str(args.epochs)]
+               "--factors", str(args.factors), "--epochs", str(args.epochs),
+               "--timed-batches", str(args.timed_batches)]
     if args.device:
         command += ["--device", args.device]
     if args.threads:
@@ -170,8 +186,13 @@ def plot(records: list[dict[str, object]], path: Path, title: str) -> None:
 
     table = pd.DataFrame([r for r in records if "seconds_per_epoch" in r])
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    extrapolated = table.get("extrapolated", pd.Series(False, index=table.index)).fillna(False)
     for name, rows in table.sort_values("n_ratings").groupby("model", sort=False):
-        ax.plot(rows["n_ratings"], rows["seconds_per_epoch"], marker="o", label=name)
+        guessed = extrapolated.loc[rows.index].astype(bool)
+        label = f"{name} (extrapolated: open)" if guessed.any() else name
+        line, = ax.plot(rows["n_ratings"], rows["seconds_per_epoch"], marker="o", label=label)
+        ax.plot(rows["n_ratings"][guessed], rows["seconds_per_epoch"][guessed], "o",
+                markerfacecolor="white", color=line.get_color())
     ax.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds per epoch",
            title=title)
     ax.grid(True, which="both", alpha=0.3)
@@ -190,6 +211,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--epochs", type=int, default=2, help="epochs (sweeps) to time")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    parser.add_argument("--timed-batches", type=int, default=200,
+                        help=f"batches per timed epoch of {sorted(TIMED_BATCHES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -201,7 +224,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
 
     if args.worker:
         print(json.dumps(worker(args.worker, args.data, factors=args.factors, epochs=args.epochs,
-                                device_name=args.device, threads=args.threads)))
+                                device_name=args.device, threads=args.threads,
+                                timed_batches=args.timed_batches)))
         return []
     unknown = set(args.sizes) - set(SIZES)
     if unknown:
@@ -221,37 +245,47 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     output = args.output or RESULTS_DIR / f"scale-synthetic{suffix}.json"
     previous = json.loads(output.read_text())["runs"] if output.exists() else []
 
+    meta = {"device": str(device), "threads": args.threads or torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "machine": platform.machine(), "factors": args.factors, "epochs": args.epochs,
+            "timed_batches": args.timed_batches,
+            "protocol": f"make_synthetic (seed {args.seed}), {args.epochs} epochs per run, "
+                        f"last epoch timed; {', '.join(TIMED_BATCHES)}: epochs over "
+                        f"{args.timed_batches} random batches, seconds per epoch extrapolated "
+                        "to all ratings"}
+    runs = list(previous)
     with tempfile.TemporaryDirectory() as scratch:
         cache_dir = args.cache_dir or Path(scratch)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        records = []
         for size in sorted(args.sizes, key=lambda s: SIZES[s][2]):
             data_path = cached_data(size, cache_dir, args.seed)
             for name in names:
                 record = {"size": size, **run_one(name, data_path, args),
                           "load_average": os.getloadavg()[0]}
-                records.append(record)
                 print(_line(record), flush=True)
-    done = {(r["model"], r["size"]) for r in records}
-    runs = [r for r in previous if (r["model"], r["size"]) not in done] + records
-    runs.sort(key=lambda r: (SIZES[r["size"]][2], r["model"]))
-    meta = {"device": str(device), "threads": args.threads or torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "machine": platform.machine(), "factors": args.factors, "epochs": args.epochs,
-            "protocol": f"make_synthetic (seed {args.seed}), {args.epochs} epochs per run, "
-                        "last epoch timed"}
+                # Saved after every run: a long sweep stopped halfway keeps what it measured.
+                runs = [r for r in runs if (r["model"], r["size"]) != (name, size)] + [record]
+                runs.sort(key=lambda r: (SIZES[r["size"]][2], r["model"]))
+                _save(output, meta, runs, args.factors)
+    print(f"wrote {output} and {output.with_suffix('.png').name}")
+    return runs
+
+
+def _save(output: Path, meta: dict[str, object], runs: list[dict[str, object]],
+          factors: int) -> None:
+    """Write the JSON and the plot of ``runs``."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
     plot(runs, output.with_suffix(".png"),
-         f"make_synthetic, k={args.factors}, {meta['device']}, {meta['threads']} threads")
-    print(f"wrote {output} and {output.with_suffix('.png').name}")
-    return runs
+         f"make_synthetic, k={factors}, {meta['device']}, {meta['threads']} threads")
 
 
 def _line(record: dict[str, object]) -> str:
     if "error" in record:
         return f"{record['size']:>4} {record['model']:<14} {record['error']}"
-    return (f"{record['size']:>4} {record['model']:<14} {record['seconds_per_epoch']:8.2f} s/epoch "
+    mark = "*" if record.get("extrapolated") else " "
+    return (f"{record['size']:>4} {record['model']:<14} "
+            f"{record['seconds_per_epoch']:8.2f}{mark}s/epoch "
             f"{record['ratings_per_second'] / 1e6:7.2f} M ratings/s  peak "
             f"{record['peak_rss_gb']:.2f} GiB (data {record['data_rss_gb']:.2f})  "
             f"load {record['load_average']:.1f}")
