@@ -6,6 +6,9 @@ under ``torchrun``::
     torchrun --standalone --nproc_per_node 2 -m mfutils.distributed \
         --model BiasedMF --method adam --ratings 1000000 --epochs 2 --output run.json
 
+and from Python (a notebook) :func:`launch` runs that command in a subprocess and returns rank
+0's record.
+
 Every process (*rank*) holds a full replica of the embedding tables and of the training
 ratings. All ranks draw the same random global batches (one seed); rank ``r`` computes the loss
 of its shard of each batch (a contiguous ``1/world`` of the rows) and
