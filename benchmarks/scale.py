@@ -277,7 +277,7 @@ def _save(output: Path, meta: dict[str, object], runs: list[dict[str, object]],
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
     plot(runs, output.with_suffix(".png"),
-         f"make_synthetic, k={factors}, {meta['device']}, {meta['threads']} threads")
+         f"make_synthetic, k={factors}, {meta['device']}, {meta['threads']} thread(s)")
 
 
 def _line(record: dict[str, object]) -> str:

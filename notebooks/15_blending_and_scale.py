@@ -154,20 +154,26 @@ memory = runs.pivot(index="model", columns="size", values="peak_rss_gb")[sizes]
 memory.round(2)
 
 # %% [markdown]
+# The committed timings were taken on a shared two-core machine under load (the load average
+# is recorded with every run), so single points can be off by a factor of two or more; rerun
+# the benchmark on a quiet machine before quoting one. Still, the picture is clear.
 # Every model's epoch grows about linearly with the ratings (slope ≈ 1 on the log-log plot):
 # SGD and Adam touch each rating once per epoch, ALS builds one Gram matrix per user and item
 # from their ratings. What differs is the constant: Funk's hand-written SGD step avoids
 # autograd and gathers rows with `index_select`; Adam's dense embedding gradients and the
-# $(f+1)^2$ Gram entries per rating of ALS cost more per rating. ALS is not run at 25M: its
+# $(f+1)^2$ Gram entries per rating of ALS cost more per rating. The two-tower is in another
+# league: each step of 1024 rows scores a $1024\times1024$ logit matrix, masks accidental
+# hits against the users' training items and updates the whole tables with Adam, so an epoch
+# on ML-25M takes hours on one CPU core — a model for a GPU. ALS is not run at 25M: its
 # right-hand sides gather one $(f+1)$-vector per rating (25M × 65 floats, 6.5 GB, twice),
-# beyond the 8 GB budget of the benchmark. At ML-25M's size, the biased MF by Funk's SGD:
+# beyond the 8 GB budget of the benchmark (10M already peaks near 7.3 GB). At ML-25M's size —
+# where the biased MF should stay under 30 s per epoch at $k=64$ and under 8 GB:
 
 # %%
 runs.query("size == '25M'")[["model", "seconds_per_epoch", "ratings_per_second",
                              "peak_rss_gb", "extrapolated", "load_average"]].round(2)
 
 # %% [markdown]
-#
 # ## Several processes: data-parallel training
 # When one process is not enough, the same trainer runs under `torchrun`:
 #
