@@ -15,11 +15,18 @@ skips autograd and is about twice as fast for the plain factor models.
 Nets whose loss is not a sum over rows -- the implicit-feedback losses, which contrast a
 batch's positives with sampled or in-batch negatives -- define ``objective(batch)``, the
 batch's mean loss (a scalar), which then replaces the per-row loss.
+
+Under ``torchrun`` (a ``torch.distributed`` process group is initialized), :func:`fit` trains
+data-parallel: every rank draws the same global batches, computes the loss of its own shard of
+each batch and ``DistributedDataParallel`` all-reduces the gradients, scaled so that they equal
+the single-process gradient of the whole batch (see :mod:`mfutils.distributed`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
+
+from mfutils import distributed
 
 Batch = dict[str, torch.Tensor]
 
@@ -180,6 +189,18 @@ def fit(
         raise ValueError(f"alternate=True needs a net with parameter_blocks(); "
                          f"{type(net).__name__} has none")
     valid_metric = valid_metric or (rmse_metric if config.loss == "mse" else logloss_metric)
+    world, step_net = distributed.world_size(), None
+    if world > 1:
+        if hasattr(net, "objective"):
+            raise ValueError(f"{type(net).__name__} has a set-wise objective(batch) (e.g. in-batch"
+                             " negatives) that does not split over ranks; train it in one process")
+        if config.alternate:
+            raise ValueError("alternate=True (parameter blocks) is not supported under "
+                             "torchrun; train it in one process")
+        if config.optimizer == "funk":  # Funk's step is SGD on the summed loss, by hand
+            config = dataclasses.replace(config, optimizer="sgd")
+        step_net = distributed.wrap(net, functools.partial(
+            batch_loss, net, loss=config.loss, target=target, weight=weight))
     device = train[target].device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     blocks = net.parameter_blocks() if config.alternate else [list(net.parameters())]
@@ -189,12 +210,21 @@ def fit(
     rows: list[dict[str, float]] = []
     start = time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc=type(net).__name__, unit="epoch",
-               disable=not config.progress, leave=False)
+               disable=not config.progress or distributed.rank() > 0, leave=False)
     for epoch in bar:
         net.train()
         loss_sum = torch.zeros((), device=device)
         for idx in _batches(train, config, generator):
-            batch = {key: value[idx] for key, value in train.items()}
+            if world > 1:  # this rank's shard of the global batch; gradients all-reduced
+                part = distributed.shard(idx)
+                loss = step_net({key: value.index_select(0, part) for key, value in train.items()})
+                scale = world / (len(idx) if config.batch_reduction == "mean" else 1)
+                optimizers[0].zero_grad(set_to_none=True)
+                (loss.sum() * scale).backward()  # DDP averages: the mean of world * shard sums
+                optimizers[0].step()
+                loss_sum += loss.detach().sum()
+                continue
+            batch = {key: value.index_select(0, idx) for key, value in train.items()}
             if config.optimizer == "funk":
                 loss_sum += net.funk_step(batch, lr).detach()
                 continue
@@ -212,7 +242,7 @@ def fit(
                 optimizer.step()
                 if step == 0:  # the batch's loss before any of this batch's steps
                     loss_sum += batch_sum
-        train_loss = float(loss_sum) / n
+        train_loss = float(distributed.all_sum(loss_sum)) / n
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
                 f"{type(net).__name__}: the training loss became {train_loss} in epoch {epoch} "
