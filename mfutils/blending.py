@@ -57,7 +57,7 @@ __all__ = ["DEFAULT_LAMBDAS", "SERIES_MODELS", "FoldPredictions", "LinearBlend",
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
                  "ItemKNN", "GlobalNeighborhood", "SVDpp", "AsymmetricSVD", "IntegratedModel",
-                 "TimeSVDpp")
+                 "TimeSVDpp", "FM-side", "DeepFM", "NNMF")
 Predictions = Mapping[str, np.ndarray] | pd.DataFrame
 
 
@@ -262,7 +262,7 @@ def series_models(
     names: Sequence[str] | None = None, *, device: torch.device | str | None = None,
     seed: int = 0,
 ) -> dict[str, Callable[[], Any]]:
-    """Factories of the series' explicit models at their defaults (notebooks 01-06).
+    """Factories of the series' explicit models at their defaults (notebooks 01-10).
 
     Parameters
     ----------
@@ -273,9 +273,12 @@ def series_models(
         Seed of every stochastic model.
     """
     from mfutils.models import (
+        NNMF,
         AsymmetricSVD,
         BaselineEstimates,
         BiasedMF,
+        DeepFM,
+        FactorizationMachine,
         GlobalNeighborhood,
         IntegratedModel,
         ItemKNN,
@@ -294,6 +297,9 @@ def series_models(
         "AsymmetricSVD": lambda: AsymmetricSVD(seed=seed, device=device),
         "IntegratedModel": lambda: IntegratedModel(seed=seed, device=device),
         "TimeSVDpp": lambda: TimeSVDpp(seed=seed, device=device),
+        "FM-side": lambda: FactorizationMachine(seed=seed, device=device),
+        "DeepFM": lambda: DeepFM(seed=seed, device=device),
+        "NNMF": lambda: NNMF(seed=seed, device=device),
     }
     names = list(SERIES_MODELS if names is None else names)
     unknown = [name for name in names if name not in factories]

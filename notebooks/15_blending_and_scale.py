@@ -109,7 +109,7 @@ plt.show()
 
 # %% [markdown]
 # ## Every model, every fold
-# `python benchmarks/blend.py` runs the same protocol with all ten explicit models of the
+# `python benchmarks/blend.py` runs the same protocol with all thirteen explicit models of the
 # series on u1..u5 and writes `benchmarks/results/blend-ml-100k.json`. Its table, with the
 # protocol it was measured under:
 
@@ -239,7 +239,7 @@ for name, value in table["mean"].items():
                      f"learned on a {valid_fraction:.0%} validation split of each train fold, "
                      f"seed {seed}" + (", models refit on the full train fold" if refit else ""))
 for name in ("Blend", "Blend + support"):
-    log.add(f"{name}, all ten models (benchmarks/blend.py)", "rmse", all_folds.loc[name, "mean"],
+    log.add(f"{name}, all models (benchmarks/blend.py)", "rmse", all_folds.loc[name, "mean"],
             dataset=blend_record["meta"]["dataset"],
             protocol=blend_record["meta"]["protocol"] + " (read from blend-ml-100k.json)")
 for _, run in ddp_runs.iterrows():
