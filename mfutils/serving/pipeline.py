@@ -42,8 +42,9 @@ _NOT_OPTIONS = {"self", "device", "user_embeddings", "item_embeddings"}
 
 
 def registered_models() -> dict[str, type[ExplicitModel]]:
-    """Every explicit model class by name, sorted."""
-    return {name: cls for name, cls in sorted(_REGISTRY.items()) if not name.startswith("_")}
+    """Every concrete explicit model class by name, sorted (abstract bases are left out)."""
+    return {name: cls for name, cls in sorted(_REGISTRY.items())
+            if not name.startswith("_") and not inspect.isabstract(cls)}
 
 
 def model_options(cls: type[ExplicitModel]) -> dict[str, Any]:
