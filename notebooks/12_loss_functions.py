@@ -77,7 +77,8 @@ print(split.protocol)
 # paper says to tune (`mfutils.losses.presets.LOSS_GRIDS`). The pairwise losses get one
 # uniform negative per positive, as in their papers; the candidate-set losses share 1024
 # uniformly drawn catalogue items per batch — close to CCL's and SSM's "many negatives" at
-# one matrix product per batch. Adam, batch 1024, early stopping on validation NDCG@20.
+# one matrix product per batch (SSM also tries its paper's sampler, 64 exact uniform
+# negatives per row). Adam, batch 1024, early stopping on validation NDCG@20.
 
 # %%
 pd.DataFrame({name: {"fixed": ", ".join(f"{k}={v}" for k, v in spec.base.items()),
