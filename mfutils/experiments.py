@@ -182,6 +182,19 @@ def evaluate_ranking(
                         ks=ks, device=device)
 
 
+def _fit_on_validation(model: Any, split: RankingSplit
+                       ) -> tuple[Any, dict[str, float], float, int | None]:
+    """Fit on ``split.fit`` (early-stopping on ``split.valid`` where the model does); the
+    model, its validation @20 scores, the fit seconds and the epoch early stopping kept."""
+    start = time.perf_counter()
+    model.fit(split.fit, valid=split.valid)
+    seconds = time.perf_counter() - start
+    scores = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))
+    history = getattr(model, "history", None)
+    best_epoch = history.attrs.get("best_epoch") if history is not None else None
+    return model, scores, seconds, best_epoch
+
+
 def ranking_grid(
     make_model: Callable[..., Any],
     grid: Sequence[dict[str, Any]],
@@ -200,15 +213,11 @@ def ranking_grid(
     rows, best, best_options, best_value = [], None, {}, -float("inf")
     for options in tqdm(grid, desc="validation grid", unit="fit", disable=not progress,
                         leave=False):
-        model = make_model(**options)
-        start = time.perf_counter()
-        model.fit(split.fit, valid=split.valid)
-        seconds = time.perf_counter() - start
-        value = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))[metric]
+        model, scores, seconds, best_epoch = _fit_on_validation(make_model(**options), split)
+        value = scores[metric]
         row = {**options, f"valid_{metric}": value, "fit_seconds": seconds}
-        history = getattr(model, "history", None)
-        if history is not None and "best_epoch" in history.attrs:
-            row["best_epoch"] = history.attrs["best_epoch"]
+        if best_epoch is not None:
+            row["best_epoch"] = best_epoch
         rows.append(row)
         if value > best_value:
             best, best_options, best_value = model, dict(options), value
@@ -354,16 +363,9 @@ def ablation(
     rows = {}
     for label, options in tqdm(variants.items(), desc="ablation", unit="fit",
                                disable=not progress, leave=False):
-        model = make_model(**options)
-        start = time.perf_counter()
-        model.fit(split.fit, valid=split.valid)
-        seconds = time.perf_counter() - start
-        scores = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))
-        history = getattr(model, "history", None)
+        _, scores, seconds, best_epoch = _fit_on_validation(make_model(**options), split)
         rows[label] = {"valid recall@20": scores["recall@20"],
-                       "valid ndcg@20": scores["ndcg@20"],
-                       "best_epoch": (history.attrs.get("best_epoch")
-                                      if history is not None else None),
+                       "valid ndcg@20": scores["ndcg@20"], "best_epoch": best_epoch,
                        "fit_seconds": seconds}
     return pd.DataFrame.from_dict(rows, orient="index")
 
