@@ -6,7 +6,7 @@ import torch
 
 from mfutils.data import Ratings, make_synthetic
 from mfutils.metrics import rmse
-from mfutils.models import BaselineEstimates, BiasedMF, CheckpointError, ExplicitModel
+from mfutils.models import BaselineEstimates, BiasedMF, CheckpointError, ExplicitModel, als
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,31 @@ def test_als_sweep_equals_per_user_closed_form(synthetic):
         theta = np.linalg.solve(x.T @ x + 0.1 * rows.sum() * np.eye(4), x.T @ y)
         np.testing.assert_allclose(p[u], theta[:3], atol=1e-4)
         assert b_u[u] == pytest.approx(theta[3], abs=1e-4)
+
+
+def test_als_solve_side_in_blocks_equals_dense_solve(monkeypatch):
+    # Blocks of 3 rows, a repeated pair and a row without ratings: the same solution as the
+    # dense normal equations sum_i c_i x_i x_i^T + Lambda built rating by rating.
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.tensor([0, 0, 1, 2, 2, 2, 4, 5, 5, 6, 7, 7, 0])
+    cols = torch.tensor([0, 1, 2, 0, 3, 1, 2, 0, 1, 3, 2, 0, 1])  # (0, 1) twice
+    conf = torch.rand(len(rows), generator=gen, dtype=torch.float64) + 0.5
+    target = torch.randn(len(rows), generator=gen, dtype=torch.float64)
+    other = torch.randn(4, 2, generator=gen, dtype=torch.float64)
+    monkeypatch.setattr(als, "BLOCK_ELEMENTS", 27)  # (f+1)^2 = 9: three rows a block
+    side = als.build_side(rows, cols, 9, 4)
+    theta = als.solve_side(side, conf, conf * target, other, reg=0.3, reg_bias=0.1,
+                           weighted_reg=True)
+    x = torch.cat([other, torch.ones(4, 1, dtype=torch.float64)], dim=1)
+    for u in range(9):
+        mask = rows == u
+        gram = (conf[mask, None, None] * x[cols[mask], :, None] * x[cols[mask], None, :]).sum(0)
+        penalty = torch.tensor([0.3, 0.3, 0.1], dtype=torch.float64) * max(int(mask.sum()), 1)
+        rhs = (conf[mask, None] * target[mask, None] * x[cols[mask]]).sum(0)
+        expected = torch.linalg.solve(gram + torch.diag(penalty), rhs)
+        torch.testing.assert_close(theta[u], expected)
+    assert theta[3].abs().max() == 0 and theta[8].abs().max() == 0
+    assert side.counts.tolist() == [3, 1, 3, 0, 1, 2, 1, 2, 0]
 
 
 def test_confidence_weights_scale_the_squared_error_only(synthetic):

@@ -6,59 +6,105 @@ With the item side fixed, every user's ``theta_u = [p_u; b_u]`` solves a ridge r
     (sum_{i in R(u)} c_ui x_i x_i^T + Lambda_u) theta_u = sum_{i in R(u)} c_ui y_ui x_i,
     x_i = [q_i; 1],  y_ui = r_ui - mu - b_i,  Lambda_u = lambda I  or  lambda n_u I  (ALS-WR).
 
-All Gram matrices come from one sparse-dense product ``C @ vec(x_i x_i^T)`` (``C`` the
-``users x items`` matrix of confidences), the right-hand sides from one ``index_add_``, and
-the ``n_users`` systems are solved together by a batched Cholesky factorization. The item step
-is the mirror image with ``z_u = [p_u; 1]``.
+The Gram matrices come from a sparse-dense product ``C @ vech(x_i x_i^T)`` (``C`` the
+``users x items`` matrix of confidences, ``vech`` the lower triangle, so half the work of the
+full outer products), the right-hand sides from a second one, ``(C * Y) @ x``, and the systems
+are solved by a batched Cholesky factorization. Rows are solved in blocks, so memory stays at
+``O(n_cols f^2 / 2)`` for the outer products plus one block of Gram matrices, whatever the
+number of ratings: a (ratings x f) array is never built. The item step is the mirror image
+with ``z_u = [p_u; 1]``.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 
+BLOCK_ELEMENTS = 2**25  # Gram entries solved at once: 128 MiB in float32
 
-def build_side(
-    rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, n_rows: int, n_cols: int
-) -> torch.Tensor:
-    """The ``n_rows x n_cols`` sparse CSR matrix of confidences ``c`` at ``(rows, cols)``."""
-    coo = torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), weights, (n_rows, n_cols), check_invariants=False
-    ).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return coo.to_sparse_csr()
+
+@dataclass(frozen=True, eq=False)
+class Side:
+    """The observed pairs of one side of the ratings matrix, in CSR order.
+
+    Built once by :func:`build_side`; :meth:`matrix` then turns any per-rating values (given
+    in the order of the ratings) into the sparse ``n_rows x n_cols`` matrix without sorting.
+
+    Attributes
+    ----------
+    crow : Tensor, shape (n_rows + 1,)
+        CSR row pointers.
+    col : Tensor, shape (nnz,)
+        Column of every entry, rows in order.
+    order : Tensor, shape (nnz,)
+        Position in the input ratings of every CSR entry.
+    n_cols : int
+    """
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    order: torch.Tensor
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.crow) - 1
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """Ratings per row, shape (n_rows,)."""
+        return self.crow.diff()
+
+    def matrix(self, values: torch.Tensor, start: int = 0, stop: int | None = None
+               ) -> torch.Tensor:
+        """Rows ``start:stop`` of the sparse CSR matrix holding ``values`` (rating order)."""
+        stop = self.n_rows if stop is None else stop
+        first, last = int(self.crow[start]), int(self.crow[stop])
+        entries = self.order[first:last]  # shape: (nnz_block,)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(
+                self.crow[start:stop + 1] - first, self.col[first:last], values[entries],
+                (stop - start, self.n_cols), check_invariants=False)
+
+
+def build_side(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> Side:
+    """The CSR pattern of the pairs ``(rows, cols)`` in an ``n_rows x n_cols`` matrix.
+
+    Repeated pairs stay separate entries, so products with the matrix sum them.
+    """
+    order = torch.argsort(rows, stable=True)  # shape: (nnz,)
+    counts = torch.bincount(rows, minlength=n_rows)  # shape: (n_rows,)
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])  # shape: (n_rows+1,)
+    return Side(crow=crow, col=cols[order], order=order, n_cols=n_cols)
 
 
 def solve_side(
+    side: Side,
     confidence: torch.Tensor,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
     weighted_target: torch.Tensor,
     other: torch.Tensor,
     *,
     reg: float,
     reg_bias: float,
-    counts: torch.Tensor,
     weighted_reg: bool,
 ) -> torch.Tensor:
     """Solve every row's ridge system against the fixed ``other`` side.
 
     Parameters
     ----------
-    confidence : sparse CSR Tensor, shape (n_rows, n_cols)
-        ``c_ui`` at the observed pairs.
-    rows, cols : Tensor, shape (nnz,)
-        The observed pairs (row ids on the side being solved, column ids on the fixed side).
+    side : Side
+        The observed pairs (rows on the side being solved, columns on the fixed side).
+    confidence : Tensor, shape (nnz,)
+        ``c_ui`` of every rating, in the order the pairs were given to :func:`build_side`.
     weighted_target : Tensor, shape (nnz,)
-        ``c_ui * y_ui``, the targets with the fixed side's bias and ``mu`` removed.
+        ``c_ui * y_ui``, the targets with the fixed side's bias and ``mu`` removed, same order.
     other : Tensor, shape (n_cols, f)
         Factors of the fixed side.
     reg, reg_bias : float
         Ridge penalties of the factor coordinates and of the bias coordinate.
-    counts : Tensor, shape (n_rows,)
-        Ratings per row, for the weighted-lambda penalty ``lambda n_u``.
     weighted_reg : bool
         Use ALS-WR's ``lambda n_u I`` instead of ``lambda I``.
 
@@ -66,21 +112,33 @@ def solve_side(
     -------
     Tensor, shape (n_rows, f + 1)
         ``[factors, bias]`` of every row; rows without ratings get zeros.
+
+    Raises
+    ------
+    FloatingPointError
+        When a system is not positive definite (a zero penalty and too few ratings).
     """
     n_cols, f = other.shape
     x = torch.cat([other, other.new_ones(n_cols, 1)], dim=1)  # shape: (n_cols, f+1)
-    # shape: (n_cols, (f+1)^2)
-    outer = (x[:, :, None] * x[:, None, :]).reshape(n_cols, (f + 1) ** 2)
-    gram = torch.sparse.mm(confidence, outer).view(-1, f + 1, f + 1)  # shape: (n_rows, f+1, f+1)
-    rhs = x.new_zeros(gram.shape[0], f + 1)  # shape: (n_rows, f+1)
-    rhs.index_add_(0, rows, weighted_target[:, None] * x[cols])
+    low_r, low_c = torch.tril_indices(f + 1, f + 1, device=x.device)  # shape: (T,), (T,)
+    outer = x[:, low_r] * x[:, low_c]  # shape: (n_cols, T), T = (f+1)(f+2)/2
     penalty = x.new_full((f + 1,), reg)  # shape: (f+1,)
     penalty[-1] = reg_bias
-    scale = counts.clamp(min=1).to(x.dtype) if weighted_reg else x.new_ones(gram.shape[0])
-    gram = gram + torch.diag_embed(scale[:, None] * penalty)  # shape: (n_rows, f+1, f+1)
-    chol, info = torch.linalg.cholesky_ex(gram)
-    if bool((info != 0).any()):
-        raise FloatingPointError(
-            "ALS: a ridge system is not positive definite; raise reg/reg_bias above 0"
-        )
-    return torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
+    counts = side.counts.clamp(min=1).to(x.dtype)  # shape: (n_rows,)
+    theta = x.new_empty(side.n_rows, f + 1)  # shape: (n_rows, f+1)
+    block = max(1, BLOCK_ELEMENTS // (f + 1) ** 2)
+    for start in range(0, side.n_rows, block):
+        stop = min(start + block, side.n_rows)
+        tri = torch.sparse.mm(side.matrix(confidence, start, stop), outer)  # shape: (b, T)
+        gram = x.new_zeros(stop - start, f + 1, f + 1)  # shape: (b, f+1, f+1)
+        gram[:, low_r, low_c] = tri
+        gram[:, low_c, low_r] = tri
+        scale = counts[start:stop] if weighted_reg else counts.new_ones(stop - start)
+        gram += torch.diag_embed(scale[:, None] * penalty)
+        rhs = torch.sparse.mm(side.matrix(weighted_target, start, stop), x)  # shape: (b, f+1)
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if bool((info != 0).any()):
+            raise FloatingPointError(
+                "ALS: a ridge system is not positive definite; raise reg/reg_bias above 0")
+        theta[start:stop] = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
+    return theta

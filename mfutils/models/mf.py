@@ -149,10 +149,8 @@ class BiasedMF(ExplicitModel):
         c = self.config
         user, item, rating = data["user"], data["item"], data["rating"]
         weight = data.get("weight", torch.ones_like(rating))
-        by_user = als.build_side(user, item, weight, self.n_users, self.n_items)
-        by_item = als.build_side(item, user, weight, self.n_items, self.n_users)
-        user_counts = torch.bincount(user, minlength=self.n_users)
-        item_counts = torch.bincount(item, minlength=self.n_items)
+        by_user = als.build_side(user, item, self.n_users, self.n_items)
+        by_item = als.build_side(item, user, self.n_items, self.n_users)
         net, mu = self.net, self.mu
         p, q = net.user_factors.weight.data, net.item_factors.weight.data
         b_u, b_i = net.user_bias.weight.data[:, 0], net.item_bias.weight.data[:, 0]
@@ -161,13 +159,13 @@ class BiasedMF(ExplicitModel):
         rows, start = [], time.perf_counter()
         for sweep in range(1, c["epochs"] + 1):
             if not c["freeze_users"]:
-                theta = als.solve_side(by_user, user, item, weight * (rating - mu - b_i[item]), q,
-                                       counts=user_counts, **options)  # shape: (n_users, f+1)
+                theta = als.solve_side(by_user, weight, weight * (rating - mu - b_i[item]), q,
+                                       **options)  # shape: (n_users, f+1)
                 p.copy_(theta[:, :-1])
                 b_u.copy_(theta[:, -1])
             if not c["freeze_items"]:
-                phi = als.solve_side(by_item, item, user, weight * (rating - mu - b_u[user]), p,
-                                     counts=item_counts, **options)  # shape: (n_items, f+1)
+                phi = als.solve_side(by_item, weight, weight * (rating - mu - b_u[user]), p,
+                                     **options)  # shape: (n_items, f+1)
                 q.copy_(phi[:, :-1])
                 b_i.copy_(phi[:, -1])
             record = {"epoch": sweep, "train_rmse": rmse_metric(net, data)}

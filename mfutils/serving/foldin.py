@@ -12,8 +12,8 @@ and Zhou et al. 2008 use the same solve to "fold in" new users without retrainin
 with the model's own penalties: SGD/Adam-trained models penalise every rating, so their ridge
 weight grows with ``n_u`` (ALS-WR's weighted lambda); ALS-trained ones use their
 ``weighted_reg`` option; the shrunk-mean baselines use ``lambda_3`` (users) / ``lambda_2``
-(items) unweighted. All rows are solved at once by :func:`mfutils.models.als.solve_side` (one
-sparse Gram product and a batched Cholesky solve). The item side is the mirror image.
+(items) unweighted. All rows are solved at once by :func:`mfutils.models.als.solve_side`
+(sparse Gram products and batched Cholesky solves). The item side is the mirror image.
 
 Items the model never saw in training carry untrained factors: they are left out of the solve,
 exactly as :meth:`ExplicitModel.score_items` leaves them out of the scores.
@@ -87,13 +87,11 @@ def solve_rows(
     Tensor, shape (n_rows, f + 1)
         Rows without ratings get zeros.
     """
-    ones = torch.ones_like(target)
-    confidence = als.build_side(rows, cols, ones, n_rows, len(other))
-    counts = torch.bincount(rows, minlength=n_rows)  # shape: (n_rows,)
-    theta = als.solve_side(confidence, rows, cols, target, other, reg=ridge.reg,
-                           reg_bias=ridge.reg_bias, counts=counts,
+    side = als.build_side(rows, cols, n_rows, len(other))
+    theta = als.solve_side(side, torch.ones_like(target), target, other, reg=ridge.reg,
+                           reg_bias=ridge.reg_bias,
                            weighted_reg=ridge.weighted)  # shape: (n_rows, f+1)
-    return theta * (counts > 0)[:, None]
+    return theta * (side.counts > 0)[:, None]
 
 
 @torch.no_grad()
