@@ -3,12 +3,15 @@
     python benchmarks/blend.py                          # ML-100K u1..u5, the series' models
     python benchmarks/blend.py --folds 1 --models BiasedMF-SGD SVDpp TimeSVDpp
     python benchmarks/blend.py --no-refit               # test predictions by the probe models
+    python benchmarks/blend.py --seeds 5                # every stochastic model a 5-seed bag
 
 The protocol of :mod:`mfutils.blending` on each fold: a validation part (``--valid-fraction``
 of the training fold, seeded) is carved out of train; every model is fit on the rest and
 predicts the validation part; a ridge blend (penalty by 5-fold CV inside the validation part)
 is learned there; the models are refit on the whole training fold ("probe refit") and the blend
-weights are applied to their test predictions. The test ratings are only read to score.
+weights are applied to their test predictions. The test ratings are only read to score. With
+``--seeds N`` every stochastic model is a seed bag (:class:`mfutils.blending.SeedBag`): fit with
+N seeds, its prediction the mean, in both fits.
 
 Writes ``benchmarks/results/blend-<dataset>.json``: the protocol, and per model and blend the
 test RMSE of every fold, their mean, the validation RMSE and the fit seconds; per blend and
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--no-refit", action="store_true",
                         help="score the models fit without the validation part")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds per stochastic model, averaged (a seed bag)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
     args = parser.parse_args(argv)
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     labels = [f"u{k}" for k in range(1, len(folds) + 1)]
     if args.folds:
         folds, labels = [folds[k - 1] for k in args.folds], [labels[k - 1] for k in args.folds]
-    models = series_models(args.models, device=device, seed=args.seed)
+    models = series_models(args.models, device=device, seed=args.seed, n_seeds=args.seeds)
     refit = not args.no_refit
 
     start = time.perf_counter()
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"{protocol} ({', '.join(labels)}); blend learned on a {args.valid_fraction:.0%} "
         f"random validation split of each training fold (seed {args.seed}), ridge penalty by "
         f"5-fold CV inside it; "
+        + (f"stochastic models bagged over seeds {args.seed}..{args.seed + args.seeds - 1}; "
+           if args.seeds > 1 else "")
         + ("models refit on the whole training fold for the test predictions"
            if refit else "test predictions by the models fit without the validation part"))
     print(f"\n{args.dataset}, {full_protocol}, device {device}, "
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         records.append(record)
     meta = {"dataset": args.dataset, "protocol": full_protocol, "members": list(models),
             "valid_fraction": args.valid_fraction, "refit": refit, "seed": args.seed,
+            "seeds": args.seeds,
             "device": str(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "machine": platform.machine(),
             "wall_seconds": seconds}

@@ -50,9 +50,9 @@ from mfutils.data.container import Ratings
 from mfutils.data.splits import validation_split
 from mfutils.metrics import rmse
 
-__all__ = ["DEFAULT_LAMBDAS", "SERIES_MODELS", "FoldPredictions", "LinearBlend", "blend_folds",
-           "fit_ridge_blend", "fold_predictions", "ridge_solve", "series_models",
-           "support_features"]
+__all__ = ["DEFAULT_LAMBDAS", "DETERMINISTIC_MODELS", "SERIES_MODELS", "FoldPredictions",
+           "LinearBlend", "SeedBag", "blend_folds", "fit_ridge_blend", "fold_predictions",
+           "ridge_solve", "series_models", "support_features"]
 
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
@@ -258,9 +258,51 @@ def support_features(rows: Ratings, seen: Ratings) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- the fold protocol
+DETERMINISTIC_MODELS = ("BaselineEstimates-ALS", "ItemKNN")
+
+
+class SeedBag:
+    """One model fit once per seed; predicts the mean of the fits (a "seed bag").
+
+    Averaging a stochastic model over seeds removes part of its variance -- the randomness of
+    its initialisation and of the order of its SGD steps -- at the price of one fit per seed.
+    The prize teams bagged their members the same way before blending (Töscher, Jahrer & Bell
+    2009, §3).
+
+    Parameters
+    ----------
+    make : callable
+        ``make(seed)`` returns an unfitted model with ``fit(ratings)`` and
+        ``predict_ratings(ratings)``.
+    seeds : sequence of int
+        One fit per seed.
+    """
+
+    def __init__(self, make: Callable[[int], Any], seeds: Sequence[int]) -> None:
+        if len(seeds) == 0:
+            raise ValueError("a seed bag needs at least one seed")
+        self.make, self.seeds = make, tuple(seeds)
+        self.models: list[Any] = []
+
+    def fit(self, ratings: Ratings) -> SeedBag:
+        self.models = [self.make(seed) for seed in self.seeds]
+        for model in self.models:
+            model.fit(ratings)
+        return self
+
+    def predict_ratings(self, data: Ratings) -> np.ndarray:
+        """The mean of the fits' predictions for every (user, item) row of ``data``."""
+        if not self.models:
+            raise RuntimeError("call fit() before predict_ratings()")
+        # shape: (n_seeds, len(data))
+        predictions = np.stack([np.asarray(model.predict_ratings(data), dtype=np.float64)
+                                for model in self.models])
+        return predictions.mean(axis=0)
+
+
 def series_models(
     names: Sequence[str] | None = None, *, device: torch.device | str | None = None,
-    seed: int = 0,
+    seed: int = 0, n_seeds: int = 1,
 ) -> dict[str, Callable[[], Any]]:
     """Factories of the series' explicit models at their defaults (notebooks 01-10).
 
@@ -270,7 +312,10 @@ def series_models(
         A subset of :data:`SERIES_MODELS` (default: all), in the order given.
     device : str or torch.device, optional
     seed : int
-        Seed of every stochastic model.
+        Seed of every stochastic model (the first seed of a bag).
+    n_seeds : int
+        With ``n_seeds > 1`` every stochastic model becomes a :class:`SeedBag` over the seeds
+        ``seed .. seed + n_seeds - 1``; :data:`DETERMINISTIC_MODELS` are fit once.
     """
     from mfutils.models import (
         NNMF,
@@ -286,26 +331,36 @@ def series_models(
         TimeSVDpp,
     )
 
-    factories = {
-        "BaselineEstimates-ALS": lambda: BaselineEstimates(method="als", device=device),
-        "BiasedMF-SGD": lambda: BiasedMF(method="sgd", seed=seed, device=device),
-        "BiasedMF-Adam": lambda: BiasedMF(method="adam", seed=seed, device=device),
-        "BiasedMF-ALS": lambda: BiasedMF(method="als", seed=seed, device=device),
-        "ItemKNN": lambda: ItemKNN(device=device),
-        "GlobalNeighborhood": lambda: GlobalNeighborhood(seed=seed, device=device),
-        "SVDpp": lambda: SVDpp(seed=seed, device=device),
-        "AsymmetricSVD": lambda: AsymmetricSVD(seed=seed, device=device),
-        "IntegratedModel": lambda: IntegratedModel(seed=seed, device=device),
-        "TimeSVDpp": lambda: TimeSVDpp(seed=seed, device=device),
-        "FM-side": lambda: FactorizationMachine(seed=seed, device=device),
-        "DeepFM": lambda: DeepFM(seed=seed, device=device),
-        "NNMF": lambda: NNMF(seed=seed, device=device),
+    seeded = {
+        "BaselineEstimates-ALS": lambda s: BaselineEstimates(method="als", device=device),
+        "BiasedMF-SGD": lambda s: BiasedMF(method="sgd", seed=s, device=device),
+        "BiasedMF-Adam": lambda s: BiasedMF(method="adam", seed=s, device=device),
+        "BiasedMF-ALS": lambda s: BiasedMF(method="als", seed=s, device=device),
+        "ItemKNN": lambda s: ItemKNN(device=device),
+        "GlobalNeighborhood": lambda s: GlobalNeighborhood(seed=s, device=device),
+        "SVDpp": lambda s: SVDpp(seed=s, device=device),
+        "AsymmetricSVD": lambda s: AsymmetricSVD(seed=s, device=device),
+        "IntegratedModel": lambda s: IntegratedModel(seed=s, device=device),
+        "TimeSVDpp": lambda s: TimeSVDpp(seed=s, device=device),
+        "FM-side": lambda s: FactorizationMachine(seed=s, device=device),
+        "DeepFM": lambda s: DeepFM(seed=s, device=device),
+        "NNMF": lambda s: NNMF(seed=s, device=device),
     }
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds={n_seeds} must be >= 1")
     names = list(SERIES_MODELS if names is None else names)
-    unknown = [name for name in names if name not in factories]
+    unknown = [name for name in names if name not in seeded]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {list(SERIES_MODELS)}")
-    return {name: factories[name] for name in names}
+    seeds = range(seed, seed + n_seeds)
+
+    def factory(name: str) -> Callable[[], Any]:
+        make = seeded[name]
+        if n_seeds == 1 or name in DETERMINISTIC_MODELS:
+            return lambda: make(seed)
+        return lambda: SeedBag(make, seeds)
+
+    return {name: factory(name) for name in names}
 
 
 @dataclass(frozen=True, eq=False)

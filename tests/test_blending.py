@@ -7,6 +7,7 @@ import torch
 
 from mfutils.blending import (
     SERIES_MODELS,
+    SeedBag,
     blend_folds,
     fit_ridge_blend,
     fold_predictions,
@@ -153,3 +154,26 @@ def test_series_models_are_fresh_factories_in_the_order_asked():
     assert list(series_models()) == list(SERIES_MODELS)
     with pytest.raises(ValueError, match="unknown models"):
         series_models(["NoSuchModel"])
+
+
+def test_seed_bag_predicts_the_mean_of_one_fit_per_seed():
+    train, test = _toy_fold()
+    make = lambda seed: BiasedMF(4, method="sgd", epochs=2, seed=seed, device="cpu")  # noqa: E731
+    bag = SeedBag(make, [3, 4]).fit(train)
+    singles = [make(seed).fit(train).predict_ratings(test) for seed in (3, 4)]
+    np.testing.assert_allclose(bag.predict_ratings(test), np.mean(singles, axis=0), atol=1e-6)
+    assert not np.allclose(singles[0], singles[1])
+    with pytest.raises(RuntimeError, match="fit"):
+        SeedBag(make, [0]).predict_ratings(test)
+    with pytest.raises(ValueError, match="at least one seed"):
+        SeedBag(make, [])
+
+
+def test_series_models_bag_only_the_stochastic_models():
+    factories = series_models(["ItemKNN", "SVDpp"], device="cpu", seed=2, n_seeds=3)
+    assert type(factories["ItemKNN"]()).__name__ == "ItemKNN"
+    bag = factories["SVDpp"]()
+    assert isinstance(bag, SeedBag) and bag.seeds == (2, 3, 4)
+    assert type(series_models(["SVDpp"], n_seeds=1)["SVDpp"]()).__name__ == "SVDpp"
+    with pytest.raises(ValueError, match="n_seeds"):
+        series_models(["SVDpp"], n_seeds=0)
