@@ -12,8 +12,9 @@ and Zhou et al. 2008 use the same solve to "fold in" new users without retrainin
 with the model's own penalties: SGD/Adam-trained models penalise every rating, so their ridge
 weight grows with ``n_u`` (ALS-WR's weighted lambda); ALS-trained ones use their
 ``weighted_reg`` option; the shrunk-mean baselines use ``lambda_3`` (users) / ``lambda_2``
-(items) unweighted. All rows are solved at once by :func:`mfutils.models.als.solve_side`
-(sparse Gram products and batched Cholesky solves). The item side is the mirror image.
+(items) unweighted. All rows are solved together by :func:`mfutils.models.als.solve_side`
+(sparse Gram products, batched Cholesky solves in blocks of rows). The item side is the mirror
+image.
 
 Items the model never saw in training carry untrained factors: they are left out of the solve,
 exactly as :meth:`ExplicitModel.score_items` leaves them out of the scores.
