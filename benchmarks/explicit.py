@@ -32,45 +32,23 @@ import pandas as pd
 import torch
 
 from mfutils import get_device
+from mfutils.blending import series_models
 from mfutils.data import load_movielens, random_holdout
 from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
 from mfutils.metrics import auc, log_loss
-from mfutils.models import (
-    NNMF,
-    AsymmetricSVD,
-    BaselineEstimates,
-    BiasedMF,
-    DeepFM,
-    FactorizationMachine,
-    GlobalNeighborhood,
-    IntegratedModel,
-    ItemKNN,
-    SVDpp,
-    TimeSVDpp,
-)
+from mfutils.models import DeepFM, FactorizationMachine
 from mfutils.results import to_markdown
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
-    """The package's explicit models at their defaults (chosen on validation, notebook 02)."""
-    return {
-        "BaselineEstimates-ALS": lambda: BaselineEstimates(method="als", device=device),
-        "BiasedMF-SGD": lambda: BiasedMF(method="sgd", device=device),
-        "BiasedMF-Adam": lambda: BiasedMF(method="adam", device=device),
-        "BiasedMF-ALS": lambda: BiasedMF(method="als", device=device),
-        "ItemKNN": lambda: ItemKNN(device=device),
-        "GlobalNeighborhood": lambda: GlobalNeighborhood(device=device),
-        "SVDpp": lambda: SVDpp(device=device),
-        "AsymmetricSVD": lambda: AsymmetricSVD(device=device),
-        "IntegratedModel": lambda: IntegratedModel(device=device),
-        "TimeSVDpp": lambda: TimeSVDpp(device=device),
-        "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), device=device),
-        "FM-side": lambda: FactorizationMachine(device=device),
-        "DeepFM": lambda: DeepFM(device=device),
-        "NNMF": lambda: NNMF(device=device),
-    }
+    """The package's explicit models at their defaults (chosen on validation, notebook 02).
+
+    The series' models of :func:`mfutils.blending.series_models`, plus the FM on ids alone.
+    """
+    return {**series_models(device=device),
+            "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), device=device)}
 
 
 def binary_models(device: torch.device) -> dict[str, Callable[[], object]]:
