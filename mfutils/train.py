@@ -11,7 +11,11 @@ The loss of a batch is ``sum_b c_b * l(pred_b, y_b) + penalty_b`` with ``l`` the
 reduced by ``sum`` (Funk/Koren step sizes) or ``mean`` (Adam-style step sizes).
 Nets that define ``funk_step(batch, lr)`` can be trained with ``optimizer="funk"``: the same
 per-row objective, its gradients written out by hand and applied with ``index_add_``, which
-skips autograd and is about twice as fast for the plain factor models.
+skips autograd and is about twice as fast for the plain factor models. A row (a user, an
+item) that occurs ``k > 1`` times in one batch does not receive the plain sum of its ``k``
+steps -- with a heavy user that sum overshoots and diverges where per-rating SGD does not --
+but that sum scaled by :func:`sequential_step_scale`, the factor under which it equals ``k``
+sequential SGD steps on a quadratic of the same curvature.
 Nets whose loss is not a sum over rows -- the implicit-feedback losses, which contrast a
 batch's positives with sampled or in-batch negatives -- define ``objective(batch)``, the
 batch's mean loss (a scalar), which then replaces the per-row loss.
@@ -247,9 +251,7 @@ def fit(
             raise TrainingDiverged(
                 f"{type(net).__name__}: the training loss became {train_loss} in epoch {epoch} "
                 f"(optimizer={config.optimizer}, lr={lr:g}, batch_size={config.batch_size}). "
-                "Lower the learning rate (try a tenth), raise the regularization, use "
-                "optimizer='adam', or check the inputs and weights for NaN/inf."
-            )
+                + _divergence_advice(net, train, config, weight=weight))
         record = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
         if valid is not None:
             net.eval()
@@ -296,6 +298,61 @@ def batch_loss(
     if hasattr(net, "penalty"):
         per_row = per_row + net.penalty(batch)
     return per_row
+
+
+def sequential_step_scale(
+    index: torch.Tensor, curvature: torch.Tensor, lr: float, size: int, *,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Per-occurrence factor that turns a batch's summed SGD step into sequential SGD.
+
+    Per-rating SGD (Funk 2006; Koren, Bell & Volinsky 2009 eq. 5) visits a row's ``k``
+    ratings one after another, each step re-reading the parameters the previous one moved. A
+    minibatch step sums the ``k`` gradients, all taken at the same point: on a row's quadratic
+    of curvature ``h`` per rating, the ``k`` sequential steps move the parameter a fraction
+    :math:`1 - (1 - \gamma h)^k` of the way to its optimum, the summed step a fraction
+    :math:`k \gamma h`, which passes 2 -- divergence -- once ``k > 2 / (\gamma h)`` (a user
+    with 2,698 ratings appears about 110 times in a batch of 4,096 of ml-latest-small's
+    100,836). Scaling the summed step by
+
+    .. math::
+        s = \frac{1 - (1 - \gamma \bar h)^k}{k \gamma \bar h}
+
+    (``h-bar`` the mean curvature of the row's occurrences) makes it equal to the ``k``
+    sequential steps on that quadratic, so the step is stable at any multiplicity. For
+    ``k = 1`` the factor is exactly 1: batches without repeated rows are plain SGD, and
+    heavy rows keep most of their progress (``s`` is about 0.5 at ``k = 110``,
+    ``gamma h = 0.015``), unlike a mean over the occurrences (``1 / k``).
+
+    Parameters
+    ----------
+    index : Tensor of int64, shape (B,)
+        The row (e.g. user id) of every occurrence in the batch.
+    curvature : Tensor, shape (B,)
+        Curvature of each occurrence's term: ``c_b + lambda`` for a bias, ``c_b |q_i|^2 +
+        lambda`` for a factor row (``c_b`` the confidence weight, 1 without weights).
+    lr : float
+        The step size ``gamma``.
+    size : int
+        Number of rows of the table ``index`` points into.
+    present : Tensor, shape (B,), optional
+        1 for occurrences that take a step, 0 for padding (e.g. neighbour slots the user has
+        not rated): padding neither counts towards ``k`` nor towards the mean curvature.
+
+    Returns
+    -------
+    Tensor, shape (B,)
+        The factor of each occurrence, that of its row (1 where the row occurs once).
+    """
+    ones = torch.ones_like(curvature)
+    present = ones if present is None else present.to(curvature.dtype)
+    counts = torch.zeros(size, device=index.device).index_add_(0, index, present)  # (size,)
+    total = torch.zeros(size, device=index.device).index_add_(0, index, curvature * present)
+    k = counts.index_select(0, index).clamp(min=1.0)  # shape: (B,)
+    # gamma * mean curvature, kept inside (0, 1): past 1 a single step already overshoots.
+    step = (lr * total.index_select(0, index) / k).clamp(1e-12, 1.0 - 1e-6)  # shape: (B,)
+    scale = -torch.expm1(k * torch.log1p(-step)) / (k * step)  # shape: (B,)
+    return torch.where(k > 1, scale, ones)
 
 
 def rmse_metric(net: nn.Module, data: Mapping[str, torch.Tensor]) -> float:
@@ -345,6 +402,31 @@ def _batches(
     group = (torch.cumsum(sizes, 0) - sizes) // config.batch_size  # shape: (n_active,)
     rows_per_batch = torch.bincount(group, weights=sizes.to(torch.float64)).long()
     return list(torch.split(order, rows_per_batch[rows_per_batch > 0].tolist()))
+
+
+def _divergence_advice(net: nn.Module, train: Mapping[str, torch.Tensor], config: TrainConfig,
+                       *, weight: str | None) -> str:
+    """The likeliest cause of a divergence, most specific first, as advice to act on."""
+    negative = {name: value for name, value in vars(net).items()
+                if name.startswith("reg") and isinstance(value, int | float) and value < 0}
+    if negative:
+        listed = ", ".join(f"{name}={value:g}" for name, value in negative.items())
+        return (f"Cause: a negative penalty ({listed}) rewards large parameters, so the loss "
+                "has no minimum; use penalties >= 0.")
+    if weight is not None and weight in train:
+        w = train[weight]
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            return f"Cause: the {weight!r} column holds NaN, inf or negative confidence weights."
+    if any(not bool(torch.isfinite(p).all()) for p in net.parameters()):
+        cause = "the parameters overflowed"
+    else:
+        cause = "the loss overflowed"
+    if config.optimizer == "sgd" and config.batch_reduction == "sum":
+        return (f"Cause: {cause} under summed SGD steps, where a row repeated k times in a batch "
+                "takes k steps at once: use optimizer='funk' (it scales repeated rows), "
+                "reduction='mean', a smaller batch or a lower lr.")
+    return (f"Cause: {cause}: the step is too large for this data. Lower the learning rate "
+            "(try a tenth), raise the regularization, or use optimizer='adam'.")
 
 
 def _check_batch(data: Mapping[str, torch.Tensor], target: str) -> int:

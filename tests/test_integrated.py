@@ -102,7 +102,8 @@ def test_step_two_is_korens_rule_on_the_svdpp_offset(fitted):
     model, train, _ = fitted
     net = model.net.neighbors
     before = {name: p.detach().clone() for name, p in net.named_parameters()}
-    batch = {k: v[:16] for k, v in train.tensors().items() if k in ("user", "item", "rating")}
+    rows = torch.as_tensor(np.unique(train.item, return_index=True)[1][:16])  # distinct items
+    batch = {k: v[rows] for k, v in train.tensors().items() if k in ("user", "item", "rating")}
     batch["offset"] = torch.linspace(3.0, 4.0, 16)
     loss = batch_loss(net, batch).sum()
     grads = dict(zip(("weights", "implicit"), torch.autograd.grad(

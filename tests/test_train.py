@@ -6,7 +6,7 @@ import torch
 
 from mfutils.device import get_device
 from mfutils.models.nets import BiasedMFNet
-from mfutils.train import TrainConfig, TrainingDiverged, batch_loss, fit
+from mfutils.train import TrainConfig, TrainingDiverged, batch_loss, fit, sequential_step_scale
 
 
 def _net(n_factors=4, seed=0, **kwargs):
@@ -30,6 +30,10 @@ def _batch(n=32, seed=1, weights=False):
 @pytest.mark.parametrize("weights", [False, True])
 def test_funk_step_equals_autograd_sgd_on_summed_objective(weights):
     batch = _batch(weights=weights)
+    g = torch.Generator().manual_seed(2)  # no user or item repeats: plain summed SGD
+    batch["user"] = torch.randperm(7, generator=g)
+    batch["item"] = torch.randperm(9, generator=g)[:7]
+    batch = {key: value[:7] for key, value in batch.items()}
     manual, auto = _net(), _net()
     manual_loss = manual.funk_step(batch, 0.01)
     optimizer = torch.optim.SGD(auto.parameters(), lr=0.01)
@@ -39,6 +43,62 @@ def test_funk_step_equals_autograd_sgd_on_summed_objective(weights):
     assert torch.allclose(manual_loss, loss.detach(), atol=1e-5)
     for a, b in zip(manual.parameters(), auto.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_funk_step_scales_a_repeated_row_to_sequential_sgd():
+    # Biases only, items frozen: user 0's bias sees k equal ratings. k sequential Funk steps
+    # contract its gap to the optimum by (1 - lr h)^k, h = 1 + reg_bias; the batch step must
+    # land on exactly that point, where the plain sum of the k steps overshoots.
+    net = BiasedMFNet(1, 9, 0, mu=3.0, reg=0.05, reg_bias=0.02, device="cpu", freeze_items=True)
+    k, lr, rating = 200, 0.03, 4.5
+    batch = {"user": torch.zeros(k, dtype=torch.long), "item": torch.arange(k) % 9,
+             "rating": torch.full((k,), rating)}
+    optimum = (rating - 3.0) / (1 + 0.02)
+    net.funk_step(batch, lr)
+    expected = optimum * (1 - (1 - lr * 1.02) ** k)
+    assert float(net.user_bias.weight[0, 0].detach()) == pytest.approx(expected, rel=1e-5)
+    plain = lr * k * (rating - 3.0)  # what summing the k steps at once would give
+    assert plain > 2 * optimum  # it overshoots the optimum by more than its own distance
+
+
+def test_sequential_step_scale_is_one_for_single_rows_and_ignores_padding():
+    index = torch.tensor([0, 1, 1, 2, 2])
+    curvature = torch.tensor([1.0, 1.0, 1.0, 1.0, 9.0])
+    scale = sequential_step_scale(index, curvature, 0.1, 3,
+                                  present=torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0]))
+    assert scale[0] == 1.0 and scale[3] == 1.0  # row 2's second slot is padding
+    assert float(scale[1]) == pytest.approx((1 - 0.9**2) / (2 * 0.1))
+
+
+def test_heavy_user_batches_converge_like_per_rating_sgd(monkeypatch):
+    """A user with 800 of 1,980 ratings: summing their steps in one batch goes astray, the
+    scaled step ends where per-rating SGD (batch size 1) does."""
+    from mfutils.data.container import Ratings
+    from mfutils.metrics import rmse
+    from mfutils.models import BiasedMF, nets
+
+    rng = np.random.default_rng(0)
+    user = np.concatenate([np.zeros(800, np.int64), np.repeat(np.arange(1, 60), 20)])
+    item = np.concatenate([rng.choice(1000, 800, replace=False)]
+                          + [rng.choice(1000, 20, replace=False) for _ in range(59)])
+    p, q = rng.normal(0, 0.5, (60, 4)), rng.normal(0, 0.5, (1000, 4))
+    score = 3.6 + (p[user] * q[item]).sum(1) + rng.normal(0, 0.5, len(user)) + 0.8 * (user == 0)
+    data = Ratings(user=user, item=item, rating=np.clip(np.round(score), 1, 5).astype(np.float32),
+                   timestamp=np.zeros(len(user), np.int64), n_users=60, n_items=1000,
+                   user_ids=np.arange(60), item_ids=np.arange(1000))
+
+    def train_rmse(batch_size):
+        model = BiasedMF(4, method="sgd", lr=0.03, batch_size=batch_size, epochs=3, device="cpu")
+        return rmse(model.fit(data).predict_ratings(data), data.rating)
+
+    sequential, batched = train_rmse(1), train_rmse(4096)
+    assert abs(batched - sequential) < 0.01, (batched, sequential)
+    monkeypatch.setattr(nets, "sequential_step_scale", lambda index, c, lr, n: torch.ones_like(c))
+    try:
+        plain = train_rmse(4096)
+    except TrainingDiverged:
+        plain = np.inf
+    assert plain > sequential + 0.3, (plain, sequential)
 
 
 def test_funk_step_with_batch_size_one_is_funks_rule():
@@ -66,8 +126,31 @@ def test_frozen_side_is_not_updated_by_funk_or_autograd():
 def test_divergence_stops_with_advice():
     net = _net()
     config = TrainConfig(epochs=5, optimizer="sgd", lr=1e6, progress=False)
-    with pytest.raises(TrainingDiverged, match="Lower the learning rate"):
+    with pytest.raises(TrainingDiverged, match="repeated k times in a batch.*a lower lr"):
         fit(net, _batch(200), config=config)
+    config = TrainConfig(epochs=5, optimizer="funk", lr=1e6, progress=False)
+    with pytest.raises(TrainingDiverged, match="step is too large.*Lower the learning rate"):
+        fit(_net(), _batch(200), config=config)
+
+
+def test_divergence_from_a_negative_penalty_names_it():
+    generator = torch.Generator().manual_seed(0)
+    net = BiasedMFNet(7, 9, 4, mu=3.0, reg=-50.0, reg_bias=0.02, device="cpu",
+                      generator=generator)
+    config = TrainConfig(epochs=50, optimizer="funk", lr=0.05, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"negative penalty \(reg=-50\)"):
+        fit(net, _batch(200), config=config)
+
+
+def test_models_refuse_negative_penalties_before_training():
+    from mfutils.data import make_synthetic
+    from mfutils.models import BiasedMF, SVDpp
+
+    data = make_synthetic(20, 15, 150, seed=0)
+    with pytest.raises(ValueError, match=r"BiasedMF: reg=-0.1 must be a finite number >= 0"):
+        BiasedMF(reg=-0.1, device="cpu").fit(data)
+    with pytest.raises(ValueError, match=r"warm_start_options.reg=-1"):
+        SVDpp(warm_start_options={"reg": -1}, device="cpu").fit(data)
 
 
 def test_nan_labels_are_rejected_before_training():

@@ -24,6 +24,18 @@ _REGISTRY: dict[str, type[ExplicitModel]] = {}
 CHECKPOINT_FORMAT = 1
 
 
+def _check_penalties(model: str, options: dict[str, Any], prefix: str = "") -> None:
+    """Refuse negative or non-finite penalties (options named ``reg*``), nested ones included:
+    a negative penalty rewards large parameters and training diverges."""
+    for name, value in options.items():
+        if isinstance(value, dict):
+            _check_penalties(model, value, prefix=f"{prefix}{name}.")
+        elif (name.startswith("reg") and isinstance(value, int | float)
+              and not isinstance(value, bool) and not (value >= 0 and np.isfinite(value))):
+            raise ValueError(f"{model}: {prefix}{name}={value} must be a finite number >= 0 "
+                             "(a penalty; a negative one rewards large parameters)")
+
+
 class CheckpointError(ValueError):
     """A checkpoint does not match the model or configuration it is loaded into."""
 
@@ -79,6 +91,7 @@ class ExplicitModel(nn.Module, abc.ABC):
         """
         if len(train) == 0:
             raise ValueError("cannot fit on an empty Ratings")
+        _check_penalties(type(self).__name__, self.config)
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float32)
             if weights.shape != (len(train),):

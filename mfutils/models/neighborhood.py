@@ -25,7 +25,7 @@ from torch import nn
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.models.base import ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
-from mfutils.train import TrainConfig, fit
+from mfutils.train import TrainConfig, fit, sequential_step_scale
 
 SHRINKAGE_FORMS = ("koren08", "handbook")
 LOOKUP_COLUMNS = ("nbr_rated", "nbr_residual", "nbr_norm")  # GlobalNeighborhoodNet.lookup
@@ -410,7 +410,9 @@ class GlobalNeighborhoodNet(nn.Module):
         ``w_ij += gamma (|R^k|^{-1/2} e (r_uj - b_uj) - lambda w_ij)`` and
         ``c_ij += gamma (|N^k|^{-1/2} e - lambda c_ij)``. Equal to ``torch.optim.SGD`` on the
         summed per-row objective (halved squared error times ``batch['weight']`` if present,
-        plus :meth:`penalty`), all gradients taken at the parameters before the step.
+        plus :meth:`penalty`), all gradients taken at the parameters before the step, for a
+        batch without repeated rows; a repeated row's summed step is scaled to sequential SGD
+        by :func:`~mfutils.train.sequential_step_scale`.
         A batch column ``offset`` replaces ``mu`` (a fixed prediction the terms are added to);
         biases with ``requires_grad`` off stay fixed.
         """
@@ -427,17 +429,27 @@ class GlobalNeighborhoodNet(nn.Module):
             err = err * batch["weight"]
         touched = (rated * (w**2 + c**2)).sum(1)  # shape: (B,)
         loss = loss + 0.5 * (self.reg * touched + self.reg_bias * (b_u**2 + b_i**2))
-        if self.user_bias.requires_grad:
-            self.user_bias.index_add_(0, user, lr * (err - self.reg_bias * b_u))
-        if self.item_bias.requires_grad:
-            self.item_bias.index_add_(0, item, lr * (err - self.reg_bias * b_i))
+        weight = batch.get("weight", torch.ones_like(err))  # shape: (B,)
+        for bias, rows, b in ((self.user_bias, user, b_u), (self.item_bias, item, b_i)):
+            if bias.requires_grad:
+                step = lr * sequential_step_scale(rows, weight + self.reg_bias, lr, len(bias))
+                bias.index_add_(0, rows, step * (err - self.reg_bias * b))
         k = w.shape[1]
         flat = (item[:, None] * k + torch.arange(k, device=item.device)).reshape(-1)  # (B*k,)
         scaled = (err * norm)[:, None]  # shape: (B, 1)
         grad_w = rated * (scaled * res - self.reg * w)  # shape: (B, k)
         grad_c = rated * (scaled - self.reg * c)  # shape: (B, k)
-        self.weights.view(-1).index_add_(0, flat, lr * grad_w.reshape(-1))
-        self.implicit.view(-1).index_add_(0, flat, lr * grad_c.reshape(-1))
+        # Curvature of w_ij and c_ij per occurrence: c_b |R^k|^-1 (r_uj - b_uj)^2 (resp. 1)
+        # + lambda_4; a pair (i, j) repeats in a batch as often as item i does.
+        size = self.weights.numel()
+        curv = (weight * norm**2)[:, None].expand_as(rated)  # shape: (B, k)
+        present = rated.reshape(-1)  # shape: (B*k,)
+        step_w = sequential_step_scale(flat, (curv * res**2 + self.reg).reshape(-1), lr, size,
+                                       present=present)
+        step_c = sequential_step_scale(flat, (curv + self.reg).reshape(-1), lr, size,
+                                       present=present)
+        self.weights.view(-1).index_add_(0, flat, lr * step_w * grad_w.reshape(-1))
+        self.implicit.view(-1).index_add_(0, flat, lr * step_c * grad_c.reshape(-1))
         return loss.sum()
 
 

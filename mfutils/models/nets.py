@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mfutils.train import sequential_step_scale
+
 INITIALIZERS = ("normal", "uniform", "xavier", "zeros")
 
 
@@ -85,7 +87,10 @@ class BiasedMFNet(nn.Module):
         """One minibatch of Funk's per-rating SGD, gradients written out; returns the loss sum.
 
         Equal to ``torch.optim.SGD`` on the summed per-row objective (squared error halved, times
-        ``batch['weight']`` if present, plus :meth:`penalty`), without autograd.
+        ``batch['weight']`` if present, plus :meth:`penalty`), without autograd, for a batch in
+        which no user and no item repeats. A row that occurs ``k > 1`` times gets the sum of its
+        ``k`` steps scaled by :func:`~mfutils.train.sequential_step_scale` (``k`` sequential
+        steps, not ``k`` steps at once), so that heavy users cannot make a batch diverge.
         """
         user, item = batch["user"], batch["item"]  # shape: (batch,)
         # index_select gathers whole rows; advanced indexing (weight[user]) is ~10x slower on CPU
@@ -95,17 +100,24 @@ class BiasedMFNet(nn.Module):
         b_i = self.item_bias.weight[:, 0].index_select(0, item)  # shape: (batch,)
         err = batch["rating"] - (self.mu + b_u + b_i + (p_u * q_i).sum(1))  # shape: (batch,)
         loss = 0.5 * err**2
-        if "weight" in batch:
-            loss = loss * batch["weight"]
-            err = err * batch["weight"]
+        weight = batch.get("weight", torch.ones_like(err))  # shape: (batch,)
+        loss = loss * weight
+        err = err * weight
         loss = loss + 0.5 * (self.reg * ((p_u**2).sum(1) + (q_i**2).sum(1))
                              + self.reg_bias * (b_u**2 + b_i**2))
+        sides = []
         if self.user_factors.weight.requires_grad:
-            self.user_bias.weight[:, 0].index_add_(0, user, lr * (err - self.reg_bias * b_u))
-            self.user_factors.weight.index_add_(0, user, lr * (err[:, None] * q_i - self.reg * p_u))
+            sides.append((self.user_bias, self.user_factors, user, b_u, p_u, q_i))
         if self.item_factors.weight.requires_grad:
-            self.item_bias.weight[:, 0].index_add_(0, item, lr * (err - self.reg_bias * b_i))
-            self.item_factors.weight.index_add_(0, item, lr * (err[:, None] * p_u - self.reg * q_i))
+            sides.append((self.item_bias, self.item_factors, item, b_i, q_i, p_u))
+        for bias, factors, rows, b, own, other in sides:
+            n = factors.num_embeddings
+            step_b = lr * sequential_step_scale(rows, weight + self.reg_bias, lr, n)  # (batch,)
+            curvature = weight * (other**2).sum(1) + self.reg  # shape: (batch,)
+            step_f = lr * sequential_step_scale(rows, curvature, lr, n)  # shape: (batch,)
+            bias.weight[:, 0].index_add_(0, rows, step_b * (err - self.reg_bias * b))
+            factors.weight.index_add_(0, rows, step_f[:, None] * (err[:, None] * other
+                                                                  - self.reg * own))
         return loss.sum()
 
 
