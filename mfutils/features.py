@@ -27,6 +27,13 @@ out-of-range id, a zip prefix or genre that no training rating carried, a predic
 timestamp -- maps to the reserved bucket of its field, whose embedding the models keep at zero
 (or, for the id fields, train as "a newcomer" with ``cold_fraction``).
 
+Not every release carries every field: ML-100K and ML-1M have a users table (age, gender,
+occupation, zip), ml-latest-small and the larger releases have none; every release has genres
+and a year, and timestamps (``0`` where a release has none). ``fields=None`` asks for the
+fields of :data:`DEFAULT_FIELDS` that the training data carries (:func:`available_fields`,
+which logs a note at INFO for each one it leaves out); a field asked for by name that the data
+lacks is an error naming the field and the missing table or column.
+
 All statistics (vocabularies, each user's first rating time) come from the data passed to
 :meth:`FieldEncoder.fit`, the training fold. After fitting, encoding is a handful of gathers:
 the user-side and item-side columns are precomputed per compact id, so
@@ -35,6 +42,7 @@ the user-side and item-side columns are precomputed per compact id, so
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,14 +53,17 @@ from torch import nn
 from mfutils.data.container import Ratings
 
 __all__ = ["DEFAULT_FIELDS", "FIELDS", "USER_FIELDS", "ITEM_FIELDS", "TIME_FIELDS",
-           "FieldEncoder"]
+           "FieldEncoder", "available_fields", "missing_reason"]
+
+logger = logging.getLogger(__name__)
 
 USER_FIELDS = ("user", "age", "gender", "occupation", "zip")
 ITEM_FIELDS = ("item", "genres", "year")
 TIME_FIELDS = ("weekday", "since_first")
 FIELDS = USER_FIELDS + ITEM_FIELDS + TIME_FIELDS
 # The fields kept on a validation split of ML-100K's u1.base (notebook 08): every field but
-# age and zip, which cost accuracy once the user id is known.
+# age and zip, which cost accuracy once the user id is known. ``fields=None`` takes the ones
+# of these that the training data carries (all of them on ML-100K and ML-1M).
 DEFAULT_FIELDS = ("user", "gender", "occupation", "item", "genres", "year", "weekday",
                   "since_first")
 DAY = 86_400
@@ -67,9 +78,12 @@ class FieldEncoder(nn.Module):
 
     Parameters
     ----------
-    fields : sequence of str
+    fields : sequence of str or None
         Which fields to use, any subset of :data:`FIELDS` (an ablation drops or adds fields
-        by name); the column order follows :data:`FIELDS`.
+        by name); the column order follows :data:`FIELDS`. A field the training data lacks
+        is an error at :meth:`fit`. ``None``: the fields of :data:`DEFAULT_FIELDS` that the
+        training data carries, resolved in :meth:`fit` (:func:`available_fields`; each one
+        left out is logged at INFO).
     zip_digits : int
         Length of the zip prefix; codes whose prefix is not all digits share one ``"other"``
         value.
@@ -78,6 +92,8 @@ class FieldEncoder(nn.Module):
 
     Attributes (after :meth:`fit`)
     -------------------------------
+    fields : tuple of str
+        The fields encoded (``None`` before :meth:`fit` when resolved from the data).
     field_sizes : dict of str to int
         ``n_f`` per field, the reserved bucket included.
     field_offsets : dict of str to int
@@ -90,20 +106,26 @@ class FieldEncoder(nn.Module):
     """
 
     def __init__(
-        self, fields: Sequence[str] = FIELDS, *, zip_digits: int = 1,
+        self, fields: Sequence[str] | None = FIELDS, *, zip_digits: int = 1,
         age_edges: Sequence[int] = AGE_EDGES, year_edges: Sequence[int] = YEAR_EDGES,
         since_first_edges: Sequence[int] = SINCE_FIRST_EDGES,
     ) -> None:
         super().__init__()
-        fields = tuple(fields)
-        unknown = sorted(set(fields) - set(FIELDS))
-        if unknown:
-            raise ValueError(f"fields {unknown} are not known; choose from {FIELDS}")
-        if not fields:
-            raise ValueError("fields is empty; give at least one of " + ", ".join(FIELDS))
+        if isinstance(fields, str):
+            raise ValueError(f"fields={fields!r} must be a sequence of field names, e.g. "
+                             f"({fields!r},), or None")
+        if fields is not None:
+            fields = tuple(fields)
+            unknown = sorted(set(fields) - set(FIELDS))
+            if unknown:
+                raise ValueError(f"fields {unknown} are not known; choose from {FIELDS}")
+            if not fields:
+                raise ValueError("fields is empty; give at least one of " + ", ".join(FIELDS))
+            fields = tuple(f for f in FIELDS if f in fields)
         if zip_digits < 1:
             raise ValueError(f"zip_digits={zip_digits} must be >= 1")
-        self.fields = tuple(f for f in FIELDS if f in fields)
+        self.requested_fields: tuple[str, ...] | None = fields
+        self.fields: tuple[str, ...] | None = fields
         self.zip_digits = zip_digits
         self.edges = {"age": np.asarray(age_edges), "year": np.asarray(year_edges),
                       "since_first": np.asarray(since_first_edges)}
@@ -120,6 +142,7 @@ class FieldEncoder(nn.Module):
 
     @property
     def n_fields(self) -> int:
+        self._require_fields()
         return len(self.fields)
 
     def reserved_indices(self) -> torch.Tensor:
@@ -141,18 +164,28 @@ class FieldEncoder(nn.Module):
         if not self._fitted:
             raise RuntimeError("FieldEncoder is not fitted: call fit(train) first")
 
+    def _require_fields(self) -> None:
+        if self.fields is None:
+            raise RuntimeError("FieldEncoder(fields=None) resolves its fields from the data: "
+                               "call fit(train) first")
+
     # ------------------------------------------------------------------ fitting
     def fit(self, train: Ratings, *, device: torch.device | str | None = None) -> FieldEncoder:
         """Learn every field's vocabulary from ``train`` and precompute the per-id columns.
 
+        With ``fields=None`` the fields are first resolved to those of :data:`DEFAULT_FIELDS`
+        that ``train`` carries (see :func:`available_fields`).
+
         Raises
         ------
         ValueError
-            If a user-side (item-side) field is asked for but ``train.users`` (``train.items``)
-            is missing or lacks the column it needs.
+            If a user-side (item-side) field is asked for by name but ``train.users``
+            (``train.items``) is missing or lacks the column it needs.
         """
         if len(train) == 0:
             raise ValueError("cannot fit a FieldEncoder on an empty Ratings")
+        if self.requested_fields is None:
+            self.fields = available_fields(train, DEFAULT_FIELDS)
         users_seen = train.user_counts() > 0  # shape: (n_users,)
         items_seen = train.item_counts() > 0  # shape: (n_items,)
         sizes: dict[str, int] = {}
@@ -234,6 +267,10 @@ class FieldEncoder(nn.Module):
                                             dtype=torch.long, device=device),
             "sizes": torch.as_tensor([sizes[f] for f in self.fields], dtype=torch.long,
                                      device=device),
+            # The fields themselves (positions in FIELDS), so a checkpoint of fields=None
+            # reloads with the fields resolved at fit time.
+            "field_ids": torch.as_tensor([FIELDS.index(f) for f in self.fields],
+                                         dtype=torch.long, device=device),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value)
@@ -241,10 +278,29 @@ class FieldEncoder(nn.Module):
         return self
 
     def allocate_like(self, state: dict[str, torch.Tensor], prefix: str = "") -> FieldEncoder:
-        """Empty buffers shaped as a saved ``state`` (checkpoint loading), then fill them."""
+        """Empty buffers shaped as a saved ``state`` (checkpoint loading), then fill them.
+
+        The fields come from the saved ``field_ids`` (checkpoints written before it existed
+        need explicit ``fields``).
+
+        Raises
+        ------
+        ValueError
+            If the saved fields differ from explicit ``fields``, or ``fields=None`` and the
+            state does not say which fields were resolved.
+        """
         for name, value in state.items():
             if name.startswith(prefix) and "." not in name[len(prefix):]:
                 self.register_buffer(name[len(prefix):], value.clone())
+        if hasattr(self, "field_ids"):
+            saved = tuple(FIELDS[k] for k in self.field_ids.tolist())
+            if self.requested_fields is not None and saved != self.requested_fields:
+                raise ValueError(f"the saved encoder has fields {saved}; this one asks for "
+                                 f"{self.requested_fields}")
+            self.fields = saved
+        elif self.requested_fields is None:
+            raise ValueError("the saved encoder does not record its fields (an older "
+                             "checkpoint); pass them explicitly")
         self._restore_layout()
         return self
 
@@ -260,19 +316,19 @@ class FieldEncoder(nn.Module):
     def _user_values(self, train: Ratings, field: str) -> np.ndarray:
         table = _side_table(train.users, "users", field, train.n_users)
         if field == "age":
-            column = _column(table, "age", field)
+            column = _column(table, "age", field, "users")
             age = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
             bucket = np.searchsorted(self.edges["age"], age, side="right")
             return np.where(np.isfinite(age), bucket, -1).astype(object)
         if field == "zip":
-            prefix = _column(table, "zip", field).astype(str).str[: self.zip_digits]
+            prefix = _column(table, "zip", field, "users").astype(str).str[: self.zip_digits]
             numeric = prefix.str.fullmatch(r"\d+") & (prefix.str.len() == self.zip_digits)
             return prefix.where(numeric, "other").to_numpy(dtype=object)
-        return _column(table, field, field).astype(str).to_numpy(dtype=object)
+        return _column(table, field, field, "users").astype(str).to_numpy(dtype=object)
 
     def _year_values(self, train: Ratings) -> np.ndarray:
         table = _side_table(train.items, "items", "year", train.n_items)
-        year = pd.to_numeric(_column(table, "year", "year"), errors="coerce")
+        year = pd.to_numeric(_column(table, "year", "year", "items"), errors="coerce")
         year = year.to_numpy(dtype=float, na_value=np.nan)
         bucket = np.searchsorted(self.edges["year"], year, side="right")
         return np.where(np.isfinite(year), bucket, -1).astype(object)  # -1: no date
@@ -375,6 +431,53 @@ class FieldEncoder(nn.Module):
         })
 
 
+def missing_reason(data: Ratings, field: str) -> str | None:
+    """Why ``data`` cannot give ``field`` (the missing table or column), ``None`` if it can.
+
+    A side column counts as carried when it exists and holds at least one value; the time
+    fields need timestamps (a release without them stores ``0`` everywhere).
+    """
+    if field not in FIELDS:
+        raise ValueError(f"field {field!r} is not known; choose from {FIELDS}")
+    if field in ("user", "item"):
+        return None
+    if field in TIME_FIELDS:
+        if len(data) and not np.any(data.timestamp != 0):
+            return "the ratings carry no timestamps (all 0)"
+        return None
+    name, table = ("users", data.users) if field in USER_FIELDS else ("items", data.items)
+    if table is None:
+        return f"the Ratings has no {name} side table"
+    if field == "genres":
+        if not any(str(c).startswith("genre_") for c in table.columns):
+            return f"the {name} side table has no genre_* columns"
+        return None
+    if field not in table.columns:
+        return f"the {name} side table has no {field!r} column"
+    if not table[field].notna().any():
+        return f"the {name} side table's {field!r} column holds no value"
+    return None
+
+
+def available_fields(data: Ratings, fields: Sequence[str] = DEFAULT_FIELDS, *,
+                     log: bool = True) -> tuple[str, ...]:
+    """The fields of ``fields`` that ``data`` carries, in the order of :data:`FIELDS`.
+
+    Every field left out is logged at INFO on ``mfutils.features``, one line naming the field
+    and the missing table or column (``log=False`` keeps quiet). On ML-100K and ML-1M the
+    result for :data:`DEFAULT_FIELDS` is :data:`DEFAULT_FIELDS`; without a users table it
+    loses ``gender`` and ``occupation``.
+    """
+    kept = []
+    for field in (f for f in FIELDS if f in set(fields)):
+        reason = missing_reason(data, field)
+        if reason is None:
+            kept.append(field)
+        elif log:
+            logger.info("default field %r left out: %s", field, reason)
+    return tuple(kept)
+
+
 def _vocabulary(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, int]:
     """Local ids ``1..`` for the values of seen rows (sorted), ``0`` for all others.
 
@@ -392,15 +495,15 @@ def _vocabulary(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, int]:
 def _side_table(table: pd.DataFrame | None, name: str, field: str, n: int) -> pd.DataFrame:
     if table is None:
         raise ValueError(f"field {field!r} needs the {name} side table, but the Ratings has "
-                         f"none; drop {field!r} from fields")
+                         f"none; drop {field!r} from fields (or pass fields=None)")
     if len(table) != n:
         raise ValueError(f"the {name} side table has {len(table)} rows; expected {n}, one per "
                          "compact id")
     return table
 
 
-def _column(table: pd.DataFrame, column: str, field: str) -> pd.Series:
+def _column(table: pd.DataFrame, column: str, field: str, name: str) -> pd.Series:
     if column not in table.columns:
-        raise ValueError(f"field {field!r} needs a {column!r} column in the side table; it has "
-                         f"{list(table.columns)}")
+        raise ValueError(f"field {field!r} needs a {column!r} column in the {name} side table; "
+                         f"it has {list(table.columns)}")
     return table[column]

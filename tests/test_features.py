@@ -1,5 +1,6 @@
 """The field encoder: offsets, multi-valued genres, reserved buckets, time fields."""
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -7,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mfutils.data import make_synthetic
-from mfutils.features import DAY, FieldEncoder
+from mfutils.data import load_movielens, make_synthetic
+from mfutils.features import DAY, DEFAULT_FIELDS, FieldEncoder, available_fields
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,85 @@ def test_vocabularies_come_from_the_training_fold(split):
     seven = torch.tensor([7])
     assert int(enc.encode(seven, seven)["index"][0, user_col]) == 0  # unseen in training
     assert int(with_test.encode(seven, seven)["index"][0, user_col]) == 8
+
+
+# ---------------------------------------------------------------------- defaults from the data
+def _write(path, lines, encoding="utf-8"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes("".join(f"{line}\n" for line in lines).encode(encoding))
+
+
+def test_default_fields_are_those_the_data_carries(split, caplog):
+    train, _ = split
+    assert FieldEncoder(None).fit(train).fields == DEFAULT_FIELDS
+    assert available_fields(train) == DEFAULT_FIELDS
+    with caplog.at_level(logging.INFO, logger="mfutils.features"):
+        enc = FieldEncoder(None).fit(replace(train, users=None))
+    assert enc.fields == ("user", "item", "genres", "year", "weekday", "since_first")
+    notes = [r.getMessage() for r in caplog.records if r.name == "mfutils.features"]
+    assert notes == [f"default field {f!r} left out: the Ratings has no users side table"
+                     for f in ("gender", "occupation")]
+    assert FieldEncoder(None).fit(replace(train, users=train.users.drop(columns="gender"))
+                                  ).fields == tuple(f for f in DEFAULT_FIELDS if f != "gender")
+    no_time = replace(train, timestamp=np.zeros_like(train.timestamp))
+    assert FieldEncoder(None).fit(no_time).fields == ("user", "gender", "occupation", "item",
+                                                      "genres", "year")
+    assert "since_first" in FieldEncoder(("user", "since_first")).fit(no_time).fields
+    with pytest.raises(RuntimeError, match="fields=None"):
+        FieldEncoder(None).n_fields  # noqa: B018 - unresolved before fit
+
+
+def test_explicit_fields_the_data_lacks_are_one_line_errors(split):
+    train, _ = split
+    with pytest.raises(ValueError, match="^field 'gender' needs the users side table") as err:
+        FieldEncoder(("user", "item", "gender")).fit(replace(train, users=None))
+    assert "\n" not in str(err.value)
+    users = train.users.drop(columns="occupation")
+    with pytest.raises(ValueError, match="field 'occupation' needs a 'occupation' column in the "
+                                         "users side table") as err:
+        FieldEncoder(("user", "occupation")).fit(replace(train, users=users))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="field 'year' needs the items side table"):
+        FieldEncoder(("item", "year")).fit(replace(train, items=None))
+
+
+def test_ml1m_codes_and_a_release_without_users(tmp_path):
+    # ML-1M: age and occupation are the release's integer codes (age 1 = "under 18").
+    ages = [1, 18, 25, 35, 45, 50, 56]
+    folder = tmp_path / "ml-1m"
+    _write(folder / "users.dat", [f"{u + 1}::{'FM'[u % 2]}::{a}::{u % 3}::4806{u}"
+                                  for u, a in enumerate(ages)])
+    _write(folder / "movies.dat", ["10::Toy Story (1995)::Animation|Children's|Comedy",
+                                   "20::Star Wars (1977)::Action|Sci-Fi"], encoding="latin-1")
+    _write(folder / "ratings.dat", [f"{u + 1}::{10 * (1 + u % 2)}::{1 + u % 5}::97830{u}760"
+                                    for u in range(len(ages))])
+    ml1m = load_movielens("ml-1m", data_dir=tmp_path, download=False)
+    assert available_fields(ml1m) == DEFAULT_FIELDS
+    enc = FieldEncoder(("user", "age", "occupation")).fit(ml1m)
+    cols = enc.field_columns()
+    row = enc.encode(torch.arange(len(ages)), torch.zeros(len(ages), dtype=torch.long))["index"]
+    age = (row[:, cols["age"]] - enc.field_offsets["age"])[:, 0]
+    assert age.tolist() == [1, 2, 3, 4, 5, 6, 7]  # the seven ML-1M groups, in order
+    assert enc.field_sizes["occupation"] == 4  # codes 0, 1, 2 and the reserved bucket
+    # ml-latest-small: ratings and movies (genres, a year in the title), no users table.
+    folder = tmp_path / "ml-latest-small"
+    _write(folder / "ratings.csv", ["userId,movieId,rating,timestamp", "1,1,4.0,964982703",
+                                    "2,3,0.5,964981247", "2,1,3.0,964981250"])
+    _write(folder / "movies.csv", ["movieId,title,genres",
+                                   "1,Toy Story (1995),Adventure|Animation|Children",
+                                   '3,"American President, The (1995)",Comedy|Drama|Romance'])
+    small = load_movielens("ml-latest-small", data_dir=tmp_path, download=False)
+    assert small.users is None
+    assert FieldEncoder(None).fit(small).fields == ("user", "item", "genres", "year",
+                                                    "weekday", "since_first")
+
+
+@pytest.mark.slow
+def test_ml100k_defaults_encode_as_default_fields(ml100k):
+    from mfutils.data import canonical_folds
+
+    train, test = canonical_folds(ml100k)[0]
+    resolved, explicit = FieldEncoder(None).fit(train), FieldEncoder(DEFAULT_FIELDS).fit(train)
+    assert resolved.fields == DEFAULT_FIELDS
+    for name, value in explicit.transform(test).items():
+        assert torch.equal(resolved.transform(test)[name], value), name

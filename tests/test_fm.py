@@ -1,6 +1,8 @@
 """Factorization machines and DeepFM: the O(kn) identity, fallbacks, heads, checkpoints."""
 
 import itertools
+import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,9 +10,11 @@ import torch
 from torch.nn import functional as F
 
 from mfutils.data import make_synthetic
+from mfutils.features import DEFAULT_FIELDS
 from mfutils.metrics import auc, log_loss, rmse
 from mfutils.models import BaselineEstimates, DeepFM, ExplicitModel, FactorizationMachine
 from mfutils.models.fm import FMNet
+from mfutils.serving.artifact import Artifact
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +189,47 @@ def test_fm_side_features_on_ml100k_u1(ml100k):
     train, test = canonical_folds(ml100k)[0]
     model = FactorizationMachine(epochs=10, device="cpu").fit(train)  # 30 epochs: 0.919
     assert rmse(model.predict_ratings(test), test.rating) <= 0.935
+
+
+# ---------------------------------------------------------------------- default fields
+@pytest.mark.parametrize("make", [lambda: FactorizationMachine(3, epochs=1, device="cpu"),
+                                  lambda: DeepFM(3, hidden=(8,), epochs=1, device="cpu")])
+def test_default_fields_follow_the_data(split, make, caplog, tmp_path):
+    train, test = split
+    assert make().config["fields"] is None
+    assert make().fit(train).fields_ == DEFAULT_FIELDS
+    no_users = replace(train, users=None)
+    with caplog.at_level(logging.INFO, logger="mfutils.features"):
+        model = make().fit(no_users)
+    assert model.fields_ == ("user", "item", "genres", "year", "weekday", "since_first")
+    notes = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("'gender'" in note and "users side table" in note for note in notes)
+    assert np.isfinite(model.predict_ratings(replace(test, users=None))).all()
+    # The resolved fields travel with the checkpoint and with a serving artifact.
+    loaded = ExplicitModel.load(model.save(tmp_path / "fm.pt"))
+    assert loaded.fields_ == model.fields_ and loaded.config["fields"] is None
+    np.testing.assert_array_equal(loaded.predict_ratings(test), model.predict_ratings(test))
+    restored = make().restore(tmp_path / "fm.pt")
+    assert restored.fields_ == model.fields_
+    artifact = Artifact.load(Artifact.from_training(model, no_users).save(tmp_path / "art"))
+    assert artifact.model.fields_ == model.fields_
+    np.testing.assert_array_equal(artifact.model.predict_ratings(test),
+                                  model.predict_ratings(test))
+
+
+@pytest.mark.parametrize("cls", [FactorizationMachine, DeepFM])
+def test_an_explicit_field_the_data_lacks_is_an_error(split, cls):
+    train, _ = split
+    model = cls(3, fields=("user", "item", "gender"), epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="^field 'gender' needs the users side table") as err:
+        model.fit(replace(train, users=None))
+    assert "\n" not in str(err.value)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.fields_  # noqa: B018
+
+
+def test_default_fields_fit_as_the_explicit_default_fields(split):
+    train, test = split
+    implicit = FactorizationMachine(3, epochs=2, device="cpu").fit(train)
+    explicit = FactorizationMachine(3, fields=DEFAULT_FIELDS, epochs=2, device="cpu").fit(train)
+    np.testing.assert_array_equal(implicit.predict_ratings(test), explicit.predict_ratings(test))

@@ -1,5 +1,8 @@
 """SVD++ and Asymmetric-SVD against slow per-rating references of eqs. 13 and 15."""
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -273,3 +276,29 @@ def test_attribute_warm_start_keeps_the_biased_mf_predictions(split):
     assert float(still.net.attribute_factors.weight.detach().abs().max()) > 1e-3
     plain = SVDpp(3, user_attributes=ATTRIBUTES, epochs=1, device="cpu").fit(train)
     assert not hasattr(plain.net, "attribute_bias")
+
+
+def test_auto_attributes_are_those_the_users_table_carries(split, caplog, tmp_path):
+    train, test = split
+    options = dict(epochs=1, batch_size=128, device="cpu")
+    auto = SVDpp(3, user_attributes="auto", **options).fit(train)
+    explicit = SVDpp(3, user_attributes=ATTRIBUTES, **options).fit(train)
+    assert auto.user_attributes_ == ATTRIBUTES
+    np.testing.assert_array_equal(auto.predict_ratings(test), explicit.predict_ratings(test))
+    with caplog.at_level(logging.INFO, logger="mfutils.models.svdpp"):
+        bare = SVDpp(3, user_attributes="auto", **options).fit(replace(train, users=None))
+    assert bare.user_attributes_ == () and not bare.net.has_attributes
+    assert [r.getMessage() for r in caplog.records if r.name == "mfutils.models.svdpp"] == [
+        f"user attribute {a!r} left out: the Ratings has no users side table"
+        for a in ATTRIBUTES]
+    plain = SVDpp(3, **options).fit(train)  # the default: no attributes
+    np.testing.assert_array_equal(bare.predict_ratings(test), plain.predict_ratings(test))
+    partial = SVDpp(3, user_attributes="auto", **options).fit(
+        replace(train, users=train.users.drop(columns="age")))
+    assert partial.user_attributes_ == ("gender", "occupation")
+    for model in (auto, bare, partial):
+        loaded = ExplicitModel.load(model.save(tmp_path / "auto.pt"))
+        assert loaded.user_attributes_ == model.user_attributes_
+        assert loaded.config["user_attributes"] == "auto"
+        np.testing.assert_array_equal(loaded.predict(np.r_[test.user, 2], np.r_[test.item, 0]),
+                                      model.predict(np.r_[test.user, 2], np.r_[test.item, 0]))

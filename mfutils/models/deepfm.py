@@ -32,7 +32,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mfutils.features import DEFAULT_FIELDS
 from mfutils.models.fm import FieldModel, FMNet
 
 __all__ = ["DeepFM", "DeepFMNet"]
@@ -100,13 +99,14 @@ class DeepFM(FieldModel):
         L2 penalty on the DNN's weights (the paper relies on dropout alone).
     fields, zip_digits, epochs, batch_size, lr, lr_decay, optimizer, reg, reg_linear, init_std,
     cold_fraction, binary, patience, seed, progress, device, clip
-        As for :class:`mfutils.models.FactorizationMachine`; ``reg`` and ``reg_linear`` penalise
-        the embeddings, the DNN is regularised by dropout.
+        As for :class:`mfutils.models.FactorizationMachine` (``fields=None``: the default
+        fields the training data carries, :attr:`fields_` after ``fit``); ``reg`` and
+        ``reg_linear`` penalise the embeddings, the DNN is regularised by dropout.
     """
 
     def __init__(
         self, n_factors: int = 20, *, hidden: Sequence[int] = (64, 64), dropout: float = 0.5,
-        reg_mlp: float = 1e-3, fields: Sequence[str] = DEFAULT_FIELDS, zip_digits: int = 1,
+        reg_mlp: float = 1e-3, fields: Sequence[str] | None = None, zip_digits: int = 1,
         epochs: int = 30, batch_size: int = 4096, lr: float = 0.01, lr_decay: float = 0.97,
         optimizer: str = "adam",
         reg: float = 0.15, reg_linear: float = 0.15, init_std: float = 0.01,

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mfutils.data.container import Ratings
-from mfutils.features import DEFAULT_FIELDS, FieldEncoder
+from mfutils.features import FieldEncoder
 from mfutils.models.base import ExplicitModel
 from mfutils.train import TrainConfig, fit
 
@@ -140,13 +140,15 @@ class FieldModel(ExplicitModel):
     timestamps (time fields), ``predict`` / ``recommend`` do not (time fields in their reserved
     bucket). Users and items without training ratings keep their side features (age, genres,
     ...) and lose only their id feature; out-of-range ids lose every feature of their side.
-    Subclasses implement :meth:`_make_net`.
+    With ``fields=None`` the fields are the defaults the training data carries, resolved in
+    :meth:`fit` and shown by :attr:`fields_` (they travel with :meth:`save`). Subclasses
+    implement :meth:`_make_net`.
     """
 
     supports_binary = True
 
     def __init__(
-        self, n_factors: int, *, fields: Sequence[str], zip_digits: int, epochs: int,
+        self, n_factors: int, *, fields: Sequence[str] | None, zip_digits: int, epochs: int,
         batch_size: int, lr: float, lr_decay: float, optimizer: str, binary: bool,
         patience: int | None, seed: int, progress: bool, device: str | torch.device | None,
         clip: bool, cold_fraction: float = 0.0, **options: Any,
@@ -156,8 +158,8 @@ class FieldModel(ExplicitModel):
             raise ValueError(f"n_factors={n_factors} must be >= 1")
         if not 0 <= cold_fraction <= 1:
             raise ValueError(f"cold_fraction={cold_fraction} must lie in [0, 1]")
-        fields = tuple(fields)
         FieldEncoder(fields)  # validates the field names now rather than at fit time
+        fields = None if fields is None else tuple(fields)
         self.config.update(
             n_factors=n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
@@ -169,6 +171,13 @@ class FieldModel(ExplicitModel):
 
     def _make_encoder(self) -> FieldEncoder:
         return FieldEncoder(self.config["fields"], zip_digits=self.config["zip_digits"])
+
+    @property
+    def fields_(self) -> tuple[str, ...]:
+        """The fields the fitted model encodes (``fields``, or the resolved defaults)."""
+        if self.encoder is None or self.encoder.fields is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+        return self.encoder.fields
 
     def fit(self, train: Ratings, *, valid: Ratings | None = None,
             weights: np.ndarray | None = None) -> FieldModel:
@@ -271,9 +280,14 @@ class FactorizationMachine(FieldModel):
     ----------
     n_factors : int
         Factor dimension ``k``.
-    fields : sequence of str
+    fields : sequence of str, optional
         Fields of :class:`mfutils.features.FieldEncoder`; ``("user", "item")`` is biased MF.
-        The default, :data:`mfutils.features.DEFAULT_FIELDS`, was chosen on validation.
+        A field named here that the training data lacks (``gender`` without a users table)
+        is an error at ``fit``. The default ``None`` takes the fields of
+        :data:`mfutils.features.DEFAULT_FIELDS` (chosen on validation) that the training data
+        carries -- all of them on ML-100K and ML-1M, no ``gender`` / ``occupation`` on
+        releases without a users table -- and logs each one left out at INFO; the fields used
+        are :attr:`fields_` after ``fit``.
     zip_digits : int
         Zip-prefix length of the ``zip`` field.
     epochs, batch_size, lr, lr_decay : int, int, float, float
@@ -300,7 +314,7 @@ class FactorizationMachine(FieldModel):
     """
 
     def __init__(
-        self, n_factors: int = 20, *, fields: Sequence[str] = DEFAULT_FIELDS,
+        self, n_factors: int = 20, *, fields: Sequence[str] | None = None,
         zip_digits: int = 1,
         epochs: int = 30, batch_size: int = 4096, lr: float = 0.01, lr_decay: float = 0.97,
         optimizer: str = "adam",

@@ -29,6 +29,7 @@ ratings -- the per-user loop of Koren's Handbook pseudo-code, vectorised.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,8 +45,35 @@ from mfutils.models.mf import BiasedMF
 from mfutils.train import TrainConfig, fit
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # the age groups of ML-1M: <18, 18-24, ..., 56+
+# ``user_attributes="auto"``: those of these columns the training data's users table carries.
+USER_ATTRIBUTES = ("age", "gender", "occupation")
 REG_ATTRIBUTES = 0.1
 SVDPP_WARM_START = {"epochs": 10, "lr": 0.03, "batch_size": 4096}  # BiasedMF (SGD) options
+
+logger = logging.getLogger(__name__)
+
+
+def available_user_attributes(users: pd.DataFrame | None,
+                              attributes: Sequence[str] = USER_ATTRIBUTES) -> tuple[str, ...]:
+    """The columns of ``attributes`` that ``users`` carries (present, with a value).
+
+    Each one left out is logged at INFO on ``mfutils.models.svdpp``, one line naming the
+    attribute and the missing table or column. Without a users table (ml-latest-small and the
+    other releases after ML-1M) the result is empty.
+    """
+    kept = []
+    for name in attributes:
+        if users is None:
+            reason = "the Ratings has no users side table"
+        elif name not in users.columns:
+            reason = f"the users side table has no {name!r} column"
+        elif not users[name].notna().any():
+            reason = f"the users side table's {name!r} column holds no value"
+        else:
+            kept.append(name)
+            continue
+        logger.info("user attribute %r left out: %s", name, reason)
+    return tuple(kept)
 
 
 def encode_user_attributes(
@@ -82,7 +110,7 @@ def encode_user_attributes(
     if users is None:
         raise ValueError(f"user_attributes={tuple(attributes)!r} needs a users table, and these "
                          "ratings have none (ML-100K and ML-1M have one); pass "
-                         "user_attributes=None")
+                         "user_attributes=None or 'auto'")
     missing = [name for name in attributes if name not in users.columns]
     if missing or not len(attributes):
         raise ValueError(f"user_attributes={tuple(attributes)!r}: the users table has no column "
@@ -284,10 +312,11 @@ class _BagModel(ExplicitModel):
         c = self.config
         empty = UserItemCSR.empty(n_users, n_items, device=self.device)
         attributes, n_values = None, 0
-        if c.get("user_attributes"):
+        names = self._attribute_names()
+        if names:
             attributes = getattr(self, "_attributes", None)
             if attributes is None or len(attributes) != n_users:  # placeholder until _fit
-                attributes = torch.zeros(n_users, len(c["user_attributes"]), dtype=torch.long)
+                attributes = torch.zeros(n_users, len(names), dtype=torch.long)
             attributes = torch.as_tensor(attributes, device=self.device)
             n_values = getattr(self, "_n_attribute_values", 1)
         self.net = ItemBagNet(
@@ -300,10 +329,21 @@ class _BagModel(ExplicitModel):
             generator=torch.Generator(device=self.device).manual_seed(c["seed"]),
         )
 
+    def _attribute_names(self) -> tuple[str, ...] | None:
+        """The attribute columns in use: the resolved ones of ``"auto"``, else the option."""
+        names = self.config.get("user_attributes")
+        if names == "auto":
+            return getattr(self, "user_attributes_", None)
+        return names
+
     def _restore(self, ckpt, path) -> None:
         state = ckpt["state"]
         self._bag_csr = UserItemCSR(state["net.indptr"], state["net.indices"],
                                     state["net.residuals"], ckpt["n_items"])
+        if self.config.get("user_attributes") == "auto":
+            codes = state["attribute_columns"]
+            self.register_buffer("attribute_columns", codes.clone())
+            self.user_attributes_ = tuple(USER_ATTRIBUTES[k] for k in codes.tolist())
         if "net.attributes" in state:
             self._attributes = state["net.attributes"]
             self._n_attribute_values = len(state["net.attribute_factors.weight"])
@@ -312,8 +352,16 @@ class _BagModel(ExplicitModel):
     def fit(self, train: Ratings, *, valid: Ratings | None = None,
             weights: np.ndarray | None = None) -> _BagModel:
         """As :meth:`ExplicitModel.fit`; with ``user_attributes``, ``train.users`` gives
-        ``A(u)`` for every user of the id space, including those without training ratings."""
+        ``A(u)`` for every user of the id space, including those without training ratings
+        (``"auto"``: the columns of :data:`USER_ATTRIBUTES` it carries, see
+        :attr:`user_attributes_`)."""
         attributes = self.config.get("user_attributes")
+        if attributes == "auto":
+            attributes = available_user_attributes(train.users)
+            self.user_attributes_ = attributes
+            # Saved with the model, so a checkpoint reloads with the same resolved columns.
+            self.register_buffer("attribute_columns", torch.as_tensor(
+                [USER_ATTRIBUTES.index(name) for name in attributes], dtype=torch.long))
         if attributes:
             ids, self.attribute_labels = encode_user_attributes(
                 train.users, attributes, age_edges=self.config["age_edges"])
@@ -466,12 +514,16 @@ class SVDpp(_BagModel):
         Options of that :class:`BiasedMF` fit; default :data:`SVDPP_WARM_START`, a short
         per-rating SGD run (10 passes, 4096 ratings per step, ``gamma = 0.03``).
 
-    user_attributes : sequence of str, optional
+    user_attributes : sequence of str or "auto", optional
         Columns of the training data's users table whose values join the user vector as
         ``sum_{a in A(u)} y_a`` (Koren, Bell & Volinsky 2009 eq. 6), e.g. ``("age", "gender",
         "occupation")`` on ML-100K; ``age`` is bucketed at ``age_edges``. Users of the id
         space without training ratings are then predicted as ``mu + b_i + q_i^T sum y_a``
-        instead of ``mu + b_i``.
+        instead of ``mu + b_i``. A column named here that the data lacks is an error at
+        ``fit``. ``"auto"``: the columns of :data:`USER_ATTRIBUTES` that the training data
+        carries, resolved in ``fit`` (all three on ML-100K and ML-1M; none, i.e. plain SVD++,
+        without a users table), each one left out logged at INFO; the columns used are
+        :attr:`user_attributes_` after ``fit``. The default ``None`` uses no attributes.
     reg_attributes : float
         Per-rating penalty on the ``y_a`` (and ``b_a``) of the rating's user.
     attribute_biases : bool
@@ -509,11 +561,13 @@ class SVDpp(_BagModel):
         super().__init__(
             n_factors, epochs=epochs, warm_start_options=SVDPP_WARM_START
             if warm_start_options is None else warm_start_options, **options)
-        if isinstance(user_attributes, str):
+        if isinstance(user_attributes, str) and user_attributes != "auto":
             raise ValueError(f"user_attributes={user_attributes!r} must be a sequence of column "
-                             f"names, e.g. ({user_attributes!r},)")
+                             f"names, e.g. ({user_attributes!r},), or 'auto'")
+        if user_attributes is not None and user_attributes != "auto":
+            user_attributes = tuple(user_attributes)
         self.config.update(
-            user_attributes=None if user_attributes is None else tuple(user_attributes),
+            user_attributes=user_attributes,
             reg_attributes=reg_attributes, age_edges=tuple(age_edges),
             attribute_biases=attribute_biases, attribute_ridge=attribute_ridge)
 
