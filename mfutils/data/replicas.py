@@ -234,6 +234,7 @@ def write_release(root: str | Path, name: str, *, scale: float = 1.0, seed: int 
     staging = Path(tempfile.mkdtemp(prefix=f".{shape.folder}-", dir=root))
     try:
         _WRITERS[DATASETS[name].format](staging, release)
+        _write_readme(staging, name, scale, seed)
         staging.chmod(0o755)
         staging.rename(target)
     finally:
@@ -271,8 +272,9 @@ def _user_counts(shape: ReleaseShape, sizes: _Sizes, cap: int) -> np.ndarray:
     """Ratings per user, descending, summing to ``sizes.n_ratings``, each in ``[20, cap]``.
 
     The ten busiest hold the release's shares (a power law down from the busiest user); the
-    others are ``20 + A exp(sigma z)`` over normal quantiles ``z``, with ``A`` set by the median
-    and ``sigma`` by the ratings left for them.
+    others are ``20 + A (exp(sigma z) - exp(sigma z_min))`` over normal quantiles ``z``, with
+    ``A`` set by the median and ``sigma`` by the ratings left for them (at small scales, where
+    the mean per user is far above the median, ``A`` rises instead).
     """
     n_users, n_ratings = sizes.n_users, sizes.n_ratings
     if n_ratings > n_users * cap:
@@ -295,9 +297,12 @@ def _user_counts(shape: ReleaseShape, sizes: _Sizes, cap: int) -> np.ndarray:
         return np.clip(_MIN_PER_USER + extra, _MIN_PER_USER, top)
 
     top = head[-1] if n_head else cap
-    if _MIN_PER_USER * n_body <= left <= body(base, 6, z, top).sum():
-        sigma = _bisect(lambda s: body(base, s, z, top).sum(), left, 0, 6)
+    if _MIN_PER_USER * n_body <= left <= body(base, 3, z, top).sum():
+        sigma = _bisect(lambda s: body(base, s, z, top).sum(), left, 0, 3)
         counts = np.concatenate([head, body(base, sigma, z, top)])
+    elif _MIN_PER_USER * n_body <= left < n_body * top:  # more per user than the median says
+        level = _bisect(lambda a: body(a, 1, z, top).sum(), left, base, 1e9)
+        counts = np.concatenate([head, body(level, 1, z, top)])
     else:  # too few users for the release's head and median: one log-normal for all
         z = _normal_quantiles(n_users)[::-1]
         level = _bisect(lambda a: body(a, 1, z, cap).sum(), n_ratings, 0, 1e9)
@@ -423,20 +428,23 @@ def _draw_pairs(
     for round_ in range(10 * _MAX_ROUNDS):
         if not need.any():
             break
-        draws = np.ceil(need * 1.3).astype(np.int64) + (need > 0)
+        # draw more than missing, more so each round (busy users repeat pairs more often)
+        draws = np.ceil(need * min(1.3 * 1.5**round_, 20.0)).astype(np.int64) + (need > 0)
         who = np.repeat(np.arange(n_users), draws)
         if round_ < _MAX_ROUNDS:  # popularity-weighted; then uniform, to finish saturated users
             what = np.minimum(cumulative.searchsorted(rng.random(len(who))), n_multi - 1)
         else:
             what = rng.integers(0, n_multi, len(who))
         fresh = np.unique(who * n_rated + n_single + what)
-        fresh = fresh[~np.isin(fresh, keys, assume_unique=True)]
+        position = np.minimum(keys.searchsorted(fresh), len(keys) - 1)
+        fresh = fresh[keys[position] != fresh]
         owner = fresh // n_rated
         order = np.lexsort((rng.random(len(fresh)), owner))
         fresh, owner = fresh[order], owner[order]
         rank = np.arange(len(fresh)) - np.searchsorted(owner, owner)
         taken = fresh[rank < need[owner]]
-        keys = np.sort(np.concatenate([keys, taken]))
+        keys = np.concatenate([keys, np.sort(taken)])
+        keys.sort(kind="stable")  # merges the two sorted runs
         need -= np.bincount(taken // n_rated, minlength=n_users)
     if need.any():
         raise RuntimeError("could not draw enough distinct pairs; use a larger scale")
@@ -646,6 +654,19 @@ def _write_csv(folder: Path, release: _Release) -> None:
         "tmdbId": tmdb,
     })
     _write_table(folder / "links.csv", links, ",", header=True)
+
+
+_README = {"ml-100k": "README", "ml-1m": "README", "ml-10m": "README.html", "csv": "README.txt"}
+
+
+def _write_readme(folder: Path, name: str, scale: float, seed: int) -> None:
+    """Say that the files are synthetic, where the real release's README would be."""
+    text = (
+        f"SYNTHETIC replica of the MovieLens release {name}, written by "
+        f"mfutils.data.write_release({name!r}, scale={scale!r}, seed={seed!r}).\n"
+        "It has the release's file format and shape but no real ratings, movies or users.\n"
+    )
+    (folder / _README[DATASETS[name].format]).write_text(text, encoding="utf-8")
 
 
 _WRITERS = {"ml-100k": _write_ml100k, "ml-1m": _write_ml1m, "ml-10m": _write_ml10m,
