@@ -1,4 +1,4 @@
-"""Shared fixtures: the real ML-100K files (skipped when absent)."""
+"""Shared fixtures: the real ML-100K files (skipped when absent), a synthetic ml-latest-small."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mfutils.data import Ratings, load_movielens
+from mfutils.data import Ratings, load_movielens, write_release
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +24,17 @@ def shared_data_dir() -> Path:
 def ml100k(shared_data_dir: Path) -> Ratings:
     """The real ML-100K, loaded once per session."""
     return load_movielens("ml-100k", data_dir=shared_data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def latest_small_replica_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Data directory holding a synthetic ml-latest-small replica (scale 0.2, seed 0)."""
+    root = tmp_path_factory.mktemp("replicas")
+    write_release(root, "ml-latest-small", scale=0.2, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def latest_small_replica(latest_small_replica_dir: Path) -> Ratings:
+    """The ml-latest-small replica (~20k ratings, 122 users, 1,948 movies), loaded once."""
+    return load_movielens("ml-latest-small", data_dir=latest_small_replica_dir, download=False)

@@ -1,9 +1,11 @@
-"""MovieLens loading, the shared data container, splits, implicit views and synthetic data."""
+"""MovieLens loading, the shared data container, splits, implicit views, synthetic data and
+synthetic replicas of the MovieLens releases."""
 
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.data.implicit import to_implicit, user_item_csr
 from mfutils.data.movielens import DATASETS, DatasetInfo, load_movielens
 from mfutils.data.parsing import DataFormatError
+from mfutils.data.replicas import RELEASE_SHAPES, ReleaseShape, write_release
 from mfutils.data.splits import (
     canonical_folds,
     kfold,
@@ -34,4 +36,7 @@ __all__ = [
     "make_synthetic",
     "make_synthetic_with_truth",
     "SyntheticTruth",
+    "write_release",
+    "RELEASE_SHAPES",
+    "ReleaseShape",
 ]

@@ -363,9 +363,11 @@ def _item_table(rng: np.random.Generator, factors: np.ndarray) -> pd.DataFrame:
     return table
 
 
-def _genre_flags(rng: np.random.Generator, factors: np.ndarray) -> np.ndarray:
+def _genre_flags(
+    rng: np.random.Generator, factors: np.ndarray, n_genres: int = len(_GENRES)
+) -> np.ndarray:
     """Multi-hot genres: the ~12% highest projections of the factors per genre, at least one."""
-    score = factors @ rng.standard_normal((factors.shape[1], len(_GENRES)))
+    score = factors @ rng.standard_normal((factors.shape[1], n_genres))
     score += 0.5 * score.std() * rng.standard_normal(score.shape)
     flags = score > np.quantile(score, 0.88, axis=0)  # shape: (n_items, n_genres)
     flags[np.arange(len(factors)), score.argmax(axis=1)] = True
