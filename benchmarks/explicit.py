@@ -5,6 +5,9 @@
     python benchmarks/explicit.py --models BiasedMF-SGD --folds 1
     python benchmarks/explicit.py --task binary   # rating >= 4 -> 1: AUC and log loss
     python benchmarks/explicit.py --split random90 --models NNMF BiasedMF-SGD
+    python benchmarks/explicit.py --tune 30       # nested: tuned per fold (Optuna), then tested
+    python benchmarks/explicit.py --preset presets/mf-sgd.json --folds 1
+    python benchmarks/explicit.py --dataset ml-1m --data-dir /data/replicas
 
 Writes ``benchmarks/results/explicit-<dataset>.json``: one record per model with the RMSE of
 every fold, the mean RMSE and MAE and the fit seconds of every fold. Models and peers run in
@@ -15,11 +18,24 @@ binarised at ``--like-threshold`` and reports AUC and log loss instead (plus the
 predictor at the training fold's positive rate). ``--split random90`` replaces ``u1..u5`` by
 five random 90% / 10% splits (seeds 0..4, labelled ``r0..r4``): NNMF's protocol (Dziugaite &
 Roy 2015). The default output name carries the task and split when they are not the defaults.
+
+``--tune N`` is a clean nested protocol: on every fold, every package model is tuned by
+:func:`mfutils.tuning.tune` (N trials, seed 0) on a validation part carved from *that fold's
+training part*, refit with the chosen options on the whole training part and tested once; the
+options chosen on each fold go into the JSON (output name ``...-tuned``). ``--preset FILE ...``
+runs models with the options of ``mfutils tune`` presets (``...-preset``). Peers (Surprise)
+stay at their defaults.
+
+A model that raises on a fold does not stop the run: the error is recorded in the JSON's
+``failures`` (``model, fold, error``) and shown as ``failed (Type)``; the JSON is rewritten
+after every model and fold, so a killed run keeps what finished, and the exit status is 1
+when anything failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -33,11 +49,12 @@ import torch
 
 from mfutils import get_device
 from mfutils.blending import series_models
-from mfutils.data import load_movielens, random_holdout
+from mfutils.data import DATASETS, load_movielens, random_holdout
 from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
 from mfutils.metrics import auc, log_loss
 from mfutils.models import DeepFM, FactorizationMachine
 from mfutils.results import to_markdown
+from mfutils.tuning import TUNABLE_MODELS, load_preset, make_model, tune
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -45,10 +62,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
     """The package's explicit models at their defaults (chosen on validation, notebook 02).
 
-    The series' models of :func:`mfutils.blending.series_models`, plus the FM on ids alone.
+    The series' models of :func:`mfutils.blending.series_models`, plus the FM on ids alone
+    (built from the same table, so ``--tune`` and ``--preset`` change only their options).
     """
-    return {**series_models(device=device),
-            "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), device=device)}
+    return series_models(TUNABLE_MODELS, device=device)
 
 
 def binary_models(device: torch.device) -> dict[str, Callable[[], object]]:
@@ -133,8 +150,11 @@ def peer_models() -> dict[str, Callable[[], object]]:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """Run the benchmark; returns the summary table (``attrs["failures"]``: the errors)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--dataset", default="ml-100k", choices=DATASETS)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding <dataset>/ (default $MFUTILS_DATA_DIR)")
     parser.add_argument("--peers", action="store_true", help="also run Surprise")
     parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
     parser.add_argument("--folds", type=int, nargs="*", default=None,
@@ -147,10 +167,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--split", choices=("folds", "random90"), default="folds",
                         help="folds: the dataset's u1..u5 (or 5 seeded 80/20); random90: 5 "
                              "random 90/10 splits, seeds 0..4")
+    parser.add_argument("--tune", type=int, default=0, metavar="N",
+                        help="nested: tune every package model per fold (N Optuna trials) on a "
+                             "validation part of that fold's training part")
+    parser.add_argument("--preset", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="run models with the options of these `mfutils tune` presets")
     args = parser.parse_args(argv)
+    if args.tune < 0:
+        parser.error(f"--tune {args.tune}: the number of trials must be >= 1")
+    if args.tune and args.preset:
+        parser.error("--tune and --preset exclude each other")
+    if (args.tune or args.preset) and args.task == "binary":
+        parser.error("--tune and --preset apply to the rating task")
 
     device = get_device(args.device)
-    data = load_movielens(args.dataset)
+    data = load_movielens(args.dataset, data_dir=args.data_dir)
     if args.split == "random90":
         folds = [random_holdout(data, test_fraction=0.1, seed=s) for s in range(5)]
         names, protocol = [f"r{s}" for s in range(5)], "random 90/10, seeds 0..4"
@@ -159,6 +190,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         names = [f"u{k}" for k in range(1, len(folds) + 1)]
     if args.folds:
         folds, names = [folds[k - 1] for k in args.folds], [names[k - 1] for k in args.folds]
+    presets: dict[str, dict] = {}
+    for path in args.preset or ():
+        try:
+            name, options = load_preset(path)
+        except (OSError, ValueError) as err:
+            parser.error(str(err))
+        presets[name] = options
     if args.task == "binary":
         if args.peers:
             parser.error("--peers has no binary task")
@@ -166,51 +204,121 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         protocol += f", rating >= {args.like_threshold:g} -> 1"
     else:
         models = package_models(device)
+        for name, options in presets.items():
+            models[name] = functools.partial(make_model, name, options, device=device)
+    if args.tune:
+        protocol += (f"; nested: tuned per fold on a validation part of its training data "
+                     f"({args.tune} trials)")
+    if presets:
+        protocol += f"; options from presets {[str(p) for p in args.preset]}"
     if args.peers:
         models.update(peer_models())
-    if args.models:
-        unknown = set(args.models) - set(models)
+    if args.models or presets:
+        chosen = args.models or list(presets)
+        unknown = set(chosen) - set(models)
         if unknown:
             parser.error(f"unknown models {sorted(unknown)}; known: {sorted(models)}")
-        models = {name: models[name] for name in args.models}
+        models = {name: models[name] for name in chosen}
 
-    # Fold-major order: every model sees fold k before any model sees fold k+1.
-    def evaluate(make, fold, name, label):
-        if args.task == "binary":
-            return evaluate_binary_folds(make, [fold], name=name, fold_names=[label],
-                                         threshold=args.like_threshold)
-        return evaluate_folds(make, [fold], name=name, fold_names=[label])
-
-    per_fold = pd.concat(
-        [evaluate(make, fold, name, label)
-         for fold, label in zip(folds, names, strict=True) for name, make in models.items()],
-        ignore_index=True,
-    )
-    metrics = ("auc", "logloss") if args.task == "binary" else ("rmse", "mae")
-    summary = (per_fold.groupby("model", sort=False)[[*metrics, "fit_seconds"]].mean()
-               .reset_index() if args.task == "binary" else summarize_folds(per_fold))
-    print(f"\n{args.dataset}, {protocol} ({', '.join(names)}), device {device}, "
-          f"{torch.get_num_threads()} threads\n")
-    print(to_markdown(summary))
-
-    records = []
-    for name, rows in per_fold.groupby("model", sort=False):
-        records.append({
-            "model": name, metrics[0]: rows[metrics[0]].tolist(),
-            **{f"{m}_mean": rows[m].mean() for m in metrics},
-            "fit_seconds": rows["fit_seconds"].tolist(), "folds": rows["fold"].tolist(),
-        })
     suffix = "".join(f"-{v}" for v, default in ((args.task, "rating"), (args.split, "folds"))
                      if v != default)
+    suffix += "-tuned" if args.tune else "-preset" if presets else ""
     output = args.output or RESULTS_DIR / f"explicit-{args.dataset}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": args.dataset, "protocol": protocol, "device": str(device),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "machine": platform.machine(), "processor": platform.processor()}
-    output.write_text(json.dumps({"meta": meta, "models": records}, indent=2) + "\n")
-    print(f"\nwrote {output}")
+    if args.tune:
+        meta["tune_trials"] = args.tune
+    if presets:
+        meta["presets"] = {str(p): n for p, n in zip(args.preset, presets, strict=True)}
+    metrics = ("auc", "logloss") if args.task == "binary" else ("rmse", "mae")
+
+    def evaluate(make, fold, name, label) -> tuple[pd.DataFrame, dict]:
+        extra: dict = {}
+        if args.tune and name in TUNABLE_MODELS:  # tuned on this fold's training part only
+            train = fold[0]
+            start = time.perf_counter()
+            result = tune(name, train, trials=args.tune, seed=0, progress=False, device=device)
+            extra = {"options": result.options, "valid_rmse": result.value,
+                     "tune_seconds": time.perf_counter() - start}
+            make = functools.partial(make_model, name, result.options, device=device)
+        elif name in presets:
+            extra = {"options": presets[name]}
+        if args.task == "binary":
+            return evaluate_binary_folds(make, [fold], name=name, fold_names=[label],
+                                         threshold=args.like_threshold), extra
+        return evaluate_folds(make, [fold], name=name, fold_names=[label]), extra
+
+    # Fold-major order: every model sees fold k before any model sees fold k+1.
+    rows, extras, failures = [], {}, []
+    for fold, label in zip(folds, names, strict=True):
+        for name, make in models.items():
+            try:
+                frame, extra = evaluate(make, fold, name, label)
+            except Exception as err:  # record it, run the others (the exit status says so)
+                failures.append({"model": name, "fold": label,
+                                 "error": f"{type(err).__name__}: {err}"})
+                print(f"{name} failed on {label}: {type(err).__name__}: {err}", file=sys.stderr)
+            else:
+                rows.append(frame)
+                extras[name, label] = extra
+            _write(output, meta, rows, extras, failures, metrics, list(models))
+
+    per_fold = (pd.concat(rows, ignore_index=True) if rows
+                else pd.DataFrame(columns=["model", "fold", *metrics, "fit_seconds"]))
+    summary = (per_fold.groupby("model", sort=False)[[*metrics, "fit_seconds"]].mean()
+               .reset_index() if args.task == "binary" else summarize_folds(per_fold))
+    if failures:
+        status = {}
+        for failure in failures:
+            kind = failure["error"].split(":", 1)[0]
+            status.setdefault(failure["model"], []).append(f"{failure['fold']} failed ({kind})")
+        missing = [name for name in status if name not in set(summary["model"])]
+        summary = pd.concat([summary, pd.DataFrame({"model": missing})], ignore_index=True)
+        summary["status"] = [", ".join(status.get(name, ["ok"])) for name in summary["model"]]
+    summary.attrs["failures"] = failures
+    print(f"\n{args.dataset}, {protocol} ({', '.join(names)}), device {device}, "
+          f"{torch.get_num_threads()} threads\n")
+    print(to_markdown(summary))
+    print(f"\nwrote {output}" + (f"; {len(failures)} model/fold runs failed" if failures else ""))
     return summary
 
 
+def _write(output: Path, meta: dict, rows: list[pd.DataFrame], extras: dict,
+           failures: list[dict], metrics: tuple[str, ...], order: list[str]) -> None:
+    """Rewrite the JSON with every model/fold finished so far (a killed run keeps them)."""
+    records = []
+    if rows:
+        per_fold = pd.concat(rows, ignore_index=True)
+        by_model = dict(tuple(per_fold.groupby("model", sort=False)))
+        for name in (n for n in order if n in by_model):
+            part = by_model[name]
+            record = {
+                "model": name, metrics[0]: part[metrics[0]].tolist(),
+                **{f"{m}_mean": part[m].mean() for m in metrics},
+                "fit_seconds": part["fit_seconds"].tolist(), "folds": part["fold"].tolist(),
+            }
+            fold_extras = [extras.get((name, fold), {}) for fold in record["folds"]]
+            for key in ("options", "valid_rmse", "tune_seconds"):
+                if any(key in extra for extra in fold_extras):
+                    record[key] = [extra.get(key) for extra in fold_extras]
+            records.append(record)
+    payload = {"meta": meta, "models": records}
+    if failures:
+        payload["failures"] = failures
+    tmp = output.with_suffix(output.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    tmp.replace(output)
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main().attrs["failures"] else 0)

@@ -52,7 +52,7 @@ from mfutils.metrics import rmse
 
 __all__ = ["DEFAULT_LAMBDAS", "DETERMINISTIC_MODELS", "SERIES_MODELS", "FoldPredictions",
            "LinearBlend", "SeedBag", "blend_folds", "fit_ridge_blend", "fold_predictions",
-           "ridge_solve", "series_models", "support_features"]
+           "ridge_solve", "series_model_spec", "series_models", "support_features"]
 
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
@@ -300,22 +300,18 @@ class SeedBag:
         return predictions.mean(axis=0)
 
 
-def series_models(
-    names: Sequence[str] | None = None, *, device: torch.device | str | None = None,
-    seed: int = 0, n_seeds: int = 1,
-) -> dict[str, Callable[[], Any]]:
-    """Factories of the series' explicit models at their defaults (notebooks 01-10).
+def series_model_spec(name: str) -> tuple[type, dict[str, Any], bool]:
+    """The class, the options a series name implies, and whether the model takes a seed.
 
-    Parameters
-    ----------
-    names : sequence of str, optional
-        A subset of :data:`SERIES_MODELS` (default: all), in the order given.
-    device : str or torch.device, optional
-    seed : int
-        Seed of every stochastic model (the first seed of a bag).
-    n_seeds : int
-        With ``n_seeds > 1`` every stochastic model becomes a :class:`SeedBag` over the seeds
-        ``seed .. seed + n_seeds - 1``; :data:`DETERMINISTIC_MODELS` are fit once.
+    ``"BiasedMF-SGD"`` is ``(BiasedMF, {"method": "sgd"}, True)``; the names are
+    :data:`SERIES_MODELS` and ``FM-ids`` (the factorization machine on ids alone, which the
+    explicit benchmark adds). :func:`series_models` builds every model from this table, so a
+    tuned setting (:mod:`mfutils.tuning`) means the same model as the defaults.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the series' models).
     """
     from mfutils.models import (
         NNMF,
@@ -331,32 +327,65 @@ def series_models(
         TimeSVDpp,
     )
 
-    seeded = {
-        "BaselineEstimates-ALS": lambda s: BaselineEstimates(method="als", device=device),
-        "BiasedMF-SGD": lambda s: BiasedMF(method="sgd", seed=s, device=device),
-        "BiasedMF-Adam": lambda s: BiasedMF(method="adam", seed=s, device=device),
-        "BiasedMF-ALS": lambda s: BiasedMF(method="als", seed=s, device=device),
-        "ItemKNN": lambda s: ItemKNN(device=device),
-        "GlobalNeighborhood": lambda s: GlobalNeighborhood(seed=s, device=device),
-        "SVDpp": lambda s: SVDpp(seed=s, device=device),
-        "AsymmetricSVD": lambda s: AsymmetricSVD(seed=s, device=device),
-        "IntegratedModel": lambda s: IntegratedModel(seed=s, device=device),
-        "TimeSVDpp": lambda s: TimeSVDpp(seed=s, device=device),
-        "FM-side": lambda s: FactorizationMachine(seed=s, device=device),
-        "DeepFM": lambda s: DeepFM(seed=s, device=device),
-        "NNMF": lambda s: NNMF(seed=s, device=device),
+    specs = {
+        "BaselineEstimates-ALS": (BaselineEstimates, {"method": "als"}, False),
+        "BiasedMF-SGD": (BiasedMF, {"method": "sgd"}, True),
+        "BiasedMF-Adam": (BiasedMF, {"method": "adam"}, True),
+        "BiasedMF-ALS": (BiasedMF, {"method": "als"}, True),
+        "ItemKNN": (ItemKNN, {}, False),
+        "GlobalNeighborhood": (GlobalNeighborhood, {}, True),
+        "SVDpp": (SVDpp, {}, True),
+        "AsymmetricSVD": (AsymmetricSVD, {}, True),
+        "IntegratedModel": (IntegratedModel, {}, True),
+        "TimeSVDpp": (TimeSVDpp, {}, True),
+        "FM-side": (FactorizationMachine, {}, True),
+        "FM-ids": (FactorizationMachine, {"fields": ("user", "item")}, True),
+        "DeepFM": (DeepFM, {}, True),
+        "NNMF": (NNMF, {}, True),
     }
+    if name not in specs:
+        raise ValueError(f"unknown model {name!r}; choose from {[*SERIES_MODELS, 'FM-ids']}")
+    cls, implied, seeded = specs[name]
+    return cls, dict(implied), seeded
+
+
+def series_models(
+    names: Sequence[str] | None = None, *, device: torch.device | str | None = None,
+    seed: int = 0, n_seeds: int = 1, options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Callable[[], Any]]:
+    """Factories of the series' explicit models at their defaults (notebooks 01-10).
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+        A subset of :data:`SERIES_MODELS` (default: all), in the order given; ``FM-ids``
+        (see :func:`series_model_spec`) may be asked for too.
+    device : str or torch.device, optional
+    seed : int
+        Seed of every stochastic model (the first seed of a bag).
+    n_seeds : int
+        With ``n_seeds > 1`` every stochastic model becomes a :class:`SeedBag` over the seeds
+        ``seed .. seed + n_seeds - 1``; :data:`DETERMINISTIC_MODELS` are fit once.
+    options : mapping of str to mapping, optional
+        Constructor options per model name (e.g. a tuned setting) on top of the defaults and
+        of what the name implies; a ``seed`` given there wins over ``seed``.
+    """
     if n_seeds < 1:
         raise ValueError(f"n_seeds={n_seeds} must be >= 1")
     names = list(SERIES_MODELS if names is None else names)
-    unknown = [name for name in names if name not in seeded]
+    unknown = [name for name in names if name not in (*SERIES_MODELS, "FM-ids")]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {list(SERIES_MODELS)}")
     seeds = range(seed, seed + n_seeds)
 
     def factory(name: str) -> Callable[[], Any]:
-        make = seeded[name]
-        if n_seeds == 1 or name in DETERMINISTIC_MODELS:
+        cls, implied, seeded = series_model_spec(name)
+        extra = dict((options or {}).get(name, {}))
+
+        def make(s: int) -> Any:
+            return cls(**{**implied, **({"seed": s} if seeded else {}), **extra}, device=device)
+
+        if n_seeds == 1 or name in DETERMINISTIC_MODELS or "seed" in extra:
             return lambda: make(seed)
         return lambda: SeedBag(make, seeds)
 

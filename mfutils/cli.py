@@ -1,7 +1,9 @@
 """``mfutils``: train, evaluate, query and serve any registered model from the command line.
 
     mfutils models                                   # registered models and their options
+    mfutils tune BiasedMF-SGD --split u1 --trials 30 --out presets/mf-sgd.json
     mfutils train BiasedMF --param method=sgd --split u1 --out artifacts/mf
+    mfutils train BiasedMF-SGD --preset presets/mf-sgd.json --out artifacts/mf-tuned
     mfutils train SVDpp --dataset ml-1m --split random --param n_factors=50 --out artifacts/svdpp
     mfutils evaluate artifacts/mf --split u1
     mfutils recommend artifacts/mf --user 1 -k 10
@@ -9,7 +11,10 @@
     mfutils recommend artifacts/mf --similar-to 50
     mfutils serve artifacts/mf --host 127.0.0.1 --port 8000
 
-``train`` writes a versioned artifact directory (:mod:`mfutils.serving.artifact`); ``serve``
+``tune`` searches a model's options with Optuna on a validation part of the chosen split's
+*training* part (:mod:`mfutils.tuning`; the test part is never read) and writes a preset JSON
+that ``train --preset`` reads (``-p`` options override it). ``train`` writes a versioned
+artifact directory (:mod:`mfutils.serving.artifact`); ``serve``
 starts the FastAPI service of :mod:`mfutils.serving.service` on it (the ``serve`` extra:
 ``pip install -e '.[serve]'``). The same code runs in the notebooks: ``load_movielens``, the
 package's splits, ``model.fit`` and :mod:`mfutils.metrics` (see
@@ -19,6 +24,7 @@ package's splits, ``model.fit`` and :mod:`mfutils.metrics` (see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -53,9 +59,22 @@ def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     sub = parser.subparsers["train"]
+    preset: dict = {}
+    if args.preset is not None:
+        from mfutils.tuning import load_preset
+
+        try:
+            preset_model, preset = load_preset(args.preset)
+        except ValueError as err:
+            sub.error(str(err))
+        args.model = args.model or preset_model
+        if args.model.lower() != preset_model.lower():
+            sub.error(f"--preset {args.preset} is for {preset_model}, not {args.model}")
+    if args.model is None:
+        sub.error("name a MODEL or pass --preset")
     try:
         cls, _ = pipeline.resolve_model(args.model)
-        params = pipeline.parse_params(cls, args.param)
+        params = {**preset, **pipeline.parse_params(cls, args.param)}
         pipeline.build_model(args.model, params, seed=args.seed, device=args.device)
     except ValueError as err:
         sub.error(str(err))
@@ -70,6 +89,34 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         sub.error(str(err))
     artifact.save(args.out, overwrite=args.overwrite)
     _print_metrics(artifact)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from mfutils.tuning import TUNABLE_MODELS, tune
+
+    sub = parser.subparsers["tune"]
+    if args.model not in TUNABLE_MODELS:
+        sub.error(f"cannot tune {args.model!r}; tunable models: {', '.join(TUNABLE_MODELS)}")
+    if (args.storage is None) != (args.study_name is None):
+        sub.error("--storage and --study-name go together (a resumable study needs both)")
+    data = _load(args, sub)
+    try:
+        train, _, protocol = pipeline.make_split(data, args.split, seed=args.seed)
+        # Only the training part goes on: tune() carves its validation part from it.
+        result = tune(args.model, train, trials=args.trials, seed=args.seed,
+                      metric=args.metric, valid_fraction=args.valid_fraction,
+                      storage=args.storage, study_name=args.study_name, timeout=args.timeout,
+                      progress=not args.quiet, device=args.device)
+    except ValueError as err:
+        sub.error(str(err))
+    result = dataclasses.replace(result, dataset=args.dataset, split=args.split)
+    result.save(args.out)
+    options = ", ".join(f"{k}={v!r}" for k, v in result.options.items())
+    print(f"{args.model} on {args.dataset}, training part of {protocol}; "
+          f"{result.protocol}, {result.n_trials} trials")
+    print(f"best validation {result.metric} {result.value:.4f}: {options}")
     print(f"wrote {args.out}")
     return 0
 
@@ -210,9 +257,28 @@ def _parser() -> argparse.ArgumentParser:
 
     command("models", _models, "list the registered models and their options")
 
+    tune = command("tune", _tune, "tune a model's options on a validation part of a split's "
+                                  "training part (Optuna), write a preset")
+    tune.add_argument("model", help="a series model, e.g. BiasedMF-SGD, SVDpp, FM-side, FM-ids")
+    data_options(tune, "ml-100k")
+    tune.add_argument("--trials", type=int, required=True, help="trials in total")
+    tune.add_argument("--out", type=Path, required=True, help="preset JSON to write")
+    tune.add_argument("--metric", default="rmse", choices=("rmse", "mae"))
+    tune.add_argument("--valid-fraction", type=float, default=0.1,
+                      help="share of the training part held out for validation (default 0.1)")
+    tune.add_argument("--storage", default=None,
+                      help="Optuna storage, e.g. sqlite:///tune.db: resume an interrupted study")
+    tune.add_argument("--study-name", default=None, help="study name within --storage")
+    tune.add_argument("--timeout", type=float, default=None, help="seconds; stop after")
+    tune.add_argument("--quiet", action="store_true", help="no progress lines")
+    tune.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+
     train = command("train", _train, "train a model, evaluate it, write an artifact")
-    train.add_argument("model", help="a registered model (see `mfutils models`), e.g. "
-                                     "BiasedMF or BiasedMF-SGD")
+    train.add_argument("model", nargs="?", default=None,
+                       help="a registered model (see `mfutils models`), e.g. BiasedMF or "
+                            "BiasedMF-SGD (default: the --preset's)")
+    train.add_argument("--preset", type=Path, default=None,
+                       help="options from a preset JSON of `mfutils tune` (-p overrides them)")
     train.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                        help="a model option, repeatable (e.g. -p n_factors=50 -p reg=0.1)")
     data_options(train, "ml-100k")

@@ -28,12 +28,14 @@ the single-process gradient of the whole batch (see :mod:`mfutils.distributed`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -52,6 +54,28 @@ LOSSES = ("mse", "bce")
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+_EPOCH_CALLBACK: contextvars.ContextVar[EpochCallback | None] = contextvars.ContextVar(
+    "mfutils_epoch_callback", default=None)
+
+
+@contextlib.contextmanager
+def epoch_callback(callback: EpochCallback) -> Iterator[None]:
+    """Within the block, :func:`fit` calls ``callback(epoch, record)`` after every epoch that has
+    a validation record (``fit(..., valid=...)``), with the epoch's history row.
+
+    A hook for hyper-parameter search (:mod:`mfutils.tuning` reports the validation curve to
+    Optuna's pruner): models need no change, and an exception raised by ``callback`` (e.g.
+    ``optuna.TrialPruned``) ends the fit. A ``contextvars`` variable, so threads and tasks each
+    see their own callback.
+    """
+    token = _EPOCH_CALLBACK.set(callback)
+    try:
+        yield
+    finally:
+        _EPOCH_CALLBACK.reset(token)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,6 +287,8 @@ def fit(
                 best_state = copy.deepcopy(net.state_dict())
         record["seconds"] = time.perf_counter() - start
         rows.append(record)
+        if valid is not None and (callback := _EPOCH_CALLBACK.get()) is not None:
+            callback(epoch, dict(record))
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("train_loss", "valid")})
         if (config.patience is not None and valid is not None
                 and epoch - best_epoch >= config.patience):

@@ -157,3 +157,61 @@ def test_results_table_names_resolve_to_models():
 def test_console_script_is_declared():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["mfutils"] == "mfutils.cli:main"
+
+
+def test_tune_writes_a_preset_that_train_reads(data_dir, tmp_path, capsys):
+    preset = tmp_path / "mf.json"
+    assert main(["tune", "BiasedMF-ALS", "--dataset", "ml-100k", "--no-download", "--data-dir",
+                 str(data_dir), "--split", "u1", "--trials", "2", "--out", str(preset),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads(preset.read_text())
+    assert saved["model"] == "BiasedMF-ALS" and saved["trials"] == 2
+    assert saved["dataset"] == "ml-100k" and saved["split"] == "u1"
+    assert "best validation rmse" in printed and f"wrote {preset}" in printed
+    # Tuned on u1.base only: the validation part is 10% of it, the test part never enters.
+    data = load_movielens("ml-100k", data_dir=data_dir, download=False)
+    train, _, _ = pipeline.make_split(data, "u1")
+    assert len(train) < len(data)
+
+    out = tmp_path / "artifact"
+    assert main(["train", "BiasedMF-ALS", "--preset", str(preset), "-p", "n_factors=3",
+                 "--dataset", "ml-100k", "--no-download", "--data-dir", str(data_dir),
+                 "--no-topk", "--out", str(out)]) == 0
+    params = Artifact.load(out).info["model"]["params"]
+    assert params == {**saved["options"], "n_factors": 3}  # -p overrides the preset
+    out2 = tmp_path / "artifact2"
+    assert main(["train", "--preset", str(preset), "--dataset", "ml-100k", "--no-download",
+                 "--data-dir", str(data_dir), "--no-topk", "--out", str(out2)]) == 0
+    assert Artifact.load(out2).info["model"]["params"] == saved["options"]
+
+
+def test_train_refuses_a_preset_for_another_model(data_dir, tmp_path, capsys):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"model": "BiasedMF-ALS", "options": {"n_factors": 4}}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "SVDpp", "--preset", str(preset), "--data-dir", str(data_dir),
+              "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"--preset {preset} is for BiasedMF-ALS, not SVDpp")
+    preset.write_text(json.dumps({"model": "BiasedMF-ALS", "options": {"bogus": 1}}))
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", str(preset), "--out", str(tmp_path / "x")])
+    assert "'bogus'" in capsys.readouterr().err
+
+
+def test_tune_rejects_unknown_models_and_half_a_storage(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["tune", "NoSuch", "--trials", "1", "--out", str(tmp_path / "p.json")])
+    assert "tunable models" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["tune", "SVDpp", "--trials", "1", "--out", str(tmp_path / "p.json"),
+              "--storage", "sqlite:///x.db"])
+    assert "--study-name" in capsys.readouterr().err
+
+
+def test_svdpp_takes_its_base_options_by_name():
+    cls, _ = pipeline.resolve_model("SVDpp")
+    assert pipeline.parse_params(cls, ["lr=0.01", "reg=0.1"]) == {"lr": 0.01, "reg": 0.1}
+    assert pipeline.resolve_model("FM-ids")[1] == {"fields": ("user", "item")}

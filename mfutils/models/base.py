@@ -10,6 +10,7 @@ never with an ``IndexError`` or an untrained random vector.
 from __future__ import annotations
 
 import abc
+import inspect
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +57,10 @@ class ExplicitModel(nn.Module, abc.ABC):
 
     config: dict[str, Any]
     supports_binary: ClassVar[bool] = False
+    # Hyper-parameter search space of mfutils.tuning, declared beside each model's defaults:
+    # option -> ("log" | "float", low, high), ("int", low, high[, "log"]) or ("choice", ...),
+    # or method -> such a map. Empty: nothing to tune.
+    SEARCH_SPACE: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -316,6 +321,27 @@ class ExplicitModel(nn.Module, abc.ABC):
         )
         self.to(self.device)
         self.eval()
+
+
+NOT_OPTIONS = frozenset({"self", "device", "user_embeddings", "item_embeddings"})
+
+
+def constructor_options(cls: type) -> dict[str, Any]:
+    """Keyword options of a model class settable by name, and their defaults.
+
+    A constructor that passes ``**options`` on (``SVDpp`` to its base) also takes the options
+    of the next class in the MRO that defines ``__init__``; its own defaults win. ``device``
+    and the pretrained-embedding arrays are not options.
+    """
+    params = inspect.signature(cls.__init__).parameters.values()
+    options: dict[str, Any] = {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        parent = next((base for base in cls.__mro__[1:] if "__init__" in vars(base)), None)
+        if parent is not None and parent is not object:
+            options = constructor_options(parent)
+    options.update({p.name: p.default for p in params if p.name not in NOT_OPTIONS
+                    and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)})
+    return options
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -44,6 +44,15 @@ class BaselineEstimates(ExplicitModel):
         As in :class:`mfutils.models.base.ExplicitModel`.
     """
 
+    # Search space of mfutils.tuning (Optuna), per method, around the defaults of __init__:
+    # option -> ("log" | "float", low, high), ("int", low, high[, "log"]) or ("choice", ...).
+    SEARCH_SPACE = {
+        "shrunk": {"reg_item": ("log", 2.5, 250.0), "reg_user": ("log", 1.0, 100.0)},
+        "als": {"reg_item": ("log", 0.2, 20.0), "reg_user": ("log", 0.5, 50.0)},
+        "sgd": {"reg": ("log", 0.002, 0.2), "lr": ("log", 0.0005, 0.05),
+                "epochs": ("int", 5, 60)},
+    }
+
     def __init__(
         self, *, method: str = "als", reg_item: float | None = None,
         reg_user: float | None = None,

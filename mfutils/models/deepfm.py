@@ -104,6 +104,12 @@ class DeepFM(FieldModel):
         ``reg_linear`` penalise the embeddings, the DNN is regularised by dropout.
     """
 
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"n_factors": ("int", 4, 64, "log"), "lr": ("log", 0.001, 0.05),
+                    "reg": ("log", 0.015, 1.5), "reg_mlp": ("log", 0.0001, 0.01),
+                    "dropout": ("float", 0.0, 0.7), "epochs": ("int", 10, 90)}
+
     def __init__(
         self, n_factors: int = 20, *, hidden: Sequence[int] = (64, 64), dropout: float = 0.5,
         reg_mlp: float = 1e-3, fields: Sequence[str] | None = None, zip_digits: int = 1,

@@ -313,6 +313,12 @@ class FactorizationMachine(FieldModel):
         As for :class:`mfutils.models.BiasedMF`.
     """
 
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"n_factors": ("int", 4, 64, "log"), "lr": ("log", 0.001, 0.05),
+                    "reg": ("log", 0.015, 1.5), "reg_linear": ("log", 0.015, 1.5),
+                    "epochs": ("int", 10, 90)}
+
     def __init__(
         self, n_factors: int = 20, *, fields: Sequence[str] | None = None,
         zip_digits: int = 1,

@@ -104,6 +104,12 @@ class IntegratedModel(ExplicitModel):
     on ``u1.base`` -- it hurts users with few ratings (notebook 05).
     """
 
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "neighbor_lr": ("log", 0.001, 0.02),
+                    "reg_neighbors": ("log", 0.0002, 0.02),
+                    "reg_neighbor_bias": ("log", 0.002, 0.2), "neighbor_epochs": ("int", 5, 45)}
+
     def __init__(
         self, n_factors: int = 20, *, k: int = 100, schedule: str = "stagewise",
         neighbor_epochs: int = 15, neighbor_lr: float = 0.005, neighbor_batch_size: int = 4096,

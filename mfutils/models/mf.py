@@ -66,6 +66,17 @@ class BiasedMF(ExplicitModel):
 
     supports_binary = True
 
+    # Search space of mfutils.tuning (Optuna), per method (the defaults are _DEFAULTS below):
+    # option -> ("log" | "float", low, high), ("int", low, high[, "log"]) or ("choice", ...).
+    SEARCH_SPACE = {
+        "sgd": {"n_factors": ("int", 8, 128, "log"), "lr": ("log", 0.003, 0.05),
+                "reg": ("log", 0.01, 0.5), "epochs": ("int", 10, 60)},
+        "adam": {"n_factors": ("int", 8, 128, "log"), "lr": ("log", 0.0005, 0.05),
+                 "reg": ("log", 0.015, 1.0), "epochs": ("int", 10, 60)},
+        "als": {"n_factors": ("int", 8, 128, "log"), "reg": ("log", 0.015, 1.5),
+                "epochs": ("int", 5, 30)},
+    }
+
     def __init__(
         self, n_factors: int = 20, *, method: str = "sgd", epochs: int | None = None,
         batch_size: int = 1024, lr: float | None = None, lr_decay: float = 1.0,

@@ -203,6 +203,10 @@ class ItemKNN(_ResidualStore, ExplicitModel):
         As in :class:`~mfutils.models.base.ExplicitModel`.
     """
 
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"k": ("int", 10, 200, "log"), "shrinkage": ("log", 10.0, 1000.0)}
+
     def __init__(
         self, k: int = 40, *, shrinkage: float = 100.0, shrinkage_form: str = "koren08",
         positive_only: bool = True, denominator_reg: float = 0.0,
@@ -491,6 +495,12 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
     patience, seed, progress, device, clip
         As in :class:`~mfutils.models.mf.BiasedMF`.
     """
+
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"k": ("int", 25, 300, "log"), "lr": ("log", 0.002, 0.03),
+                    "reg": ("log", 0.0002, 0.02), "shrinkage": ("log", 10.0, 1000.0),
+                    "epochs": ("int", 5, 45)}
 
     def __init__(
         self, k: int | None = 100, *, epochs: int = 15, lr: float = 0.01,

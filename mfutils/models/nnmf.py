@@ -162,6 +162,12 @@ class NNMF(ExplicitModel):
     user" seen through the learned network.
     """
 
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"latent_dim": ("int", 4, 40, "log"), "prime_dim": ("int", 15, 120, "log"),
+                    "reg": ("log", 3.0, 300.0), "lr": ("log", 0.0001, 0.01),
+                    "epochs": ("int", 20, 120)}
+
     def __init__(
         self, *, latent_dim: int = 10, prime_dim: int = 60, prime_rank: int = 1,
         hidden: tuple[int, ...] = (50, 50, 50), reg: float = 30.0, epochs: int = 60,

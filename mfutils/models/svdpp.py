@@ -551,6 +551,12 @@ class SVDpp(_BagModel):
     without ratings there by only a few thousandths (notebook 04).
     """
 
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "lr": ("log", 0.0005, 0.02),
+                    "reg": ("log", 0.015, 1.0), "reg_bias": ("log", 0.015, 1.0),
+                    "reg_implicit": ("log", 0.001, 0.1), "epochs": ("int", 4, 30)}
+
     def __init__(
         self, n_factors: int = 20, *, epochs: int = 10,
         warm_start_options: dict[str, Any] | None = None,
@@ -580,6 +586,12 @@ class AsymmetricSVD(_BagModel):
     """
 
     asymmetric = True
+
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "lr": ("log", 0.0005, 0.02),
+                    "reg": ("log", 0.015, 1.0), "reg_bias": ("log", 0.015, 1.0),
+                    "reg_implicit": ("log", 0.001, 0.1), "epochs": ("int", 4, 24)}
 
     def _build(self, n_users: int, n_items: int) -> None:
         super()._build(n_users, n_items)

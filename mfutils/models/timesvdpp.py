@@ -271,6 +271,12 @@ class TimeSVDpp(_BagModel):
 
     beta = 0.4  # Koren's cross-validated exponent of dev_u(t)
 
+    # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
+    # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
+    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "lr": ("log", 0.0005, 0.02),
+                    "reg": ("log", 0.015, 1.0), "reg_time": ("log", 0.005, 0.5),
+                    "lr_time": ("log", 0.5, 10.0), "epochs": ("int", 4, 24)}
+
     def __init__(
         self, n_factors: int = 20, *, item_bins: int | None = None, user_drift: bool = True,
         user_day_bias: bool = True, scale: bool = True, factor_drift: bool = False,

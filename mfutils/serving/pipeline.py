@@ -5,9 +5,10 @@ The same calls the notebooks make -- :func:`mfutils.data.load_movielens`, the sp
 ``topk_metrics`` -- wrapped so that a command line (or a notebook) names a model, its options
 and a split by strings and gets an :class:`~mfutils.serving.artifact.Artifact` back.
 
-Model names are registry class names (``BiasedMF``, ``SVDpp``, ...; case-insensitive) or the
-benchmark's ``Class-METHOD`` labels (``BiasedMF-SGD`` = ``BiasedMF(method="sgd")``), so the
-rows of ``benchmarks/results/explicit-ml-100k.json`` can be trained by name.
+Model names are registry class names (``BiasedMF``, ``SVDpp``, ...; case-insensitive), the
+benchmark's ``Class-METHOD`` labels (``BiasedMF-SGD`` = ``BiasedMF(method="sgd")``) or its
+:data:`ALIASES` (``FM-side``, ``FM-ids``), so the rows of
+``benchmarks/results/explicit-ml-100k.json`` can be trained by name.
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ from mfutils.data.splits import (
 )
 from mfutils.device import get_device
 from mfutils.metrics import mae, rmse, topk_metrics
-from mfutils.models.base import _REGISTRY, ExplicitModel
+from mfutils.models.base import _REGISTRY, ExplicitModel, constructor_options
 from mfutils.models.svdpp import AsymmetricSVD
 from mfutils.serving.artifact import Artifact
 from mfutils.serving.foldin import ridge_penalties
 
 SPLITS = ("u1", "u2", "u3", "u4", "u5", "random", "per-user", "temporal", "full")
-_NOT_OPTIONS = {"self", "device", "user_embeddings", "item_embeddings"}
+# Benchmark labels that are not Class-METHOD: the factorization machine with the series' side
+# fields (its default) and on ids alone (benchmarks/explicit.py, mfutils.blending).
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "fm-side": ("FactorizationMachine", {}),
+    "fm-ids": ("FactorizationMachine", {"fields": ("user", "item")}),
+}
 
 
 def registered_models() -> dict[str, type[ExplicitModel]]:
@@ -48,10 +54,9 @@ def registered_models() -> dict[str, type[ExplicitModel]]:
 
 
 def model_options(cls: type[ExplicitModel]) -> dict[str, Any]:
-    """Constructor options settable by name (``--param``) and their defaults."""
-    signature = inspect.signature(cls.__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if name not in _NOT_OPTIONS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    """Constructor options settable by name (``--param``) and their defaults (following
+    ``**options`` into the base class, see :func:`mfutils.models.base.constructor_options`)."""
+    return constructor_options(cls)
 
 
 def resolve_model(name: str) -> tuple[type[ExplicitModel], dict[str, Any]]:
@@ -65,6 +70,9 @@ def resolve_model(name: str) -> tuple[type[ExplicitModel], dict[str, Any]]:
     """
     classes = registered_models()
     by_lower = {key.lower(): cls for key, cls in classes.items()}
+    if name.lower() in ALIASES:
+        class_name, implied = ALIASES[name.lower()]
+        return classes[class_name], dict(implied)
     head, _, suffix = name.partition("-")
     cls = by_lower.get(head.lower())
     if cls is None:
