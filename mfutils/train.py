@@ -327,8 +327,7 @@ def batch_loss(
 
 
 def sequential_step_scale(
-    index: torch.Tensor, curvature: torch.Tensor, lr: float, size: int, *,
-    present: torch.Tensor | None = None,
+    index: torch.Tensor, curvature: torch.Tensor, lr: float, *, workspace: torch.Tensor
 ) -> torch.Tensor:
     r"""Per-occurrence factor that turns a batch's summed SGD step into sequential SGD.
 
@@ -342,43 +341,48 @@ def sequential_step_scale(
     100,836). Scaling the summed step by
 
     .. math::
-        s = \frac{1 - (1 - \gamma \bar h)^k}{k \gamma \bar h}
+        s = \frac{1 - (1 - \gamma h)^k}{k \gamma h}
 
-    (``h-bar`` the mean curvature of the row's occurrences) makes it equal to the ``k``
-    sequential steps on that quadratic, so the step is stable at any multiplicity. For
-    ``k = 1`` the factor is exactly 1: batches without repeated rows are plain SGD, and
-    heavy rows keep most of their progress (``s`` is about 0.5 at ``k = 110``,
-    ``gamma h = 0.015``), unlike a mean over the occurrences (``1 / k``).
+    (``h-bar`` the curvature of the occurrence's term) makes it equal to the ``k``
+    sequential steps on that quadratic, so the step is stable at any multiplicity. The biases'
+    curvature is the same for all of a row's ratings (``1 + lambda`` without weights), so
+    there the equality is exact; for a factor row ``|q_i|^2`` varies with the item and each
+    occurrence's own curvature stands in for their mean (one gather, no second scatter). For
+    ``k = 1`` the factor is 1: batches without repeated rows are plain SGD, and heavy rows
+    keep most of their progress (``s`` is about 0.5 at ``k = 110``, ``gamma h = 0.015``),
+    unlike a mean over the occurrences (``1 / k``).
 
     Parameters
     ----------
     index : Tensor of int64, shape (B,)
         The row (e.g. user id) of every occurrence in the batch.
-    curvature : Tensor, shape (B,)
-        Curvature of each occurrence's term: ``c_b + lambda`` for a bias, ``c_b |q_i|^2 +
-        lambda`` for a factor row (``c_b`` the confidence weight, 1 without weights).
+    curvature : Tensor, shape (B, m)
+        Curvature of each occurrence's term, one column per parameter block of the row that
+        shares ``index``: ``c_b + lambda`` for a bias, ``c_b |q_i|^2 + lambda`` for a factor
+        row (``c_b`` the confidence weight, 1 without weights).
     lr : float
         The step size ``gamma``.
-    size : int
-        Number of rows of the table ``index`` points into.
-    present : Tensor, shape (B,), optional
-        1 for occurrences that take a step, 0 for padding (e.g. neighbour slots the user has
-        not rated): padding neither counts towards ``k`` nor towards the mean curvature.
+    workspace : Tensor, shape (>= n_rows,)
+        Zeros on ``index``'s device, reused across calls (:func:`step_workspace`): only the
+        touched rows are written and reset to zero, so a step costs O(B), not O(n_rows).
 
     Returns
     -------
-    Tensor, shape (B,)
-        The factor of each occurrence, that of its row (1 where the row occurs once).
+    Tensor, shape (B, m)
+        The factor of each occurrence and block (1, to rounding, where the row occurs once).
     """
-    ones = torch.ones_like(curvature)
-    present = ones if present is None else present.to(curvature.dtype)
-    counts = torch.zeros(size, device=index.device).index_add_(0, index, present)  # (size,)
-    total = torch.zeros(size, device=index.device).index_add_(0, index, curvature * present)
-    k = counts.index_select(0, index).clamp(min=1.0)  # shape: (B,)
-    # gamma * mean curvature, kept inside (0, 1): past 1 a single step already overshoots.
-    step = (lr * total.index_select(0, index) / k).clamp(1e-12, 1.0 - 1e-6)  # shape: (B,)
-    scale = -torch.expm1(k * torch.log1p(-step)) / (k * step)  # shape: (B,)
-    return torch.where(k > 1, scale, ones)
+    workspace.index_add_(0, index, torch.ones_like(index, dtype=workspace.dtype))
+    k = workspace.index_select(0, index)[:, None]  # shape: (B, 1) the row's multiplicity
+    workspace.index_fill_(0, index, 0.0)  # leave the workspace as it was found: zeros
+    # gamma * curvature, kept inside (0, 1): past 1 a single step already overshoots.
+    step = (curvature * lr).clamp_(1e-12, 1.0 - 1e-6)  # shape: (B, m)
+    # (1 - (1 - step)^k) / (k step); for k = 1 this is 1 up to rounding.
+    return torch.log1p(-step).mul_(k).expm1_().div_(step * -k)  # shape: (B, m)
+
+
+def step_workspace(n_rows: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Zeros of shape (n_rows,) for :func:`sequential_step_scale` to reuse."""
+    return torch.zeros(n_rows, device=device)
 
 
 def rmse_metric(net: nn.Module, data: Mapping[str, torch.Tensor]) -> float:

@@ -6,7 +6,14 @@ import torch
 
 from mfutils.device import get_device
 from mfutils.models.nets import BiasedMFNet
-from mfutils.train import TrainConfig, TrainingDiverged, batch_loss, fit, sequential_step_scale
+from mfutils.train import (
+    TrainConfig,
+    TrainingDiverged,
+    batch_loss,
+    fit,
+    sequential_step_scale,
+    step_workspace,
+)
 
 
 def _net(n_factors=4, seed=0, **kwargs):
@@ -61,13 +68,15 @@ def test_funk_step_scales_a_repeated_row_to_sequential_sgd():
     assert plain > 2 * optimum  # it overshoots the optimum by more than its own distance
 
 
-def test_sequential_step_scale_is_one_for_single_rows_and_ignores_padding():
-    index = torch.tensor([0, 1, 1, 2, 2])
-    curvature = torch.tensor([1.0, 1.0, 1.0, 1.0, 9.0])
-    scale = sequential_step_scale(index, curvature, 0.1, 3,
-                                  present=torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0]))
-    assert scale[0] == 1.0 and scale[3] == 1.0  # row 2's second slot is padding
-    assert float(scale[1]) == pytest.approx((1 - 0.9**2) / (2 * 0.1))
+def test_sequential_step_scale_is_one_for_single_rows_and_leaves_the_workspace_zero():
+    index = torch.tensor([0, 1, 1, 2])
+    curvature = torch.tensor([[1.0, 3.0], [1.0, 1.0], [1.0, 3.0], [1.0, 2.0]])
+    workspace = step_workspace(3)
+    scale = sequential_step_scale(index, curvature, 0.1, workspace=workspace)
+    torch.testing.assert_close(scale[[0, 3]], torch.ones(2, 2))  # rows 0 and 2 occur once
+    assert float(scale[1, 0]) == pytest.approx((1 - 0.9**2) / (2 * 0.1))
+    assert float(scale[2, 1]) == pytest.approx((1 - 0.7**2) / (2 * 0.3))
+    assert (workspace == 0).all()
 
 
 def test_heavy_user_batches_converge_like_per_rating_sgd(monkeypatch):
@@ -93,7 +102,8 @@ def test_heavy_user_batches_converge_like_per_rating_sgd(monkeypatch):
 
     sequential, batched = train_rmse(1), train_rmse(4096)
     assert abs(batched - sequential) < 0.01, (batched, sequential)
-    monkeypatch.setattr(nets, "sequential_step_scale", lambda index, c, lr, n: torch.ones_like(c))
+    monkeypatch.setattr(nets, "sequential_step_scale",
+                        lambda index, c, lr, **_: torch.ones_like(c))
     try:
         plain = train_rmse(4096)
     except TrainingDiverged:

@@ -25,7 +25,7 @@ from torch import nn
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.models.base import ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
-from mfutils.train import TrainConfig, fit, sequential_step_scale
+from mfutils.train import TrainConfig, fit, sequential_step_scale, step_workspace
 
 SHRINKAGE_FORMS = ("koren08", "handbook")
 LOOKUP_COLUMNS = ("nbr_rated", "nbr_residual", "nbr_norm")  # GlobalNeighborhoodNet.lookup
@@ -434,26 +434,30 @@ class GlobalNeighborhoodNet(nn.Module):
         touched = (rated * (w**2 + c**2)).sum(1)  # shape: (B,)
         loss = loss + 0.5 * (self.reg * touched + self.reg_bias * (b_u**2 + b_i**2))
         weight = batch.get("weight", torch.ones_like(err))  # shape: (B,)
-        for bias, rows, b in ((self.user_bias, user, b_u), (self.item_bias, item, b_i)):
+        work = getattr(self, "_step_work", None)
+        if work is None or work.device != err.device:  # zeros, reused by every batch
+            work = self._step_work = step_workspace(
+                max(len(self.user_bias), len(self.item_bias)), device=err.device)
+        # Repeated users and items: each summed step scaled to sequential SGD. w_ij and c_ij
+        # repeat as often as item i does; their scale is the item's, at a curvature that bounds
+        # every slot's, c_b |R^k|^-1 max(1, (r_uj - b_uj)^2) + lambda_4.
+        slots = weight * norm**2 * (res**2).amax(1).clamp(min=1.0) + self.reg  # shape: (B,)
+        user_scale = sequential_step_scale(user, (weight + self.reg_bias)[:, None], lr,
+                                           workspace=work)  # shape: (B, 1)
+        item_scale = sequential_step_scale(item, torch.stack([weight + self.reg_bias, slots], 1),
+                                           lr, workspace=work)  # shape: (B, 2)
+        for bias, rows, b, scale in ((self.user_bias, user, b_u, user_scale[:, 0]),
+                                     (self.item_bias, item, b_i, item_scale[:, 0])):
             if bias.requires_grad:
-                step = lr * sequential_step_scale(rows, weight + self.reg_bias, lr, len(bias))
-                bias.index_add_(0, rows, step * (err - self.reg_bias * b))
+                bias.index_add_(0, rows, lr * scale * (err - self.reg_bias * b))
         k = w.shape[1]
         flat = (item[:, None] * k + torch.arange(k, device=item.device)).reshape(-1)  # (B*k,)
         scaled = (err * norm)[:, None]  # shape: (B, 1)
+        step = lr * item_scale[:, 1:]  # shape: (B, 1)
         grad_w = rated * (scaled * res - self.reg * w)  # shape: (B, k)
         grad_c = rated * (scaled - self.reg * c)  # shape: (B, k)
-        # Curvature of w_ij and c_ij per occurrence: c_b |R^k|^-1 (r_uj - b_uj)^2 (resp. 1)
-        # + lambda_4; a pair (i, j) repeats in a batch as often as item i does.
-        size = self.weights.numel()
-        curv = (weight * norm**2)[:, None].expand_as(rated)  # shape: (B, k)
-        present = rated.reshape(-1)  # shape: (B*k,)
-        step_w = sequential_step_scale(flat, (curv * res**2 + self.reg).reshape(-1), lr, size,
-                                       present=present)
-        step_c = sequential_step_scale(flat, (curv + self.reg).reshape(-1), lr, size,
-                                       present=present)
-        self.weights.view(-1).index_add_(0, flat, lr * step_w * grad_w.reshape(-1))
-        self.implicit.view(-1).index_add_(0, flat, lr * step_c * grad_c.reshape(-1))
+        self.weights.view(-1).index_add_(0, flat, (step * grad_w).reshape(-1))
+        self.implicit.view(-1).index_add_(0, flat, (step * grad_c).reshape(-1))
         return loss.sum()
 
 

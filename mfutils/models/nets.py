@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mfutils.train import sequential_step_scale
+from mfutils.train import sequential_step_scale, step_workspace
 
 INITIALIZERS = ("normal", "uniform", "xavier", "zeros")
 
@@ -100,25 +100,43 @@ class BiasedMFNet(nn.Module):
         b_i = self.item_bias.weight[:, 0].index_select(0, item)  # shape: (batch,)
         err = batch["rating"] - (self.mu + b_u + b_i + (p_u * q_i).sum(1))  # shape: (batch,)
         loss = 0.5 * err**2
-        weight = batch.get("weight", torch.ones_like(err))  # shape: (batch,)
-        loss = loss * weight
-        err = err * weight
+        weight = batch.get("weight")  # shape: (batch,) or None
+        if weight is not None:
+            loss = loss * weight
+            err = err * weight
         loss = loss + 0.5 * (self.reg * ((p_u**2).sum(1) + (q_i**2).sum(1))
                              + self.reg_bias * (b_u**2 + b_i**2))
-        sides = []
+        # One scale pass over both tables: item rows are numbered after the user rows.
+        rows = torch.cat([user, item + self.user_factors.num_embeddings])  # shape: (2 batch,)
+        norms = torch.cat([(q_i**2).sum(1), (p_u**2).sum(1)])  # shape: (2 batch,)
+        bias_curvature = torch.full_like(norms, 1.0 + self.reg_bias)
+        if weight is not None:
+            norms = norms * weight.repeat(2)
+            bias_curvature = weight.repeat(2) + self.reg_bias
+        curvature = torch.stack([bias_curvature, norms + self.reg], 1)  # (2 batch, 2)
+        step = lr * sequential_step_scale(rows, curvature, lr, workspace=self._workspace())
+        step_u, step_i = step.split(len(user))  # shape: (batch, 2) each
         if self.user_factors.weight.requires_grad:
-            sides.append((self.user_bias, self.user_factors, user, b_u, p_u, q_i))
+            self.user_bias.weight[:, 0].index_add_(0, user, step_u[:, 0] * (
+                err - self.reg_bias * b_u))
+            self.user_factors.weight.index_add_(0, user, step_u[:, 1:] * (
+                err[:, None] * q_i - self.reg * p_u))
         if self.item_factors.weight.requires_grad:
-            sides.append((self.item_bias, self.item_factors, item, b_i, q_i, p_u))
-        for bias, factors, rows, b, own, other in sides:
-            n = factors.num_embeddings
-            step_b = lr * sequential_step_scale(rows, weight + self.reg_bias, lr, n)  # (batch,)
-            curvature = weight * (other**2).sum(1) + self.reg  # shape: (batch,)
-            step_f = lr * sequential_step_scale(rows, curvature, lr, n)  # shape: (batch,)
-            bias.weight[:, 0].index_add_(0, rows, step_b * (err - self.reg_bias * b))
-            factors.weight.index_add_(0, rows, step_f[:, None] * (err[:, None] * other
-                                                                  - self.reg * own))
+            self.item_bias.weight[:, 0].index_add_(0, item, step_i[:, 0] * (
+                err - self.reg_bias * b_i))
+            self.item_factors.weight.index_add_(0, item, step_i[:, 1:] * (
+                err[:, None] * p_u - self.reg * q_i))
         return loss.sum()
+
+
+    def _workspace(self) -> torch.Tensor:
+        """A zero scratch table for the step scale, kept between batches."""
+        device = self.user_factors.weight.device
+        work = getattr(self, "_step_work", None)
+        if work is None or work.device != device:
+            n_rows = self.user_factors.num_embeddings + self.item_factors.num_embeddings
+            work = self._step_work = step_workspace(n_rows, device=device)
+        return work
 
 
 def _initialize(
