@@ -104,16 +104,18 @@ class BiasedMFNet(nn.Module):
         if weight is not None:
             loss = loss * weight
             err = err * weight
-        loss = loss + 0.5 * (self.reg * ((p_u**2).sum(1) + (q_i**2).sum(1))
-                             + self.reg_bias * (b_u**2 + b_i**2))
-        # One scale pass over both tables: item rows are numbered after the user rows.
-        rows = torch.cat([user, item + self.user_factors.num_embeddings])  # shape: (2 batch,)
         norms = torch.cat([(q_i**2).sum(1), (p_u**2).sum(1)])  # shape: (2 batch,)
-        bias_curvature = torch.full_like(norms, 1.0 + self.reg_bias)
-        if weight is not None:
-            norms = norms * weight.repeat(2)
-            bias_curvature = weight.repeat(2) + self.reg_bias
-        curvature = torch.stack([bias_curvature, norms + self.reg], 1)  # (2 batch, 2)
+        loss = loss + 0.5 * (self.reg * norms.view(2, -1).sum(0)
+                             + self.reg_bias * (b_u**2 + b_i**2))
+        # One scale pass over both tables: item rows are numbered after the user rows. The
+        # curvature of a user's terms is c |q_i|^2 + lambda (factors), c + lambda (bias).
+        rows = torch.cat([user, item + self.user_factors.num_embeddings])  # shape: (2 batch,)
+        if weight is None:
+            curvature = torch.stack([torch.full_like(norms, 1.0 + self.reg_bias),
+                                     norms + self.reg], 1)  # shape: (2 batch, 2)
+        else:
+            weights = weight.repeat(2)  # shape: (2 batch,)
+            curvature = torch.stack([weights + self.reg_bias, weights * norms + self.reg], 1)
         step = lr * sequential_step_scale(rows, curvature, lr, workspace=self._workspace())
         step_u, step_i = step.split(len(user))  # shape: (batch, 2) each
         if self.user_factors.weight.requires_grad:
