@@ -23,9 +23,10 @@ the all-reduced gradient is exactly the single-process gradient of the whole bat
 
 Every rank then takes the same optimizer step on the same parameters, so training with ``W``
 processes reproduces one process up to the order of floating-point sums. Funk's hand-written
-SGD step becomes ``torch.optim.SGD`` on the summed loss (the same update, through autograd, so
-that DDP's hooks see the gradients); set-wise objectives (in-batch negatives) do not split
-into independent shards and are refused.
+SGD step is additive over the batch's rows (every gradient is taken before the step), so each
+rank takes it on its shard -- with the whole batch's row multiplicities for the repeated-row
+scale -- and :func:`summed_step` all-reduces the parameter updates; set-wise objectives
+(in-batch negatives) do not split into independent shards and are refused.
 
 Where this stops scaling, and TorchRec takes over
 -------------------------------------------------
@@ -60,8 +61,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["RowLoss", "all_sum", "init_from_env", "launch", "main", "rank", "shard", "world_size",
-           "wrap"]
+__all__ = ["RowLoss", "all_sum", "init_from_env", "launch", "main", "rank", "shard",
+           "summed_step", "world_size", "wrap"]
 
 
 def world_size() -> int:
@@ -131,6 +132,26 @@ def wrap(net: nn.Module, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.T
 def shard(index: torch.Tensor) -> torch.Tensor:
     """This rank's contiguous part of a global batch's row indices (parts differ by <= 1)."""
     return torch.tensor_split(index, world_size())[rank()]
+
+
+def summed_step(net: nn.Module, step: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run ``step()`` (which updates ``net`` in place from this rank's shard), then replace
+    every parameter's update by the sum of all ranks' updates; returns ``step()``'s value.
+
+    Exact for steps whose update is a sum over the batch's rows computed at the parameters
+    before the step, such as Funk's SGD step.
+    """
+    if world_size() == 1:
+        return step()
+    params = list(net.parameters())
+    with torch.no_grad():
+        before = [p.detach().clone() for p in params]
+        out = step()
+        for p, start in zip(params, before, strict=True):
+            delta = p.detach() - start
+            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+            p.copy_(start + delta)
+    return out
 
 
 def all_sum(value: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,9 @@ batch's mean loss (a scalar), which then replaces the per-row loss.
 Under ``torchrun`` (a ``torch.distributed`` process group is initialized), :func:`fit` trains
 data-parallel: every rank draws the same global batches, computes the loss of its own shard of
 each batch and ``DistributedDataParallel`` all-reduces the gradients, scaled so that they equal
-the single-process gradient of the whole batch (see :mod:`mfutils.distributed`).
+the single-process gradient of the whole batch (see :mod:`mfutils.distributed`). Funk steps
+are taken on each shard with the whole batch's row multiplicities and their parameter updates
+summed over ranks (:func:`mfutils.distributed.summed_step`), the single-process step again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
-import dataclasses
 import functools
 import math
 import time
@@ -225,10 +226,9 @@ def fit(
         if config.alternate:
             raise ValueError("alternate=True (parameter blocks) is not supported under "
                              "torchrun; train it in one process")
-        if config.optimizer == "funk":  # Funk's step is SGD on the summed loss, by hand
-            config = dataclasses.replace(config, optimizer="sgd")
-        step_net = distributed.wrap(net, functools.partial(
-            batch_loss, net, loss=config.loss, target=target, weight=weight))
+        if config.optimizer != "funk":  # Funk's step all-reduces its updates instead
+            step_net = distributed.wrap(net, functools.partial(
+                batch_loss, net, loss=config.loss, target=target, weight=weight))
     device = train[target].device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     blocks = net.parameter_blocks() if config.alternate else [list(net.parameters())]
@@ -243,6 +243,13 @@ def fit(
         net.train()
         loss_sum = torch.zeros((), device=device)
         for idx in _batches(train, config, generator):
+            if world > 1 and config.optimizer == "funk":  # the shards' updates all-reduced
+                part = distributed.shard(idx)
+                batch = {key: value.index_select(0, part) for key, value in train.items()}
+                batch["repeats"] = distributed.shard(_row_repeats(train, idx))  # (shard, 2)
+                loss_sum += distributed.summed_step(
+                    net, functools.partial(net.funk_step, batch, lr)).detach()
+                continue
             if world > 1:  # this rank's shard of the global batch; gradients all-reduced
                 part = distributed.shard(idx)
                 loss = step_net({key: value.index_select(0, part) for key, value in train.items()})
@@ -327,7 +334,8 @@ def batch_loss(
 
 
 def sequential_step_scale(
-    index: torch.Tensor, curvature: torch.Tensor, lr: float, *, workspace: torch.Tensor
+    index: torch.Tensor, curvature: torch.Tensor, lr: float, *, workspace: torch.Tensor,
+    repeats: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Per-occurrence factor that turns a batch's summed SGD step into sequential SGD.
 
@@ -365,15 +373,22 @@ def sequential_step_scale(
     workspace : Tensor, shape (>= n_rows,)
         Zeros on ``index``'s device, reused across calls (:func:`step_workspace`): only the
         touched rows are written and reset to zero, so a step costs O(B), not O(n_rows).
+    repeats : Tensor, shape (B,), optional
+        The multiplicity ``k`` of each occurrence's row, when ``index`` is only a shard of
+        the batch (data-parallel training, :func:`fit` under ``torchrun``); default: counted
+        in ``index``.
 
     Returns
     -------
     Tensor, shape (B, m)
         The factor of each occurrence and block (1, to rounding, where the row occurs once).
     """
-    workspace.index_add_(0, index, torch.ones_like(index, dtype=workspace.dtype))
-    k = workspace.index_select(0, index)[:, None]  # shape: (B, 1) the row's multiplicity
-    workspace.index_fill_(0, index, 0.0)  # leave the workspace as it was found: zeros
+    if repeats is None:
+        workspace.index_add_(0, index, torch.ones_like(index, dtype=workspace.dtype))
+        k = workspace.index_select(0, index)[:, None]  # shape: (B, 1) the row's multiplicity
+        workspace.index_fill_(0, index, 0.0)  # leave the workspace as it was found: zeros
+    else:
+        k = repeats.to(curvature.dtype)[:, None]  # shape: (B, 1)
     # gamma * curvature, kept inside (0, 1): past 1 a single step already overshoots.
     step = (curvature * lr).clamp_(1e-12, 1.0 - 1e-6)  # shape: (B, m)
     # (1 - (1 - step)^k) / (k step); for k = 1 this is 1 up to rounding.
@@ -432,6 +447,19 @@ def _batches(
     group = (torch.cumsum(sizes, 0) - sizes) // config.batch_size  # shape: (n_active,)
     rows_per_batch = torch.bincount(group, weights=sizes.to(torch.float64)).long()
     return list(torch.split(order, rows_per_batch[rows_per_batch > 0].tolist()))
+
+
+def _row_repeats(train: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+    """How often each row's user and item occur in the global batch ``idx``, shape (B, 2).
+
+    A rank sees only its shard, but :func:`sequential_step_scale` needs the multiplicity in
+    the whole batch, the one a single process would use."""
+    counts = []
+    for column in ("user", "item"):
+        _, inverse, count = torch.unique(train[column].index_select(0, idx),
+                                         return_inverse=True, return_counts=True)
+        counts.append(count.index_select(0, inverse))
+    return torch.stack(counts, 1).float()  # shape: (B, 2)
 
 
 def _divergence_advice(net: nn.Module, train: Mapping[str, torch.Tensor], config: TrainConfig,

@@ -442,10 +442,13 @@ class GlobalNeighborhoodNet(nn.Module):
         # repeat as often as item i does; their scale is the item's, at a curvature that bounds
         # every slot's, c_b |R^k|^-1 max(1, (r_uj - b_uj)^2) + lambda_4.
         slots = weight * norm**2 * (res**2).amax(1).clamp(min=1.0) + self.reg  # shape: (B,)
-        user_scale = sequential_step_scale(user, (weight + self.reg_bias)[:, None], lr,
-                                           workspace=work)  # shape: (B, 1)
-        item_scale = sequential_step_scale(item, torch.stack([weight + self.reg_bias, slots], 1),
-                                           lr, workspace=work)  # shape: (B, 2)
+        repeats = batch.get("repeats")  # shape: (B, 2) under torchrun, else None
+        user_scale = sequential_step_scale(
+            user, (weight + self.reg_bias)[:, None], lr, workspace=work,
+            repeats=None if repeats is None else repeats[:, 0])  # shape: (B, 1)
+        item_scale = sequential_step_scale(
+            item, torch.stack([weight + self.reg_bias, slots], 1), lr, workspace=work,
+            repeats=None if repeats is None else repeats[:, 1])  # shape: (B, 2)
         for bias, rows, b, scale in ((self.user_bias, user, b_u, user_scale[:, 0]),
                                      (self.item_bias, item, b_i, item_scale[:, 0])):
             if bias.requires_grad:

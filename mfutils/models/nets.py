@@ -116,7 +116,11 @@ class BiasedMFNet(nn.Module):
         else:
             weights = weight.repeat(2)  # shape: (2 batch,)
             curvature = torch.stack([weights + self.reg_bias, weights * norms + self.reg], 1)
-        step = lr * sequential_step_scale(rows, curvature, lr, workspace=self._workspace())
+        repeats = batch.get("repeats")  # shape: (batch, 2) under torchrun, else None
+        if repeats is not None:
+            repeats = repeats.T.reshape(-1)  # shape: (2 batch,) users', then items'
+        step = lr * sequential_step_scale(rows, curvature, lr, workspace=self._workspace(),
+                                          repeats=repeats)
         step_u, step_i = step.split(len(user))  # shape: (batch, 2) each
         if self.user_factors.weight.requires_grad:
             self.user_bias.weight[:, 0].index_add_(0, user, step_u[:, 0] * (
