@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from mfutils.models.base import constructor_options
 from mfutils.train import TrainingDiverged, epoch_callback
 
 __all__ = ["METRICS", "PRESET_KEYS", "TUNABLE_MODELS", "TuneResult", "load_preset",
-           "make_model", "search_space", "tune"]
+           "make_model", "preset_options", "search_space", "tune"]
 
 TUNABLE_MODELS = (*SERIES_MODELS, "FM-ids")
 METRICS = {"rmse": rmse, "mae": mae}
@@ -193,7 +193,7 @@ class TuneResult:
 def load_preset(path: str | Path) -> tuple[str, dict[str, Any]]:
     """``(model name, options)`` of a preset file written by :meth:`TuneResult.save`.
 
-    Lists are turned back into tuples where the option's default is a tuple.
+    Lists are turned back into tuples (the sequence options, e.g. ``fields``, ``hidden``).
 
     Raises
     ------
@@ -228,13 +228,33 @@ def load_preset(path: str | Path) -> tuple[str, dict[str, Any]]:
         if key not in defaults:
             raise ValueError(f"preset {path}: option {key!r} is not an option of "
                              f"{cls.__name__} ({name})")
-        if isinstance(value, list) and isinstance(defaults[key], tuple):
+        if isinstance(value, list):  # JSON has no tuples; sequence options are tuples
             options[key] = tuple(value)
     try:
         make_model(name, options, device="cpu")
     except (TypeError, ValueError) as err:
         raise ValueError(f"preset {path}: options {options} rejected by {name}: {err}") from err
     return name, options
+
+
+def preset_options(presets: str | Path | Sequence[str | Path] | None
+                   ) -> dict[str, dict[str, Any]]:
+    """The options of one or several preset files by model name, for ``series_models(options=)``
+    and the notebooks' ``preset`` parameter; ``{}`` for ``None``.
+
+    Two presets for the same model are refused (one line naming both files).
+    """
+    if presets is None:
+        return {}
+    paths = [presets] if isinstance(presets, str | Path) else list(presets)
+    out: dict[str, dict[str, Any]] = {}
+    origin: dict[str, Path] = {}
+    for path in map(Path, paths):
+        name, options = load_preset(path)
+        if name in out:
+            raise ValueError(f"presets {origin[name]} and {path} are both for {name}; give one")
+        out[name], origin[name] = options, path
+    return out
 
 
 def _jsonable(value: Any) -> Any:

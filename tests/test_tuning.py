@@ -145,6 +145,16 @@ def test_preset_round_trip_and_errors(data, tmp_path):
         load_preset(bad)
 
 
+def test_preset_options_gathers_presets_by_model(data, tmp_path):
+    result = tune("BiasedMF-ALS", data, trials=1, fixed=FAST, progress=False)
+    path = result.save(tmp_path / "mf.json")
+    assert tuning.preset_options(None) == {}
+    assert tuning.preset_options(str(path)) == {"BiasedMF-ALS": result.options}
+    assert tuning.preset_options([path]) == {"BiasedMF-ALS": result.options}
+    with pytest.raises(ValueError, match="both for BiasedMF-ALS"):
+        tuning.preset_options([path, path])
+
+
 def test_epoch_callback_sees_the_validation_curve(data):
     fit, valid = tuning.validation_split(data, fraction=0.1, seed=0)
     calls = []
