@@ -33,6 +33,11 @@ def rating_folds(data: Ratings, *, seed: int = 0) -> tuple[list[tuple[Ratings, R
     return kfold(data, k=5, seed=seed), f"5-fold random, seed {seed}"
 
 
+def fold_labels(protocol: str, n: int = 5) -> list[str]:
+    """Names of the ``n`` folds of ``rating_folds``' ``protocol``: ``u1..`` only for u1..u5."""
+    return [f"u{k}" if protocol == "u1..u5" else f"fold {k}" for k in range(1, n + 1)]
+
+
 def evaluate_folds(
     make_model: Callable[[], Any],
     folds: Folds,

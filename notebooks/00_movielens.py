@@ -22,6 +22,7 @@ import pandas as pd
 
 from mfutils import plotting
 from mfutils.data import load_movielens, splits
+from mfutils.experiments import fold_labels, rating_folds
 
 plotting.set_style()
 pd.set_option("display.precision", 4)
@@ -30,7 +31,8 @@ pd.set_option("display.precision", 4)
 # ## Loading the data
 #
 # MovieLens is collected by [GroupLens](https://grouplens.org/datasets/movielens/) at the
-# University of Minnesota: people rated movies on the MovieLens web site on a 1–5 star scale.
+# University of Minnesota: people rated movies on the MovieLens web site, on a 1–5 star scale
+# (ML-100K, ML-1M) or in half stars from 0.5 to 5 (ML-10M and the later releases).
 # Its license forbids redistribution, so the repository ships no data. `load_movielens`
 # looks for the files in `$MFUTILS_DATA_DIR/<name>/` (or a per-user cache folder when the
 # variable is unset) and, when they are absent, downloads the official archive from GroupLens,
@@ -108,8 +110,9 @@ data.items.assign(ratings=item_counts).nlargest(5, "ratings")[["title", "ratings
 # ## User activity
 #
 # Ratings per user are spread over more than an order of magnitude, hence the log axis.
-# GroupLens kept only users with at least 20 ratings in ML-100K, and the minimum below shows it
-# straight from the data: the data set has no true cold-start users, unlike a live system.
+# GroupLens kept only users with at least 20 ratings in its releases (ML-100K, ML-1M, …), and
+# the minimum below shows it straight from the data (a scaled-down replica may break the rule):
+# the data set has no true cold-start users, unlike a live system.
 
 # %%
 plotting.plot_user_activity(user_counts)
@@ -142,20 +145,25 @@ print(f"{single_day} of {data.n_users} users ({single_day / data.n_users:.0%}) r
       f"{frame.groupby(['user', 'day']).ngroups:,} (user, day) pairs in all")
 
 # %% [markdown]
-# The whole data set covers about seven months, and most users gave all their ratings in one
-# sitting. A drift term $\alpha_u\,\mathrm{dev}_u(t)$ cannot be learned from one session, and
-# the per-day bias $b_{u,t}$ becomes a per-session bias. Keep that in mind when timeSVD++
-# gains little here compared with the Netflix data it was designed for.
+# ML-100K covers about seven months, and most of its users gave all their ratings in one
+# sitting (the numbers above are those of the release loaded; the later releases span years).
+# A drift term $\alpha_u\,\mathrm{dev}_u(t)$ cannot be learned from one session, and the
+# per-day bias $b_{u,t}$ becomes a per-session bias. Keep that in mind when timeSVD++ gains
+# little on ML-100K compared with the Netflix data it was designed for.
 #
 # ## Who rates, and what
 #
-# ML-100K also describes its users (age, gender, occupation, zip code) and its movies (title,
-# release date, 19 genre flags). Factorization machines and DeepFM use these as extra fields.
+# ML-100K and ML-1M also describe their users (age, gender, occupation, zip code; ML-1M codes
+# age and occupation as integers); the later releases have no user table. Every release
+# describes its movies (title, year, genre flags). Factorization machines and DeepFM use these
+# as extra fields.
 
 # %%
 if data.users is not None:
     plotting.plot_demographics(data.users)
     plt.show()
+else:
+    print(f"{dataset} has no user table (no demographics): skipping the demographic plots")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
@@ -176,26 +184,33 @@ print(f"a movie has {genres_per_movie.mean():.2f} genre flags on average")
 # - **Canonical folds u1..u5** (ML-100K): five 80/20 splits with disjoint test parts, shipped
 #   with the data. Papers report the mean RMSE/MAE over them, so do we for every rating
 #   model; every model in a comparison sees the same folds.
-# - **Random holdout** and **k-fold**: the same idea for releases without canonical folds.
+# - **Random holdout** and **k-fold**: the same idea for releases without canonical folds;
+#   there, a seeded random 5-fold split replaces u1..u5 in every notebook
+#   (`mfutils.experiments.rating_folds`), and its folds are called "fold 1" … "fold 5".
 # - **Per-user holdout**: a share of *each* user's ratings, so every user appears in test;
 #   the natural split for per-user top-K metrics.
 # - **Temporal holdout** and **leave-last-out**: each user's latest ratings are the test part,
 #   so a model predicts the future from the past, as a deployed recommender must. This is more
-#   realistic, but since most ML-100K users rated in a single session, "the future" is usually
-#   the same evening.
+#   realistic, but since most ML-100K users rated in a single session, "the future" there is
+#   usually the same evening.
 # - **Validation split**: 10% of a training part, for early stopping and tuning.
 
 # %%
-folds = splits.canonical_folds(data) if data.fold is not None else splits.kfold(data, seed=seed)
+folds, protocol = rating_folds(data, seed=seed)  # u1..u5 on ML-100K, else a seeded 5-fold
+fold = fold_labels(protocol)[0]
+canonical = protocol == "u1..u5"
 examples = {
-    "canonical u1..u5 (u1)": folds[0],
     "random holdout 80/20": splits.random_holdout(data, test_fraction=0.2, seed=seed),
     "k-fold, k = 5 (fold 1)": splits.kfold(data, k=5, seed=seed)[0],
     "per-user holdout 20%": splits.per_user_holdout(data, test_fraction=0.2, seed=seed),
     "temporal holdout, last 20%": splits.temporal_holdout(data, test_fraction=0.2),
     "leave-last-out, n = 1": splits.leave_last_out(data, n=1),
-    "validation, 10% of u1 train": splits.validation_split(folds[0][0], fraction=0.1, seed=seed),
+    f"validation, 10% of {fold} train": splits.validation_split(folds[0][0], fraction=0.1,
+                                                                 seed=seed),
 }
+if canonical:
+    examples = {"canonical u1..u5 (u1)": folds[0], **examples}
+print(f"rating folds of the series on {dataset}: {protocol}")
 
 
 # %%
@@ -209,9 +224,10 @@ def describe(train, test):
 
 
 # %%
-used_for = ["headline RMSE/MAE of every rating model (01 onward)",
+used_for = ["headline RMSE/MAE of every rating model (01 onward)"] * canonical + [
             "quick checks; releases without canonical folds",
-            "cross-validation on releases without canonical folds (e.g. ML-1M)",
+            "cross-validation on releases without canonical folds (e.g. ML-1M)"
+            + ("" if canonical else ": the headline RMSE/MAE of every rating model here"),
             "per-user top-K ranking metrics (implicit feedback, 11-13)",
             "timeSVD++ (06): predicting each user's later ratings",
             "next-item top-K evaluation (implicit feedback, 11-12)",
@@ -220,10 +236,11 @@ table = pd.DataFrame.from_dict({k: describe(*v) for k, v in examples.items()}, o
 table.assign(**{"used for": used_for})
 
 # %% [markdown]
-# Two things stand out in the table. The canonical test part `u1.test` covers far fewer users
-# than a random 20%: the five folds are consecutive blocks of the file `u.data`, whose order
-# roughly follows the user ids, so fold results differ partly because they test different
-# users. And only the temporal splits put every test rating after the user's training
+# Two things stand out in the table. On ML-100K, the canonical test part `u1.test` covers far
+# fewer users than a random 20%: the five folds are consecutive blocks of the file `u.data`,
+# whose order roughly follows the user ids, so fold results differ partly because they test
+# different users (other releases have no canonical folds, and their random folds test almost
+# every user). And only the temporal splits put every test rating after the user's training
 # ratings; in a random split a model may "predict" a rating from ratings the user gave later.
 
 # %% [markdown]
@@ -232,12 +249,14 @@ table.assign(**{"used for": used_for})
 # The facts the narrative relies on, recomputed from the data (these also run in CI).
 
 # %%
-assert data.density < 0.1 and item_counts.sum() == user_counts.sum() == len(data)
+assert 0 < data.density < 1 and item_counts.sum() == user_counts.sum() == len(data)
 assert all(len(a) + len(b) == len(data) for k, (a, b) in examples.items() if k[:5] != "valid")
+assert all(len(a) + len(b) == len(data) for a, b in folds)
 temporal = ["temporal holdout, last 20%", "leave-last-out, n = 1"]
 assert table.loc[temporal, "test after user's train (share)"].eq(1.0).all()
 if dataset == "ml-100k":
     assert len(data) == 100_000 and data.n_users == 943 and data.n_items == 1682
+    assert data.density < 0.1
     assert user_counts.min() >= 20 and share_top20 > 0.5
     assert single_day > data.n_users / 2 and span_days < 220
     assert all(len(test) == 20_000 for _, test in folds)

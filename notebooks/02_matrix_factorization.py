@@ -32,7 +32,8 @@ device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
 factor_grid = [5, 10, 20, 50]
 reg_grid = [0.02, 0.05, 0.08, 0.12, 0.2]
-showcase_user = 1  # original MovieLens user id for the recommendation example
+showcase_user = 1  # original MovieLens user id for the recommendation example (if absent:
+# the most active user)
 
 # %%
 import matplotlib.pyplot as plt
@@ -42,7 +43,13 @@ from IPython.display import display
 
 from mfutils import get_device, plotting, seed_everything
 from mfutils.data import load_movielens, validation_split
-from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds, validation_grid
+from mfutils.experiments import (
+    evaluate_folds,
+    fold_labels,
+    rating_folds,
+    summarize_folds,
+    validation_grid,
+)
 from mfutils.metrics import topk_metrics
 from mfutils.models import BaselineEstimates, BiasedMF
 from mfutils.results import ResultsLog
@@ -54,13 +61,15 @@ device = get_device(device)
 log = ResultsLog("02_matrix_factorization", results_dir)
 data = load_movielens(dataset)
 folds, protocol = rating_folds(data, seed=seed)
+fold_names = fold_labels(protocol, len(folds))  # u1..u5 on ML-100K, else fold 1..5
 fit_part, valid_part = validation_split(folds[0][0], fraction=0.1, seed=seed)
 data, device, protocol
 
 # %% [markdown]
 # ## Learning curves: RMSE per epoch and per second
-# All three methods on the same validation split carved from `u1.base` (the test folds stay
-# untouched until the end). `history` is a DataFrame with one row per epoch.
+# All three methods on the same validation split carved from the first fold's training part
+# (`u1.base` on ML-100K; the test folds stay untouched until the end). `history` is a DataFrame
+# with one row per epoch.
 
 # %%
 methods = {"SGD": dict(method="sgd"), "Adam": dict(method="adam"), "ALS": dict(method="als")}
@@ -75,7 +84,8 @@ pd.DataFrame({name: h.set_index("epoch")["valid"] for name, h in histories.items
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 plotting.plot_learning_curves(histories, x="epoch", y="valid", ax=axes[0])
 plotting.plot_learning_curves(histories, x="seconds", y="valid", ax=axes[1])
-axes[0].set_ylim(0.9, 1.0)
+lowest = min(h["valid"].min() for h in histories.values())
+axes[0].set_ylim(lowest - 0.01, lowest + 0.09)
 
 # %% [markdown]
 # ALS reaches its best validation RMSE in a handful of sweeps because every sweep solves each
@@ -96,9 +106,9 @@ chosen = {"n_factors": int(chosen["n_factors"]), "reg": float(chosen["reg"])}
 chosen
 
 # %% [markdown]
-# ## The canonical folds
-# The validated setting, the package defaults (also chosen on this validation split) and the
-# baseline, on u1..u5; each fit timed.
+# ## The rating folds
+# The validated setting, the package defaults (chosen on this validation split of ML-100K) and
+# the baseline, on the five folds (u1..u5 on ML-100K); each fit timed.
 
 # %%
 models = {
@@ -109,7 +119,8 @@ models = {
     "BiasedMF Adam": lambda: BiasedMF(method="adam", seed=seed, device=device),
     "BiasedMF ALS": lambda: BiasedMF(method="als", seed=seed, device=device),
 }
-per_fold = pd.concat([evaluate_folds(make, folds, name=name) for name, make in models.items()])
+per_fold = pd.concat([evaluate_folds(make, folds, name=name, fold_names=fold_names)
+                      for name, make in models.items()])
 summary = summarize_folds(per_fold)
 summary.round(4)
 
@@ -118,8 +129,8 @@ plotting.plot_fold_results(per_fold, metric="rmse")
 
 # %% [markdown]
 # ## What the factors learned
-# The item factors of the ALS model on u1, projected on their first two principal components.
-# Movies that the same users like end up close together.
+# The item factors of the ALS model on the first fold, projected on their first two principal
+# components. Movies that the same users like end up close together.
 
 # %%
 train, test = folds[0]
@@ -135,6 +146,10 @@ plotting.plot_embeddings_2d(model.item_embeddings, highlight={titles[i]: i for i
 
 # %%
 user = int(train.encode_users([showcase_user])[0])
+if user < 0:  # not in this release (or this fold): show the most active user instead
+    user = int(np.argmax(train.user_counts()))
+    print(f"user {showcase_user} is not in {dataset}'s {fold_names[0]} training part; "
+          f"showing user {train.user_ids[user]}, the most active one")
 items, scores = model.recommend([user], k=10)
 liked = train.to_frame().query("user == @user").nlargest(5, "rating")
 display(data.items.loc[liked.item, ["title"]].assign(rating=liked.rating.to_numpy()))
@@ -143,8 +158,8 @@ data.items.loc[items[0], ["title"]].assign(predicted=scores[0].round(2))
 # %% [markdown]
 # ## RMSE is not ranking
 # A model fit to ratings is scored on how close its numbers are; a recommender is judged by
-# what it puts on top. Full-ranking Recall@10 and NDCG@10 on u1 (all items ranked, training
-# items masked, every test rating counted as relevant):
+# what it puts on top. Full-ranking Recall@10 and NDCG@10 on the first fold (all items
+# ranked, training items masked, every test rating counted as relevant):
 
 # %%
 baseline = BaselineEstimates(method="als", device=device).fit(train)
@@ -169,7 +184,8 @@ for row in summary.itertuples():
     log.add(row.model, "fit_seconds", row.fit_seconds, dataset=dataset,
             protocol=f"{protocol} mean, device {device.type}")
 for name, metrics in ranking.iterrows():
-    log.add(name, "ndcg@10", metrics["ndcg@10"], dataset=dataset, protocol="u1 full ranking")
+    log.add(name, "ndcg@10", metrics["ndcg@10"], dataset=dataset,
+            protocol=f"{fold_names[0]} full ranking")
 log.save()
 log.frame()
 

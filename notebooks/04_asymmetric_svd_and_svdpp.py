@@ -21,15 +21,18 @@
 # one `embedding_bag` over each user's items, built once per batch of whole users.
 #
 # A last section gives SVD++ the users' demographic attributes (Koren, Bell & Volinsky 2009),
-# for users with few or no ratings.
+# for users with few or no ratings; it needs a user table (ML-100K, ML-1M) and is skipped on
+# the releases without one.
 
 # %% tags=["parameters"]
 dataset = "ml-100k"
 results_dir = None  # the series runner passes a folder; numbers are logged there
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
-showcase_user = 1  # original MovieLens user id for the explanation example
-cold_users = 200  # u1 test users made (nearly) new in the cold-start section
+showcase_user = 1  # original MovieLens user id for the explanation example (if absent: the
+# most active user)
+new_users = 100  # users held out of the first training fold for the fold-in example
+cold_users = 200  # first-fold test users made (nearly) new in the cold-start section
 max_given = 5  # ... each keeps 0..max_given of their training ratings
 
 # %%
@@ -39,7 +42,7 @@ import pandas as pd
 from mfutils import get_device, plotting, seed_everything
 from mfutils.data import load_movielens
 from mfutils.data.splits import cold_user_split
-from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
+from mfutils.experiments import evaluate_folds, fold_labels, rating_folds, summarize_folds
 from mfutils.metrics import rmse
 from mfutils.models import AsymmetricSVD, BiasedMF, SVDpp
 from mfutils.results import ResultsLog
@@ -51,13 +54,17 @@ device = get_device(device)
 log = ResultsLog("04_asymmetric_svd_and_svdpp", results_dir)
 data = load_movielens(dataset)
 folds, protocol = rating_folds(data, seed=seed)
+fold_names = fold_labels(protocol, len(folds))  # u1..u5 on ML-100K, else fold 1..5
+fold = fold_names[0]
 titles = data.items["title"]
+has_users = data.users is not None  # demographics for the last section (ML-100K, ML-1M)
 data, device, protocol
 
 # %% [markdown]
-# ## Accuracy on u1..u5
+# ## Accuracy on the rating folds (u1..u5 on ML-100K)
 # Both models start from a biased-MF fit (SVD++ with empty bags *is* biased MF) and then learn
-# what the bags add; their hyperparameters were chosen on a validation split of `u1.base`.
+# what the bags add; their hyperparameters were chosen on a validation split of ML-100K's
+# `u1.base`. With a user table, SVD++ with the users' attributes (last section) joins them.
 
 # %%
 ATTRIBUTES = ("age", "gender", "occupation")  # A(u), for the last section
@@ -65,21 +72,25 @@ models = {
     "BiasedMF SGD": lambda: BiasedMF(seed=seed, device=device),
     "AsymmetricSVD": lambda: AsymmetricSVD(seed=seed, device=device),
     "SVD++": lambda: SVDpp(seed=seed, device=device),
-    "SVD++ + A(u)": lambda: SVDpp(user_attributes=ATTRIBUTES, seed=seed, device=device),
 }
-per_fold = pd.concat([evaluate_folds(make, folds, name=name) for name, make in models.items()])
+if has_users:
+    models["SVD++ + A(u)"] = lambda: SVDpp(user_attributes=ATTRIBUTES, seed=seed, device=device)
+else:
+    print(f"{dataset} has no user table: SVD++ + A(u) and the attribute section are skipped")
+per_fold = pd.concat([evaluate_folds(make, folds, name=name, fold_names=fold_names)
+                      for name, make in models.items()])
 summary = summarize_folds(per_fold)
 summary.round(4)
 
 # %% [markdown]
 # ## Who gains: users with few ratings
-# On u1, the error split by how many training ratings the user has: does the implicit sum help
-# most where $p_u$ has little to learn from?
+# On the first fold, the error split by how many training ratings the user has: does the
+# implicit sum help most where $p_u$ has little to learn from?
 
 # %%
 train, test = folds[0]
 fitted = {name: make().fit(train) for name, make in models.items()}
-activity = pd.cut(train.user_counts()[test.user], [0, 30, 60, 120, 1000])
+activity = pd.cut(train.user_counts()[test.user], [0, 30, 60, 120, np.inf])
 errors = pd.DataFrame({name: (m.predict_ratings(test) - test.rating) ** 2
                        for name, m in fitted.items()}).groupby(activity, observed=True)
 errors.mean().pow(0.5).assign(test_ratings=errors.size()).round(4)
@@ -93,6 +104,10 @@ errors.mean().pow(0.5).assign(test_ratings=errors.size()).round(4)
 # %%
 asym = fitted["AsymmetricSVD"]
 user = int(train.encode_users([showcase_user])[0])
+if user < 0:  # not in this release (or this fold): explain the most active user instead
+    user = int(np.argmax(train.user_counts()))
+    print(f"user {showcase_user} is not in {dataset}'s {fold} training part; "
+          f"showing user {train.user_ids[user]}, the most active one")
 top_item = int(asym.recommend([user], k=1)[0][0, 0])
 why = asym.explain(user, top_item).head(8)
 print(f"recommended: {titles[top_item]}")
@@ -100,13 +115,16 @@ why.assign(title=titles[why.item].to_numpy())
 
 # %% [markdown]
 # ## New users, no retraining
-# Hold 100 users (seeded) out of `u1.base` and fit on the rest. Each held-out user then "rates"
+# Hold `new_users` users (seeded; 100, at most a quarter of the users) out of the first
+# training fold (`u1.base` on ML-100K) and fit on the rest. Each held-out user then "rates"
 # half of their movies; `predict_new_users` computes their bias and vector from those ratings
 # alone and predicts the other half. Without it, a model can only answer $\mu + b_i$.
 
 # %%
 rng = np.random.default_rng(seed)
-newcomers = rng.choice(np.unique(train.user), size=100, replace=False)
+train_users = np.unique(train.user)
+n_new = min(new_users, len(train_users) // 4)
+newcomers = rng.choice(train_users, size=n_new, replace=False)
 is_new = np.isin(train.user, newcomers)
 asym_rest = AsymmetricSVD(seed=seed, device=device).fit(train.subset(~is_new))
 ratings_new = train.subset(is_new).to_frame()
@@ -135,43 +153,50 @@ cold_rmse
 # `attribute_biases=True` goes one step beyond eq. 6 and gives every attribute value a bias
 # $b_a$ too, added to $b_u$ — a new user then also gets their groups' rating offset.
 #
-# **A cold-start split.** In u1, `cold_user_split` picks 200 test users at random (seeded);
-# each keeps only 0–5 of their training ratings and the rest join the test part. Everyone else
-# keeps u1 as it is, so one test part holds users with 0, 1, …, 5 and with many training
-# ratings. The attribute options were chosen on the same kind of split carved from the
-# *training* folds `u1.base` and `u4.base` (see the `SVDpp` docstring).
+# **A cold-start split.** In the first fold, `cold_user_split` picks `cold_users` (200, at most
+# half of the test users) test users at random (seeded); each keeps only 0–5 of their training
+# ratings and the rest join the test part. Everyone else keeps the fold as it is, so one test
+# part holds users with 0, 1, …, 5 and with many training ratings. The attribute options were
+# chosen on the same kind of split carved from the *training* folds `u1.base` and `u4.base` (see
+# the `SVDpp` docstring).
 
 # %%
-cold_train, cold_test = cold_user_split(train, test, n_users=cold_users, max_train=max_given,
-                                        seed=seed)
-attribute_models = {
-    "SVD++": models["SVD++"],
-    "SVD++ + A(u)": models["SVD++ + A(u)"],
-    "SVD++ + A(u) + b_a": lambda: SVDpp(user_attributes=ATTRIBUTES, attribute_biases=True,
-                                        seed=seed, device=device),
-}
-given = pd.cut(cold_train.user_counts()[cold_test.user], [-1, 0, 2, 5, 30, 100, 1000],
-               labels=["0", "1-2", "3-5", "6-30", "31-100", ">100"])
-cold_errors = pd.DataFrame({
-    name: (make().fit(cold_train).predict_ratings(cold_test) - cold_test.rating) ** 2
-    for name, make in attribute_models.items()}).groupby(given, observed=True)
-by_given = cold_errors.mean().pow(0.5).assign(test_ratings=cold_errors.size())
-by_given.round(4)
+n_cold = min(cold_users, len(np.unique(test.user)) // 2)
+by_given = None
+if has_users:
+    cold_train, cold_test = cold_user_split(train, test, n_users=n_cold, max_train=max_given,
+                                            seed=seed)
+    attribute_models = {
+        "SVD++": models["SVD++"],
+        "SVD++ + A(u)": models["SVD++ + A(u)"],
+        "SVD++ + A(u) + b_a": lambda: SVDpp(user_attributes=ATTRIBUTES, attribute_biases=True,
+                                            seed=seed, device=device),
+    }
+    given = pd.cut(cold_train.user_counts()[cold_test.user], [-1, 0, 2, 5, 30, 100, np.inf],
+                   labels=["0", "1-2", "3-5", "6-30", "31-100", ">100"])
+    cold_errors = pd.DataFrame({
+        name: (make().fit(cold_train).predict_ratings(cold_test) - cold_test.rating) ** 2
+        for name, make in attribute_models.items()}).groupby(given, observed=True)
+    by_given = cold_errors.mean().pow(0.5).assign(test_ratings=cold_errors.size())
+else:
+    print(f"skipped: {dataset} has no user table, so users have no attributes A(u)")
+by_given.round(4) if has_users else None
 
 # %%
-ax = by_given.drop(columns="test_ratings").plot(marker="o")
-ax.set(xlabel="training ratings of the user", ylabel="test RMSE",
-       title=f"u1 with {cold_users} cold users: error by number of training ratings")
+if has_users:
+    ax = by_given.drop(columns="test_ratings").plot(marker="o")
+    ax.set(xlabel="training ratings of the user", ylabel="test RMSE",
+           title=f"{fold} with {n_cold} cold users: error by number of training ratings")
 
 # %% [markdown]
-# Users without any rating are where the attributes can matter, and where they help most —
-# but only a little: age, gender and occupation say little about which movies someone likes,
-# and the group biases $b_a$ add a bit more than the factor part of eq. 6. Users with one to
-# five ratings do *worse* than users with none: their $b_u$ and $p_u$ are fitted to a handful
-# of ratings, and the per-rating penalty is weakest exactly for them (Asymmetric-SVD's
-# fold-in above, which has no free $p_u$, is one answer). From a few dozen ratings on, the
-# attributes hardly change anything, and on u1..u5 (first table) SVD++ with attributes is on
-# par with SVD++.
+# On ML-100K, users without any rating are where the attributes can matter, and where they help
+# most — but only a little: age, gender and occupation say little about which movies someone
+# likes, and the group biases $b_a$ add a bit more than the factor part of eq. 6. Users with one
+# to five ratings do *worse* than users with none: their $b_u$ and $p_u$ are fitted to a handful
+# of ratings, and the per-rating penalty is weakest exactly for them (Asymmetric-SVD's fold-in
+# above, which has no free $p_u$, is one answer). From a few dozen ratings on, the attributes
+# hardly change anything, and on u1..u5 (first table) SVD++ with attributes is on par with
+# SVD++.
 
 # %% [markdown]
 # ## Results
@@ -184,10 +209,11 @@ for row in summary.itertuples():
             protocol=f"{protocol} mean, device {device.type}")
 for name, value in cold_rmse.items():
     log.add(f"AsymmetricSVD {name}", "rmse", value, dataset=dataset,
-            protocol=f"u1.base, 100 held-out users (seed {seed}), half of their ratings shown")
-for name in attribute_models:
+            protocol=f"{fold} train, {n_new} held-out users (seed {seed}), half of their "
+                     "ratings shown")
+for name in attribute_models if has_users and "0" in by_given.index else ():
     log.add(f"{name}, users with 0 ratings", "rmse", by_given.loc["0", name], dataset=dataset,
-            protocol=f"u1, {cold_users} cold users keeping 0-{max_given} ratings (seed {seed})")
+            protocol=f"{fold}, {n_cold} cold users keeping 0-{max_given} ratings (seed {seed})")
 log.save()
 log.frame()
 
@@ -196,9 +222,12 @@ rmse_of = summary.set_index("model").rmse_mean
 assert rmse_of["SVD++"] < rmse_of["BiasedMF SGD"], rmse_of
 assert rmse_of["AsymmetricSVD"] < rmse_of["BiasedMF SGD"], rmse_of
 assert cold_rmse["new-user fold-in"] < cold_rmse["item bias only"], cold_rmse
-assert rmse_of["SVD++ + A(u)"] < rmse_of["BiasedMF SGD"], rmse_of
-assert by_given.drop(columns="test_ratings").lt(1.2).all().all(), by_given
-if dataset == "ml-100k":  # users without ratings: attributes beat the item-bias fallback
+if has_users:
+    assert rmse_of["SVD++ + A(u)"] < rmse_of["BiasedMF SGD"], rmse_of
+    assert np.isfinite(by_given.drop(columns="test_ratings")).all().all(), by_given
+if dataset == "ml-100k":
+    assert by_given.drop(columns="test_ratings").lt(1.2).all().all(), by_given
+    # users without ratings: attributes beat the item-bias fallback
     assert by_given.loc["0", "SVD++ + A(u)"] < by_given.loc["0", "SVD++"], by_given
 if dataset == "ml-100k":
     assert rmse_of["SVD++"] <= 0.915, f"SVD++ mean RMSE {rmse_of['SVD++']:.4f}"

@@ -16,7 +16,8 @@
 # **MovieLens adaptation** (the "cleaner variant" of the reference notes): ML-100K has only
 # 1,682 movies, so the negatives of row $(u,i)$ are $N=\min(1000,\#\text{unrated})$ movies that
 # $u$ rated neither in `u1.base` nor in `u1.test`, drawn once with a fixed seed and **shared
-# by every model**. This notebook uses fold **u1** only.
+# by every model**. This notebook uses fold **u1** only (on the other releases, which have no
+# canonical folds: "fold 1" of the series' seeded 5-fold split).
 #
 # **Caveat (Krichene & Rendle, KDD 2020).** Sampled metrics are not consistent with their
 # full-ranking versions and can swap two models. So next to the protocol we report, on the same
@@ -35,6 +36,7 @@ model_names = ["baseline", "mf-sgd", "mf-als", "item-knn", "global-neighbourhood
 # %%
 import time
 
+import numpy as np
 import pandas as pd
 
 from mfutils import evaluation, get_device, models, plotting, seed_everything
@@ -53,16 +55,19 @@ data = load_movielens(dataset)
 folds, protocol = rating_folds(data, seed=seed)
 train, test = folds[0]  # fold u1 (the first fold of a random split elsewhere)
 fold = "u1" if protocol == "u1..u5" else "fold 1"
-print(f"{fold}: {len(train)} train, {len(test)} test, "
-      f"{int((test.rating >= 5).sum())} five-star test ratings")
+lo, hi = data.rating_scale  # the rating scale; RMSE clips to it
+print(f"{dataset} {fold} ({protocol}): {len(train)} train, {len(test)} test, "
+      f"{np.unique(test.user).size} test users, {int((test.rating >= 5).sum())} five-star "
+      "test ratings")
 
 # %% [markdown]
 # ## The models, at their package defaults
-# Every explicit model of notebooks 01–06, fitted on `u1.base`. One change: the models are
-# built with `clip=False`. Clipping to [1, 5] does not change the RMSE we report (we clip in
-# `rmse` instead) but it would turn every prediction above 5 into a **tie** at 5, and ties
-# are exactly what a ranking must not have. Each model scores every movie for the 459 test
-# users once (`ScoreTable`); the sampled and the full-ranking metrics are both read from these
+# Every explicit model of notebooks 01–06, fitted on the fold's training part (`u1.base` on
+# ML-100K). One change: the models are built with `clip=False`. Clipping to the rating scale
+# does not change the RMSE we report (we clip in `rmse` instead) but it would turn every
+# prediction above 5 into a **tie** at 5, and ties are exactly what a ranking must not have.
+# Each model scores every movie for the fold's test users once (`ScoreTable`; 459 users on
+# ML-100K's u1); the sampled and the full-ranking metrics are both read from these
 # scores. timeSVD++'s RMSE uses the test timestamps; its rankings score each user at their
 # mean training date (a recommendation has no rating time). Popularity (training rating
 # count) is added as a non-personalised yardstick.
@@ -90,7 +95,7 @@ for key in model_names:
     model = make().fit(train)
     fit_seconds = time.perf_counter() - start
     rows.append({"model": label, "rmse": rmse(model.predict_ratings(test), test.rating,
-                                              clip=(1, 5)),
+                                              clip=(lo, hi)),
                  "fit_seconds": fit_seconds})
     tables[label] = ScoreTable(model, test.user, n_users=test.n_users)
 tables["Popularity"] = ScoreTable(ItemPopularity().fit(train), test.user, n_users=test.n_users)
@@ -112,13 +117,13 @@ cdf.round(4)
 
 # %%
 ax = plot_percentile_cdf(koren.ranks)
-ax.set_title(f"ML-100K {fold}: rank of 5-star test movies among {n_negatives} unrated movies")
+ax.set_title(f"{dataset} {fold}: rank of 5-star test movies among {n_negatives} unrated movies")
 
 # %% [markdown]
 # ## Full ranking on the same fold
-# Every movie the user did not rate in `u1.base` is ranked; all of the user's `u1.test` movies
-# (any rating) are relevant. We also record how popular the recommended movies are: the mean
-# number of training ratings of each model's top-10 items.
+# Every movie the user did not rate in the training part (`u1.base`) is ranked; all of the
+# user's test movies (`u1.test`; any rating) are relevant. We also record how popular the
+# recommended movies are: the mean number of training ratings of each model's top-10 items.
 
 # %%
 test_users = sorted(set(test.user.tolist()))
@@ -181,7 +186,8 @@ side.round(4)
 # %%
 kp = f"{fold}, {koren.protocol}"
 for label, row in side.iterrows():
-    log.add(label, "rmse", row["rmse"], dataset=dataset, protocol=f"{fold}, clipped to [1, 5]")
+    log.add(label, "rmse", row["rmse"], dataset=dataset,
+            protocol=f"{fold}, clipped to [{lo:g}, {hi:g}]")
     log.add(label, "mean_percentile_rank", row["mean pct"], dataset=dataset, protocol=kp)
     for x, value in koren.cdf[label].items():
         log.add(label, f"P(pct<={x:g})", value, dataset=dataset, protocol=kp)

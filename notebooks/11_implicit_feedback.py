@@ -87,8 +87,9 @@ results = {"MostPopular": test_scores(MostPopular(device=device), "MostPopular")
 results["MostPopular"].round(4)
 
 # %% [markdown]
-# Popularity alone puts a held-out movie in the top 20 for 84% of the users: MovieLens
-# interactions concentrate on a few hundred films, so every personalised model must be
+# On ML-100K, popularity alone puts a held-out movie in the top 20 for 84% of the users
+# (`hitrate@20` above, for the release loaded): MovieLens interactions concentrate on a few
+# hundred films, so every personalised model must be
 # measured against this line.
 #
 # ## iALS: weighted matrix factorization (Hu, Koren & Volinsky 2008)
@@ -185,5 +186,7 @@ pd.concat([contrast.round(4), contrast.rank(ascending=False).add_suffix(" (rank)
 
 # %%
 log.save()
-assert results["iALS"]["ndcg@20"] > 0.43, results["iALS"]["ndcg@20"]
-assert results["BPR-MF"]["ndcg@20"] > results["MostPopular"]["ndcg@20"]
+if dataset == "ml-100k":
+    assert results["iALS"]["ndcg@20"] > 0.43, results["iALS"]["ndcg@20"]
+assert results["iALS"]["ndcg@20"] > results["MostPopular"]["ndcg@20"], table
+assert results["BPR-MF"]["ndcg@20"] > results["MostPopular"]["ndcg@20"], table

@@ -38,6 +38,7 @@ seed = 0
 epochs = 20  # upper bound; early stopping on validation NDCG@20 (patience 3) stops sooner
 tune = False  # True refits every grid here (~10 min on 2 CPU cores); False replays the choice
 study_json = "../benchmarks/results/losses-ml-100k.json"  # python benchmarks/implicit.py --losses
+# (recorded on ML-100K: on another release, tune=False refits ML-100K's choices there)
 ablate = "softmax"  # the loss whose candidate set the ablation varies
 
 # %%
@@ -96,14 +97,20 @@ pd.DataFrame({name: {"fixed": ", ".join(f"{k}={v}" for k, v in spec.base.items()
 # notebook replays them from `python benchmarks/implicit.py --losses`, which ran exactly
 # this code (`compare_losses`) on the same split and seed and saved every grid with its
 # choice: below, each loss's validation grid as recorded, then the chosen setting refit here
-# on the train part. `tune=True` reruns the grids instead.
+# on the train part. `tune=True` reruns the grids instead. The record is ML-100K's: on another
+# release, `tune=False` refits the settings chosen on ML-100K's validation split (a transfer of
+# hyperparameters, never a look at this release's test part); `tune=True` chooses them anew.
 
 # %%
 if tune:
     study = compare_losses(split, epochs=epochs, seed=seed, device=device)
 else:
     saved = json.loads(Path(study_json).read_text())
-    assert saved["meta"]["protocol"] == split.protocol, "another split: run with tune=True"
+    if saved["meta"]["dataset"] == dataset:
+        assert saved["meta"]["protocol"] == split.protocol, "another split: run with tune=True"
+    else:
+        print(f"the recorded grids are {saved['meta']['dataset']}'s: refitting its chosen "
+              f"settings on {dataset} (tune=True chooses them on {dataset}'s validation split)")
     study = refit_study(saved["study"], split, seed=seed, device=device)
 pd.concat({name: result.grid for name, result in study.items()}, names=["loss"]).round(4)
 
@@ -211,5 +218,7 @@ ax.set(ylabel="", title=f"{ablate} MF: validation NDCG@20 by candidate set")
 log.save()
 best_loss = table["ndcg@20"].idxmax()
 print(f"best loss: {best_loss}, test NDCG@20 {table.loc[best_loss, 'ndcg@20']:.4f}")
-assert (table["ndcg@20"] > reference["MostPopular"]["ndcg@20"]).sum() >= 7, table["ndcg@20"]
-assert table["ndcg@20"].max() > 0.40, table["ndcg@20"]
+assert table["ndcg@20"].max() > reference["MostPopular"]["ndcg@20"], table["ndcg@20"]
+if dataset == "ml-100k":
+    assert (table["ndcg@20"] > reference["MostPopular"]["ndcg@20"]).sum() >= 7, table["ndcg@20"]
+    assert table["ndcg@20"].max() > 0.40, table["ndcg@20"]

@@ -4,7 +4,13 @@ import pandas as pd
 import pytest
 
 from mfutils.data import make_synthetic, validation_split
-from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds, validation_grid
+from mfutils.experiments import (
+    evaluate_folds,
+    fold_labels,
+    rating_folds,
+    summarize_folds,
+    validation_grid,
+)
 from mfutils.models import BaselineEstimates, BiasedMF
 from mfutils.results import ResultsLog, collect
 from mfutils.series import _parse_value, main
@@ -22,6 +28,8 @@ def test_rating_folds_fall_back_to_seeded_kfold(data, ml100k):
     assert all((a[1].user == b[1].user).all() for a, b in zip(folds, again, strict=True))
     canonical, label = rating_folds(ml100k)
     assert label == "u1..u5" and [len(test) for _, test in canonical] == [20_000] * 5
+    assert fold_labels(label) == ["u1", "u2", "u3", "u4", "u5"]
+    assert fold_labels(protocol, 2) == ["fold 1", "fold 2"]
 
 
 def test_evaluate_and_summarize_folds(data):
