@@ -191,7 +191,10 @@ class ItemKNN(_ResidualStore, ExplicitModel):
         ``KNNBaseline``); otherwise negative ones enter numerator and denominator.
     denominator_reg : float
         ``lambda_9`` added to the denominator, shrinking towards ``b_ui`` when the
-        neighbours are weak (Handbook eq. 5.18); 0 gives eq. 3.
+        neighbours are weak (Handbook eq. 5.18); 0 gives eq. 3. Default 0.5: on a validation
+        split of ML-100K's ``u1.base`` 0.5 scored 0.9214 against 0.9274 for 0 (1: 0.9231),
+        and on a release whose neighbours carry little beyond the baseline (the ml-latest-small
+        replica) 0 was worse than the baseline alone (0.8867 vs 0.8807) and 0.5 better (0.8762).
     baseline_options : dict, optional
         Options of the fixed :class:`BaselineEstimates` ``b_ui`` (default ALS, reg 2 / 5).
     predict_batch : int
@@ -205,11 +208,12 @@ class ItemKNN(_ResidualStore, ExplicitModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"k": ("int", 10, 200, "log"), "shrinkage": ("log", 10.0, 1000.0)}
+    SEARCH_SPACE = {"k": ("int", 10, 200, "log"), "shrinkage": ("log", 10.0, 1000.0),
+                    "denominator_reg": ("log", 0.05, 5.0)}
 
     def __init__(
         self, k: int = 40, *, shrinkage: float = 100.0, shrinkage_form: str = "koren08",
-        positive_only: bool = True, denominator_reg: float = 0.0,
+        positive_only: bool = True, denominator_reg: float = 0.5,
         baseline_options: dict[str, Any] | None = None, predict_batch: int = 2048,
         chunk_size: int | None = None, device: str | torch.device | None = None,
         clip: bool = True,
