@@ -312,6 +312,21 @@ def fit(
     return history
 
 
+def capped_batch_size(n_rows: int, batch_size: int, min_batches: int | None) -> int:
+    """``batch_size``, lowered so that an epoch over ``n_rows`` rows takes ``min_batches`` steps.
+
+    ``min(batch_size, ceil(n_rows / min_batches))`` (``batch_size`` itself for ``None``): a
+    schedule counted in epochs then takes at least ``epochs * min_batches`` optimizer steps
+    however small the data, instead of a handful (4096-row batches over 16k ratings: four
+    Adam steps an epoch). On data with ``n_rows >= batch_size * min_batches`` nothing changes.
+    """
+    if min_batches is None:
+        return batch_size
+    if min_batches < 1:
+        raise ValueError(f"min_batches={min_batches} must be >= 1 (or None)")
+    return max(1, min(batch_size, math.ceil(n_rows / min_batches)))
+
+
 def batch_loss(
     net: nn.Module,
     batch: Mapping[str, torch.Tensor],

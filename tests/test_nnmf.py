@@ -10,7 +10,7 @@ from torch import nn
 from mfutils.data import make_synthetic
 from mfutils.metrics import rmse
 from mfutils.models import NNMF, ExplicitModel
-from mfutils.train import TrainConfig, fit
+from mfutils.train import TrainConfig, capped_batch_size, fit
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,14 @@ def test_bad_options_are_named():
         NNMF(valid_fraction=1.0)
     with pytest.raises(ValueError, match="reg="):
         NNMF(reg=-1)
+
+
+def test_batch_size_is_capped_by_the_data_size():
+    assert capped_batch_size(80_000, 1024, 64) == 1024  # ML-100K: unchanged
+    assert capped_batch_size(16_000, 1024, 64) == 250  # 64 steps, not 16
+    assert capped_batch_size(10, 1024, 64) == 1
+    assert capped_batch_size(16_000, 1024, None) == 1024
+    with pytest.raises(ValueError, match="min_batches=0"):
+        NNMF(min_batches=0)
+    with pytest.raises(ValueError, match="min_valid="):
+        NNMF(min_valid=-1)

@@ -38,7 +38,7 @@ from torch import nn
 from mfutils.data.container import Ratings
 from mfutils.features import FieldEncoder
 from mfutils.models.base import ExplicitModel
-from mfutils.train import TrainConfig, fit
+from mfutils.train import TrainConfig, capped_batch_size, fit
 
 __all__ = ["FMNet", "FactorizationMachine", "FieldModel"]
 
@@ -151,20 +151,22 @@ class FieldModel(ExplicitModel):
         self, n_factors: int, *, fields: Sequence[str] | None, zip_digits: int, epochs: int,
         batch_size: int, lr: float, lr_decay: float, optimizer: str, binary: bool,
         patience: int | None, seed: int, progress: bool, device: str | torch.device | None,
-        clip: bool, cold_fraction: float = 0.0, **options: Any,
+        clip: bool, cold_fraction: float = 0.0, min_batches: int | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if n_factors < 1:
             raise ValueError(f"n_factors={n_factors} must be >= 1")
         if not 0 <= cold_fraction <= 1:
             raise ValueError(f"cold_fraction={cold_fraction} must lie in [0, 1]")
+        capped_batch_size(1, batch_size, min_batches)  # validates min_batches
         FieldEncoder(fields)  # validates the field names now rather than at fit time
         fields = None if fields is None else tuple(fields)
         self.config.update(
             n_factors=n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
             patience=patience, seed=seed, progress=progress, cold_fraction=cold_fraction,
-            **options,
+            min_batches=min_batches, **options,
         )
         TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr)
         self.encoder: FieldEncoder | None = None
@@ -211,8 +213,10 @@ class FieldModel(ExplicitModel):
             data["weight"] = torch.as_tensor(weights, device=self.device)
         if c["cold_fraction"] > 0:
             data = self._with_anonymous_copies(data)
+        batch_size = capped_batch_size(len(data["rating"]), c["batch_size"],
+                                       c.get("min_batches"))
         config = TrainConfig(
-            epochs=c["epochs"], batch_size=c["batch_size"], optimizer=c["optimizer"],
+            epochs=c["epochs"], batch_size=batch_size, optimizer=c["optimizer"],
             lr=c["lr"], lr_decay=c["lr_decay"], loss="bce" if c["binary"] else "mse",
             patience=c["patience"],
             seed=c["seed"], progress=c["progress"],
@@ -311,6 +315,9 @@ class FactorizationMachine(FieldModel):
         Early stopping on the validation ratings given to ``fit``.
     seed, progress, device, clip
         As for :class:`mfutils.models.BiasedMF`.
+    min_batches : int, optional
+        Cap ``batch_size`` so that an epoch takes at least this many steps
+        (:func:`mfutils.train.capped_batch_size`); ``None`` (the default) never caps.
     """
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
@@ -327,11 +334,11 @@ class FactorizationMachine(FieldModel):
         reg: float = 0.15, reg_linear: float = 0.15, init_std: float = 0.01,
         cold_fraction: float = 0.0, binary: bool = False, patience: int | None = None,
         seed: int = 0, progress: bool = False, device: str | torch.device | None = None,
-        clip: bool = True,
+        clip: bool = True, min_batches: int | None = None,
     ) -> None:
         super().__init__(
             n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
-            cold_fraction=cold_fraction,
+            cold_fraction=cold_fraction, min_batches=min_batches,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
             patience=patience, seed=seed, progress=progress, device=device, clip=clip,
             reg=reg, reg_linear=reg_linear, init_std=init_std,
