@@ -30,6 +30,7 @@ dataset = "ml-100k"
 results_dir = None  # the series runner passes a folder; numbers are logged there
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
+preset = None  # `mfutils tune` preset JSON file(s): that model runs with the tuned options
 factor_grid = [5, 10, 20, 50]
 reg_grid = [0.02, 0.05, 0.08, 0.12, 0.2]
 showcase_user = 1  # original MovieLens user id for the recommendation example (if absent:
@@ -53,11 +54,13 @@ from mfutils.experiments import (
 from mfutils.metrics import topk_metrics
 from mfutils.models import BaselineEstimates, BiasedMF
 from mfutils.results import ResultsLog
+from mfutils.tuning import preset_options
 
 # %%
 plotting.set_style()
 seed_everything(seed)
 device = get_device(device)
+tuned = preset_options(preset)  # {} unless a preset was given
 log = ResultsLog("02_matrix_factorization", results_dir)
 data = load_movielens(dataset)
 folds, protocol = rating_folds(data, seed=seed)
@@ -113,11 +116,14 @@ chosen
 # %%
 models = {
     "BaselineEstimates (ALS)": lambda: BaselineEstimates(method="als", device=device),
-    "BiasedMF SGD (default)": lambda: BiasedMF(method="sgd", seed=seed, device=device),
+    "BiasedMF SGD (default)": lambda: BiasedMF(method="sgd", seed=seed, device=device,
+                                               **tuned.get("BiasedMF-SGD", {})),
     "BiasedMF SGD (validated)": lambda: BiasedMF(method="sgd", seed=seed, device=device,
                                                  **chosen),
-    "BiasedMF Adam": lambda: BiasedMF(method="adam", seed=seed, device=device),
-    "BiasedMF ALS": lambda: BiasedMF(method="als", seed=seed, device=device),
+    "BiasedMF Adam": lambda: BiasedMF(method="adam", seed=seed, device=device,
+                                      **tuned.get("BiasedMF-Adam", {})),
+    "BiasedMF ALS": lambda: BiasedMF(method="als", seed=seed, device=device,
+                                     **tuned.get("BiasedMF-ALS", {})),
 }
 per_fold = pd.concat([evaluate_folds(make, folds, name=name, fold_names=fold_names)
                       for name, make in models.items()])

@@ -34,6 +34,7 @@ dataset = "ml-100k"
 results_dir = None  # the series runner passes a folder; numbers are logged there
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
+preset = None  # `mfutils tune` preset JSON file(s): that model runs with the tuned options
 knn_k_grid = [5, 10, 20, 40, 80, 160]
 global_k_grid = [25, 50, 100]
 
@@ -56,11 +57,13 @@ from mfutils.experiments import (
 from mfutils.models import BaselineEstimates, GlobalNeighborhood, ItemKNN
 from mfutils.models.neighborhood import residual_matrix, shrunk_pearson
 from mfutils.results import ResultsLog
+from mfutils.tuning import preset_options
 
 # %%
 plotting.set_style()
 seed_everything(seed)
 device = get_device(device)
+tuned = preset_options(preset)  # {} unless a preset was given
 log = ResultsLog("03_neighborhood_model", results_dir)
 data = load_movielens(dataset)
 folds, protocol = rating_folds(data, seed=seed)
@@ -146,9 +149,10 @@ ax2.set_ylabel("fit seconds")
 per_fold = pd.concat([
     evaluate_folds(lambda: BaselineEstimates(device=device), folds, name="Baseline (ALS)",
                    fold_names=fold_names),
-    evaluate_folds(lambda: ItemKNN(device=device), folds, name="kNN interpolation (k=40)",
+    evaluate_folds(lambda: ItemKNN(device=device, **tuned.get("ItemKNN", {})), folds, name="kNN interpolation (k=40)",
                    fold_names=fold_names),
-    evaluate_folds(lambda: GlobalNeighborhood(seed=seed, device=device), folds,
+    evaluate_folds(lambda: GlobalNeighborhood(seed=seed, device=device,
+                                              **tuned.get("GlobalNeighborhood", {})), folds,
                    name="Global neighbourhood (k=100)", fold_names=fold_names),
 ])
 summary = summarize_folds(per_fold)

@@ -29,6 +29,7 @@ dataset = "ml-100k"
 results_dir = None  # the series runner passes a folder; numbers are logged there
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
+preset = None  # `mfutils tune` preset JSON file(s): that model runs with the tuned options
 showcase_user = 1  # original MovieLens user id for the explanation example (if absent: the
 # most active user)
 new_users = 100  # users held out of the first training fold for the fold-in example
@@ -46,11 +47,13 @@ from mfutils.experiments import evaluate_folds, fold_labels, rating_folds, summa
 from mfutils.metrics import rmse
 from mfutils.models import AsymmetricSVD, BiasedMF, SVDpp
 from mfutils.results import ResultsLog
+from mfutils.tuning import preset_options
 
 # %%
 plotting.set_style()
 seed_everything(seed)
 device = get_device(device)
+tuned = preset_options(preset)  # {} unless a preset was given
 log = ResultsLog("04_asymmetric_svd_and_svdpp", results_dir)
 data = load_movielens(dataset)
 folds, protocol = rating_folds(data, seed=seed)
@@ -70,8 +73,9 @@ data, device, protocol
 ATTRIBUTES = ("age", "gender", "occupation")  # A(u), for the last section
 models = {
     "BiasedMF SGD": lambda: BiasedMF(seed=seed, device=device),
-    "AsymmetricSVD": lambda: AsymmetricSVD(seed=seed, device=device),
-    "SVD++": lambda: SVDpp(seed=seed, device=device),
+    "AsymmetricSVD": lambda: AsymmetricSVD(seed=seed, device=device,
+                                           **tuned.get("AsymmetricSVD", {})),
+    "SVD++": lambda: SVDpp(seed=seed, device=device, **tuned.get("SVDpp", {})),
 }
 if has_users:
     models["SVD++ + A(u)"] = lambda: SVDpp(user_attributes=ATTRIBUTES, seed=seed, device=device)

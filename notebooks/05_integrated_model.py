@@ -29,6 +29,7 @@ dataset = "ml-100k"
 results_dir = None  # the series runner passes a folder; numbers are logged there
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
+preset = None  # `mfutils tune` preset JSON file(s): that model runs with the tuned options
 
 # %%
 import numpy as np
@@ -39,11 +40,13 @@ from mfutils.data import load_movielens, validation_split
 from mfutils.experiments import evaluate_folds, fold_labels, rating_folds, summarize_folds
 from mfutils.models import BaselineEstimates, GlobalNeighborhood, IntegratedModel, SVDpp
 from mfutils.results import ResultsLog
+from mfutils.tuning import preset_options
 
 # %%
 plotting.set_style()
 seed_everything(seed)
 device = get_device(device)
+tuned = preset_options(preset)  # {} unless a preset was given
 log = ResultsLog("05_integrated_model", results_dir)
 data = load_movielens(dataset)
 folds, protocol = rating_folds(data, seed=seed)
@@ -71,7 +74,8 @@ schedules = {
         schedule="tiers", epochs=3, seed=seed, device=device),
     "staged, w and c only": lambda: IntegratedModel(
         neighbor_biases=False, seed=seed, device=device),
-    "staged (default)": lambda: IntegratedModel(seed=seed, device=device),
+    "staged (default)": lambda: IntegratedModel(seed=seed, device=device,
+                                                **tuned.get("IntegratedModel", {})),
     "staged + 2 joint passes": lambda: IntegratedModel(epochs=2, seed=seed, device=device),
 }
 squared = pd.DataFrame({name: (make().fit(fit_part).predict_ratings(valid_part)

@@ -38,3 +38,18 @@ def latest_small_replica_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def latest_small_replica(latest_small_replica_dir: Path) -> Ratings:
     """The ml-latest-small replica (~20k ratings, 122 users, 1,948 movies), loaded once."""
     return load_movielens("ml-latest-small", data_dir=latest_small_replica_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def latest_small_full_replica_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Data directory holding an ml-latest-small replica at full size (scale 1, seed 0)."""
+    root = tmp_path_factory.mktemp("full-replica")
+    write_release(root, "ml-latest-small", scale=1.0, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def latest_small_full_replica(latest_small_full_replica_dir: Path) -> Ratings:
+    """The full-size ml-latest-small replica (100,836 ratings, 610 users), loaded once."""
+    return load_movielens("ml-latest-small", data_dir=latest_small_full_replica_dir,
+                          download=False)

@@ -1,4 +1,4 @@
-"""The series beyond ML-100K: notebooks 00-06 run end to end on a small ml-latest-small replica.
+"""The series beyond ML-100K: notebooks 00-06 run end to end on an ml-latest-small replica.
 
 The replica (``mfutils.data.write_release``) has the layout of ml-latest-small -- ``ratings.csv``
 with half stars, ``movies.csv``, no user table, no canonical folds -- so every notebook takes its
@@ -36,11 +36,10 @@ papermill = pytest.importorskip("papermill")
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory) -> Path:
-    """A folder holding a ml-latest-small-shaped replica (a tenth of its size)."""
-    root = tmp_path_factory.mktemp("releases")
-    mfutils.data.write_release(root, DATASET, scale=0.1, seed=0)
-    return root
+def replica(latest_small_full_replica_dir) -> Path:
+    """The folder of the full-size ml-latest-small replica of ``conftest.py`` (100,836
+    ratings: the release's size and difficulty, the data the defaults must work on)."""
+    return latest_small_full_replica_dir
 
 
 @pytest.mark.parametrize("name", list(LIGHT))
