@@ -22,7 +22,7 @@ DATASET = "ml-latest-small"
 LIGHT = {  # smaller grids than the defaults; every notebook still runs every section
     "00_movielens": {},
     "01_baseline_estimates": {"reg_grid": [0, 10]},
-    "02_matrix_factorization": {"factor_grid": [10], "reg_grid": [0.05]},
+    "02_matrix_factorization": {"factor_grid": [20], "reg_grid": [0.08, 0.15]},
     "03_neighborhood_model": {"knn_k_grid": [20], "global_k_grid": [25]},
     "04_asymmetric_svd_and_svdpp": {},
     "05_integrated_model": {},
