@@ -156,10 +156,14 @@ def test_penalty_adds_the_time_terms(split):
     base.load_state_dict({k: v for k, v in net.state_dict().items()
                           if k in base.state_dict()})
     ud, u, i, b = batch["user_day"], batch["user"], batch["item"], batch["bin"]
-    time = (net.item_bin_bias[i, b] ** 2 + net.alpha_u[u] ** 2 + net.b_ud[ud] ** 2
+    s2 = net.dev_scale ** 2
+    time = (net.item_bin_bias[i, b] ** 2 + s2 * net.alpha_u[u] ** 2 + net.b_ud[ud] ** 2
             + (net.c_u[u] - 1) ** 2 + net.c_ud[ud] ** 2)
-    factors = net.alpha_uk[u].pow(2).sum(1) + net.p_ud[ud].pow(2).sum(1)
-    expected = base.penalty(batch) + 0.5 * (net.reg_time * time + net.reg_time_factors * factors)
+    factors = s2 * net.alpha_uk[u].pow(2).sum(1) + net.p_ud[ud].pow(2).sum(1)
+    day = net.b_ud[ud] ** 2 + net.c_ud[ud] ** 2 + net.p_ud[ud].pow(2).sum(1)
+    shrink = net.reg_day / net.user_day_count[ud]  # the first rows' days are seen
+    expected = base.penalty(batch) + 0.5 * (net.reg_time * time + net.reg_time_factors * factors
+                                            + shrink * day)
     torch.testing.assert_close(net.penalty(batch), expected)
     assert batch_loss(net, batch).shape == (9,)
 
