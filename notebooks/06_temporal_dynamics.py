@@ -247,7 +247,10 @@ log.frame()
 # %%
 rmse_of = summary.set_index("model").rmse_mean
 svdpp_rmse, time_rmse = rmse_of["SVD++ (defaults)"], rmse_of["timeSVD++ (chosen)"]
-assert np.isfinite(rmse_of).all() and time_rmse < rmse_of["BaselineEstimates (ALS)"], rmse_of
+assert np.isfinite(rmse_of).all(), rmse_of
+# Where the ratings carry no session effects (a replica, a few ratings per user and day) the
+# time terms chosen on validation must at least not cost accuracy: 0.005 above SVD++ at most.
+assert time_rmse < svdpp_rmse + 0.005, rmse_of
 if dataset == "ml-100k":  # the session effects of ML-100K (see above)
     assert time_rmse <= svdpp_rmse - 0.002, (time_rmse, svdpp_rmse)
 time_rmse, svdpp_rmse

@@ -42,9 +42,11 @@ def test_the_replica_has_the_shape_that_broke_the_defaults(latest_small_full_rep
 
 # Measured on this replica (fold 1; baseline 0.8599): DeepFM 0.8841 -- its validation curve
 # is best after two epochs and still above the baseline, with ids only, a smaller MLP or more
-# penalty as well -- and NNMF 0.8624 (no bias terms; the paper's model). Open: their defaults
-# do not yet carry over to a release where the factors explain ~1% over the biases.
-WEAK = {"DeepFM", "NNMF"}
+# penalty as well -- NNMF 0.8624 (no bias terms; the paper's model) and TimeSVDpp 0.8619
+# (SVD++ 0.8585: restarting from the warm start and per-user time terms learned from 1.2
+# ratings per user and day). Open: these defaults do not yet carry over to a release where
+# the factors explain ~1% over the biases and the ratings carry no session effects.
+WEAK = {"DeepFM", "NNMF", "TimeSVDpp"}
 
 
 @pytest.mark.parametrize("name", [
