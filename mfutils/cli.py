@@ -10,13 +10,15 @@
     mfutils recommend artifacts/mf --rated 50=5 172=5 181=4   # a new user, from ratings
     mfutils recommend artifacts/mf --similar-to 50
     mfutils serve artifacts/mf --host 127.0.0.1 --port 8000
+    mfutils upgrade old-artifact --out artifacts/mf-v2        # format 1 (pickle) -> current
 
 ``tune`` searches a model's options with Optuna on a validation part of the chosen split's
 *training* part (:mod:`mfutils.tuning`; the test part is never read) and writes a preset JSON
 that ``train --preset`` reads (``-p`` options override it). ``train`` writes a versioned
 artifact directory (:mod:`mfutils.serving.artifact`); ``serve``
 starts the FastAPI service of :mod:`mfutils.serving.service` on it (the ``serve`` extra:
-``pip install -e '.[serve]'``). The same code runs in the notebooks: ``load_movielens``, the
+``pip install -e '.[serve]'``). An error ends in one line (``--debug`` shows the traceback).
+The same code runs in the notebooks: ``load_movielens``, the
 package's splits, ``model.fit`` and :mod:`mfutils.metrics` (see
 :mod:`mfutils.serving.pipeline`). Also runnable as ``python -m mfutils.cli``.
 """
@@ -33,20 +35,41 @@ from pathlib import Path
 from mfutils.data.movielens import DATASETS, load_movielens
 from mfutils.results import to_markdown
 from mfutils.serving import pipeline
-from mfutils.serving.artifact import Artifact, ArtifactError
+from mfutils.serving.artifact import FORMAT_VERSION, Artifact, upgrade_artifact
+from mfutils.serving.recommender import UnknownIdError
+from mfutils.train import TrainingDiverged
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mfutils`` command; returns the exit status."""
+    """Entry point of the ``mfutils`` command; returns the exit status.
+
+    Every anticipated failure -- a malformed or unreadable data file, a refused artifact, a
+    failed download, a diverged fit, a bad parameter, Ctrl-C -- ends in one line on stderr,
+    ``mfutils COMMAND: error: ...``, and a non-zero exit (2; 130 for Ctrl-C). ``--debug``
+    shows the traceback instead. Anything else is a bug and keeps its traceback.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "debug", False):
+        return args.run(args, parser)
     try:
         return args.run(args, parser)
-    except ArtifactError as err:
-        parser.exit(2, f"mfutils {args.command}: error: {err}\n")
-    except FileNotFoundError as err:
-        parser.exit(2, f"mfutils {args.command}: error: {err}\n")
+    except KeyboardInterrupt:
+        print(f"mfutils {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except ANTICIPATED as err:
+        parser.exit(2, f"mfutils {args.command}: error: {_one_line(err)}\n")
     return 0
+
+
+# The errors a user causes (data, files, downloads, artifacts, options, divergence): each
+# carries a message naming the file, line or option, and becomes one line on stderr.
+ANTICIPATED = (ValueError, OSError, OverflowError, TrainingDiverged, UnknownIdError)
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (an OS error's names its file and errno)."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 # ---------------------------------------------------------------------- commands
@@ -63,32 +86,25 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.preset is not None:
         from mfutils.tuning import load_preset
 
-        try:
-            preset_model, preset = load_preset(args.preset)
-        except ValueError as err:
-            sub.error(str(err))
+        preset_model, preset = load_preset(args.preset)
         args.model = args.model or preset_model
         if args.model.lower() != preset_model.lower():
             sub.error(f"--preset {args.preset} is for {preset_model}, not {args.model}")
     if args.model is None:
         sub.error("name a MODEL or pass --preset")
-    try:
-        cls, _ = pipeline.resolve_model(args.model)
-        params = {**preset, **pipeline.parse_params(cls, args.param)}
-        pipeline.build_model(args.model, params, seed=args.seed, device=args.device)
-    except ValueError as err:
-        sub.error(str(err))
+    cls, _ = pipeline.resolve_model(args.model)
+    params = {**preset, **pipeline.parse_params(cls, args.param)}
+    pipeline.build_model(args.model, params, seed=args.seed, device=args.device)
     if args.out.exists() and not args.overwrite:
         sub.error(f"--out {args.out} exists; pass --overwrite or choose a new directory")
     data = _load(args, sub)
-    try:
-        artifact = pipeline.train_artifact(args.model, data, params=params, split=args.split,
-                                           seed=args.seed, device=args.device,
-                                           topk=not args.no_topk)
-    except ValueError as err:
-        sub.error(str(err))
+    artifact = pipeline.train_artifact(args.model, data, params=params, split=args.split,
+                                       seed=args.seed, device=args.device,
+                                       topk=not args.no_topk)
     artifact.save(args.out, overwrite=args.overwrite)
     _print_metrics(artifact)
+    for warning in artifact.info.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}")
     return 0
 
@@ -102,15 +118,12 @@ def _tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if (args.storage is None) != (args.study_name is None):
         sub.error("--storage and --study-name go together (a resumable study needs both)")
     data = _load(args, sub)
-    try:
-        train, _, protocol = pipeline.make_split(data, args.split, seed=args.seed)
-        # Only the training part goes on: tune() carves its validation part from it.
-        result = tune(args.model, train, trials=args.trials, seed=args.seed,
-                      metric=args.metric, valid_fraction=args.valid_fraction,
-                      storage=args.storage, study_name=args.study_name, timeout=args.timeout,
-                      progress=not args.quiet, device=args.device)
-    except ValueError as err:
-        sub.error(str(err))
+    train, _, protocol = pipeline.make_split(data, args.split, seed=args.seed)
+    # Only the training part goes on: tune() carves its validation part from it.
+    result = tune(args.model, train, trials=args.trials, seed=args.seed,
+                  metric=args.metric, valid_fraction=args.valid_fraction,
+                  storage=args.storage, study_name=args.study_name, timeout=args.timeout,
+                  progress=not args.quiet, device=args.device)
     result = dataclasses.replace(result, dataset=args.dataset, split=args.split)
     result.save(args.out)
     options = ", ".join(f"{k}={v!r}" for k, v in result.options.items())
@@ -127,11 +140,8 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     info = artifact.info
     args.dataset = args.dataset or info["data"]["dataset"]
     data = _load(args, sub)
-    try:
-        pipeline.check_same_ids(artifact.model, data)
-        _, test, protocol = pipeline.make_split(data, args.split, seed=args.seed)
-    except ValueError as err:
-        sub.error(str(err))
+    pipeline.check_same_ids(artifact.model, data)
+    _, test, protocol = pipeline.make_split(data, args.split, seed=args.seed)
     if test is None:
         sub.error("--split full has no test part; choose u1..u5, random, per-user or temporal")
     trained_on = info["data"]["split"]
@@ -146,28 +156,31 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _recommend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from mfutils.serving.recommender import Recommender, UnknownIdError
+    from mfutils.serving.recommender import Recommender
 
     sub = parser.subparsers["recommend"]
     rec = Recommender(args.artifact, device=args.device)
-    try:
-        if args.user is not None:
-            ranking = rec.recommend([args.user], args.k, exclude_seen=not args.include_seen)[0]
-            heading = f"top-{args.k} for user {args.user}"
-        elif args.rated:
-            items, ratings = _rated(args.rated, sub)
-            ranking = rec.recommend_new_user(items, ratings, args.k)
-            heading = f"top-{args.k} for a new user who rated {len(items)} items"
-        else:
-            ranking = rec.similar_items(args.similar_to, args.k)
-            heading = f"{args.k} items most similar to item {args.similar_to}"
-    except (UnknownIdError, ValueError) as err:
-        sub.error(str(err))
+    if args.user is not None:
+        ranking = rec.recommend([args.user], args.k, exclude_seen=not args.include_seen)[0]
+        heading = f"top-{args.k} for user {args.user}"
+    elif args.rated:
+        items, ratings = _rated(args.rated, sub)
+        ranking = rec.recommend_new_user(items, ratings, args.k)
+        heading = f"top-{args.k} for a new user who rated {len(items)} items"
+    else:
+        ranking = rec.similar_items(args.similar_to, args.k)
+        heading = f"{args.k} items most similar to item {args.similar_to}"
     if args.json:
         print(json.dumps({"method": ranking.method, "items": rec.describe(ranking)}, indent=2))
     else:
         print(f"{heading} ({rec.artifact.info['model']['name']}, method: {ranking.method})")
         print(to_markdown(rec.frame(ranking), floatfmt=".3f"))
+    return 0
+
+
+def _upgrade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    upgrade_artifact(args.artifact, args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out} (format version {FORMAT_VERSION})")
     return 0
 
 
@@ -200,6 +213,14 @@ def _load(args: argparse.Namespace, sub: argparse.ArgumentParser):
     if args.dataset not in DATASETS:
         sub.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     return load_movielens(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+
+
+def _raw_id(text: str) -> int:
+    """A raw id: an integer that fits in 64 bits (argparse reports the error)."""
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (ids are 64-bit integers)")
+    return value
 
 
 def _rated(pairs: list[str], sub: argparse.ArgumentParser) -> tuple[list[int], list[float]]:
@@ -237,6 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, run, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(run=run)
+        sub.add_argument("--debug", action="store_true",
+                         help="show the traceback of an error instead of its one-line message")
         parser.subparsers[name] = sub
         return sub
 
@@ -294,15 +317,21 @@ def _parser() -> argparse.ArgumentParser:
     recommend = command("recommend", _recommend, "print recommendations from an artifact")
     recommend.add_argument("artifact", type=Path)
     query = recommend.add_mutually_exclusive_group(required=True)
-    query.add_argument("--user", type=int, help="raw id of a known user")
+    query.add_argument("--user", type=_raw_id, help="raw id of a known user")
     query.add_argument("--rated", nargs="+", metavar="ITEM=RATING",
                        help="a new user's ratings, e.g. --rated 50=5 172=4")
-    query.add_argument("--similar-to", type=int, metavar="ITEM", help="raw item id")
+    query.add_argument("--similar-to", type=_raw_id, metavar="ITEM", help="raw item id")
     recommend.add_argument("-k", type=int, default=10, help="list length (default 10)")
     recommend.add_argument("--include-seen", action="store_true",
                            help="keep items the user rated in training")
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.add_argument("--device", default=None)
+
+    upgrade = command("upgrade", _upgrade, "convert an artifact of format version 1 (pickled "
+                                           "model.pt) to the current, code-free format")
+    upgrade.add_argument("artifact", type=Path)
+    upgrade.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    upgrade.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     serve = command("serve", _serve, "serve an artifact over HTTP (FastAPI + uvicorn)")
     serve.add_argument("artifact", type=Path)

@@ -111,10 +111,10 @@ def _edit_manifest(path, **changes):
 
 def test_corrupted_file_is_rejected_by_checksum(artifact_dir, tmp_path):
     path = _copy(artifact_dir, tmp_path)
-    blob = bytearray((path / "model.pt").read_bytes())
+    blob = bytearray((path / "model.safetensors").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    (path / "model.pt").write_bytes(bytes(blob))
-    with pytest.raises(ArtifactError, match=r"model\.pt is corrupted: its SHA-256"):
+    (path / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match=r"model\.safetensors is corrupted: its SHA-256"):
         Artifact.load(path)
 
 
@@ -158,7 +158,7 @@ def test_manifest_declaring_another_model_is_rejected(artifact_dir, tmp_path):
     path = _copy(artifact_dir, tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
     _edit_manifest(path, model={**manifest["model"], "class": "SVDpp"})
-    with pytest.raises(ArtifactError, match="declares a SVDpp but model.pt holds a BiasedMF"):
+    with pytest.raises(ArtifactError, match="declares a SVDpp but model.safetensors holds a BiasedMF"):
         Artifact.load(path)
 
 

@@ -150,7 +150,11 @@ def load_movielens(
     FileNotFoundError
         The files are absent and ``download=False``, or the download failed.
     DataFormatError
-        A malformed file; the message names the file and the line.
+        A malformed file; the message names the file and the line. A (user, item) pair
+        rated twice is refused (naming both lines) rather than resolved silently, and so is a
+        ratings file without ratings. Blank lines at the end of a file are skipped; a latin-1
+        side file (``u.item``, ``movies.dat``) that was re-encoded as UTF-8 is read as UTF-8,
+        with a logged warning.
     """
     info = _dataset_info(name)
     root = resolve_data_dir(data_dir)
@@ -161,7 +165,7 @@ def load_movielens(
         _download(root, info)
         folder = _find_folder(root, info)
         if folder is None:
-            raise _missing_error(root, info, note=f"The archive {info.url} lacked them.")
+            raise _missing_error(root, info, note=f"the archive {info.url} lacked them.")
     return _read_release(folder, info)
 
 
@@ -189,13 +193,15 @@ def _find_folder(root: Path, info: DatasetInfo) -> Path | None:
 def _missing_error(root: Path, info: DatasetInfo, *, note: str = "") -> FileNotFoundError:
     files = ", ".join(_LAYOUTS[info.format].files)
     folders = " or ".join(str(root / f) for f in info.folders)
-    message = (
-        f"MovieLens {info.name!r} not found: looked for {files} in {folders}. "
-        f"Download {info.url} and extract it so that these files lie in {root / info.name}, "
-        f"or point data_dir= or the {DATA_DIR_ENV} environment variable at the folder that "
-        f"holds {info.name}/, or call load_movielens({info.name!r}, download=True). {note}"
-    )
-    return FileNotFoundError(message.strip())
+    where = (f"Download {info.url} and extract it so that these files lie in "
+             f"{root / info.name}, or point data_dir= or the {DATA_DIR_ENV} environment "
+             f"variable at the folder that holds {info.name}/")
+    if note:  # the download was tried: say why it failed first, not "download=True"
+        return FileNotFoundError(f"MovieLens {info.name!r} not found in {folders} and {note} "
+                                 f"{where}.")
+    return FileNotFoundError(f"MovieLens {info.name!r} not found: looked for {files} in "
+                             f"{folders}. {where}, or call load_movielens({info.name!r}, "
+                             "download=True).")
 
 
 def _download(root: Path, info: DatasetInfo) -> None:
@@ -207,7 +213,7 @@ def _download(root: Path, info: DatasetInfo) -> None:
             progressbar=True,
         )
     except (requests.RequestException, OSError) as err:
-        raise _missing_error(root, info, note=f"Downloading failed: {err!r}") from err
+        raise _missing_error(root, info, note=f"downloading it failed ({err}).") from err
     except ValueError as err:
         raise ValueError(
             f"download of {info.url} failed its checksum and was not kept: {err}"
@@ -248,6 +254,8 @@ def _read_release(folder: Path, info: DatasetInfo) -> Ratings:
     layout = _LAYOUTS[info.format]
     ratings_path, ratings_spec = folder / layout.ratings[0], layout.ratings[1]
     frame = parsing.read_table(ratings_path, ratings_spec, scale=info.rating_scale)
+    if frame.empty:
+        raise DataFormatError(ratings_path, None, "holds no ratings")
     items, item_ids = _read_side_file(folder, *layout.items)
     item = _encode_known(frame["item"], item_ids, ratings_path, ratings_spec, layout.items[0])
     if layout.users is None:
@@ -257,6 +265,7 @@ def _read_release(folder: Path, info: DatasetInfo) -> Ratings:
     else:
         users, user_ids = _read_side_file(folder, *layout.users)
         user = _encode_known(frame["user"], user_ids, ratings_path, ratings_spec, layout.users[0])
+    _refuse_repeated_pairs(user, item, len(item_ids), ratings_path, ratings_spec, frame)
     fold = None
     if info.format == "ml-100k":
         fold = _canonical_folds(folder, user * len(item_ids) + item, user_ids, item_ids)
@@ -287,6 +296,21 @@ def _read_side_file(folder: Path, name: str, spec: TableSpec) -> tuple[pd.DataFr
         row = int(np.argmax(repeated))
         raise DataFormatError(path, spec.line_of(row), f"id {ids.iloc[row]} appears twice")
     return table, np.sort(ids.to_numpy(dtype=np.int64))
+
+
+def _refuse_repeated_pairs(user: np.ndarray, item: np.ndarray, n_items: int, path: Path,
+                           spec: TableSpec, frame: pd.DataFrame) -> None:
+    """A (user, item) pair rated twice is an error naming both lines: no release has one,
+    so it means an edited or concatenated file, and no choice between the two is safe."""
+    key = pd.Series(user.astype(np.int64) * n_items + item)
+    repeated = key.duplicated().to_numpy()
+    if repeated.any():
+        row = int(np.argmax(repeated))
+        first = int(np.argmax(key.to_numpy() == key.iloc[row]))
+        raise DataFormatError(path, spec.line_of(row),
+                              f"user {frame['user'].iloc[row]} rated item "
+                              f"{frame['item'].iloc[row]} already on line {spec.line_of(first)}"
+                              " (each pair must appear once; remove one of the two)")
 
 
 def _encode_known(

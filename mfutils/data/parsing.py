@@ -8,8 +8,10 @@ is looked at line by line to report the first offending line, so the happy path 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ __all__ = [
     "CSV_MOVIES",
 ]
 
+_log = logging.getLogger(__name__)
 _DAT_SEP_REPLACEMENT = "\x1f"  # ASCII unit separator: stands in for "::" so the C engine can parse
 
 
@@ -164,10 +167,14 @@ def read_table(
         outside ``scale``, undecodable bytes.
     """
     path = Path(path)
+    spec = _actual_encoding(path, spec)
     try:
         frame = pd.read_csv(_source(path, spec), **_read_options(spec))
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame({name: pd.Series(dtype=object) for name in spec.columns})
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise _scan_for_error(path, spec, scale, fallback=f"cannot parse the file: {err}") from err
+    frame = frame.iloc[: len(frame) - _trailing_blank_lines(path)]
     bad = _invalid_rows(frame, spec, scale)
     if bad.any():
         raise _error_at_row(path, spec, scale, int(np.argmax(bad)))
@@ -175,6 +182,38 @@ def read_table(
 
 
 # ---------------------------------------------------------------------- fast path (pandas)
+def _actual_encoding(path: Path, spec: TableSpec) -> TableSpec:
+    """``spec``, read as UTF-8 if a latin-1 file turns out to be valid UTF-8 with non-ASCII
+    text: someone re-encoded it, and reading it as latin-1 would give mojibake ("Ã©")."""
+    if spec.encoding != "latin-1":
+        return spec
+    raw = path.read_bytes()
+    if raw.isascii():
+        return spec
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return spec
+    _log.warning("%s is UTF-8, not the release's latin-1 (was it re-encoded?): read as UTF-8",
+                 path)
+    return dataclasses.replace(spec, encoding="utf-8")
+
+
+def _trailing_blank_lines(path: Path) -> int:
+    """How many lines at the end of ``path`` are blank (skipped, not an error)."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, io.SEEK_END)
+        handle.seek(max(0, size - 4096))
+        tail = handle.read()
+    lines = tail.split(b"\n")
+    if lines and lines[-1] == b"":  # the newline that ends the last line
+        lines.pop()
+    blank = 0
+    while blank < len(lines) - 1 and not lines[-1 - blank].strip():
+        blank += 1
+    return blank
+
+
 def _source(path: Path, spec: TableSpec) -> Path | io.BytesIO:
     if spec.sep != "::":
         return path

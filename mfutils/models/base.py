@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import abc
 import inspect
+import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from mfutils.data.container import Ratings, UserItemCSR, encode_ids
 from mfutils.device import get_device
 
 _REGISTRY: dict[str, type[ExplicitModel]] = {}
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 1: torch.save pickles (mfutils 0.1), read only by upgrade_checkpoint
+HEADER_KEY = "mfutils"  # the safetensors metadata entry holding the JSON header
 
 
 def _check_penalties(model: str, options: dict[str, Any], prefix: str = "") -> None:
@@ -244,25 +249,36 @@ class ExplicitModel(nn.Module, abc.ABC):
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | Path) -> Path:
-        """Write parameters, configuration and id mappings to ``path`` (``torch.save``)."""
+        """Write parameters, configuration and id mappings to ``path`` (a safetensors file).
+
+        The tensors are stored with :mod:`safetensors`, the configuration, class name and
+        rating scale as JSON in its header: nothing in the file is executable, and
+        :meth:`load` opens files from anyone without running code.
+        """
         self._require_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({
-            "format": CHECKPOINT_FORMAT,
-            "model": type(self).__name__,
-            "config": dict(self.config),
-            "state": {k: v.cpu() for k, v in self.state_dict().items()},
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "rating_scale": tuple(self.rating_scale),
-            "user_ids": self.user_ids,
-            "item_ids": self.item_ids,
-            "train_csr": {"indptr": self.train_csr.indptr.cpu(),
-                          "indices": self.train_csr.indices.cpu()},
-        }, tmp)
-        tmp.replace(path)  # never leave a half-written checkpoint behind
+        tensors = {f"state.{k}": v.detach().cpu().clone().contiguous()
+                   for k, v in self.state_dict().items()}
+        tensors["train_csr.indptr"] = self.train_csr.indptr.cpu().contiguous()
+        tensors["train_csr.indices"] = self.train_csr.indices.cpu().contiguous()
+        header: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT, "model": type(self).__name__,
+            "config": _json_config(type(self).__name__, self.config),
+            "n_users": self.n_users, "n_items": self.n_items,
+            "rating_scale": [float(x) for x in self.rating_scale],
+        }
+        for key, ids in (("user_ids", self.user_ids), ("item_ids", self.item_ids)):
+            if np.issubdtype(np.asarray(ids).dtype, np.integer):
+                tensors[key] = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+            else:  # raw ids of one's own data may be strings
+                header[key] = [str(x) for x in ids]
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)})
+            tmp.replace(path)  # never leave a half-written checkpoint behind
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -293,10 +309,11 @@ class ExplicitModel(nn.Module, abc.ABC):
         if ckpt["model"] != type(self).__name__:
             raise CheckpointError(f"{path} holds a {ckpt['model']} checkpoint; this model is a "
                                   f"{type(self).__name__}")
-        if dict(ckpt["config"]) != self.config:
-            diff = {k: (ckpt["config"].get(k), self.config.get(k))
-                    for k in set(ckpt["config"]) | set(self.config)
-                    if ckpt["config"].get(k) != self.config.get(k)}
+        mine = _json_config(type(self).__name__, self.config)
+        saved = _json_config(type(self).__name__, dict(ckpt["config"]))
+        if saved != mine:
+            diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
+                    if saved.get(k) != mine.get(k)}
             raise CheckpointError(f"{path} was saved with another configuration "
                                   f"(option: (checkpoint, this model)) {diff}")
         self._restore(ckpt, path)
@@ -344,14 +361,87 @@ def constructor_options(cls: type) -> dict[str, Any]:
     return options
 
 
-def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+def _json_config(model: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as plain JSON values (tuples become lists); anything else is refused."""
+    def plain(value: Any) -> Any:
+        return value.item() if isinstance(value, np.generic) else value
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"{path} is not a readable mfutils checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an mfutils checkpoint (format {CHECKPOINT_FORMAT})")
+        return json.loads(json.dumps(config, default=plain))
+    except TypeError as err:
+        raise CheckpointError(f"{model}: an option is not a plain value and cannot be saved "
+                              f"({err})") from err
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` as the dict :meth:`ExplicitModel._restore` takes.
+
+    Only safetensors files are opened: tensors and a JSON header, nothing that can run code.
+    A pickle (the ``torch.save`` checkpoints of format 1) is refused with a pointer to
+    :func:`upgrade_checkpoint`, which reads it with torch's weights-only unpickler.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:  # FileNotFoundError / PermissionError name the path
+        head = handle.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path} is a pickle checkpoint (torch.save, checkpoint format 1 of mfutils 0.1); "
+            "this mfutils opens only safetensors checkpoints, because unpickling can run code: "
+            "convert it once with `mfutils upgrade PATH` (or mfutils.models.base."
+            "upgrade_checkpoint), which reads it with torch's weights-only unpickler")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        header = json.loads(metadata[HEADER_KEY])
+    except (SafetensorError, OSError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable mfutils checkpoint "
+                              f"(safetensors with an {HEADER_KEY!r} header): {err}") from err
+    if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an mfutils checkpoint of format "
+                              f"{CHECKPOINT_FORMAT} (its header says "
+                              f"{header.get('format') if isinstance(header, dict) else None!r})")
+    try:
+        ckpt = {key: header[key] for key in ("model", "config", "n_users", "n_items",
+                                             "rating_scale")}
+        ckpt["state"] = {key.removeprefix("state."): value for key, value in tensors.items()
+                         if key.startswith("state.")}
+        ckpt["train_csr"] = {"indptr": tensors["train_csr.indptr"],
+                             "indices": tensors["train_csr.indices"]}
+        for key in ("user_ids", "item_ids"):
+            ckpt[key] = (tensors[key].numpy() if key in tensors
+                         else np.asarray(header[key], dtype=object))
+    except KeyError as err:
+        raise CheckpointError(f"{path}: the checkpoint lacks {err}") from err
     return ckpt
 
+
+def upgrade_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Convert a format-1 checkpoint (``torch.save`` pickle of mfutils 0.1) to safetensors.
+
+    The old file is read with ``torch.load(weights_only=True)``: tensors, plain containers
+    and numpy arrays only, so a file that smuggles code is refused, never run.
+
+    Raises
+    ------
+    CheckpointError
+        If ``source`` holds anything but weights, or is not an mfutils checkpoint.
+    """
+    # numpy arrays of the old id mappings: an ndarray rebuilt from bytes and a dtype
+    allowed = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+               *(type(np.dtype(t)) for t in (np.int64, np.int32, np.float32, np.float64))]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            ckpt = torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the unpickler's refusal, whatever its class
+        raise CheckpointError(f"{source} holds more than weights and is refused "
+                              f"(nothing in it was run): {str(err).splitlines()[0]}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
+        raise CheckpointError(f"{source} is not a format-1 mfutils checkpoint")
+    model = _REGISTRY.get(ckpt["model"])
+    if model is None:
+        raise CheckpointError(f"{source}: unknown model class {ckpt['model']!r}")
+    restored = model(**ckpt["config"], device="cpu")
+    restored._restore(ckpt, source)
+    return restored.save(target)

@@ -1,22 +1,30 @@
 """A versioned, self-describing model artifact: one directory that a service can serve.
 
-Layout (``FORMAT_VERSION`` 1)::
+Layout (``FORMAT_VERSION`` 2)::
 
     ARTIFACT/
         manifest.json   format and model version, model class and options, data set and
                         split, metrics with their protocol, created-at, package versions, and
                         the SHA-256 of every other file
-        model.pt        the model's own checkpoint (:meth:`ExplicitModel.save`): parameters,
-                        options, compact <-> raw id mappings, the training items of every user
+        model.safetensors  the model's own checkpoint (:meth:`ExplicitModel.save`):
+                        parameters, compact <-> raw id mappings and the training items of
+                        every user as tensors, options as a JSON header
         users.csv       ``user_id``: the raw id of every compact user id, in order
         items.csv       ``item_id, title, year, genres``: raw id and metadata of every item
         ratings.npz     the training ratings (compact ``user, item, rating``): what online
                         updates re-solve against, what popularity and co-occurrence count
 
-An artifact is written to a temporary directory next to its destination and renamed into
-place, so a reader never sees half an artifact. :meth:`Artifact.load` checks the format and
-version, every file's checksum and the agreement of the id tables with the model, and names
-what is wrong in an :class:`ArtifactError`.
+Nothing in an artifact can run code when it is opened: tensors in safetensors, tables in CSV,
+ratings in an NPZ read with ``allow_pickle=False``, the rest JSON. Format version 1 (mfutils
+0.1) held a ``torch.save`` pickle; :func:`upgrade_artifact` (``mfutils upgrade``) converts it
+with torch's weights-only unpickler.
+
+An artifact is written to a temporary directory next to its destination
+(``.NAME.tmp-PID-*``) and renamed into place, so a reader never sees half an artifact; a
+temporary left by a killed process is removed by the next save beside it.
+:meth:`Artifact.load` checks the format and version, every file's checksum and the
+agreement of the id tables with the model, and names what is wrong in an
+:class:`ArtifactError`.
 
 ``version`` counts model states: 1 for a trained model, one more each time a served model
 that took online updates is saved again (``parent`` then names the version it grew from).
@@ -30,6 +38,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,12 +49,14 @@ import torch
 
 import mfutils
 from mfutils.data.container import Ratings
-from mfutils.models.base import CheckpointError, ExplicitModel
+from mfutils.models.base import CheckpointError, ExplicitModel, upgrade_checkpoint
 
 FORMAT = "mfutils-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-FILES = ("model.pt", "users.csv", "items.csv", "ratings.npz")
+MODEL_FILE = "model.safetensors"
+FILES = (MODEL_FILE, "users.csv", "items.csv", "ratings.npz")
+LEGACY_FILES = ("model.pt", "users.csv", "items.csv", "ratings.npz")  # format version 1
 _GENRE_PREFIX = "genre_"
 
 
@@ -137,11 +148,13 @@ class Artifact:
             raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) or "
                                   "choose a new directory")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        _remove_stale_temporaries(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
         try:
             self._write_files(tmp)
             if path.exists():  # swap: the old artifact disappears only once the new one is whole
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-",
+                                            dir=path.parent))
                 os.replace(path, old / path.name)
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
@@ -154,7 +167,7 @@ class Artifact:
 
     def _write_files(self, folder: Path) -> None:
         model = self.model
-        model.save(folder / "model.pt")
+        model.save(folder / MODEL_FILE)
         pd.DataFrame({"user_id": model.user_ids}).to_csv(folder / "users.csv", index=False)
         items = self.items.assign(genres=self.items["genres"].map("|".join))
         items.to_csv(folder / "items.csv", index=False)
@@ -186,28 +199,16 @@ class Artifact:
         """
         path = Path(path)
         info = read_manifest(path)
-        for name, expected in info["files"].items():
-            file = path / name
-            if not file.is_file():
-                raise ArtifactError(f"{path}: {name} is missing (the manifest lists it)")
-            actual = _digest(file)
-            if actual["sha256"] != expected.get("sha256"):
-                raise ArtifactError(
-                    f"{path}: {name} is corrupted: its SHA-256 {actual['sha256'][:12]}... "
-                    f"({actual['bytes']} bytes) differs from the manifest's "
-                    f"{str(expected.get('sha256'))[:12]}... ({expected.get('bytes')} bytes)")
+        _verify_files(path, info, FILES)
         try:
-            model = ExplicitModel.load(path / "model.pt", device=device)
+            model = ExplicitModel.load(path / MODEL_FILE, device=device)
         except CheckpointError as err:
             raise ArtifactError(f"{path}: the model does not load: {err}") from err
         declared = info["model"]["class"]
         if type(model).__name__ != declared:
-            raise ArtifactError(f"{path}: manifest declares a {declared} but model.pt holds a "
+            raise ArtifactError(f"{path}: manifest declares a {declared} but {MODEL_FILE} holds a "
                                 f"{type(model).__name__}")
-        users = pd.read_csv(path / "users.csv")["user_id"].to_numpy()
-        items = _read_items(path / "items.csv")
-        with np.load(path / "ratings.npz") as npz:
-            ratings = {key: npz[key] for key in ("user", "item", "rating")}
+        users, items, ratings = _read_tables(path)
         _check_tables(path, model, users, items, ratings)
         body = {k: v for k, v in info.items() if k not in ("format", "format_version", "files")}
         return cls(model, items, ratings, body)
@@ -248,6 +249,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
                             f"({info.get('mfutils_version')}); this mfutils "
                             f"({mfutils.__version__}) reads format version {FORMAT_VERSION}: "
                             "upgrade mfutils")
+    if version == 1:
+        raise ArtifactError(f"{path} has format version 1, whose model.pt is a pickle that "
+                            "could run code when opened; convert it once with `mfutils upgrade "
+                            f"{path} --out NEW_DIR` (reads it without running anything)")
     if version < FORMAT_VERSION:
         raise ArtifactError(f"{path} has format version {version}; this mfutils reads format "
                             f"version {FORMAT_VERSION} only: export the model again")
@@ -293,6 +298,91 @@ def _read_items(file: Path) -> pd.DataFrame:
                           dtype=object),
         "genres": [text.split("|") if text else [] for text in items["genres"]],
     })
+
+
+def _read_tables(path: Path) -> tuple[np.ndarray, pd.DataFrame, dict[str, np.ndarray]]:
+    """``users.csv``, ``items.csv`` and ``ratings.npz`` (no pickles), or an ArtifactError
+    naming the file that does not parse."""
+    name = "users.csv"
+    try:
+        users = pd.read_csv(path / name)["user_id"].to_numpy()
+        name = "items.csv"
+        items = _read_items(path / name)
+        name = "ratings.npz"
+        with np.load(path / name, allow_pickle=False) as npz:
+            ratings = {key: npz[key] for key in ("user", "item", "rating")}
+    except (ValueError, KeyError, OSError, EOFError, pd.errors.ParserError,
+            zipfile.BadZipFile) as err:
+        raise ArtifactError(f"{path / name} does not parse: {err}") from err
+    return users, items, ratings
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``.NAME.tmp-PID-*`` / ``.NAME.old-PID-*`` folders of processes that died
+    mid-save (their PID no longer runs); a live concurrent save keeps its own."""
+    for kind in ("tmp", "old"):
+        for folder in path.parent.glob(f".{path.name}.{kind}-*-*"):
+            pid = folder.name.removeprefix(f".{path.name}.{kind}-").partition("-")[0]
+            if folder.is_dir() and pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def upgrade_artifact(source: str | Path, target: str | Path, *, overwrite: bool = False
+                     ) -> Path:
+    """Convert a format-version-1 artifact (pickled ``model.pt``) to the current format.
+
+    The checksums of the old manifest are verified first and the model is read with torch's
+    weights-only unpickler (:func:`mfutils.models.base.upgrade_checkpoint`): an artifact that
+    smuggles code is refused and nothing in it runs. Manifest fields and tables are kept.
+    """
+    source, target = Path(source), Path(target)
+    manifest = source / MANIFEST
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{manifest} does not read as JSON: {err}") from err
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ArtifactError(f"{source} is not an mfutils artifact")
+    if info.get("format_version") != 1:
+        raise ArtifactError(f"{source} has format version {info.get('format_version')!r}; "
+                            "only version 1 needs upgrading")
+    _verify_files(source, info, LEGACY_FILES)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            upgrade_checkpoint(source / "model.pt", Path(scratch) / MODEL_FILE)
+            model = ExplicitModel.load(Path(scratch) / MODEL_FILE, device="cpu")
+        except CheckpointError as err:
+            raise ArtifactError(f"{source}: {err}") from err
+    users, items, ratings = _read_tables(source)
+    _check_tables(source, model, users, items, ratings)
+    body = {k: v for k, v in info.items() if k not in ("format", "format_version", "files")}
+    artifact = Artifact(model, items, ratings, body)
+    return artifact.save(target, overwrite=overwrite)
+
+
+def _verify_files(path: Path, info: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Every file of ``names`` exists and matches the manifest's SHA-256."""
+    files = info.get("files") or {}
+    for name in names:
+        file, expected = path / name, files.get(name) or {}
+        if not file.is_file():
+            raise ArtifactError(f"{path}: {name} is missing (the manifest lists it)")
+        actual = _digest(file)
+        if actual["sha256"] != expected.get("sha256"):
+            raise ArtifactError(
+                f"{path}: {name} is corrupted: its SHA-256 {actual['sha256'][:12]}... "
+                f"({actual['bytes']} bytes) differs from the manifest's "
+                f"{str(expected.get('sha256'))[:12]}... ({expected.get('bytes')} bytes)")
 
 
 def _check_tables(path: Path, model: ExplicitModel, users: np.ndarray, items: pd.DataFrame,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,32 @@ def parse_params(cls: type[ExplicitModel], pairs: list[str]) -> dict[str, Any]:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
             value = text.strip()
-        params[key] = _check_kind(cls, key, value, options[key])
+            if value.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+                value = float(value)
+        params[key] = _check_range(cls, key, _check_kind(cls, key, value, options[key]))
     return params
+
+
+# Option names whose values must be positive (learning rates, sizes, counts) or >= 0
+# (penalties), across every model: the one naming convention of the package's options.
+_POSITIVE_PREFIXES = ("lr", "n_", "epochs", "batch_size", "latent_dim", "prime_dim")
+_NON_NEGATIVE_PREFIXES = ("reg", "weight_decay", "dropout")
+
+
+def _check_range(cls: type, key: str, value: Any) -> Any:
+    """Refuse NaN and infinity everywhere, values <= 0 for rates and sizes, < 0 for
+    penalties (``-p lr=nan`` would otherwise train a model of NaNs)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return value
+    if not math.isfinite(value):
+        raise ValueError(f"{cls.__name__} parameter {key!r} must be a finite number; "
+                         f"got {value!r}")
+    if key.startswith(_POSITIVE_PREFIXES) and value <= 0:
+        raise ValueError(f"{cls.__name__} parameter {key!r} must be > 0; got {value!r}")
+    if key.startswith(_NON_NEGATIVE_PREFIXES) and value < 0:
+        raise ValueError(f"{cls.__name__} parameter {key!r} must be >= 0 (a penalty); "
+                         f"got {value!r}")
+    return value
 
 
 def build_model(name: str, params: dict[str, Any] | None = None, *, seed: int = 0,
@@ -197,8 +222,26 @@ def train_artifact(
     train, test, protocol = make_split(data, split, seed=seed)
     model.fit(train)
     metrics = {} if test is None else evaluate(model, test, topk=topk)
-    return Artifact.from_training(model, train, name=name, split=split, protocol=protocol,
-                                  metrics=metrics, params=params)
+    artifact = Artifact.from_training(model, train, name=name, split=split, protocol=protocol,
+                                      metrics=metrics, params=params)
+    artifact.info["warnings"] = fit_warnings(model, train if test is None else test, params)
+    return artifact
+
+
+def fit_warnings(model: ExplicitModel, data: Ratings, params: dict[str, Any] | None = None
+                 ) -> list[str]:
+    """Warnings about a fitted model: today, an RMSE on ``data`` worse than predicting the
+    training mean for every rating, the sign of a fit that diverged without reaching NaN
+    (e.g. Adam with a huge ``lr``)."""
+    pred = model.predict_ratings(data)
+    model_rmse = rmse(pred, data.rating)
+    mean_rmse = rmse(np.full(len(data), float(model.mu)), data.rating)
+    if not model_rmse > mean_rmse:
+        return []
+    rates = {k: v for k, v in (params or {}).items() if k.startswith("lr")}
+    return [f"RMSE {model_rmse:.4f} is worse than predicting the training mean "
+            f"({mean_rmse:.4f}): training probably diverged"
+            + (f" with {_call(rates)}; try a smaller learning rate" if rates else "")]
 
 
 def check_same_ids(model: ExplicitModel, data: Ratings) -> None:
