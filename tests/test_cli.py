@@ -148,7 +148,8 @@ def test_serve_command_in_a_fresh_process(artifact):
 
 def test_serve_options_reach_the_service(artifact):
     """Growth limit, body limit, extra host and the token from $MFUTILS_TOKEN, end to end."""
-    args = ["--max-new-users", "1", "--max-body-bytes", "2000", "--allowed-hosts", "recs.example"]
+    args = ["--max-new-users", "1", "--max-body-bytes", "2000",
+            "--allowed-hosts", "recs.example,10.9.8.7"]
     env = {"OMP_NUM_THREADS": "1", "MFUTILS_TOKEN": "s3cret"}
     token = {"authorization": "Bearer s3cret"}
     with ServerProcess(artifact, args=args, env=env) as server, \
