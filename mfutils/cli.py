@@ -185,24 +185,40 @@ def _upgrade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    sub = parser.subparsers["serve"]
     try:
         import uvicorn
 
         from mfutils.serving import service
     except ImportError as err:
-        parser.subparsers["serve"].error(f"serving needs the 'serve' extra ({err}): "
-                                         "pip install -e '.[serve]'")
-    if args.workers > 1:  # each process loads its own copy: no online updates then
-        os.environ.update({service.ARTIFACT_ENV: str(args.artifact), service.READ_ONLY_ENV: "1"})
+        sub.error(f"serving needs the 'serve' extra ({err}): pip install -e '.[serve]'")
+    hosts = service.serving_hosts(args.host, args.allowed_hosts)
+    token = args.token or os.environ.get(service.TOKEN_ENV) or None
+    workers = args.workers > 1  # each process loads its own copy: no online updates then
+    if workers and (args.allow_updates or token):
+        print("warning: several --workers serve read-only: --allow-updates and the token are "
+              "ignored", file=sys.stderr)
+    try:  # with workers too: fail here, clearly, not in every worker
+        app = service.create_app(
+            args.artifact, device="cpu" if workers else args.device,
+            read_only=args.read_only or workers, save_dir=args.save_dir,
+            allow_updates=args.allow_updates, token=token, max_body_bytes=args.max_body_bytes,
+            max_new_users=args.max_new_users, max_new_items=args.max_new_items,
+            allowed_hosts=hosts)
+    except ArtifactError:
+        raise  # main() reports it
+    except ValueError as err:
+        sub.error(str(err))
+    if workers:
+        os.environ.update({service.ARTIFACT_ENV: str(args.artifact), service.READ_ONLY_ENV: "1",
+                           service.MAX_BODY_ENV: str(args.max_body_bytes),
+                           service.HOSTS_ENV: ",".join(hosts)})
         if args.device:
             os.environ["MFUTILS_DEVICE"] = args.device
-        Artifact.load(args.artifact, device="cpu")  # fail here, clearly, not in every worker
         uvicorn.run("mfutils.serving.service:create_app_from_env", factory=True,
                     host=args.host, port=args.port, workers=args.workers,
                     log_level=args.log_level, access_log=args.access_log)
         return 0
-    app = service.create_app(args.artifact, device=args.device, read_only=args.read_only,
-                             save_dir=args.save_dir)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log)
     return 0
@@ -341,8 +357,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="processes; more than 1 makes the service read-only")
     serve.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     serve.add_argument("--read-only", action="store_true", help="refuse online updates")
+    serve.add_argument("--allow-updates", action="store_true",
+                       help="take POST /ratings and /artifact/save from anyone who can reach "
+                            "the service (default: refuse them)")
+    serve.add_argument("--token", default=None,
+                       help="take writes only with 'Authorization: Bearer TOKEN' (implies "
+                            "--allow-updates; default $MFUTILS_TOKEN, which ps does not show)")
     serve.add_argument("--save-dir", type=Path, default=None,
-                       help="where POST /artifact/save writes the updated model")
+                       help="where POST /artifact/save writes the updated model (outside the "
+                            "served artifact's folder)")
+    serve.add_argument("--max-body-bytes", type=int, default=256 * 1024, metavar="N",
+                       help="larger request bodies get a 413 (default 262144)")
+    serve.add_argument("--max-new-users", type=int, default=1000, metavar="N",
+                       help="new users online updates may add since start-up (default 1000)")
+    serve.add_argument("--max-new-items", type=int, default=1000, metavar="N",
+                       help="new items online updates may add since start-up (default 1000)")
+    serve.add_argument("--allowed-hosts", default=[], metavar="HOST,...",
+                       type=lambda value: [host for host in value.split(",") if host],
+                       help="comma-separated Host names to serve besides loopback and a "
+                            "specific --host (against DNS rebinding); '*' allows any")
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                        help="log every request (default off)")

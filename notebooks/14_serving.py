@@ -119,10 +119,12 @@ pd.DataFrame(manifest["files"]).T.assign(sha256=lambda f: f["sha256"].str[:16] +
 # %% [markdown]
 # ## Serve it from a fresh process
 # The documented command, run as a subprocess on a free loopback port; the notebook talks to
-# it over HTTP only. `Recommender` loads the same artifact here, to check the answers.
+# it over HTTP only, with `--allow-updates` for the online update below (writes are off by
+# default; `--token` would limit them to bearers of a token). `Recommender` loads the same
+# artifact here, to check the answers.
 
 # %%
-server = ServerProcess(path, args=["--device", serve_device]).start()
+server = ServerProcess(path, args=["--device", serve_device, "--allow-updates"]).start()
 api = httpx.Client(base_url=server.url, timeout=30)
 local = Recommender(path, device=serve_device)
 capabilities = api.get("/metadata").json()["capabilities"]

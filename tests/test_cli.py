@@ -138,9 +138,38 @@ def test_serve_command_in_a_fresh_process(artifact):
     with ServerProcess(artifact, env={"OMP_NUM_THREADS": "1"}) as server:
         body = httpx.get(f"{server.url}/users/2/recommendations", params={"k": 4}).json()
         meta = httpx.get(f"{server.url}/metadata").json()
+        update = httpx.post(f"{server.url}/ratings",
+                            json={"ratings": [{"user": 2, "item": 1, "rating": 4}]})
     expected = Recommender(artifact, device="cpu").recommend([2], 4)[0]
     assert [row["item"] for row in body["items"]] == expected.items.tolist()
     assert meta["model"]["name"] == "BiasedMF-ALS"
+    assert update.status_code == 403 and "--allow-updates" in update.json()["detail"]
+
+
+def test_serve_options_reach_the_service(artifact):
+    """Growth limit, body limit, extra host and the token from $MFUTILS_TOKEN, end to end."""
+    args = ["--max-new-users", "1", "--max-body-bytes", "2000",
+            "--allowed-hosts", "recs.example,10.9.8.7"]
+    env = {"OMP_NUM_THREADS": "1", "MFUTILS_TOKEN": "s3cret"}
+    token = {"authorization": "Bearer s3cret"}
+    with ServerProcess(artifact, args=args, env=env) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as session:
+        def rate(user, headers=token):
+            body = {"ratings": [{"user": user, "item": 1, "rating": 4}]}
+            return session.post("/ratings", json=body, headers=headers).status_code
+
+        codes = [rate(900), rate(901), rate(2, headers={})]
+        large = session.post("/recommendations", json={"users": [2] * 1000}).status_code
+        hosts = [session.get("/health", headers={"host": host}).status_code
+                 for host in ("recs.example", "evil.example")]
+    assert codes == [200, 409, 401] and large == 413 and hosts == [200, 400]
+
+
+def test_serve_refuses_to_save_into_the_served_artifact(artifact, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(artifact), "--save-dir", str(artifact)])
+    assert exit_info.value.code == 2
+    assert "would overwrite the served artifact" in capsys.readouterr().err
 
 
 def test_results_table_names_resolve_to_models():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -14,11 +15,24 @@ import torch
 
 from mfutils.data import make_synthetic
 from mfutils.models import AsymmetricSVD, BaselineEstimates, BiasedMF
-from mfutils.serving import Artifact, ArtifactError, Recommender, UnknownIdError, pipeline
+from mfutils.serving import (
+    Artifact,
+    ArtifactError,
+    GrowthLimitError,
+    Recommender,
+    UnknownIdError,
+    pipeline,
+)
 from mfutils.serving.foldin import fold_in_users, ridge_penalties
 from mfutils.serving.online import RatingStore, UnsupportedError
 from mfutils.serving.runner import BackgroundServer
-from mfutils.serving.service import create_app
+from mfutils.serving.service import (
+    LOOPBACK_HOSTS,
+    MAX_BODY_BYTES,
+    create_app,
+    create_app_from_env,
+    serving_hosts,
+)
 
 N_USERS, N_ITEMS = 60, 40
 UNRATED = N_ITEMS - 1  # compact id of an item in the id space without training ratings
@@ -295,12 +309,45 @@ def test_new_user_and_new_item_grow_the_model_and_save_as_a_new_version(data, tm
     assert loaded.items["title"].iloc[-1] is None
 
 
-def test_bad_online_input(data):
-    rec = Recommender(Artifact.from_training(_mf(data), data))
+def test_bad_online_input(artifact_dir, data):
+    rec = Recommender(artifact_dir, device="cpu")
     with pytest.raises(ValueError, match=r"scale \[1.0, 5.0\]"):
         rec.add_ratings([data.user_ids[0]], [data.item_ids[0]], [9.0])
     with pytest.raises(UnknownIdError, match="unknown user id 5"):
         rec.add_ratings([5], [data.item_ids[0]], [3.0], allow_new=False)
+    for bad in (-5, 0, 2**31, 2**63 - 1):
+        with pytest.raises(ValueError, match=r"new user ids must be integers in \[1, 2147483647\]"):
+            rec.add_ratings([bad], [data.item_ids[0]], [3.0])
+    with pytest.raises(ValueError, match="rates item 500 more than once in this batch"):
+        rec.add_ratings([data.user_ids[0]] * 2, [500, 500], [3.0, 4.0])
+    rec.add_ratings([7, 8], [data.item_ids[0]] * 2, [3.0, 4.0], max_new_users=2)
+    with pytest.raises(GrowthLimitError, match=r"1 new users would pass the limit of 2 new users "
+                                               r"since start-up \(2 added so far\)"):
+        rec.add_ratings([9], [data.item_ids[0]], [3.0], max_new_users=2)
+    assert rec.model.n_users == N_USERS + 2  # a refused batch changes nothing
+
+
+def test_a_batch_gives_the_same_model_in_any_order(artifact_dir, data):
+    """New users, new items and an item without training ratings, in three orders."""
+    rng = np.random.default_rng(0)
+    users = np.concatenate([rng.choice(data.user_ids, 60), rng.integers(5000, 5020, 60)])
+    items = np.concatenate([rng.choice(data.item_ids, 80), rng.integers(9000, 9015, 30),
+                            np.full(10, data.item_ids[UNRATED])])
+    rng.shuffle(items)
+    keep = np.unique(users * 100_000 + items, return_index=True)[1]
+    users, items = users[keep], items[keep]
+    ratings = rng.integers(1, 6, len(users)).astype(float)
+    models = []
+    for order in (np.arange(len(users)), np.arange(len(users))[::-1],
+                  rng.permutation(len(users))):
+        rec = Recommender(artifact_dir, device="cpu")
+        rec.add_ratings(users[order], items[order], ratings[order])
+        models.append(rec.model)
+    for model in models[1:]:
+        assert np.array_equal(model.user_ids, models[0].user_ids)
+        assert np.array_equal(model.item_ids, models[0].item_ids)
+        every = torch.arange(model.n_users)
+        assert torch.equal(model.score_items(every), models[0].score_items(every))
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -365,8 +412,9 @@ def test_similar_items_over_http(client, served, data):
      r"scale [1.0, 5.0]"),
     ("post", "/recommendations/new-user", {"ratings": [{"item": 500}]}, 422,
      "body.ratings.0.rating: Field required"),
-    ("post", "/ratings", {"ratings": [{"user": 1000, "item": 500, "rating": 3}],
-                          "update": "all"}, 422, "body.update: Input should be 'users' or"),
+    ("post", "/ratings", {"ratings": [{"user": 1000, "item": 500, "rating": 3}]}, 403,
+     "writes are disabled: start the service with --allow-updates"),
+    ("post", "/artifact/save", None, 403, "--allow-updates, or with --token"),
 ])
 def test_bad_requests_get_clear_4xx(client, method, path, payload, status, message):
     response = client.request(method.upper(), path, json=payload)
@@ -400,7 +448,7 @@ def test_reads_stay_consistent_during_online_updates(artifact_dir, data):
     """Readers and writers at once: every request answers 200, none sees a half update."""
     rec = Recommender(artifact_dir, device="cpu")
     users = data.user_ids[:10].tolist()
-    with BackgroundServer(create_app(rec)) as server:
+    with BackgroundServer(create_app(rec, allow_updates=True)) as server:
         def read(n):
             response = httpx.get(f"{server.url}/users/{users[n % 10]}/recommendations?k=5")
             return response.status_code
@@ -417,7 +465,8 @@ def test_reads_stay_consistent_during_online_updates(artifact_dir, data):
 
 def test_online_update_over_http_then_save(artifact_dir, data, tmp_path):
     rec = Recommender(artifact_dir, device="cpu")
-    with BackgroundServer(create_app(rec, save_dir=tmp_path / "saved")) as server, \
+    with BackgroundServer(create_app(rec, allow_updates=True,
+                                     save_dir=tmp_path / "saved")) as server, \
             httpx.Client(base_url=server.url, timeout=30) as session:
         user, other = int(data.user_ids[3]), int(data.user_ids[4])
         before = {u: session.get(f"/users/{u}/recommendations?k=10&exclude_seen=false").json()
@@ -439,9 +488,144 @@ def test_online_update_over_http_then_save(artifact_dir, data, tmp_path):
 
 
 def test_read_only_service_refuses_updates_and_saves(artifact_dir):
-    with BackgroundServer(create_app(artifact_dir, device="cpu", read_only=True)) as server:
+    app = create_app(artifact_dir, device="cpu", read_only=True, allow_updates=True)
+    with BackgroundServer(app) as server:
         update = httpx.post(f"{server.url}/ratings",
                             json={"ratings": [{"user": 1000, "item": 500, "rating": 3}]})
         save = httpx.post(f"{server.url}/artifact/save")
     assert update.status_code == 409 and "read-only" in update.json()["detail"]
+    assert save.status_code == 409 and "read-only" in save.json()["detail"]
+
+
+def test_save_without_a_save_dir_is_a_409(artifact_dir):
+    with BackgroundServer(create_app(artifact_dir, device="cpu", allow_updates=True)) as server:
+        save = httpx.post(f"{server.url}/artifact/save")
     assert save.status_code == 409 and "--save-dir" in save.json()["detail"]
+
+
+# ---------------------------------------------------------------------- limits and access
+RATING = {"ratings": [{"user": 1000, "item": 500, "rating": 3}]}
+
+
+def _small_json(response, limit=1000):
+    """The reply is short and strict JSON (no NaN or Infinity in it)."""
+    assert len(response.content) < limit, response.content[:200]
+    return json.loads(response.text, parse_constant=lambda name: pytest.fail(name))
+
+
+def test_oversized_bodies_get_a_quick_small_413(client):
+    start = time.perf_counter()
+    response = client.post("/recommendations", content=b" " * 2_000_000,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and time.perf_counter() - start < 5
+    assert "262144-byte limit" in _small_json(response)["detail"]
+    chunks = (b" " * 100_000 for _ in range(20))  # no Content-Length: counted as it streams
+    streamed = client.post("/recommendations", content=chunks,
+                           headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and "--max-body-bytes" in _small_json(streamed)["detail"]
+    assert client.get("/health").status_code == 200  # the connection and server carry on
+
+
+@pytest.mark.parametrize("body", [
+    '{"ratings": [{"item": 500, "rating": NaN}]}',
+    '{"ratings": [{"item": 500, "rating": Infinity}]}',
+    '{"ratings": [{"item": 500, "rating": -Infinity}]}',
+    '{"ratings": [{"item": 500, "rating": 1e309}]}',
+    '{"ratings": [{"item": 1e309, "rating": 3}]}',
+])
+def test_non_finite_numbers_get_a_422(client, body):
+    response = client.post("/recommendations/new-user", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "numbers must be finite" in _small_json(response)["detail"]
+
+
+def test_validation_errors_do_not_echo_large_inputs(client):
+    response = client.post("/recommendations", json={"users": ["x" * 200_000], "k" * 50_000: 1})
+    assert response.status_code == 422
+    body = _small_json(response, limit=3000)
+    assert "body.users.0: Input should be a valid integer" in body["detail"]
+    assert all("input" not in error for error in body["errors"])
+
+
+def test_host_header_is_checked(client, served, artifact_dir):
+    assert client.get("/health", headers={"host": "evil.example"}).status_code == 400
+    for host in ("localhost:8000", "[::1]:8000", f"127.0.0.1:{served[0].port}"):
+        assert client.get("/health", headers={"host": host}).status_code == 200, host
+    assert serving_hosts("0.0.0.0") == LOOPBACK_HOSTS
+    assert serving_hosts("10.1.2.3", ["recs.example"]) == (*LOOPBACK_HOSTS, "10.1.2.3",
+                                                          "recs.example")
+    app = create_app(served[1], allowed_hosts=["*"])
+    with BackgroundServer(app) as server:
+        assert httpx.get(f"{server.url}/health", headers={"host": "evil.example"}).is_success
+
+
+def test_token_guards_writes(artifact_dir):
+    with BackgroundServer(create_app(artifact_dir, device="cpu", token="s3cret")) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as session:
+        missing = session.post("/ratings", json=RATING)
+        wrong = session.post("/ratings", json=RATING, headers={"authorization": "Bearer s3cre"})
+        scheme = session.post("/ratings", json=RATING, headers={"authorization": "Basic s3cret"})
+        right = session.post("/ratings", json=RATING, headers={"authorization": "Bearer s3cret"})
+    assert missing.status_code == wrong.status_code == scheme.status_code == 401
+    assert "Authorization: Bearer TOKEN" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 200, right.text
+
+
+def test_online_growth_is_bounded(artifact_dir, data):
+    rec = Recommender(artifact_dir, device="cpu")
+    app = create_app(rec, allow_updates=True, max_new_users=3, max_new_items=2)
+    known_user, known_item = int(data.user_ids[0]), int(data.item_ids[0])
+
+    def post(pairs, **options):
+        ratings = [{"user": u, "item": i, "rating": 3} for u, i in pairs]
+        return session.post("/ratings", json={"ratings": ratings, **options})
+
+    with BackgroundServer(app) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as session:
+        assert post([(1, known_item), (2, known_item), (3, known_item)]).status_code == 200
+        over = post([(4, known_item)])
+        assert over.status_code == 409
+        assert "limit of 3 new users since start-up (3 added so far)" in over.json()["detail"]
+        assert post([(known_user, 7), (known_user, 8)]).status_code == 200
+        assert post([(known_user, 9)]).status_code == 409
+        assert post([(known_user, known_item), (1, 7)]).status_code == 200  # known ids go on
+        for bad in (-5, 0, 2**31, 2**63 - 1):
+            refused = post([(bad, known_item)])
+            assert refused.status_code == 422 and "[1, 2147483647]" in refused.json()["detail"]
+        assert "out of range" in post([(10**30, known_item)]).json()["detail"]
+        assert "body.update: Input should be 'users' or" in post(
+            [(known_user, known_item)], update="all").json()["detail"]
+        meta = session.get("/metadata").json()
+    assert (meta["n_users"], meta["n_items"]) == (N_USERS + 3, N_ITEMS + 2)
+    assert meta["writes"] == "open" and meta["limits"]["max_new_users"] == 3
+
+
+def test_save_dir_may_not_overwrite_the_served_artifact(artifact_dir, tmp_path):
+    for save_dir in (artifact_dir, artifact_dir / "v2", artifact_dir.parent):
+        with pytest.raises(ValueError, match="would overwrite the served artifact"):
+            create_app(artifact_dir, device="cpu", save_dir=save_dir)
+    link = tmp_path / "saved"
+    app = create_app(artifact_dir, device="cpu", allow_updates=True, save_dir=link)
+    link.symlink_to(artifact_dir)  # after start-up: caught when the request comes
+    before = (artifact_dir / "manifest.json").read_bytes()
+    with BackgroundServer(app) as server:
+        save = httpx.post(f"{server.url}/artifact/save")
+    assert save.status_code == 409 and "would overwrite" in save.json()["detail"]
+    assert (artifact_dir / "manifest.json").read_bytes() == before
+
+
+def test_workers_take_their_options_from_the_environment(artifact_dir, monkeypatch):
+    monkeypatch.setenv("MFUTILS_ARTIFACT", str(artifact_dir))
+    monkeypatch.setenv("MFUTILS_MAX_BODY_BYTES", "100")
+    monkeypatch.setenv("MFUTILS_ALLOWED_HOSTS", "recs.example,127.0.0.1")
+    monkeypatch.setenv("MFUTILS_TOKEN", "s3cret")
+    with BackgroundServer(create_app_from_env()) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as session:
+        meta = session.get("/metadata").json()
+        large = session.post("/recommendations", json={"users": [1000] * 50})
+        host = session.get("/health", headers={"host": "recs.example"})
+        evil = session.get("/health", headers={"host": "evil.example"})
+    assert meta["writes"] == "token" and meta["limits"]["max_body_bytes"] == 100 < MAX_BODY_BYTES
+    assert large.status_code == 413 and host.status_code == 200 and evil.status_code == 400

@@ -10,7 +10,7 @@ a FastAPI service (:mod:`mfutils.serving.service`, needs the ``serve`` extra).
 from mfutils.serving import pipeline
 from mfutils.serving.artifact import FORMAT_VERSION, Artifact, ArtifactError
 from mfutils.serving.online import UnsupportedError
-from mfutils.serving.recommender import Ranking, Recommender, UnknownIdError
+from mfutils.serving.recommender import GrowthLimitError, Ranking, Recommender, UnknownIdError
 
-__all__ = ["FORMAT_VERSION", "Artifact", "ArtifactError", "Ranking", "Recommender",
-           "UnknownIdError", "UnsupportedError", "pipeline"]
+__all__ = ["FORMAT_VERSION", "Artifact", "ArtifactError", "GrowthLimitError", "Ranking",
+           "Recommender", "UnknownIdError", "UnsupportedError", "pipeline"]

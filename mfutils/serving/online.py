@@ -13,6 +13,15 @@ replaces the old rating), then
 * the model's seen-items structure (``train_csr``) is rebuilt, so recommendations exclude
   the new ratings.
 
+Order: one call is one batch, solved as a whole (users first, then items), so the order of
+the ratings within a batch does not matter -- the caller
+(:meth:`~mfutils.serving.recommender.Recommender.add_ratings`) sends each ``(user, item)`` pair
+once and numbers new ids in sorted order. Successive batches apply in arrival order and do
+depend on it: a batch solves its users against the items as they are then, and an item without
+training ratings is solved once, from the first batch in which users the model knows rate it,
+and afterwards moves only with ``update="both"``. Send ratings that belong together in one
+batch (the service takes 1,000 per request), or use ``update="both"``, when that matters.
+
 Only models with a ``mu + b_u + b_i + q_i^T p_u`` net take updates
 (:class:`~mfutils.models.BiasedMF`, :class:`~mfutils.models.BaselineEstimates`); everything
 here is vectorised over the affected rows (no loop over ratings or users).

@@ -15,6 +15,15 @@ online updates                ``apply_ratings`` (:mod:`mfutils.serving.online`) 
                               support them; others raise :class:`UnsupportedError`
 ============================  ==================================================================
 
+Online updates are order-independent within one batch: a batch may rate each ``(user, item)``
+pair once, and the ids new to the model get compact ids in sorted raw-id order, so any
+permutation of a batch gives the same model, bit for bit. Batches apply in arrival order: each
+re-solves its raters against the model as it is then, so splitting the same ratings into
+batches in another order gives another model (see :mod:`mfutils.serving.online`). New raw ids
+must lie in ``[1, MAX_RAW_ID]`` (``2**31 - 1``: every MovieLens id, and exact in any JSON
+client), and :meth:`Recommender.add_ratings` can bound how many new users and items the model
+takes since it was loaded.
+
 Concurrency: any number of threads may read at once; an online update takes the lock alone
 (a readers-writer lock), so no request ever sees a half-updated model.
 """
@@ -43,6 +52,12 @@ from mfutils.serving.online import (
     grow,
     supports_updates,
 )
+
+MAX_RAW_ID = 2**31 - 1  # largest raw id a new user or item may take
+
+
+class GrowthLimitError(RuntimeError):
+    """Online ratings would add more new users or items than allowed since loading."""
 
 
 class UnknownIdError(KeyError):
@@ -115,10 +130,16 @@ class Recommender:
     device : str or torch.device, optional
         Where the model computes when ``artifact`` is a path; default
         :func:`mfutils.get_device`.
+
+    Attributes
+    ----------
+    path : Path or None
+        The directory the artifact was loaded from (``None`` for an artifact in memory).
     """
 
     def __init__(self, artifact: Artifact | str | Path, *,
                  device: str | torch.device | None = None) -> None:
+        self.path = None if isinstance(artifact, Artifact) else Path(artifact)
         if not isinstance(artifact, Artifact):
             artifact = Artifact.load(artifact, device=device)
         self.artifact = artifact
@@ -129,6 +150,7 @@ class Recommender:
         self.updates = dict(artifact.info.get("online_updates", {"ratings": 0, "users": 0,
                                                                  "items": 0}))
         self._dirty = False
+        self._loaded_sizes = {"user": self.model.n_users, "item": self.model.n_items}
         self._reindex()
 
     # ------------------------------------------------------------------ description
@@ -257,12 +279,26 @@ class Recommender:
     # ------------------------------------------------------------------ online updates
     def add_ratings(self, users: list[int] | np.ndarray, items: list[int] | np.ndarray,
                     ratings: list[float] | np.ndarray, *, update: str = "users",
-                    allow_new: bool = True) -> dict[str, Any]:
-        """Apply new ratings (raw ids) to the served model in place; see
+                    allow_new: bool = True, max_new_users: int | None = None,
+                    max_new_items: int | None = None) -> dict[str, Any]:
+        """Apply one batch of new ratings (raw ids) to the served model in place; see
         :func:`mfutils.serving.online.apply_ratings`.
 
         Raw ids the model has never seen become new users / items when ``allow_new``, else
-        raise :class:`UnknownIdError`. Returns which raw users and items were re-solved.
+        raise :class:`UnknownIdError`; they must lie in ``[1, MAX_RAW_ID]``. The batch is a set:
+        each ``(user, item)`` pair at most once, and its order does not matter. Returns which
+        raw users and items were re-solved.
+
+        Parameters
+        ----------
+        max_new_users, max_new_items : int, optional
+            At most this many users / items new to the model since it was loaded (this batch
+            included); default unbounded.
+
+        Raises
+        ------
+        GrowthLimitError
+            If the batch would pass ``max_new_users`` or ``max_new_items``; nothing changes.
         """
         if not supports_updates(self.model):
             raise UnsupportedError(
@@ -276,12 +312,19 @@ class Recommender:
         low, high = self.rating_scale
         if not np.isfinite(ratings).all() or (ratings < low).any() or (ratings > high).any():
             raise ValueError(f"ratings must lie on the model's scale [{low}, {high}]")
+        pairs = pd.MultiIndex.from_arrays([users, items])
+        if pairs.has_duplicates:
+            user, item = pairs[pairs.duplicated()][0]
+            raise ValueError(f"user {user} rates item {item} more than once in this batch: send "
+                             "each pair once (a later batch replaces a rating)")
         with self.lock.write():
             new_users = self._unseen(self._user_index, users)
             new_items = self._unseen(self._item_index, items)
             if not allow_new and (len(new_users) or len(new_items)):
                 raise UnknownIdError("user" if len(new_users) else "item",
                                      list(new_users if len(new_users) else new_items))
+            self._check_new("user", new_users, max_new_users)
+            self._check_new("item", new_items, max_new_items)
             grow(self.model, new_user_ids=new_users, new_item_ids=new_items)
             if len(new_items):
                 extra = pd.DataFrame({"item_id": new_items, "title": None, "year": None,
@@ -338,7 +381,20 @@ class Recommender:
 
     @staticmethod
     def _unseen(index: pd.Index, raw: np.ndarray) -> np.ndarray:
-        return pd.unique(raw[index.get_indexer(raw) < 0]).astype(np.int64)
+        """Raw ids not in ``index``, sorted (so new compact ids do not depend on order)."""
+        return np.unique(raw[index.get_indexer(raw) < 0]).astype(np.int64)
+
+    def _check_new(self, kind: str, new: np.ndarray, limit: int | None) -> None:
+        """Refuse new raw ids outside ``[1, MAX_RAW_ID]`` or past ``limit`` since loading."""
+        bad = new[(new < 1) | (new > MAX_RAW_ID)]
+        if len(bad):
+            raise ValueError(f"new {kind} ids must be integers in [1, {MAX_RAW_ID}]; got "
+                             f"{', '.join(map(str, bad[:5].tolist()))}")
+        added = getattr(self.model, f"n_{kind}s") - self._loaded_sizes[kind]
+        if limit is not None and added + len(new) > limit:
+            raise GrowthLimitError(
+                f"{len(new)} new {kind}s would pass the limit of {limit} new {kind}s since "
+                f"start-up ({added} added so far); known {kind}s can still rate")
 
     def _check_k(self, k: int) -> None:
         if not 1 <= k <= self.n_items:
