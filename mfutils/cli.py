@@ -198,17 +198,13 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if workers and (args.allow_updates or token):
         print("warning: several --workers serve read-only: --allow-updates and the token are "
               "ignored", file=sys.stderr)
-    try:  # with workers too: fail here, clearly, not in every worker
-        app = service.create_app(
-            args.artifact, device="cpu" if workers else args.device,
-            read_only=args.read_only or workers, save_dir=args.save_dir,
-            allow_updates=args.allow_updates, token=token, max_body_bytes=args.max_body_bytes,
-            max_new_users=args.max_new_users, max_new_items=args.max_new_items,
-            allowed_hosts=hosts)
-    except ArtifactError:
-        raise  # main() reports it
-    except ValueError as err:
-        sub.error(str(err))
+    # with workers too: fail here, clearly (main() reports it), not in every worker
+    app = service.create_app(
+        args.artifact, device="cpu" if workers else args.device,
+        read_only=args.read_only or workers, save_dir=args.save_dir,
+        allow_updates=args.allow_updates, token=token, max_body_bytes=args.max_body_bytes,
+        max_new_users=args.max_new_users, max_new_items=args.max_new_items,
+        allowed_hosts=hosts)
     if workers:
         os.environ.update({service.ARTIFACT_ENV: str(args.artifact), service.READ_ONLY_ENV: "1",
                            service.MAX_BODY_ENV: str(args.max_body_bytes),

@@ -172,7 +172,8 @@ def test_manifest_declaring_another_model_is_rejected(artifact_dir, tmp_path):
     path = _copy(artifact_dir, tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
     _edit_manifest(path, model={**manifest["model"], "class": "SVDpp"})
-    with pytest.raises(ArtifactError, match="declares a SVDpp but model.safetensors holds a BiasedMF"):
+    with pytest.raises(ArtifactError,
+                       match="declares a SVDpp but model.safetensors holds a BiasedMF"):
         Artifact.load(path)
 
 
