@@ -375,3 +375,6 @@ def test_network_error_becomes_one_clear_error(tmp_path, serve):
     with pytest.raises(FileNotFoundError, match="no route to host") as caught:
         load_movielens("ml-1m", data_dir=tmp_path)
     assert "MFUTILS_DATA_DIR" in str(caught.value) and DATASETS["ml-1m"].url in str(caught.value)
+    message = str(caught.value)  # the failure first; never "download=True", the step that failed
+    assert message.index("no route to host") < message.index("MFUTILS_DATA_DIR")
+    assert "download=True" not in message
