@@ -39,7 +39,7 @@ import mfutils
 from mfutils import get_device, plotting, seed_everything
 from mfutils.blending import SERIES_MODELS, blend_folds, series_models
 from mfutils.data import load_movielens
-from mfutils.distributed import launch
+from mfutils.parallel_fit import launch
 from mfutils.experiments import fold_labels, rating_folds
 from mfutils.results import ResultsLog
 
@@ -200,7 +200,7 @@ runs.query("size == '25M'")[["model", "seconds_per_epoch", "ratings_per_second",
 # When one process is not enough, the same trainer runs under `torchrun`:
 #
 # ```
-# torchrun --standalone --nproc_per_node 2 -m mfutils.distributed \
+# torchrun --standalone --nproc_per_node 2 -m mfutils.parallel_fit \
 #     --model BiasedMF --method adam --ratings 200000 --epochs 3
 # ```
 #
@@ -213,7 +213,7 @@ runs.query("size == '25M'")[["model", "seconds_per_epoch", "ratings_per_second",
 #
 # the single-process gradient. Same seed, same batches, same steps: two processes reproduce
 # one up to the order of floating-point sums (`tests/test_distributed.py` checks it). Below,
-# `mfutils.distributed.launch` runs that command in a subprocess: the same model on the same
+# `mfutils.parallel_fit.launch` runs that command in a subprocess: the same model on the same
 # data with one process and with two, one thread each (the timed epochs exclude the start-up
 # of the processes, a few seconds each).
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mfutils import distributed
+from mfutils import distributed, parallel_fit
 from mfutils.data import make_synthetic
 from mfutils.models import BiasedMF, SVDpp
 
@@ -107,13 +107,13 @@ def test_one_process_helpers_are_neutral():
 def test_launch_runs_the_cli_under_torchrun_and_matches_one_process():
     args = ["--ratings", "4000", "--users", "150", "--items", "90", "--factors", "4",
             "--epochs", "2", "--batch-size", "512", "--seed", "2"]
-    two = distributed.launch(2, threads=1, args=args, timeout=120)
-    one = distributed.main([*args, "--device", "cpu"])
+    two = parallel_fit.launch(2, threads=1, args=args, timeout=120)
+    one = parallel_fit.main([*args, "--device", "cpu"])
     assert (two["processes"], two["backend"], two["threads"]) == (2, "gloo", 1)
     assert one["processes"] == 1 and len(two["epoch_seconds"]) == 2
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
     assert two["test_rmse"] == pytest.approx(one["test_rmse"], rel=1e-5)
     with pytest.raises(ValueError, match="threads=0"):
-        distributed.launch(2, threads=0)
+        parallel_fit.launch(2, threads=0)
     with pytest.raises(RuntimeError, match="failed"):
-        distributed.launch(1, threads=1, args=["--model", "NoSuchModel"], timeout=60)
+        parallel_fit.launch(1, threads=1, args=["--model", "NoSuchModel"], timeout=60)

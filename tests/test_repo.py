@@ -1,5 +1,6 @@
 """Repository invariants: environment.yml matches pyproject.toml, notebooks match their pairs."""
 
+import ast
 import json
 import re
 import tomllib
@@ -57,3 +58,49 @@ def test_notebook_is_paired_stripped_and_parameterized(path):
         f"the first code cell of {path.name} must be the papermill 'parameters' cell")
     assert re.search(r"^assert ", "\n".join(c.source for c in code), re.MULTILINE), (
         f"{path.name} never asserts its headline metric")
+
+
+# The package's one import direction, lowest layer first: a module may import its own layer
+# and the layers below, never above (function-local imports included).
+LAYERS = (
+    ("device", "data", "results", "plotting"),
+    ("metrics", "sampling", "losses", "embeddings", "features"),
+    ("train", "distributed"),
+    ("models",),
+    ("experiments", "evaluation", "blending", "tuning", "compact", "parallel_fit"),
+    ("serving", "cli", "series"),
+)
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if parts == ["mfutils"]:
+        return 0
+    for layer, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return layer
+    raise AssertionError(f"{module} is in no layer of LAYERS: add it")
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("mfutils")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mfutils"):
+            for alias in node.names:
+                sub = ROOT / node.module.replace(".", "/") / alias.name
+                child = sub.with_suffix(".py").exists() or sub.is_dir()
+                found.append(f"{node.module}.{alias.name}" if child else node.module)
+    return found
+
+
+def test_imports_follow_the_one_direction():
+    against = []
+    for path in sorted((ROOT / "mfutils").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for imported in _imports(path):
+            if _layer(imported) > _layer(module):
+                against.append(f"{module} imports {imported}")
+    assert not against, against
