@@ -21,6 +21,11 @@ install: $(BIN)/.installed
 run: $(BIN)/.installed
 	$(BIN)/python -m mfutils.series $(ARGS)
 
+## ruff (what .pre-commit-config.yaml runs) and the README tables against their JSON
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python benchmarks/readme.py --check
+
 ## ruff, the unit tests, then every notebook at its defaults under nbval
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

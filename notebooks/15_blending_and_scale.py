@@ -39,8 +39,8 @@ import mfutils
 from mfutils import get_device, plotting, seed_everything
 from mfutils.blending import SERIES_MODELS, blend_folds, series_models
 from mfutils.data import load_movielens
-from mfutils.parallel_fit import launch
 from mfutils.experiments import fold_labels, rating_folds
+from mfutils.parallel_fit import launch
 from mfutils.results import ResultsLog
 
 # %%

@@ -1,6 +1,7 @@
 """Repository invariants: environment.yml matches pyproject.toml, notebooks match their pairs."""
 
 import ast
+import importlib.util
 import json
 import re
 import tomllib
@@ -104,3 +105,10 @@ def test_imports_follow_the_one_direction():
             if _layer(imported) > _layer(module):
                 against.append(f"{module} imports {imported}")
     assert not against, against
+
+
+def test_readme_result_tables_match_their_json():
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "benchmarks" / "readme.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    assert readme.main(["--check"]) == 0, "run python benchmarks/readme.py"

@@ -1,0 +1,94 @@
+"""Regenerate the README's result tables from ``benchmarks/results/*.json``.
+
+    python benchmarks/readme.py           # rewrite the tables in README.md
+    python benchmarks/readme.py --check   # exit 1 if a table drifted from its JSON (CI)
+
+Each generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the
+README; the prose around it is written by hand and names the command that made the JSON.
+Today: ``explicit``, from ``explicit-ml-100k-tuned.json`` (nested tuning, clean),
+``explicit-ml-100k.json`` (defaults on u1..u5) and ``explicit-ml-latest-small-replica.json``
+(defaults on the replica's fold 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _records(name: str) -> dict[str, dict]:
+    payload = json.loads((RESULTS / name).read_text())
+    return {record["model"]: record for record in payload["models"]}
+
+
+def _cell(record: dict | None, key: str = "rmse_mean") -> str:
+    if record is None:
+        return "—"
+    if record.get("error"):
+        return "failed"
+    return f"{record[key]:.4f}"
+
+
+def _u1(record: dict | None) -> str:
+    if record is None or record.get("error"):
+        return _cell(record)
+    return f"{record['rmse'][record['folds'].index('u1')]:.4f}"
+
+
+def explicit_table() -> str:
+    """Tuned (nested) and default RMSE on ML-100K, and defaults on the release replica."""
+    tuned = _records("explicit-ml-100k-tuned.json")
+    defaults = _records("explicit-ml-100k.json")
+    replica = _records("explicit-ml-latest-small-replica.json")
+    lines = ["| model | tuned u1..u5 | tuned u1 | trials | defaults u1..u5 (not clean) | "
+             "defaults u1 | replica, defaults |", "|---|---|---|---|---|---|---|"]
+    for model, record in tuned.items():
+        trials = record.get("trials") or "defaults"
+        lines.append(f"| {model} | {_cell(record)} | {_u1(record)} | {trials} | "
+                     f"{_cell(defaults.get(model))} | {_u1(defaults.get(model))} | "
+                     f"{_cell(replica.get(model))} |")
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {"explicit": explicit_table}
+
+
+def render(text: str) -> str:
+    """``text`` (the README) with every generated table replaced by its current version."""
+    for name, build in TABLES.items():
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.S)
+        match = pattern.search(text)
+        if match is None:
+            raise ValueError(f"README.md has no <!-- table:{name} --> ... <!-- /table:{name} -->")
+        head, tail = match.span()
+        text = text[:head] + match.group(1) + build() + match.group(2) + text[tail:]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if README.md differs from the JSON")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print(f"{args.readme}: a result table differs from benchmarks/results/*.json; run "
+                  "python benchmarks/readme.py", file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
