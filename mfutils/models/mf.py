@@ -96,9 +96,13 @@ class BiasedMF(ExplicitModel):
         if binary and method == "als":
             raise ValueError("binary=True needs the log loss: use method='sgd' or 'adam'")
         defaults = _DEFAULTS[method]
+        epochs = defaults["epochs"] if epochs is None else epochs  # None: default; 0 is 0
+        lr = defaults["lr"] if lr is None else lr
+        if epochs < 1:
+            raise ValueError(f"epochs={epochs} must be >= 1 (None: the method's default)")
         self.config.update(
-            n_factors=n_factors, method=method, epochs=epochs or defaults["epochs"],
-            batch_size=batch_size, lr=lr or defaults["lr"], lr_decay=lr_decay,
+            n_factors=n_factors, method=method, epochs=epochs,
+            batch_size=batch_size, lr=lr, lr_decay=lr_decay,
             reg=defaults["reg"] if reg is None else reg,
             reg_bias=(defaults["reg"] if reg is None else reg) if reg_bias is None else reg_bias,
             weighted_reg=weighted_reg, init=init, init_std=init_std, freeze_users=freeze_users,
