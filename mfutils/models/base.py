@@ -427,7 +427,9 @@ def upgrade_checkpoint(source: str | Path, target: str | Path) -> Path:
         If ``source`` holds anything but weights, or is not an mfutils checkpoint.
     """
     # numpy arrays of the old id mappings: an ndarray rebuilt from bytes and a dtype
-    allowed = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+    # (numpy 2 pickles name numpy._core, numpy 1 numpy.core; pyproject allows both)
+    core = getattr(np, "_core", None) or np.core
+    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype,
                *(type(np.dtype(t)) for t in (np.int64, np.int32, np.float32, np.float64))]
     try:
         with torch.serialization.safe_globals(allowed):
