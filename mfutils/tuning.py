@@ -416,7 +416,7 @@ def _effective(model: Any, options: dict[str, Any], stages: list[int]) -> dict[s
     best = history.attrs.get("best_epoch")
     config = getattr(model, "config", {})
     for key in ("epochs", "neighbor_epochs"):
-        if config.get(key) == stages[0] and best is not None and best < stages[0]:
+        if config.get(key) == stages[0] and best is not None and 1 <= best < stages[0]:
             return {**options, key: int(best)}
     return options
 

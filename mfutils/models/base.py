@@ -361,6 +361,19 @@ def constructor_options(cls: type) -> dict[str, Any]:
     return options
 
 
+def holdout_mask(n: int, *, fraction: float, seed: int, min_count: int = 0) -> np.ndarray:
+    """Boolean mask of the rows a model holds out of its ``n`` training rows for validation.
+
+    ``max(1, round(fraction * n), min(min_count, n // 5))`` rows, drawn by a seeded
+    permutation (the draw of :func:`mfutils.data.random_holdout`), so a model fitted without
+    ``valid`` stops early or chooses its epochs on ratings it does not train on.
+    """
+    n_held = max(1, round(fraction * n), min(min_count, n // 5))
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n)[:n_held]] = True
+    return held
+
+
 def _json_config(model: str, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as plain JSON values (tuples become lists); anything else is refused."""
     def plain(value: Any) -> Any:

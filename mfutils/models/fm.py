@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -205,24 +206,34 @@ class FieldModel(ExplicitModel):
         return math.log(rate / (1 - rate))
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
-        c = self.config
         with torch.no_grad():
             self.net.bias.fill_(self._initial_bias(train))
+        self.history = self._train(self._training_rows(train, weights),
+                                   None if valid is None else self.encoder.transform(valid),
+                                   epochs=self.config["epochs"], lr=self.config["lr"])
+
+    def _training_rows(self, train: Ratings,
+                       weights: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """The encoded training rows: weights attached, anonymous copies appended."""
         data = self.encoder.transform(train)
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=self.device)
-        if c["cold_fraction"] > 0:
+        if self.config["cold_fraction"] > 0:
             data = self._with_anonymous_copies(data)
+        return data
+
+    def _train(self, data: dict[str, torch.Tensor], valid: dict[str, torch.Tensor] | None, *,
+               epochs: int, lr: float) -> pd.DataFrame:
+        """One run of the shared trainer over ``self.net`` (history as :func:`fit`'s)."""
+        c = self.config
         batch_size = capped_batch_size(len(data["rating"]), c["batch_size"],
                                        c.get("min_batches"))
         config = TrainConfig(
-            epochs=c["epochs"], batch_size=batch_size, optimizer=c["optimizer"],
-            lr=c["lr"], lr_decay=c["lr_decay"], loss="bce" if c["binary"] else "mse",
-            patience=c["patience"],
-            seed=c["seed"], progress=c["progress"],
+            epochs=epochs, batch_size=batch_size, optimizer=c["optimizer"],
+            lr=lr, lr_decay=c["lr_decay"], loss="bce" if c["binary"] else "mse",
+            patience=c["patience"], seed=c["seed"], progress=c["progress"],
         )
-        self.history = fit(self.net, data, config=config,
-                           valid=None if valid is None else self.encoder.transform(valid))
+        return fit(self.net, data, config=config, valid=valid)
 
     def _with_anonymous_copies(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``data`` plus, per id field, a seeded ``cold_fraction`` of its rows again with that

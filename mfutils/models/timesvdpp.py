@@ -23,17 +23,19 @@ last training day fall into the first or last item bin.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from mfutils.data.container import Ratings, UserItemCSR
-from mfutils.models.base import ExplicitModel
+from mfutils.models.base import ExplicitModel, holdout_mask
 from mfutils.models.svdpp import ItemBagNet, SVDpp, _BagModel
-from mfutils.train import TrainConfig, fit
+from mfutils.train import TrainConfig, fit, rmse_metric
 
 DAY = 86_400
 WARM_STARTS = ("svdpp", "mf", "none")
@@ -318,6 +320,13 @@ class TimeSVDpp(_BagModel):
         predictions.
     warm_start_options : dict, optional
         Options of the :class:`BiasedMF` fit of ``warm_start="mf"``.
+    valid_fraction : float
+        When ``fit`` gets no ``valid``: the share of the training ratings held out to choose
+        how many of the ``epochs`` time epochs to run, ``0`` (the warm start alone, i.e.
+        SVD++) included. The model is fitted once on the rest with that share as ``valid``,
+        then refitted on all ratings for the chosen number of epochs (twice the fit time).
+        With ``valid`` given, the best epoch on it is kept, the warm start again competing as
+        epoch 0 (:attr:`time_epochs_` after ``fit``). ``0``: all ``epochs``, no selection.
 
     Notes
     -----
@@ -356,9 +365,11 @@ class TimeSVDpp(_BagModel):
         reg_bias: float = 0.15, reg_implicit: float = 0.01, batch_size: int = 8192,
         optimizer: str = "adam", init_std: float = 0.1, warm_start: str = "svdpp",
         warm_start_options: dict[str, Any] | None = None, patience: int | None = None,
-        seed: int = 0, progress: bool = False,
+        valid_fraction: float = 0.1, seed: int = 0, progress: bool = False,
         device: str | torch.device | None = None, clip: bool = True,
     ) -> None:
+        if not 0 <= valid_fraction < 1:
+            raise ValueError(f"valid_fraction={valid_fraction} must lie in [0, 1)")
         if warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start={warm_start!r}; choose one of {WARM_STARTS}")
         if item_bins is not None and item_bins < 1:
@@ -373,7 +384,7 @@ class TimeSVDpp(_BagModel):
             warm_start=warm_start, item_bins=item_bins, user_drift=user_drift,
             user_day_bias=user_day_bias, scale=scale, factor_drift=factor_drift,
             factor_day=factor_day, reg_time=reg_time, reg_time_factors=reg_time_factors,
-            reg_day=reg_day, lr_time=lr_time)
+            reg_day=reg_day, lr_time=lr_time, valid_fraction=valid_fraction)
 
     # ------------------------------------------------------------------ building / fitting
     def _build(self, n_users: int, n_items: int) -> None:
@@ -399,6 +410,9 @@ class TimeSVDpp(_BagModel):
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
+        epochs = c["epochs"]
+        if valid is None and c["valid_fraction"] > 0 and epochs > 0:
+            epochs = self._select_time_epochs(train, weights)
         self._bag_csr = UserItemCSR.from_pairs(
             train.user, train.item, n_users=train.n_users, n_items=train.n_items,
             values=np.zeros(len(train), dtype=np.float32), device=self.device)
@@ -425,11 +439,37 @@ class TimeSVDpp(_BagModel):
             self._warm_start(train)
         elif c["warm_start"] == "svdpp":
             self._warm_start_svdpp(train)
+        held = None if valid is None else self._time_batch(valid, None)
+        if held is not None:  # epoch 0, the warm start, competes with the time epochs
+            with torch.no_grad():
+                start_rmse = float(rmse_metric(net, held))
+            start_state = copy.deepcopy(net.state_dict())
         self.history = fit(net, self._time_batch(train, weights), config=TrainConfig(
-            epochs=c["epochs"], batch_size=c["batch_size"], optimizer=c["optimizer"], lr=c["lr"],
+            epochs=epochs, batch_size=c["batch_size"], optimizer=c["optimizer"], lr=c["lr"],
             lr_decay=c["lr_decay"], patience=c["patience"], batch_by="user", seed=c["seed"],
             progress=c["progress"],
-        ), valid=None if valid is None else self._time_batch(valid, None))
+        ), valid=held) if epochs else pd.DataFrame()
+        self.history.attrs["best_epoch"] = self.history.attrs.get("best_epoch", 0)
+        if held is not None and (not epochs or start_rmse <= self.history["valid"].min()):
+            net.load_state_dict(start_state)
+            self.history.attrs["best_epoch"] = 0
+        self.history.attrs["valid_start"] = None if held is None else start_rmse
+        self.time_epochs_ = self.history.attrs["best_epoch"] if held is not None else epochs
+
+    def _select_time_epochs(self, train: Ratings, weights: np.ndarray | None) -> int:
+        """Time epochs (0: none, SVD++ alone) that predict a held-out part of ``train`` best.
+
+        The same model is fitted on ``1 - valid_fraction`` of ``train`` with the rest as
+        ``valid``; its best epoch, or 0 when the warm start predicted the held-out ratings at
+        least as well, is the number of time epochs of the fit on all of ``train``.
+        """
+        c = self.config
+        held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"])
+        probe = type(self)(**{**c, "valid_fraction": 0.0, "progress": False, "clip": False},
+                           device=self.device)
+        probe.fit(train.subset(~held), valid=train.subset(held),
+                  weights=None if weights is None else weights[~held])
+        return probe.time_epochs_
 
     def _time_batch(self, data: Ratings, weights: np.ndarray | None) -> dict[str, torch.Tensor]:
         """``user, item, rating`` plus the precomputed ``bin, dev, user_day`` columns."""
