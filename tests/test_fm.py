@@ -233,3 +233,21 @@ def test_default_fields_fit_as_the_explicit_default_fields(split):
     implicit = FactorizationMachine(3, epochs=2, device="cpu").fit(train)
     explicit = FactorizationMachine(3, fields=DEFAULT_FIELDS, epochs=2, device="cpu").fit(train)
     np.testing.assert_array_equal(implicit.predict_ratings(test), explicit.predict_ratings(test))
+
+
+def test_deepfm_first_phase_is_the_fm_and_a_harmful_joint_phase_is_dropped(split):
+    train, test = split
+    common = dict(n_factors=4, fields=("user", "item"), epochs=6, batch_size=256, device="cpu",
+                  clip=False)
+    fm = FactorizationMachine(**common).fit(train)
+    fm_only = DeepFM(**common, hidden=(8,), joint_epochs=0).fit(train)
+    np.testing.assert_allclose(fm_only.predict_ratings(test), fm.predict_ratings(test),
+                               atol=1e-5)
+    wild = DeepFM(**common, hidden=(8,), joint_epochs=3, joint_lr=1.0, valid_fraction=0.0)
+    wild.fit(train, valid=test)
+    assert wild.joint_epochs_ == 0 and list(wild.history.phase.unique()) == ["fm", "joint"]
+    np.testing.assert_allclose(wild.predict_ratings(test), fm.predict_ratings(test), atol=1e-5)
+    assert DeepFM(**common, hidden=(8,), joint_epochs=3, joint_lr=1.0).fit(
+        train).joint_epochs_ == 0  # chosen on a tenth of train, then refitted
+    one_run = DeepFM(**common, hidden=(8,), warm_start=False).fit(train)
+    assert "phase" not in one_run.history and one_run.joint_epochs_ == 6
