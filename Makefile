@@ -29,8 +29,8 @@ lint: $(BIN)/.installed
 ## ruff, the unit tests, then every notebook at its defaults under nbval
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(BIN)/python -m pytest --durations=15 tests
+	$(BIN)/python -m pytest --durations=16 --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 ## Explicit-model benchmark against Surprise on the same folds
 bench: $(BIN)/.installed

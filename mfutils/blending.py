@@ -57,7 +57,7 @@ __all__ = ["DEFAULT_LAMBDAS", "DETERMINISTIC_MODELS", "SERIES_MODELS", "FoldPred
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
                  "ItemKNN", "GlobalNeighborhood", "SVDpp", "AsymmetricSVD", "IntegratedModel",
-                 "TimeSVDpp", "FM-side", "DeepFM", "NNMF")
+                 "TimeSVDpp", "FM-side", "DeepFM", "NNMF", "BayesianMF")
 Predictions = Mapping[str, np.ndarray] | pd.DataFrame
 
 
@@ -317,6 +317,7 @@ def series_model_spec(name: str) -> tuple[type, dict[str, Any], bool]:
         NNMF,
         AsymmetricSVD,
         BaselineEstimates,
+        BayesianMF,
         BiasedMF,
         DeepFM,
         FactorizationMachine,
@@ -342,6 +343,7 @@ def series_model_spec(name: str) -> tuple[type, dict[str, Any], bool]:
         "FM-ids": (FactorizationMachine, {"fields": ("user", "item")}, True),
         "DeepFM": (DeepFM, {}, True),
         "NNMF": (NNMF, {}, True),
+        "BayesianMF": (BayesianMF, {}, True),
     }
     if name not in specs:
         raise ValueError(f"unknown model {name!r}; choose from {[*SERIES_MODELS, 'FM-ids']}")

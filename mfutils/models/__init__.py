@@ -3,6 +3,7 @@ models (``fit`` / ``score_items`` / ``recommend``)."""
 
 from mfutils.models.base import CheckpointError, ExplicitModel
 from mfutils.models.baseline import BaselineEstimates
+from mfutils.models.bayesian import BayesianMF
 from mfutils.models.deepfm import DeepFM
 from mfutils.models.fm import FactorizationMachine
 from mfutils.models.ials import ImplicitALS
@@ -15,7 +16,7 @@ from mfutils.models.svdpp import AsymmetricSVD, SVDpp
 from mfutils.models.timesvdpp import TimeSVDpp
 from mfutils.models.two_tower import TwoTower
 
-__all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BiasedMF", "CheckpointError",
-           "DeepFM", "ExplicitModel", "FactorizationMachine", "GlobalNeighborhood", "ImplicitALS",
-           "IntegratedModel", "ItemKNN", "MostPopular", "RankingModel", "SVDpp", "TimeSVDpp",
-           "TwoTower", "shrunk_pearson"]
+__all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BayesianMF", "BiasedMF",
+           "CheckpointError", "DeepFM", "ExplicitModel", "FactorizationMachine",
+           "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN", "MostPopular",
+           "RankingModel", "SVDpp", "TimeSVDpp", "TwoTower", "shrunk_pearson"]

@@ -18,6 +18,7 @@ with ``z_u = [p_u; 1]``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +82,30 @@ def build_side(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int)
     return Side(crow=crow, col=cols[order], order=order, n_cols=n_cols)
 
 
+def normal_equations(
+    side: Side, confidence: torch.Tensor, weighted_target: torch.Tensor, other: torch.Tensor,
+) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """Blocks of every row's unpenalised normal equations against the fixed ``other`` side.
+
+    Yields ``(start, stop, gram, rhs)`` for rows ``start:stop``: ``gram`` (shape ``(b, f+1,
+    f+1)``) is ``sum_j c_j x_j x_j^T`` and ``rhs`` (shape ``(b, f+1)``) is
+    ``sum_j c_j y_j x_j`` with ``x_j = [other_j; 1]``; arguments as for :func:`solve_side`.
+    """
+    n_cols, f = other.shape
+    x = torch.cat([other, other.new_ones(n_cols, 1)], dim=1)  # shape: (n_cols, f+1)
+    low_r, low_c = torch.tril_indices(f + 1, f + 1, device=x.device)  # shape: (T,), (T,)
+    outer = x[:, low_r] * x[:, low_c]  # shape: (n_cols, T), T = (f+1)(f+2)/2
+    block = max(1, BLOCK_ELEMENTS // (f + 1) ** 2)
+    for start in range(0, side.n_rows, block):
+        stop = min(start + block, side.n_rows)
+        tri = torch.sparse.mm(side.matrix(confidence, start, stop), outer)  # shape: (b, T)
+        gram = x.new_zeros(stop - start, f + 1, f + 1)  # shape: (b, f+1, f+1)
+        gram[:, low_r, low_c] = tri
+        gram[:, low_c, low_r] = tri
+        rhs = torch.sparse.mm(side.matrix(weighted_target, start, stop), x)  # shape: (b, f+1)
+        yield start, stop, gram, rhs
+
+
 def solve_side(
     side: Side,
     confidence: torch.Tensor,
@@ -118,24 +143,14 @@ def solve_side(
     FloatingPointError
         When a system is not positive definite (a zero penalty and too few ratings).
     """
-    n_cols, f = other.shape
-    x = torch.cat([other, other.new_ones(n_cols, 1)], dim=1)  # shape: (n_cols, f+1)
-    low_r, low_c = torch.tril_indices(f + 1, f + 1, device=x.device)  # shape: (T,), (T,)
-    outer = x[:, low_r] * x[:, low_c]  # shape: (n_cols, T), T = (f+1)(f+2)/2
-    penalty = x.new_full((f + 1,), reg)  # shape: (f+1,)
+    f = other.shape[1]
+    penalty = other.new_full((f + 1,), reg)  # shape: (f+1,)
     penalty[-1] = reg_bias
-    counts = side.counts.clamp(min=1).to(x.dtype)  # shape: (n_rows,)
-    theta = x.new_empty(side.n_rows, f + 1)  # shape: (n_rows, f+1)
-    block = max(1, BLOCK_ELEMENTS // (f + 1) ** 2)
-    for start in range(0, side.n_rows, block):
-        stop = min(start + block, side.n_rows)
-        tri = torch.sparse.mm(side.matrix(confidence, start, stop), outer)  # shape: (b, T)
-        gram = x.new_zeros(stop - start, f + 1, f + 1)  # shape: (b, f+1, f+1)
-        gram[:, low_r, low_c] = tri
-        gram[:, low_c, low_r] = tri
+    counts = side.counts.clamp(min=1).to(other.dtype)  # shape: (n_rows,)
+    theta = other.new_empty(side.n_rows, f + 1)  # shape: (n_rows, f+1)
+    for start, stop, gram, rhs in normal_equations(side, confidence, weighted_target, other):
         scale = counts[start:stop] if weighted_reg else counts.new_ones(stop - start)
         gram += torch.diag_embed(scale[:, None] * penalty)
-        rhs = torch.sparse.mm(side.matrix(weighted_target, start, stop), x)  # shape: (b, f+1)
         chol, info = torch.linalg.cholesky_ex(gram)
         if bool((info != 0).any()):
             raise FloatingPointError(
