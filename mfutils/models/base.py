@@ -124,6 +124,20 @@ class ExplicitModel(nn.Module, abc.ABC):
         self.eval()
         return self
 
+    def _held_out_probe(self, train: Ratings, weights: np.ndarray | None) -> ExplicitModel:
+        """This model fitted on ``1 - valid_fraction`` of ``train``, the rest as ``valid``.
+
+        How a model that chooses part of its schedule on held-out ratings (TimeSVDpp's time
+        epochs, DeepFM's joint epochs) makes that choice before it refits on all of
+        ``train``; the rows are :func:`holdout_mask`'s, seeded by the model's ``seed``.
+        """
+        c = self.config
+        held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"])
+        probe = type(self)(**{**c, "valid_fraction": 0.0, "progress": False, "clip": False},
+                           device=self.device)
+        return probe.fit(train.subset(~held), valid=train.subset(held),
+                         weights=None if weights is None else weights[~held])
+
     @abc.abstractmethod
     def _build(self, n_users: int, n_items: int) -> None:
         """Create the parameters for ``n_users`` x ``n_items``."""

@@ -52,7 +52,6 @@ import torch
 from torch import nn
 
 from mfutils.data.container import Ratings
-from mfutils.models.base import holdout_mask
 from mfutils.models.fm import FieldModel, FMNet
 from mfutils.train import TrainConfig
 
@@ -213,7 +212,7 @@ class DeepFM(FieldModel):
             return
         joint_epochs = c["joint_epochs"]
         if valid is None and c["valid_fraction"] > 0 and joint_epochs > 0:
-            joint_epochs = self._select_joint_epochs(train, weights)
+            joint_epochs = self._held_out_probe(train, weights).joint_epochs_
         net = self.net
         with torch.no_grad():
             net.bias.fill_(self._initial_bias(train))
@@ -241,14 +240,3 @@ class DeepFM(FieldModel):
         self.history = pd.concat(phases, ignore_index=True)
         self.history.attrs.update(best_epoch=len(fm_phase) + best, joint_epochs=best)
         self.joint_epochs_ = best
-
-    def _select_joint_epochs(self, train: Ratings, weights: np.ndarray | None) -> int:
-        """Joint epochs (0: the FM alone) that predict a held-out part of ``train`` best: the
-        same model fitted on the rest with that part as ``valid``."""
-        c = self.config
-        held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"])
-        probe = type(self)(**{**c, "valid_fraction": 0.0, "progress": False, "clip": False},
-                           device=self.device)
-        probe.fit(train.subset(~held), valid=train.subset(held),
-                  weights=None if weights is None else weights[~held])
-        return probe.joint_epochs_

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from mfutils.data.container import Ratings, UserItemCSR
-from mfutils.models.base import ExplicitModel, holdout_mask
+from mfutils.models.base import ExplicitModel
 from mfutils.models.svdpp import ItemBagNet, SVDpp, _BagModel
 from mfutils.train import TrainConfig, fit, rmse_metric
 
@@ -412,7 +412,7 @@ class TimeSVDpp(_BagModel):
         c = self.config
         epochs = c["epochs"]
         if valid is None and c["valid_fraction"] > 0 and epochs > 0:
-            epochs = self._select_time_epochs(train, weights)
+            epochs = self._held_out_probe(train, weights).time_epochs_
         self._bag_csr = UserItemCSR.from_pairs(
             train.user, train.item, n_users=train.n_users, n_items=train.n_items,
             values=np.zeros(len(train), dtype=np.float32), device=self.device)
@@ -455,21 +455,6 @@ class TimeSVDpp(_BagModel):
             self.history.attrs["best_epoch"] = 0
         self.history.attrs["valid_start"] = None if held is None else start_rmse
         self.time_epochs_ = self.history.attrs["best_epoch"] if held is not None else epochs
-
-    def _select_time_epochs(self, train: Ratings, weights: np.ndarray | None) -> int:
-        """Time epochs (0: none, SVD++ alone) that predict a held-out part of ``train`` best.
-
-        The same model is fitted on ``1 - valid_fraction`` of ``train`` with the rest as
-        ``valid``; its best epoch, or 0 when the warm start predicted the held-out ratings at
-        least as well, is the number of time epochs of the fit on all of ``train``.
-        """
-        c = self.config
-        held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"])
-        probe = type(self)(**{**c, "valid_fraction": 0.0, "progress": False, "clip": False},
-                           device=self.device)
-        probe.fit(train.subset(~held), valid=train.subset(held),
-                  weights=None if weights is None else weights[~held])
-        return probe.time_epochs_
 
     def _time_batch(self, data: Ratings, weights: np.ndarray | None) -> dict[str, torch.Tensor]:
         """``user, item, rating`` plus the precomputed ``bin, dev, user_day`` columns."""
