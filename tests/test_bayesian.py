@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mfutils.data import make_synthetic
-from mfutils.metrics import rmse
+from mfutils.metrics import interval_coverage, rmse
 from mfutils.models import BaselineEstimates, BayesianMF, BiasedMF, ExplicitModel
 from mfutils.models.bayesian import _normal_wishart, _wishart, kept_sweeps
 
@@ -121,3 +121,24 @@ def test_checkpoint_round_trip_keeps_every_sample(split, fitted, tmp_path):
     with pytest.raises(ValueError, match="weights"):
         BayesianMF(2, sweeps=3, burn_in=0, device="cpu").fit(split[0],
                                                              weights=np.ones(len(split[0])))
+
+
+def test_sample_curve_ends_at_the_prediction_and_averaging_helps(split, fitted):
+    _, test = split
+    curve = fitted.sample_curve(test)
+    assert list(curve.samples) == list(range(1, len(fitted.net.user_samples) + 1))
+    assert curve["mean"].iloc[-1] == pytest.approx(rmse(fitted.predict_ratings(test),
+                                                        test.rating), abs=1e-5)
+    assert curve["mean"].iloc[-1] < curve["single"].mean()
+
+
+def test_interval_coverage_of_calibrated_gaussians():
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=20_000)
+    std = rng.uniform(0.5, 2.0, size=20_000)
+    target = mean + std * rng.normal(size=20_000)
+    table = interval_coverage(mean, std, target, levels=(0.5, 0.9))
+    np.testing.assert_allclose(table.coverage, [0.5, 0.9], atol=0.01)
+    assert table.width.iloc[1] > table.width.iloc[0]
+    with pytest.raises(ValueError, match="level"):
+        interval_coverage(mean, std, target, levels=(1.0,))

@@ -36,10 +36,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mfutils.data.container import Ratings
+from mfutils.metrics import rmse
 from mfutils.models.als import Side, build_side, normal_equations
 from mfutils.models.base import ExplicitModel
 
-__all__ = ["BayesianMF", "kept_sweeps"]
+__all__ = ["BayesianMF", "BayesianMFNet", "kept_sweeps", "sample_rows"]
 
 
 def kept_sweeps(sweeps: int, burn_in: int, max_samples: int) -> list[int]:
@@ -85,7 +86,7 @@ def _normal_wishart(rows: torch.Tensor, *, beta0: float) -> tuple[torch.Tensor, 
     return mu.to(rows.dtype), precision.to(rows.dtype)
 
 
-def _sample_rows(side: Side, target: torch.Tensor, other: torch.Tensor, *, noise: float,
+def sample_rows(side: Side, target: torch.Tensor, other: torch.Tensor, *, noise: float,
                  mu: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Every row of one side drawn from its Gaussian conditional, shape (n_rows, f+1).
 
@@ -233,10 +234,10 @@ class BayesianMF(ExplicitModel):
         for sweep in tqdm(range(c["sweeps"]), desc="BayesianMF", unit="sweep",
                           disable=not c["progress"], leave=False):
             mu_u, lam_u = _normal_wishart(theta[seen_u], beta0=c["beta0"])
-            theta = _sample_rows(users, centred - phi[item, -1], phi[:, :-1], noise=noise,
+            theta = sample_rows(users, centred - phi[item, -1], phi[:, :-1], noise=noise,
                                  mu=mu_u, precision=lam_u)
             mu_i, lam_i = _normal_wishart(phi[seen_i], beta0=c["beta0"])
-            phi = _sample_rows(items, centred - theta[user, -1], theta[:, :-1], noise=noise,
+            phi = sample_rows(items, centred - theta[user, -1], theta[:, :-1], noise=noise,
                                mu=mu_i, precision=lam_i)
             resid = centred - ((theta[user, :-1] * phi[item, :-1]).sum(1)
                                + theta[user, -1] + phi[item, -1])  # shape: (N,)
@@ -286,6 +287,33 @@ class BayesianMF(ExplicitModel):
             empty = np.empty(0, dtype=np.float32)
             return empty, empty.copy()
         return torch.cat(means).cpu().numpy(), torch.cat(stds).cpu().numpy()
+
+    @torch.no_grad()
+    def sample_curve(self, data: Ratings) -> pd.DataFrame:
+        """RMSE on ``data`` of each kept sample alone and of the mean of the first ``k``.
+
+        Returns one row per kept sample: ``samples`` (``k``), ``sweep`` (the sample's sweep),
+        ``single`` (that sample's predictions) and ``mean`` (the average of the first ``k``
+        samples' predictions, clipped like :meth:`predict`): what averaging the posterior
+        buys over a point estimate.
+        """
+        self._require_fitted()
+        tensors = data.tensors(self.device)
+        user, item, known_u, known_i = self._known(tensors["user"], tensors["item"])
+        c = self.config
+        total = torch.zeros(len(user), device=self.device)
+        rows = []
+        for k, (theta, phi, sweep) in enumerate(zip(
+                self.net.user_samples, self.net.item_samples,
+                kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"]), strict=True), 1):
+            u = theta[user] * known_u[:, None]  # shape: (n, f+1)
+            v = phi[item] * known_i[:, None]  # shape: (n, f+1)
+            pred = self.mu + (u[:, :-1] * v[:, :-1]).sum(1) + u[:, -1] + v[:, -1]
+            total += pred
+            rows.append({"samples": k, "sweep": sweep + 1,
+                         "single": rmse(self._output(pred), tensors["rating"]),
+                         "mean": rmse(self._output(total / k), tensors["rating"])})
+        return pd.DataFrame(rows)
 
     @torch.no_grad()
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
