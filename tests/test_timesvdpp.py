@@ -188,19 +188,19 @@ def test_warm_start_from_svdpp_begins_at_its_fit(split):
         TimeSVDpp(warm_start="als")
 
 
-def test_time_epochs_that_hurt_held_out_ratings_are_not_kept(split):
+def test_epochs_that_hurt_held_out_ratings_are_not_kept(split):
     """The warm start competes as epoch 0: a time phase that only hurts leaves SVD++."""
     train, test = split
     svdpp = SVDpp(3, device="cpu", clip=False).fit(train)
     wild = dict(epochs=2, lr=0.5, lr_time=50.0, reg_time=0.0, reg_day=0.0, device="cpu",
                 clip=False)
     model = TimeSVDpp(3, valid_fraction=0.0, **wild).fit(train, valid=test)
-    assert model.time_epochs_ == 0 and model.history.attrs["best_epoch"] == 0
+    assert model.epochs_ == 0 and model.history.attrs["best_epoch"] == 0
     np.testing.assert_allclose(model.predict_ratings(test), svdpp.predict_ratings(test),
                                atol=1e-4)
     chosen = TimeSVDpp(3, **wild).fit(train)  # held out of train itself, then refitted
-    assert chosen.time_epochs_ == 0 and len(chosen.history) == 0
+    assert chosen.epochs_ == 0 and len(chosen.history) == 0
     every = TimeSVDpp(3, valid_fraction=0.0, **wild).fit(train)
-    assert every.time_epochs_ == 2 and len(every.history) == 2
+    assert every.epochs_ == 2 and len(every.history) == 2
     with pytest.raises(ValueError, match="valid_fraction"):
         TimeSVDpp(valid_fraction=1.0)

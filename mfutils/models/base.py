@@ -131,12 +131,17 @@ class ExplicitModel(nn.Module, abc.ABC):
         epochs, DeepFM's joint epochs) makes that choice before it refits on all of
         ``train``; the rows are :func:`holdout_mask`'s, seeded by the model's ``seed``.
         """
-        c = self.config
+        c = self._resolved_config()
         held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"])
         probe = type(self)(**{**c, "valid_fraction": 0.0, "progress": False, "clip": False},
                            device=self.device)
         return probe.fit(train.subset(~held), valid=train.subset(held),
                          weights=None if weights is None else weights[~held])
+
+    def _resolved_config(self) -> dict[str, Any]:
+        """``config`` with the options resolved from the training data (``"auto"`` columns,
+        default fields) set to what they resolved to, once ``fit`` has resolved them."""
+        return dict(self.config)
 
     @abc.abstractmethod
     def _build(self, n_users: int, n_items: int) -> None:

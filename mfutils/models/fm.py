@@ -172,6 +172,9 @@ class FieldModel(ExplicitModel):
         TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr)
         self.encoder: FieldEncoder | None = None
 
+    def _resolved_config(self) -> dict[str, Any]:
+        return {**super()._resolved_config(), "fields": self.fields_}
+
     def _make_encoder(self) -> FieldEncoder:
         return FieldEncoder(self.config["fields"], zip_digits=self.config["zip_digits"])
 

@@ -23,11 +23,9 @@ last training day fall into the first or last item bin.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -35,7 +33,6 @@ from torch.nn.utils import parametrize
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.models.base import ExplicitModel
 from mfutils.models.svdpp import ItemBagNet, SVDpp, _BagModel
-from mfutils.train import TrainConfig, fit, rmse_metric
 
 DAY = 86_400
 WARM_STARTS = ("svdpp", "mf", "none")
@@ -321,12 +318,13 @@ class TimeSVDpp(_BagModel):
     warm_start_options : dict, optional
         Options of the :class:`BiasedMF` fit of ``warm_start="mf"``.
     valid_fraction : float
-        When ``fit`` gets no ``valid``: the share of the training ratings held out to choose
-        how many of the ``epochs`` time epochs to run, ``0`` (the warm start alone, i.e.
-        SVD++) included. The model is fitted once on the rest with that share as ``valid``,
-        then refitted on all ratings for the chosen number of epochs (twice the fit time).
-        With ``valid`` given, the best epoch on it is kept, the warm start again competing as
-        epoch 0 (:attr:`time_epochs_` after ``fit``). ``0``: all ``epochs``, no selection.
+        As for :class:`SVDpp` (whose fit, the warm start, chooses its own epochs the same
+        way): the share of the training ratings held out to choose how many of the
+        ``epochs`` time epochs to run, ``0`` (the warm start alone, i.e. SVD++) included.
+        The model is fitted once on the rest with that share as ``valid``, then refitted on
+        all ratings for the chosen number of epochs (twice the fit time). With ``valid``
+        given, the best epoch on it is kept, the warm start again competing as epoch 0
+        (:attr:`epochs_` after ``fit``). ``0``: all ``epochs``, no selection.
 
     Notes
     -----
@@ -368,8 +366,6 @@ class TimeSVDpp(_BagModel):
         valid_fraction: float = 0.1, seed: int = 0, progress: bool = False,
         device: str | torch.device | None = None, clip: bool = True,
     ) -> None:
-        if not 0 <= valid_fraction < 1:
-            raise ValueError(f"valid_fraction={valid_fraction} must lie in [0, 1)")
         if warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start={warm_start!r}; choose one of {WARM_STARTS}")
         if item_bins is not None and item_bins < 1:
@@ -378,13 +374,14 @@ class TimeSVDpp(_BagModel):
             n_factors, epochs=epochs, lr=lr, lr_decay=lr_decay, reg=reg, reg_bias=reg_bias,
             reg_implicit=reg_implicit, batch_size=batch_size, optimizer=optimizer,
             init_std=init_std, warm_start=warm_start != "none",
-            warm_start_options=warm_start_options, patience=patience, seed=seed,
-            progress=progress, device=device, clip=clip)
+            warm_start_options=warm_start_options, patience=patience,
+            valid_fraction=valid_fraction, seed=seed, progress=progress, device=device,
+            clip=clip)
         self.config.update(
             warm_start=warm_start, item_bins=item_bins, user_drift=user_drift,
             user_day_bias=user_day_bias, scale=scale, factor_drift=factor_drift,
             factor_day=factor_day, reg_time=reg_time, reg_time_factors=reg_time_factors,
-            reg_day=reg_day, lr_time=lr_time, valid_fraction=valid_fraction)
+            reg_day=reg_day, lr_time=lr_time)
 
     # ------------------------------------------------------------------ building / fitting
     def _build(self, n_users: int, n_items: int) -> None:
@@ -410,9 +407,7 @@ class TimeSVDpp(_BagModel):
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
-        epochs = c["epochs"]
-        if valid is None and c["valid_fraction"] > 0 and epochs > 0:
-            epochs = self._held_out_probe(train, weights).time_epochs_
+        epochs = self._epochs_to_run(train, valid, weights)
         self._bag_csr = UserItemCSR.from_pairs(
             train.user, train.item, n_users=train.n_users, n_items=train.n_items,
             values=np.zeros(len(train), dtype=np.float32), device=self.device)
@@ -439,22 +434,8 @@ class TimeSVDpp(_BagModel):
             self._warm_start(train)
         elif c["warm_start"] == "svdpp":
             self._warm_start_svdpp(train)
-        held = None if valid is None else self._time_batch(valid, None)
-        if held is not None:  # epoch 0, the warm start, competes with the time epochs
-            with torch.no_grad():
-                start_rmse = float(rmse_metric(net, held))
-            start_state = copy.deepcopy(net.state_dict())
-        self.history = fit(net, self._time_batch(train, weights), config=TrainConfig(
-            epochs=epochs, batch_size=c["batch_size"], optimizer=c["optimizer"], lr=c["lr"],
-            lr_decay=c["lr_decay"], patience=c["patience"], batch_by="user", seed=c["seed"],
-            progress=c["progress"],
-        ), valid=held) if epochs else pd.DataFrame()
-        self.history.attrs["best_epoch"] = self.history.attrs.get("best_epoch", 0)
-        if held is not None and (not epochs or start_rmse <= self.history["valid"].min()):
-            net.load_state_dict(start_state)
-            self.history.attrs["best_epoch"] = 0
-        self.history.attrs["valid_start"] = None if held is None else start_rmse
-        self.time_epochs_ = self.history.attrs["best_epoch"] if held is not None else epochs
+        self._train_from_start(self._time_batch(train, weights),
+                               None if valid is None else self._time_batch(valid, None), epochs)
 
     def _time_batch(self, data: Ratings, weights: np.ndarray | None) -> dict[str, torch.Tensor]:
         """``user, item, rating`` plus the precomputed ``bin, dev, user_day`` columns."""
