@@ -87,7 +87,7 @@ def test_recommend_known_user_new_user_and_similar(artifact, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "Foo", "--out", "x"], "unknown model 'Foo'; registered models: AsymmetricSVD, "
-                                     "BaselineEstimates, BiasedMF"),
+                                     "BaselineEstimates, BayesianMF, BiasedMF"),
     (["train", "BiasedMF", "-p", "n_factor=3", "--out", "x"],
      "BiasedMF has no parameter 'n_factor'; valid: n_factors"),
     (["train", "BiasedMF", "-p", "n_factors=many", "--out", "x"],
