@@ -160,3 +160,17 @@ def test_ials_beats_popularity_on_ml100k(ml100k):
                                   "ials": ImplicitALS(device="cpu")}.items()}
     assert scores["pop"] > 0.2
     assert scores["ials"] > 0.43
+
+
+def test_repeated_events_count_once_per_row_in_the_confidence(events):
+    """An event log repeating pairs fits as the unique pairs with r_ui = their count
+    (c_ui = 1 + alpha * count, HKV08), not one 1 + alpha per repeated row."""
+    rng = np.random.default_rng(0)
+    repeats = rng.integers(1, 4, len(events))  # every pair seen 1..3 times
+    log = events.subset(np.repeat(np.arange(len(events)), repeats))
+    counted = events.with_ratings(repeats.astype(np.float32))
+    options = dict(factors=4, reg=0.5, alpha=3.0, iterations=2, solver="cholesky", device="cpu")
+    from_log = ImplicitALS(**options).fit(log)
+    from_counts = ImplicitALS(**options, use_ratings=True).fit(counted)
+    torch.testing.assert_close(from_log.user_factors, from_counts.user_factors)
+    torch.testing.assert_close(from_log.item_factors, from_counts.item_factors)

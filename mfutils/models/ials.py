@@ -57,7 +57,9 @@ class ImplicitALS(RankingModel):
         Conjugate-gradient steps per sweep (3 is the ``implicit`` library's default).
     use_ratings : bool
         Use the rating column as :math:`r_{ui}` (e.g. counts); by default every interaction
-        counts 1.
+        counts 1. Rows repeating a (user, item) pair (an event log) are added up first, so
+        :math:`r_{ui}` is the pair's count (or summed ratings) and :math:`c_{ui} = 1 + \alpha
+        r_{ui}` as in HKV08, not one :math:`1 + \alpha` per row.
     init_std : float
         Standard deviation of the random initial factors.
     chunk_floats : int
@@ -126,12 +128,12 @@ class ImplicitALS(RankingModel):
             self.n_users, f, generator=gen, device=self.device))  # shape: (n_users, f)
         self.register_buffer("item_factors", cfg["init_std"] * torch.randn(
             self.n_items, f, generator=gen, device=self.device))  # shape: (n_items, f)
-        r = torch.as_tensor(train.rating, dtype=torch.float32, device=self.device)
-        strength = r if cfg["use_ratings"] else torch.ones_like(r)
-        by_user = UserItemCSR.from_pairs(train.user, train.item, n_users=self.n_users,
+        user, item, strength = _aggregated_pairs(train, self.n_items, self.device,
+                                                 use_ratings=cfg["use_ratings"])
+        by_user = UserItemCSR.from_pairs(user, item, n_users=self.n_users,
                                          n_items=self.n_items, values=strength,
                                          device=self.device)
-        by_item = UserItemCSR.from_pairs(train.item, train.user, n_users=self.n_items,
+        by_item = UserItemCSR.from_pairs(item, user, n_users=self.n_items,
                                          n_items=self.n_users, values=strength,
                                          device=self.device)
         valid_csr = valid.csr(device=self.device) if valid is not None else None
@@ -192,6 +194,19 @@ class ImplicitALS(RankingModel):
 
     def _score_known(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_factors[users] @ self.item_factors.T  # shape: (B, n_items)
+
+
+def _aggregated_pairs(train: Ratings, n_items: int, device: torch.device, *,
+                      use_ratings: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unique (user, item) pairs and their summed strength: the count of the pair's rows, or
+    with ``use_ratings`` their summed ratings (HKV08's ``r_ui`` of an event log)."""
+    user = torch.as_tensor(train.user, dtype=torch.long, device=device)
+    item = torch.as_tensor(train.item, dtype=torch.long, device=device)
+    r = torch.as_tensor(train.rating, dtype=torch.float32, device=device)
+    strength = r if use_ratings else torch.ones_like(r)  # shape: (n,)
+    pairs, inverse = torch.unique(user * n_items + item, return_inverse=True)  # (nnz,), (n,)
+    summed = torch.zeros(len(pairs), device=device).index_add_(0, inverse, strength)
+    return pairs // n_items, pairs % n_items, summed
 
 
 def _chunks(counts: torch.Tensor, *, padded: bool, budget: int) -> list[torch.Tensor]:
