@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mfutils.data.container import Ratings
-from mfutils.models.base import ExplicitModel
+from mfutils.models.base import ExplicitModel, holdout_mask
 from mfutils.train import TrainConfig, capped_batch_size, fit
 
 __all__ = ["NNMF", "NNMFNet"]
@@ -225,10 +225,8 @@ class NNMF(ExplicitModel):
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
         if valid is None and c["valid_fraction"] > 0:
-            held = np.zeros(len(train), dtype=bool)
-            n_held = max(1, round(c["valid_fraction"] * len(train)),
-                         min(c.get("min_valid", 0), len(train) // 5))
-            held[np.random.default_rng(c["seed"]).permutation(len(train))[:n_held]] = True
+            held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"],
+                                min_count=c.get("min_valid", 0))
             train, valid = train.subset(~held), train.subset(held)
             weights = None if weights is None else weights[~held]
             with torch.no_grad():  # ids whose every rating was held out are untrained
