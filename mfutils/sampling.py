@@ -301,8 +301,8 @@ def mixed_negatives(
     item_log_p : torch.Tensor of shape (n_items,) or callable, optional
         Log unigram probability :math:`\log p_j` of every item (e.g.
         :func:`item_log_frequencies`), or a function of item ids returning it. For a
-        :class:`StreamingFrequencyEstimator`, whose estimate is the probability of appearing
-        in a batch of :math:`B` (about :math:`Bp_j`), pass
+        :class:`StreamingFrequencyEstimator`, whose estimate is the expected number of copies
+        of an item in a batch of :math:`B` (about :math:`Bp_j`), pass
         ``lambda items: est.log_q(items) - math.log(B)``. ``None``: no ``log_q``.
     generator : torch.Generator, optional
 
@@ -445,18 +445,23 @@ def hard_negative_mining(logits: torch.Tensor, mask: torch.Tensor | None, k: int
 
 # ---------------------------------------------------------------------------- streaming logQ
 class StreamingFrequencyEstimator(nn.Module):
-    r"""Streaming estimate of how often each item appears in a batch (Yi et al. 2019, Alg. 2).
+    r"""Streaming estimate of how often each item occurs per batch (Yi et al. 2019, Alg. 2).
 
     Two arrays over :math:`H` hash buckets: :math:`A[h]`, the last global step at which the
     bucket was seen, and :math:`B[h]`, the estimated gap :math:`\delta` between its
-    occurrences. At step :math:`t`, for every bucket hit by the batch's items (once per
-    bucket and step):
+    occurrences. At step :math:`t`, for every occurrence of an item of the batch (Alg. 2 loops
+    over the batch's items, repeats included):
 
     .. math:: B[h] \leftarrow (1-\alpha)\,B[h] + \alpha\,(t - A[h]),\qquad A[h]\leftarrow t,
 
-    and the estimate is :math:`\hat p_y = 1/B[h(y)]`, the probability that :math:`y` appears
-    in a batch. Call :meth:`update` with a step's items *before* :meth:`log_q` on them
-    (update-then-estimate).
+    and the estimate is :math:`\hat p_y = 1/B[h(y)]`. An item's second and later copies in one
+    batch see the gap :math:`0`, so :math:`c` copies per step drive :math:`B` to
+    :math:`\alpha(1-\alpha)^{c-1}/(1-(1-\alpha)^c)\approx 1/c`: :math:`\hat p_y` estimates
+    the expected number of copies of :math:`y` per batch (:math:`\approx B p_y`), not the
+    probability of appearing at least once, which saturates at 1 for popular items. The
+    :math:`c` updates of a bucket hit :math:`c` times are applied at once, in closed form:
+    :math:`B \leftarrow (1-\alpha)^c B + \alpha(1-\alpha)^{c-1}(t - A)`. Call :meth:`update`
+    with a step's items *before* :meth:`log_q` on them (update-then-estimate).
 
     Deviations from the paper's pseudo-code, all documented choices:
 
@@ -517,7 +522,7 @@ class StreamingFrequencyEstimator(nn.Module):
 
     @torch.no_grad()
     def update(self, items: torch.Tensor, step: int) -> None:
-        """Record that ``items`` (any shape; repeats count once) occurred at global ``step``.
+        """Record that ``items`` (any shape; every copy counts) occurred at global ``step``.
 
         ``step`` counts training steps from 1 and must not decrease between calls.
         """
@@ -525,12 +530,14 @@ class StreamingFrequencyEstimator(nn.Module):
             step = int(step)
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise ValueError(f"step must be an int >= 1 (steps count from 1); got {step!r}")
-        index = torch.unique(self._flat_buckets(items).reshape(-1))  # shape: (n_hit,)
+        index, copies = torch.unique(self._flat_buckets(items).reshape(-1),
+                                     return_counts=True)  # shape: (n_hit,), (n_hit,)
         last = self.last_step.view(-1)[index]
-        delta = (step - last).to(self.gap.dtype)  # shape: (n_hit,)
+        delta = (step - last).to(self.gap.dtype)  # shape: (n_hit,), the first copy's gap
         old = self.gap.view(-1)[index]
+        keep = (1 - self.alpha) ** (copies - 1).to(self.gap.dtype)  # the later copies' decay
         self.gap.view(-1)[index] = torch.where(
-            last > 0, (1 - self.alpha) * old + self.alpha * delta, delta)
+            last > 0, keep * ((1 - self.alpha) * old + self.alpha * delta), keep * delta)
         self.last_step.view(-1)[index] = step
         self.step.fill_(step)
 

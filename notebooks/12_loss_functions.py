@@ -207,8 +207,11 @@ ax.set(ylabel="", title=f"{ablate} MF: validation NDCG@20 by candidate set")
 # %% [markdown]
 # In-batch negatives without the correction push popular items down — on MovieLens, where
 # popularity is most of the signal, that costs a lot; exact logQ recovers all of it, and
-# beats the shared uniform candidates; the streaming estimate, which must learn the
-# frequencies as it goes over a single pass of a few epochs, recovers part. Per-row uniform
+# beats the shared uniform candidates; the streaming estimate (Yi et al.'s Alg. 2, updated for
+# every copy of an item in a batch, so that it estimates the expected copies per batch and
+# does not saturate at one for the popular items) recovers about two thirds: it learns the
+# frequencies as it goes, and after a few epochs a rarely seen item's estimate still rests on
+# one or two gaps. Per-row uniform
 # negatives do as well as in-batch + logQ here. Restricting the softmax to the 64 hardest of
 # the shared candidates hurts: on dense data many of the "hardest" unobserved items are
 # items the user would have liked (false negatives). Mixed negatives match in-batch + logQ —

@@ -198,24 +198,43 @@ def test_streaming_estimator_converges_to_true_frequencies():
     p /= p.sum()
     stream = torch.multinomial(p, steps * batch, replacement=True,
                                generator=generator).view(steps, batch)
-    in_batch = 1 - (1 - p) ** batch  # probability that an item appears in a step's batch
+    copies = batch * p  # expected copies of an item per batch (Yi et al.: about B p_j)
     estimator = StreamingFrequencyEstimator(64, n_hashes=2, seed=1)
     for step in range(steps):
         estimator.update(stream[step], step + 1)
     estimate = estimator.log_q(torch.arange(n_items)).double().exp()
-    relative = (estimate - in_batch).abs() / in_batch
+    relative = (estimate - copies).abs() / copies
     assert float(relative.median()) < 0.1
-    assert float(relative[in_batch > 0.1].max()) < 0.25
+    assert float(relative[copies > 0.1].max()) < 0.25
+    assert float(estimate[0]) > 1.5  # the top item, 2.0 copies per batch: no saturation at 1
+
+
+def test_streaming_estimator_equals_algorithm_2_one_occurrence_at_a_time():
+    """The closed-form batch update equals Yi et al.'s loop over every item of the batch."""
+    alpha, n_buckets = 0.1, 7  # few buckets: collisions and repeats in every batch
+    estimator = StreamingFrequencyEstimator(n_buckets, alpha=alpha, seed=2)
+    gap, last = [0.0] * n_buckets, [0] * n_buckets
+    generator = torch.Generator().manual_seed(0)
+    for step in range(1, 60):
+        items = torch.randint(20, (int(torch.randint(1, 12, (1,), generator=generator)),),
+                              generator=generator)
+        for bucket in estimator._flat_buckets(items)[0].tolist():
+            delta = step - last[bucket]
+            gap[bucket] = (1 - alpha) * gap[bucket] + alpha * delta if last[bucket] else delta
+            last[bucket] = step
+        estimator.update(items, step)
+    torch.testing.assert_close(estimator.gap[0], torch.tensor(gap), rtol=1e-5, atol=1e-6)
 
 
 def test_streaming_estimator_update_rule_state_and_hash():
     estimator = StreamingFrequencyEstimator(1000, alpha=0.5, seed=3)
     assert list(estimator.parameters()) == []
     assert set(estimator.state_dict()) == {"hash_a", "hash_b", "last_step", "gap", "step"}
-    estimator.update(torch.tensor([7, 7, 9]), 2)  # first sighting: gap = 2 (repeats once)
-    assert torch.allclose(estimator.log_q(torch.tensor([7, 9])), torch.full((2,), -math.log(2)))
-    estimator.update(torch.tensor([7]), 6)  # gap 0.5 * 2 + 0.5 * (6 - 2) = 3
-    assert math.isclose(float(estimator.log_q(torch.tensor([7]))), -math.log(3), rel_tol=1e-6)
+    estimator.update(torch.tensor([7, 7, 9]), 2)  # first sighting: gap = 2; 7's copy: gap 0
+    assert torch.allclose(estimator.log_q(torch.tensor([7, 9])),
+                          torch.tensor([-math.log(0.5 * 2), -math.log(2)]))
+    estimator.update(torch.tensor([7]), 6)  # gap 0.5 * 1 + 0.5 * (6 - 2) = 2.5
+    assert math.isclose(float(estimator.log_q(torch.tensor([7]))), -math.log(2.5), rel_tol=1e-6)
     # an item never seen: the gap is the steps so far (no collision with 7 and 9 here)
     assert estimator._flat_buckets(torch.tensor([11]))[0, 0] not in \
         estimator._flat_buckets(torch.tensor([7, 9]))[0]
