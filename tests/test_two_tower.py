@@ -33,8 +33,44 @@ def test_every_loss_trains(split, loss):
 @pytest.mark.parametrize("negatives", NEGATIVES)
 @pytest.mark.parametrize("logq", [None, "exact", "streaming"])
 def test_every_sampler_with_and_without_logq(split, negatives, logq):
+    if negatives == "popularity" and logq == "streaming":  # the sampler's q is known
+        with pytest.raises(ValueError, match="logq='exact'"):
+            _fit(split, loss="ssm", negatives=negatives, logq=logq)
+        return
     model = _fit(split, loss="ssm", negatives=negatives, n_negatives=8, logq=logq)
     assert np.isfinite(model.history["valid"]).all()
+
+
+def test_popularity_negatives_correct_only_when_logq_asks(split):
+    model = _fit(split, loss="ssm", negatives="popularity", n_negatives=8, logq="exact")
+    users, pos = torch.tensor([0, 1, 2]), torch.as_tensor(split.fit.item[:3])
+    draws = model.net.sampler["popularity"]
+    cand, pos_logq, neg_logq = model.net._negatives(users, pos)
+    torch.testing.assert_close(neg_logq, draws.log_q(cand))  # the sampler's own q
+    torch.testing.assert_close(pos_logq, draws.log_q(pos))
+    model.net.sampler["logq"] = None
+    assert model.net._negatives(users, pos)[1:] == (None, None)
+
+
+def test_reg_penalises_user_positive_and_negative_as_bprs_sgd(split):
+    model = _fit(split, loss="bpr", negatives="uniform", n_negatives=1, reg=0.0)
+    net = model.net
+    batch = {"user": torch.tensor([0, 1, 2, 3]), "item": torch.as_tensor(split.fit.item[:4])}
+
+    def objective(reg):
+        net.reg = reg
+        net.sampler["gen"].manual_seed(7)  # the same negatives for both calls
+        return net.objective(batch)
+
+    with torch.no_grad():
+        plain = objective(0.0)
+        net.sampler["gen"].manual_seed(7)
+        neg = net._negatives(batch["user"], batch["item"])[0]  # shape: (4, 1)
+        penalised = objective(0.5)
+    table = net.items(torch.arange(net.n_items))
+    norms = (net.users(batch["user"]).pow(2).sum(1) + table[batch["item"]].pow(2).sum(1)
+             + table[neg[:, 0]].pow(2).sum(1))  # ||w_u||^2 + ||h_i||^2 + ||h_j||^2 per triple
+    torch.testing.assert_close(penalised - plain, 0.5 * norms.mean().detach())
 
 
 def test_shared_mask_removes_seen_items_and_the_positive(split):

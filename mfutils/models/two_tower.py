@@ -132,13 +132,18 @@ class TwoTowerNet(nn.Module):
         self.step += 1
         user_vec = self.users(users)  # shape: (B, d)
         table = self.items(torch.arange(self.n_items, device=users.device))  # (n_items, d)
+        # the user's and the positive's share of the L2 penalty (each row's negatives below)
         penalty = self.reg * (user_vec.pow(2).sum(1) + table[pos].pow(2).sum(1)).mean()
+        raw_table = table
         if self.normalize:
             user_vec, table = F.normalize(user_vec, dim=1), F.normalize(table, dim=1)
         pos_vec = table[pos]  # shape: (B, d)
         if not self.loss.needs_negatives:
             return self.loss(user_vec, pos_vec, user_idx=users, item_idx=pos) + penalty
         cand, pos_logq, neg_logq = self._negatives(users, pos)
+        if self.reg:  # BPR's SGD regularises the negative item too: a row's negatives share
+            # one item penalty (their mean), which with one negative per row is Rendle's step
+            penalty = penalty + self.reg * raw_table[cand].pow(2).sum(-1).mean()
         neg_vec = table[cand]  # shape: (C, d) shared or (B, N, d) per row
         options: dict[str, torch.Tensor] = {}
         if cand.dim() == 1:  # shared candidates: mask the accidental hits
@@ -170,6 +175,8 @@ class TwoTowerNet(nn.Module):
         if kind == "popularity":
             draws = self.sampler["popularity"]
             cand = draws.sample(users[:1], n, generator=gen)[0]  # shape: (n,) shared
+            if self.sampler["logq"] is None:  # the sampler's q is known exactly: "exact"
+                return cand, None, None
             return cand, draws.log_q(pos), draws.log_q(cand)
         log_p = self._item_log_p(pos)
         extra = n if kind == "mixed" else 0
@@ -214,14 +221,20 @@ class TwoTower(RankingModel):
         training frequencies (like in-batch negatives), 0.75 is word2vec's smoothing, 0 draws
         uniformly from the catalogue.
     logq : {None, "exact", "streaming"}
-        LogQ correction of the softmax-family losses for popularity-skewed candidates: exact
-        training frequencies, or Yi et al.'s streaming estimate.
+        LogQ correction of the softmax-family losses for popularity-skewed candidates.
+        ``None``: none. ``"exact"``: for in-batch and mixed candidates the training
+        frequencies, for ``popularity`` negatives the sampler's own :math:`q_j\propto
+        c_j^\alpha`. ``"streaming"``: Yi et al.'s streaming estimate of the in-batch
+        frequencies (in-batch and mixed candidates only: the popularity sampler's ``q`` is
+        known, so estimating it is refused).
     epochs, batch_size, lr, optimizer, patience :
         Training options of :class:`mfutils.train.TrainConfig`; early stopping watches the
         validation NDCG@20 when ``valid`` is given to :meth:`fit`.
     reg : float
-        L2 weight on the embeddings of a batch's rows (frequent users and items are
-        penalised more often, as in BPR's SGD).
+        L2 weight on the embeddings of a batch's rows: the user, the positive item and the
+        row's negatives (their mean), so frequent users and items are penalised more often and
+        with one negative per row each triple is regularised as in BPR's SGD (Rendle et al.
+        2009, §4.3.1, with :math:`\lambda_{H^+}=\lambda_{H^-}`).
     weight_decay : float
         Optimizer weight decay on every parameter at every step (how DirectAU's and MAWU's
         official code regularise).
@@ -275,6 +288,10 @@ class TwoTower(RankingModel):
             raise ValueError(f"negatives={negatives!r}; choose one of {NEGATIVES}")
         if logq not in LOGQ:
             raise ValueError(f"logq={logq!r}; choose one of {LOGQ}")
+        if negatives == "popularity" and logq == "streaming":
+            raise ValueError("logq='streaming' estimates in-batch frequencies; the "
+                             "negatives='popularity' sampler's q is known: use logq='exact' "
+                             "(or None for no correction)")
         if score not in ("auto", "dot", "cosine"):
             raise ValueError(f"score={score!r}; choose 'auto', 'dot' or 'cosine'")
         if embedding not in KINDS:
