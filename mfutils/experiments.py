@@ -6,9 +6,10 @@ the same split and the same metric code.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -20,6 +21,8 @@ from mfutils.data.splits import canonical_folds, kfold, per_user_holdout
 from mfutils.metrics import mae, rmse, topk_metrics
 
 Folds = Sequence[tuple[Ratings, Ratings]]
+
+log = logging.getLogger(__name__)
 
 
 def rating_folds(data: Ratings, *, seed: int = 0) -> tuple[list[tuple[Ratings, Ratings]], str]:
@@ -248,6 +251,9 @@ class Tuned:
         The best model of the grid, fit on ``split.fit`` (e.g. for its learning curve).
     model : object
         The final model.
+    base : dict
+        The options every grid point shared (a loss preset's ``base``), so that a record of
+        the run replays the settings it was run with.
     """
 
     name: str
@@ -256,6 +262,7 @@ class Tuned:
     scores: dict[str, float]
     valid_model: Any
     model: Any
+    base: dict[str, Any] = field(default_factory=dict)
 
 
 def tune_and_test(
@@ -334,7 +341,8 @@ def compare_losses(
         def make(_base: dict[str, Any] = base, **options: Any) -> TwoTower:
             return TwoTower(**{**_base, **options})
 
-        tuned[name] = tune_and_test(make, grids[name].grid, split, name=name, progress=False)
+        result = tune_and_test(make, grids[name].grid, split, name=name, progress=False)
+        tuned[name] = replace(result, base=dict(grids[name].base))
     return tuned
 
 
@@ -378,7 +386,7 @@ def ablation(
 def study_record(tuned: Mapping[str, Tuned]) -> dict[str, dict[str, Any]]:
     """A JSON-ready record of a tuning run: per model its grid, chosen options and test scores
     (what :func:`refit_study` replays)."""
-    return {name: {"options": result.options,
+    return {name: {"base": result.base, "options": result.options,
                    "grid": result.grid.astype(object).where(result.grid.notna(), None)
                    .to_dict(orient="records"),
                    "scores": result.scores}
@@ -396,23 +404,36 @@ def refit_study(
 ) -> dict[str, Tuned]:
     """Replay the final step of :func:`compare_losses` from a saved :func:`study_record`.
 
-    Each loss is fit on ``split.train`` with the options its validation grid chose (recorded
-    with the grid that chose them) and scored on ``split.test``: the same models and numbers
-    as the full run, without refitting the grid. The split must be the one of the record.
+    Each loss is fit on ``split.train`` with the settings recorded for it: the preset's
+    ``base`` and the options its validation grid chose. So a replay is the recorded run
+    whatever the presets say today (a difference is logged). The split must be the one of the
+    record. ``grids`` (default :data:`mfutils.losses.presets.LOSS_GRIDS`) supplies the base
+    only for records written before the base was recorded.
     """
     from mfutils.losses.presets import LOSS_GRIDS
     from mfutils.models.two_tower import TwoTower
 
     grids = LOSS_GRIDS if grids is None else grids
-    unknown = sorted(set(record) - set(grids))
+    unknown = sorted(name for name, entry in record.items()
+                     if "base" not in entry and name not in grids)
     if unknown:
-        raise ValueError(f"the record holds unknown losses {unknown}; known: {list(grids)}")
+        raise ValueError(f"the record holds unknown losses {unknown} and no base settings for "
+                         f"them; known: {list(grids)}")
     tuned = {}
     for name, entry in tqdm(record.items(), desc="losses", unit="loss", disable=not progress):
         options = dict(entry["options"])
-        model = TwoTower(**{"seed": seed, "device": device, **grids[name].base, **options})
+        if "base" in entry:
+            base = dict(entry["base"])
+            if name in grids and dict(grids[name].base) != base:
+                log.info("%s: replaying the recorded settings %s; today's preset is %s",
+                         name, base, dict(grids[name].base))
+        else:
+            base = dict(grids[name].base)
+            log.warning("%s: the record has no base settings (written before they were "
+                        "recorded); replaying with today's preset %s", name, base)
+        model = TwoTower(**{"seed": seed, "device": device, **base, **options})
         model.fit(split.train)
         scores = evaluate_ranking(model, train=split.train, test=split.test)
         tuned[name] = Tuned(name=name, options=options, grid=pd.DataFrame(entry["grid"]),
-                            scores=scores, valid_model=None, model=model)
+                            scores=scores, valid_model=None, model=model, base=base)
     return tuned

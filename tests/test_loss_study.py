@@ -48,6 +48,15 @@ def test_compare_losses_tunes_each_loss_and_tabulates_the_choice():
     for name, result in again.items():
         assert result.scores == pytest.approx(tuned[name].scores)
         assert result.grid.shape == tuned[name].grid.shape
+    # a preset changed since the run: the replay still fits the recorded settings
+    changed = {**grids, "ssm": LossGrid({**grids["ssm"].base, "lr": 0.3}, grids["ssm"].grid)}
+    replay = refit_study({"ssm": record["ssm"]}, split, grids=changed, device="cpu",
+                         progress=False)
+    assert replay["ssm"].scores == pytest.approx(tuned["ssm"].scores)
+    assert replay["ssm"].model.config["lr"] == grids["ssm"].base["lr"]
+    old = {"ssm": {k: v for k, v in record["ssm"].items() if k != "base"}}  # older records
+    assert refit_study(old, split, grids=changed, device="cpu",
+                       progress=False)["ssm"].model.config["lr"] == 0.3
 
 
 def test_ablation_scores_each_labelled_variant_on_validation():
