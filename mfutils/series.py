@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import json
+import os
+import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -22,6 +27,45 @@ from tqdm.auto import tqdm
 from mfutils.results import collect, to_markdown
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+# The kernels draw with IPython's inline backend: a headless MPLBACKEND=Agg (the Makefile's,
+# CI's) inherited by the kernels would leave every plot as "<Axes: ...>" text.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+# A top-level statement that draws (an indented one may sit in a branch that did not run).
+_DRAWS = re.compile(r"^\S.*?(\bplotting\.plot_\w+\(|\bsns\.\w*(plot|heatmap|map)\w*\(|"
+                    r"\bplt\.(subplots|figure|imshow)\(|\.plot\()", re.MULTILINE)
+_IMAGES = ("image/png", "image/svg+xml", "image/jpeg")
+
+
+@contextlib.contextmanager
+def inline_figures() -> Iterator[None]:
+    """Kernels started inside draw inline (``MPLBACKEND`` set for them, then restored)."""
+    previous = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = previous
+
+
+def missing_figures(notebook: str | Path) -> list[int]:
+    """Indices of the code cells of an executed notebook that draw but hold no image output.
+
+    A cell draws when a top-level line calls a plotting function (``plotting.plot_*``,
+    seaborn's ``*plot``, ``plt.subplots``, ``DataFrame.plot``).
+    """
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    missing = []
+    for index, cell in enumerate(cells):
+        source = "".join(cell.get("source", ""))
+        if cell.get("cell_type") != "code" or not _DRAWS.search(source):
+            continue
+        if not any(kind in output.get("data", {}) for output in cell.get("outputs", ())
+                   for kind in _IMAGES):
+            missing.append(index)
+    return missing
 
 
 def _parse_value(text: str) -> object:
@@ -48,12 +92,15 @@ def run_series(
     for path in tqdm(notebooks, desc="notebooks", unit="nb"):
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(path), str(executed_dir / path.name), kernel_name=kernel,
-                parameters={**parameters, "results_dir": str(results_dir.resolve())},
-                cwd=str(path.parent), progress_bar=False,
-            )
+            with inline_figures():
+                papermill.execute_notebook(
+                    str(path), str(executed_dir / path.name), kernel_name=kernel,
+                    parameters={**parameters, "results_dir": str(results_dir.resolve())},
+                    cwd=str(path.parent), progress_bar=False,
+                )
             status = "ok"
+            if blank := missing_figures(executed_dir / path.name):
+                status += f" (no image in the drawing cells {blank})"
         except papermill.PapermillExecutionError as err:
             failures.append(path.name)
             status = f"FAILED: {err.ename}: {err.evalue}"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import mfutils.data
+from mfutils.series import INLINE_BACKEND, missing_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -49,7 +50,7 @@ def test_notebook_runs_on_ml_latest_small(name, replica, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLBACKEND", INLINE_BACKEND)  # as `make run`: figures, not "<Axes>"
     monkeypatch.setenv("MFUTILS_DEVICE", "cpu")
     results = tmp_path / "results"
     out = tmp_path / f"{name}.ipynb"
@@ -61,6 +62,7 @@ def test_notebook_runs_on_ml_latest_small(name, replica, tmp_path, monkeypatch):
     text = "\n".join(
         "".join(output.get("text", "")) for cell in json.loads(out.read_text())["cells"]
         for output in cell.get("outputs", ()))
+    assert missing_figures(out) == [], "a drawing cell of the executed notebook has no image"
     if name != "00_movielens":  # the others log numbers, under this release's protocol
         logged = (results / f"{name}.csv").read_text()
         assert DATASET in logged and "u1" not in logged, logged
