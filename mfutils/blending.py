@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from mfutils.data.container import Ratings
 from mfutils.data.splits import validation_split
 from mfutils.metrics import rmse
+from mfutils.models import registry
 
 __all__ = ["DEFAULT_LAMBDAS", "DETERMINISTIC_MODELS", "SERIES_MODELS", "FoldPredictions",
            "LinearBlend", "SeedBag", "blend_folds", "fit_ridge_blend", "fold_predictions",
@@ -303,52 +304,21 @@ class SeedBag:
 def series_model_spec(name: str) -> tuple[type, dict[str, Any], bool]:
     """The class, the options a series name implies, and whether the model takes a seed.
 
-    ``"BiasedMF-SGD"`` is ``(BiasedMF, {"method": "sgd"}, True)``; the names are
+    ``"BiasedMF-SGD"`` is ``(BiasedMF, {"method": "sgd"}, True)``: the names are
     :data:`SERIES_MODELS` and ``FM-ids`` (the factorization machine on ids alone, which the
-    explicit benchmark adds). :func:`series_models` builds every model from this table, so a
-    tuned setting (:mod:`mfutils.tuning`) means the same model as the defaults.
+    explicit benchmark adds), resolved by :func:`mfutils.models.registry.resolve`.
+    :func:`series_models` builds every model from it, so a tuned setting
+    (:mod:`mfutils.tuning`) means the same model as the defaults.
 
     Raises
     ------
     ValueError
         An unknown name (the message lists the series' models).
     """
-    from mfutils.models import (
-        NNMF,
-        AsymmetricSVD,
-        BaselineEstimates,
-        BayesianMF,
-        BiasedMF,
-        DeepFM,
-        FactorizationMachine,
-        GlobalNeighborhood,
-        IntegratedModel,
-        ItemKNN,
-        SVDpp,
-        TimeSVDpp,
-    )
-
-    specs = {
-        "BaselineEstimates-ALS": (BaselineEstimates, {"method": "als"}, False),
-        "BiasedMF-SGD": (BiasedMF, {"method": "sgd"}, True),
-        "BiasedMF-Adam": (BiasedMF, {"method": "adam"}, True),
-        "BiasedMF-ALS": (BiasedMF, {"method": "als"}, True),
-        "ItemKNN": (ItemKNN, {}, False),
-        "GlobalNeighborhood": (GlobalNeighborhood, {}, True),
-        "SVDpp": (SVDpp, {}, True),
-        "AsymmetricSVD": (AsymmetricSVD, {}, True),
-        "IntegratedModel": (IntegratedModel, {}, True),
-        "TimeSVDpp": (TimeSVDpp, {}, True),
-        "FM-side": (FactorizationMachine, {}, True),
-        "FM-ids": (FactorizationMachine, {"fields": ("user", "item")}, True),
-        "DeepFM": (DeepFM, {}, True),
-        "NNMF": (NNMF, {}, True),
-        "BayesianMF": (BayesianMF, {}, True),
-    }
-    if name not in specs:
+    if name not in (*SERIES_MODELS, "FM-ids"):
         raise ValueError(f"unknown model {name!r}; choose from {[*SERIES_MODELS, 'FM-ids']}")
-    cls, implied, seeded = specs[name]
-    return cls, dict(implied), seeded
+    cls, implied = registry.resolve(name)
+    return cls, implied, "seed" in registry.constructor_options(cls)
 
 
 def series_models(

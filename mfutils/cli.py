@@ -74,9 +74,9 @@ def _one_line(err: BaseException) -> str:
 
 # ---------------------------------------------------------------------- commands
 def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    for name, cls in pipeline.registered_models().items():
+    for name, cls in pipeline.registered_models(kind=None).items():
         options = ", ".join(f"{k}={v!r}" for k, v in pipeline.model_options(cls).items())
-        print(f"{name}: {options}")
+        print(f"{name} ({cls.kind}): {options}")
     return 0
 
 

@@ -134,6 +134,22 @@ def test_a_checkpoint_is_tensors_and_json_only(model, data, tmp_path):
         ExplicitModel.load(tmp_path / "junk")
 
 
+def test_a_safetensors_header_length_ending_in_0x80_is_no_pickle(tmp_path):
+    """The first byte of a safetensors file is its header length's lowest byte, 0x80 for
+    some lengths: a pickle's first byte too. Such a file is opened, not refused as a pickle."""
+    from safetensors.torch import save_file
+
+    for pad in range(200):  # the header is padded to a multiple of 8: 0x80 is reachable
+        path = tmp_path / "tensors.safetensors"
+        save_file({"x": torch.zeros(2)}, path, metadata={"note": "y" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    with pytest.raises(CheckpointError, match="not a readable mfutils checkpoint") as err:
+        ExplicitModel.load(path)
+    assert "pickle" not in str(err.value)
+
+
 def test_a_corrupt_table_inside_an_artifact_is_named(artifact_dir, tmp_path):
     bad = shutil.copytree(artifact_dir, tmp_path / "bad")
     (bad / "ratings.npz").write_bytes(b"PK\x03\x04 truncated")

@@ -1,7 +1,8 @@
 """Explicit-rating models (``fit`` / ``predict`` / ``recommend``) and implicit-feedback ranking
 models (``fit`` / ``score_items`` / ``recommend``)."""
 
-from mfutils.models.base import CheckpointError, ExplicitModel
+from mfutils.models import registry
+from mfutils.models.base import CheckpointError, ExplicitModel, Recommender
 from mfutils.models.baseline import BaselineEstimates
 from mfutils.models.bayesian import BayesianMF
 from mfutils.models.deepfm import DeepFM
@@ -19,4 +20,5 @@ from mfutils.models.two_tower import TwoTower
 __all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BayesianMF", "BiasedMF",
            "CheckpointError", "DeepFM", "ExplicitModel", "FactorizationMachine",
            "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN", "MostPopular",
-           "RankingModel", "SVDpp", "TimeSVDpp", "TwoTower", "shrunk_pearson"]
+           "RankingModel", "Recommender", "SVDpp", "TimeSVDpp", "TwoTower", "registry",
+           "shrunk_pearson"]

@@ -1,4 +1,5 @@
-"""The interface every explicit-rating model shares: ``fit``, ``predict``, ``recommend``.
+"""The interface every model shares (:class:`Recommender`: ``recommend``, checkpoints, the
+registry) and the explicit-rating one (:class:`ExplicitModel`: ``fit``, ``predict``).
 
 Models take their hyperparameters in the constructor and learn from a :class:`Ratings` in
 ``fit``. Ids are the compact ids of the data set the model was fit on; ids that the model has
@@ -10,7 +11,6 @@ never with an ``IndexError`` or an untrained random vector.
 from __future__ import annotations
 
 import abc
-import inspect
 import json
 import os
 from pathlib import Path
@@ -24,8 +24,9 @@ from torch import nn
 
 from mfutils.data.container import Ratings, UserItemCSR, encode_ids
 from mfutils.device import get_device
+from mfutils.models import registry
+from mfutils.models.registry import NOT_OPTIONS, constructor_options  # noqa: F401 (re-export)
 
-_REGISTRY: dict[str, type[ExplicitModel]] = {}
 CHECKPOINT_FORMAT = 2  # 1: torch.save pickles (mfutils 0.1), read only by upgrade_checkpoint
 HEADER_KEY = "mfutils"  # the safetensors metadata entry holding the JSON header
 
@@ -46,7 +47,204 @@ class CheckpointError(ValueError):
     """A checkpoint does not match the model or configuration it is loaded into."""
 
 
-class ExplicitModel(nn.Module, abc.ABC):
+class Recommender(nn.Module, abc.ABC):
+    """What every model of the package shares: ``recommend``, checkpoints, the registry.
+
+    Subclasses (:class:`ExplicitModel`, :class:`mfutils.models.ranking.RankingModel`) store
+    their constructor options in ``self.config`` (plain values only), set the id space, the
+    id maps and ``train_csr`` in ``fit``, create their parameters in :meth:`_build` (also
+    what :meth:`load` calls before it reads the saved ones) and implement
+    :meth:`score_items`. Every concrete subclass is registered in
+    :mod:`mfutils.models.registry` under its class name.
+
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        Where parameters live and computation happens; default :func:`mfutils.get_device`.
+    """
+
+    config: dict[str, Any]
+    kind: ClassVar[str]  # "explicit" or "ranking"
+    # Buffers ``fit`` registers before ``_fit`` (restored from a checkpoint the same way).
+    FIT_BUFFERS: ClassVar[tuple[str, ...]] = ()
+    # Hyper-parameter search space of mfutils.tuning, declared beside each model's defaults:
+    # option -> ("log" | "float", low, high), ("int", low, high[, "log"]) or ("choice", ...),
+    # or method -> such a map. Empty: nothing to tune.
+    SEARCH_SPACE: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        registry.register(cls)
+
+    def __init__(self, *, device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.device = get_device(device)
+        self.config = {}
+        self.history = None
+        self.train_csr: UserItemCSR | None = None
+        self.user_ids: np.ndarray | None = None
+        self.item_ids: np.ndarray | None = None
+
+    def _set_id_space(self, train: Ratings) -> None:
+        """The id space, id maps and training items of ``train`` (the start of ``fit``)."""
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self.user_ids, self.item_ids = train.user_ids, train.item_ids
+        self.train_csr = train.csr(device=self.device)
+
+    @abc.abstractmethod
+    def _build(self, n_users: int, n_items: int) -> None:
+        """Create the parameters for ``n_users`` x ``n_items``."""
+
+    @abc.abstractmethod
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for compact user ids, shape (len(users), n_items); unknown
+        users get the model's fallback. The ``score_fn`` of :func:`mfutils.metrics.topk_metrics`."""
+
+    def _require_fitted(self) -> None:
+        if self.train_csr is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    @torch.no_grad()
+    def recommend(
+        self, users: np.ndarray | list[int], k: int = 10, *, exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items per user by score.
+
+        Returns
+        -------
+        items, scores : np.ndarray, shape (len(users), k)
+            Compact item ids best first and their scores. With ``exclude_seen`` the user's
+            training items are never recommended. Unknown users get the model's fallback
+            ranking (explicit models: by item bias; ranking models: by popularity).
+
+        Raises
+        ------
+        ValueError
+            ``k`` outside ``[1, n_items]``.
+        """
+        self._require_fitted()
+        if not 1 <= k <= self.n_items:
+            raise ValueError(f"k={k} must lie in [1, n_items={self.n_items}]")
+        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
+        scores = self.score_items(user).clone()  # shape: (B, n_items)
+        if exclude_seen:
+            in_range = (user >= 0) & (user < self.n_users)
+            rows = torch.nonzero(in_range).squeeze(1)
+            seen_rows, seen_items = self.train_csr.gather(user[rows])
+            scores[rows[seen_rows], seen_items] = -torch.inf
+        top = torch.topk(scores, k, dim=1)
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_header(self) -> dict[str, Any]:
+        """Header entries beyond the model, config and id space (explicit: the scale)."""
+        return {}
+
+    def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors outside ``state_dict`` that :meth:`_restore` needs (saved as ``extra.*``)."""
+        return {}
+
+    def save(self, path: str | Path) -> Path:
+        """Write parameters, configuration and id mappings to ``path`` (a safetensors file).
+
+        The tensors are stored with :mod:`safetensors`, the configuration and class name as
+        JSON in its header: nothing in the file is executable, and :meth:`load` opens files
+        from anyone without running code. The file is written beside ``path`` and renamed
+        into place, so a crash never leaves half a checkpoint.
+        """
+        self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"state.{k}": v.detach().cpu().clone().contiguous()
+                   for k, v in self.state_dict().items()}
+        tensors.update({f"extra.{k}": v.detach().cpu().clone().contiguous()
+                        for k, v in self._checkpoint_tensors().items()})
+        tensors["train_csr.indptr"] = self.train_csr.indptr.cpu().contiguous()
+        tensors["train_csr.indices"] = self.train_csr.indices.cpu().contiguous()
+        header: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT, "model": type(self).__name__,
+            "config": _json_config(type(self).__name__, self.config),
+            "n_users": self.n_users, "n_items": self.n_items, **self._checkpoint_header(),
+        }
+        for key, ids in (("user_ids", self.user_ids), ("item_ids", self.item_ids)):
+            if ids is None:
+                continue
+            if np.issubdtype(np.asarray(ids).dtype, np.integer):
+                tensors[key] = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+            else:  # raw ids of one's own data may be strings
+                header[key] = [str(x) for x in ids]
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)})
+            tmp.replace(path)  # never leave a half-written checkpoint behind
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device | None = None
+             ) -> Recommender:
+        """Rebuild the model saved at ``path``; its scores are reproduced exactly.
+
+        Raises
+        ------
+        CheckpointError
+            If the file is no checkpoint of this package, or holds another model class than
+            the one ``load`` was called on.
+        """
+        ckpt = _read_checkpoint(path)
+        name = ckpt["model"]
+        try:
+            model_cls = registry.get(name)
+        except KeyError:
+            raise CheckpointError(f"{path}: unknown model class {name!r}") from None
+        if model_cls.__name__ != name:
+            raise CheckpointError(f"{path}: unknown model class {name!r}")
+        if not issubclass(model_cls, cls):
+            raise CheckpointError(f"{path} holds a {name} checkpoint, not a {cls.__name__}")
+        model = model_cls(**dict(ckpt["config"]), device=device)
+        model._restore(ckpt, path)
+        return model
+
+    def restore(self, path: str | Path) -> Recommender:
+        """Load the checkpoint at ``path`` into this model, which must have the same config."""
+        ckpt = _read_checkpoint(path)
+        if ckpt["model"] != type(self).__name__:
+            raise CheckpointError(f"{path} holds a {ckpt['model']} checkpoint; this model is a "
+                                  f"{type(self).__name__}")
+        mine = _json_config(type(self).__name__, self.config)
+        saved = _json_config(type(self).__name__, dict(ckpt["config"]))
+        if saved != mine:
+            diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
+                    if saved.get(k) != mine.get(k)}
+            raise CheckpointError(f"{path} was saved with another configuration "
+                                  f"(option: (checkpoint, this model)) {diff}")
+        self._restore(ckpt, path)
+        return self
+
+    def _restore(self, ckpt: dict[str, Any], path: str | Path) -> None:
+        self.n_users, self.n_items = ckpt["n_users"], ckpt["n_items"]
+        self.user_ids, self.item_ids = ckpt["user_ids"], ckpt["item_ids"]
+        self._build(self.n_users, self.n_items)
+        for name in self.FIT_BUFFERS:
+            if name not in ckpt["state"]:
+                raise CheckpointError(f"{path}: the checkpoint lacks the buffer {name!r}")
+            self.register_buffer(name, ckpt["state"][name].clone())
+        try:
+            self.load_state_dict(ckpt["state"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: parameters do not match {type(self).__name__}"
+                                  f"({self.config}): {err}") from err
+        csr = {key: value.to(self.device) for key, value in ckpt["train_csr"].items()}
+        self.train_csr = UserItemCSR(
+            csr["indptr"], csr["indices"],
+            torch.ones(len(csr["indices"]), device=self.device), self.n_items,
+        )
+        self.to(self.device)
+        self.eval()
+
+
+class ExplicitModel(Recommender):
     """Base class of rating-prediction models (``fit`` / ``predict`` / ``recommend``).
 
     Subclasses store their constructor options in ``self.config`` (plain values only), build
@@ -60,26 +258,13 @@ class ExplicitModel(nn.Module, abc.ABC):
         Clip predictions to the training data's rating scale.
     """
 
-    config: dict[str, Any]
+    kind: ClassVar[str] = "explicit"
+    FIT_BUFFERS: ClassVar[tuple[str, ...]] = ("mu", "user_known", "item_known")
     supports_binary: ClassVar[bool] = False
-    # Hyper-parameter search space of mfutils.tuning, declared beside each model's defaults:
-    # option -> ("log" | "float", low, high), ("int", low, high[, "log"]) or ("choice", ...),
-    # or method -> such a map. Empty: nothing to tune.
-    SEARCH_SPACE: ClassVar[dict[str, Any]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not getattr(cls, "__abstractmethods__", None):
-            _REGISTRY[cls.__name__] = cls
 
     def __init__(self, *, device: str | torch.device | None = None, clip: bool = True) -> None:
-        super().__init__()
-        self.device = get_device(device)
+        super().__init__(device=device)
         self.config = {"clip": clip}
-        self.history = None
-        self.train_csr: UserItemCSR | None = None
-        self.user_ids: np.ndarray | None = None
-        self.item_ids: np.ndarray | None = None
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -109,8 +294,7 @@ class ExplicitModel(nn.Module, abc.ABC):
                                  "one weight per training rating")
             if not np.isfinite(weights).all() or (weights < 0).any():
                 raise ValueError("weights must be finite and non-negative")
-        self.n_users, self.n_items = train.n_users, train.n_items
-        self.user_ids, self.item_ids = train.user_ids, train.item_ids
+        self._set_id_space(train)
         self.rating_scale = train.rating_scale
         self._build(train.n_users, train.n_items)
         self.register_buffer("mu", torch.tensor(train.global_mean, device=self.device))
@@ -118,7 +302,6 @@ class ExplicitModel(nn.Module, abc.ABC):
             train.user_counts() > 0, device=self.device))
         self.register_buffer("item_known", torch.as_tensor(
             train.item_counts() > 0, device=self.device))
-        self.train_csr = train.csr(device=self.device)
         self.to(self.device)
         self._fit(train, valid=valid, weights=weights)
         self.eval()
@@ -144,10 +327,6 @@ class ExplicitModel(nn.Module, abc.ABC):
         return dict(self.config)
 
     @abc.abstractmethod
-    def _build(self, n_users: int, n_items: int) -> None:
-        """Create the parameters for ``n_users`` x ``n_items``."""
-
-    @abc.abstractmethod
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         """Learn the parameters (``self.mu``, ``user_known``, ``item_known`` are set)."""
 
@@ -159,10 +338,6 @@ class ExplicitModel(nn.Module, abc.ABC):
         """Predictions for safe (in-range) ids; drop the terms of unknown users/items."""
 
     # ------------------------------------------------------------------ prediction
-    def _require_fitted(self) -> None:
-        if self.train_csr is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
-
     def _known(self, user: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Masks of known ids and in-range copies of the ids (unknown ones set to 0)."""
         user_in = (user >= 0) & (user < self.n_users)
@@ -240,144 +415,15 @@ class ExplicitModel(nn.Module, abc.ABC):
         grid_items = items.repeat(len(users))  # shape: (B * n_items,)
         return self.predict_tensor(grid_users, grid_items).view(len(users), self.n_items)
 
-    @torch.no_grad()
-    def recommend(
-        self, users: np.ndarray | list[int], k: int = 10, *, exclude_seen: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` items per user by predicted score.
-
-        Returns
-        -------
-        items, scores : np.ndarray, shape (len(users), k)
-            Compact item ids best first and their predicted scores. With ``exclude_seen`` the
-            user's training items are never recommended. Unknown users get the fallback
-            ranking (by item bias).
-        """
-        self._require_fitted()
-        if not 1 <= k <= self.n_items:
-            raise ValueError(f"k={k} must lie in [1, n_items={self.n_items}]")
-        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
-        scores = self.score_items(user).clone()  # shape: (B, n_items)
-        if exclude_seen:
-            in_range = (user >= 0) & (user < self.n_users)
-            rows = torch.nonzero(in_range).squeeze(1)
-            seen_rows, seen_items = self.train_csr.gather(user[rows])
-            scores[rows[seen_rows], seen_items] = -torch.inf
-        top = torch.topk(scores, k, dim=1)
-        return top.indices.cpu().numpy(), top.values.cpu().numpy()
-
     # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | Path) -> Path:
-        """Write parameters, configuration and id mappings to ``path`` (a safetensors file).
-
-        The tensors are stored with :mod:`safetensors`, the configuration, class name and
-        rating scale as JSON in its header: nothing in the file is executable, and
-        :meth:`load` opens files from anyone without running code.
-        """
-        self._require_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"state.{k}": v.detach().cpu().clone().contiguous()
-                   for k, v in self.state_dict().items()}
-        tensors["train_csr.indptr"] = self.train_csr.indptr.cpu().contiguous()
-        tensors["train_csr.indices"] = self.train_csr.indices.cpu().contiguous()
-        header: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT, "model": type(self).__name__,
-            "config": _json_config(type(self).__name__, self.config),
-            "n_users": self.n_users, "n_items": self.n_items,
-            "rating_scale": [float(x) for x in self.rating_scale],
-        }
-        for key, ids in (("user_ids", self.user_ids), ("item_ids", self.item_ids)):
-            if np.issubdtype(np.asarray(ids).dtype, np.integer):
-                tensors[key] = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-            else:  # raw ids of one's own data may be strings
-                header[key] = [str(x) for x in ids]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)})
-            tmp.replace(path)  # never leave a half-written checkpoint behind
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device | None = None) -> ExplicitModel:
-        """Rebuild the model saved at ``path``; predictions are reproduced exactly.
-
-        Raises
-        ------
-        CheckpointError
-            If the file is no checkpoint of this package, or holds another model class than
-            the one ``load`` was called on.
-        """
-        ckpt = _read_checkpoint(path)
-        name = ckpt["model"]
-        if name not in _REGISTRY:
-            raise CheckpointError(f"{path}: unknown model class {name!r}")
-        model_cls = _REGISTRY[name]
-        if not issubclass(model_cls, cls):
-            raise CheckpointError(f"{path} holds a {name} checkpoint, not a {cls.__name__}")
-        config = dict(ckpt["config"])
-        model = model_cls(**config, device=device)
-        model._restore(ckpt, path)
-        return model
-
-    def restore(self, path: str | Path) -> ExplicitModel:
-        """Load the checkpoint at ``path`` into this model, which must have the same config."""
-        ckpt = _read_checkpoint(path)
-        if ckpt["model"] != type(self).__name__:
-            raise CheckpointError(f"{path} holds a {ckpt['model']} checkpoint; this model is a "
-                                  f"{type(self).__name__}")
-        mine = _json_config(type(self).__name__, self.config)
-        saved = _json_config(type(self).__name__, dict(ckpt["config"]))
-        if saved != mine:
-            diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
-                    if saved.get(k) != mine.get(k)}
-            raise CheckpointError(f"{path} was saved with another configuration "
-                                  f"(option: (checkpoint, this model)) {diff}")
-        self._restore(ckpt, path)
-        return self
+    def _checkpoint_header(self) -> dict[str, Any]:
+        return {"rating_scale": [float(x) for x in self.rating_scale]}
 
     def _restore(self, ckpt: dict[str, Any], path: str | Path) -> None:
-        self.n_users, self.n_items = ckpt["n_users"], ckpt["n_items"]
+        if ckpt.get("rating_scale") is None:
+            raise CheckpointError(f"{path}: the checkpoint lacks the rating scale")
         self.rating_scale = tuple(ckpt["rating_scale"])
-        self.user_ids, self.item_ids = ckpt["user_ids"], ckpt["item_ids"]
-        self._build(self.n_users, self.n_items)
-        for name in ("mu", "user_known", "item_known"):
-            self.register_buffer(name, ckpt["state"][name].clone())
-        try:
-            self.load_state_dict(ckpt["state"])
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: parameters do not match {type(self).__name__}"
-                                  f"({self.config}): {err}") from err
-        csr = {key: value.to(self.device) for key, value in ckpt["train_csr"].items()}
-        self.train_csr = UserItemCSR(
-            csr["indptr"], csr["indices"],
-            torch.ones(len(csr["indices"]), device=self.device), self.n_items,
-        )
-        self.to(self.device)
-        self.eval()
-
-
-NOT_OPTIONS = frozenset({"self", "device", "user_embeddings", "item_embeddings"})
-
-
-def constructor_options(cls: type) -> dict[str, Any]:
-    """Keyword options of a model class settable by name, and their defaults.
-
-    A constructor that passes ``**options`` on (``SVDpp`` to its base) also takes the options
-    of the next class in the MRO that defines ``__init__``; its own defaults win. ``device``
-    and the pretrained-embedding arrays are not options.
-    """
-    params = inspect.signature(cls.__init__).parameters.values()
-    options: dict[str, Any] = {}
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        parent = next((base for base in cls.__mro__[1:] if "__init__" in vars(base)), None)
-        if parent is not None and parent is not object:
-            options = constructor_options(parent)
-    options.update({p.name: p.default for p in params if p.name not in NOT_OPTIONS
-                    and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)})
-    return options
+        super()._restore(ckpt, path)
 
 
 def holdout_mask(n: int, *, fraction: float, seed: int, min_count: int = 0) -> np.ndarray:
@@ -413,8 +459,11 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     with path.open("rb") as handle:  # FileNotFoundError / PermissionError name the path
-        head = handle.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = handle.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header's "{" (the
+    # length's low byte may be 0x80, a pickle's first byte); torch.save: a zip or a pickle
+    safetensors = head[8:9] == b"{"
+    if not safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise CheckpointError(
             f"{path} is a pickle checkpoint (torch.save, checkpoint format 1 of mfutils 0.1); "
             "this mfutils opens only safetensors checkpoints, because unpickling can run code: "
@@ -433,15 +482,17 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
                               f"{CHECKPOINT_FORMAT} (its header says "
                               f"{header.get('format') if isinstance(header, dict) else None!r})")
     try:
-        ckpt = {key: header[key] for key in ("model", "config", "n_users", "n_items",
-                                             "rating_scale")}
+        ckpt = {key: header[key] for key in ("model", "config", "n_users", "n_items")}
+        ckpt["rating_scale"] = header.get("rating_scale")  # explicit models only
         ckpt["state"] = {key.removeprefix("state."): value for key, value in tensors.items()
                          if key.startswith("state.")}
+        ckpt["extra"] = {key.removeprefix("extra."): value for key, value in tensors.items()
+                         if key.startswith("extra.")}
         ckpt["train_csr"] = {"indptr": tensors["train_csr.indptr"],
                              "indices": tensors["train_csr.indices"]}
         for key in ("user_ids", "item_ids"):
             ckpt[key] = (tensors[key].numpy() if key in tensors
-                         else np.asarray(header[key], dtype=object))
+                         else np.asarray(header[key], dtype=object) if key in header else None)
     except KeyError as err:
         raise CheckpointError(f"{path}: the checkpoint lacks {err}") from err
     return ckpt
@@ -473,9 +524,10 @@ def upgrade_checkpoint(source: str | Path, target: str | Path) -> Path:
                               f"(nothing in it was run): {str(err).splitlines()[0]}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
         raise CheckpointError(f"{source} is not a format-1 mfutils checkpoint")
-    model = _REGISTRY.get(ckpt["model"])
-    if model is None:
-        raise CheckpointError(f"{source}: unknown model class {ckpt['model']!r}")
+    try:
+        model = registry.get(ckpt["model"])
+    except KeyError:
+        raise CheckpointError(f"{source}: unknown model class {ckpt['model']!r}") from None
     restored = model(**ckpt["config"], device="cpu")
     restored._restore(ckpt, source)
     return restored.save(target)

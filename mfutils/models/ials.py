@@ -116,6 +116,11 @@ class ImplicitALS(RankingModel):
                        "valid_every": valid_every, "progress": progress}
 
     # ------------------------------------------------------------------ fitting
+    def _build(self, n_users: int, n_items: int) -> None:
+        f = self.config["factors"]
+        self.register_buffer("user_factors", torch.zeros(n_users, f, device=self.device))
+        self.register_buffer("item_factors", torch.zeros(n_items, f, device=self.device))
+
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
         from tqdm.auto import tqdm
 
@@ -124,10 +129,10 @@ class ImplicitALS(RankingModel):
         cfg = self.config
         gen = torch.Generator(device=self.device).manual_seed(cfg["seed"])
         f = cfg["factors"]
-        self.register_buffer("user_factors", cfg["init_std"] * torch.randn(
-            self.n_users, f, generator=gen, device=self.device))  # shape: (n_users, f)
-        self.register_buffer("item_factors", cfg["init_std"] * torch.randn(
-            self.n_items, f, generator=gen, device=self.device))  # shape: (n_items, f)
+        self.user_factors = cfg["init_std"] * torch.randn(
+            self.n_users, f, generator=gen, device=self.device)  # shape: (n_users, f)
+        self.item_factors = cfg["init_std"] * torch.randn(
+            self.n_items, f, generator=gen, device=self.device)  # shape: (n_items, f)
         user, item, strength = _aggregated_pairs(train, self.n_items, self.device,
                                                  use_ratings=cfg["use_ratings"])
         by_user = UserItemCSR.from_pairs(user, item, n_users=self.n_users,

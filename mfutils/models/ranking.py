@@ -14,23 +14,23 @@ and :class:`EASE` (Steck 2019), the closed-form item-item model.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import ClassVar
 
-import numpy as np
 import torch
-from torch import nn
 
-from mfutils.data.container import Ratings, UserItemCSR
-from mfutils.device import get_device
+from mfutils.data.container import Ratings
+from mfutils.models.base import Recommender
 
 __all__ = ["EASE", "MostPopular", "RankingModel"]
 
 
-class RankingModel(nn.Module, abc.ABC):
+class RankingModel(Recommender):
     """Base class of implicit-feedback (item-ranking) models.
 
-    Subclasses store their constructor options in ``self.config``, learn in :meth:`_fit` and
-    score known users in :meth:`_score_known`.
+    Subclasses store their constructor options in ``self.config``, create their parameters in
+    :meth:`_build` (empty: ``fit`` and :meth:`load` fill them), learn in :meth:`_fit` and score
+    known users in :meth:`_score_known`; ``recommend``, ``save`` and ``load`` come from
+    :class:`mfutils.models.base.Recommender`.
 
     Parameters
     ----------
@@ -38,14 +38,8 @@ class RankingModel(nn.Module, abc.ABC):
         Where parameters live and computation happens; default :func:`mfutils.get_device`.
     """
 
-    config: dict[str, Any]
-
-    def __init__(self, *, device: str | torch.device | None = None) -> None:
-        super().__init__()
-        self.device = get_device(device)
-        self.config = {}
-        self.history = None
-        self.train_csr: UserItemCSR | None = None
+    kind: ClassVar[str] = "ranking"
+    FIT_BUFFERS: ClassVar[tuple[str, ...]] = ("popularity", "user_known")
 
     def fit(self, train: Ratings, *, valid: Ratings | None = None) -> RankingModel:
         """Learn from the interactions in ``train``.
@@ -63,12 +57,12 @@ class RankingModel(nn.Module, abc.ABC):
             raise ValueError("cannot fit on an empty Ratings")
         if valid is not None and (valid.n_users, valid.n_items) != (train.n_users, train.n_items):
             raise ValueError("valid must share train's id space (split one Ratings)")
-        self.n_users, self.n_items = train.n_users, train.n_items
-        self.train_csr = train.csr(device=self.device)
+        self._set_id_space(train)
         counts = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device)
         self.register_buffer("popularity", counts)  # shape: (n_items,)
         self.register_buffer("user_known", torch.as_tensor(
             train.user_counts() > 0, device=self.device))  # shape: (n_users,)
+        self._build(self.n_users, self.n_items)
         self._fit(train, valid=valid)
         self.eval()
         return self
@@ -80,10 +74,6 @@ class RankingModel(nn.Module, abc.ABC):
     @abc.abstractmethod
     def _score_known(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item for in-range users with training data, shape (B, n_items)."""
-
-    def _require_fitted(self) -> None:
-        if self.train_csr is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(train) first")
 
     @torch.no_grad()
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
@@ -100,30 +90,6 @@ class RankingModel(nn.Module, abc.ABC):
             scores[known] = self._score_known(users[known]).to(scores.dtype)
         return scores
 
-    @torch.no_grad()
-    def recommend(
-        self, users: np.ndarray | list[int], k: int = 10, *, exclude_seen: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` items per user.
-
-        Returns
-        -------
-        items, scores : np.ndarray, shape (len(users), k)
-            Compact item ids best first and their scores; with ``exclude_seen`` a user's
-            training items are never recommended.
-        """
-        self._require_fitted()
-        if not 1 <= k <= self.n_items:
-            raise ValueError(f"k={k} must lie in [1, n_items={self.n_items}]")
-        user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
-        scores = self.score_items(user)  # shape: (B, n_items)
-        if exclude_seen:
-            rows = torch.nonzero((user >= 0) & (user < self.n_users)).squeeze(1)
-            seen_rows, seen_items = self.train_csr.gather(user[rows])
-            scores[rows[seen_rows], seen_items] = -torch.inf
-        top = torch.topk(scores, k, dim=1)
-        return top.indices.cpu().numpy(), top.values.cpu().numpy()
-
 
 class MostPopular(RankingModel):
     """Every user gets the items ranked by their number of training interactions.
@@ -132,8 +98,11 @@ class MostPopular(RankingModel):
     much because interactions concentrate on popular movies.
     """
 
-    def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
+    def _build(self, n_users: int, n_items: int) -> None:
         pass  # the popularity buffer set by fit() is the whole model
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
+        pass
 
     def _score_known(self, users: torch.Tensor) -> torch.Tensor:
         return self.popularity.expand(len(users), -1)  # shape: (B, n_items)
@@ -160,6 +129,9 @@ class EASE(RankingModel):
             raise ValueError(f"reg={reg} must be positive")
         self.config = {"reg": float(reg)}
 
+    def _build(self, n_users: int, n_items: int) -> None:
+        self.register_buffer("weights", torch.zeros(n_items, n_items, device=self.device))
+
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
         x = self.train_csr.to_dense().to(torch.float32)  # shape: (n_users, n_items)
         gram = x.T @ x  # shape: (n_items, n_items)
@@ -167,7 +139,7 @@ class EASE(RankingModel):
         p = torch.linalg.inv(gram)  # shape: (n_items, n_items)
         weights = -p / p.diagonal()[None, :]  # shape: (n_items, n_items) B_ij = -P_ij / P_jj
         weights.diagonal().zero_()
-        self.register_buffer("weights", weights)
+        self.weights = weights
 
     def _score_known(self, users: torch.Tensor) -> torch.Tensor:
         rows, items = self.train_csr.gather(users)

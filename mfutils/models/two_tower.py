@@ -315,16 +315,26 @@ class TwoTower(RankingModel):
             options.update(n_users=n_users, n_items=n_items)
         return options
 
-    def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
+    def _build(self, n_users: int, n_items: int) -> None:
         cfg = self.config
-        options = self._loss_options(self.n_users, self.n_items)
+        options = self._loss_options(n_users, n_items)
         # Cosine losses get unit vectors from the net (normalised once per catalogue row).
         normalize = getattr(make_loss(cfg["loss"], **options), "similarity", None) == "cosine"
         if normalize:
             options["similarity"] = "dot"
-        loss = make_loss(cfg["loss"], **options)
-        gen = torch.Generator(device=self.device).manual_seed(cfg["seed"] + 1)
         torch.manual_seed(cfg["seed"])  # the initial embeddings
+        user_features, item_features = (None if f is None else f.to(self.device)
+                                        for f in self._features)
+        self.net = TwoTowerNet(n_users, n_items, cfg["dim"], loss=make_loss(cfg["loss"], **options),
+                               normalize=normalize, sampler={}, reg=cfg["reg"],
+                               init_std=cfg["init_std"],
+                               user_features=user_features, item_features=item_features,
+                               embedding=cfg["embedding"],
+                               embedding_options=cfg["embedding_options"]).to(self.device)
+
+    def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
+        cfg = self.config
+        gen = torch.Generator(device=self.device).manual_seed(cfg["seed"] + 1)
         counts = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device)
         sampler: dict[str, Any] = {"negatives": cfg["negatives"], "gen": gen,
                                    "n_negatives": cfg["n_negatives"], "logq": cfg["logq"],
@@ -342,14 +352,7 @@ class TwoTower(RankingModel):
         elif cfg["logq"] == "streaming":
             sampler["estimator"] = StreamingFrequencyEstimator(
                 max(self.n_items, 1), seed=cfg["seed"]).to(self.device)
-        user_features, item_features = (None if f is None else f.to(self.device)
-                                        for f in self._features)
-        self.net = TwoTowerNet(self.n_users, self.n_items, cfg["dim"], loss=loss,
-                               normalize=normalize, sampler=sampler, reg=cfg["reg"],
-                               init_std=cfg["init_std"],
-                               user_features=user_features, item_features=item_features,
-                               embedding=cfg["embedding"],
-                               embedding_options=cfg["embedding_options"]).to(self.device)
+        self.net.sampler = sampler
         config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                              optimizer=cfg["optimizer"], patience=cfg["patience"],
                              weight_decay=cfg["weight_decay"], seed=cfg["seed"],
@@ -365,6 +368,27 @@ class TwoTower(RankingModel):
 
         self.history = fit(self.net, train.tensors(self.device), config=config,
                            valid=valid_rows, valid_metric=metric, maximize=True)
+
+    def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """The side-feature bags (not options: they are data), so a loaded model scores
+        with them."""
+        tensors = {}
+        for side, features in zip(("user", "item"), self._features, strict=True):
+            if features is not None:
+                tensors.update({f"{side}_features.indptr": features.indptr,
+                                f"{side}_features.indices": features.indices,
+                                f"{side}_features.values": features.values,
+                                f"{side}_features.n_features": torch.tensor(features.n_items)})
+        return tensors
+
+    def _restore(self, ckpt: dict[str, Any], path: Any) -> None:
+        extra = ckpt.get("extra", {})
+        self._features = tuple(
+            UserItemCSR(extra[f"{side}_features.indptr"], extra[f"{side}_features.indices"],
+                        extra[f"{side}_features.values"],
+                        int(extra[f"{side}_features.n_features"]))
+            if f"{side}_features.indptr" in extra else None for side in ("user", "item"))
+        super()._restore(ckpt, path)
 
     def _scoring(self) -> str:
         if self.config["score"] != "auto":

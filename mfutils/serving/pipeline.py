@@ -5,9 +5,9 @@ The same calls the notebooks make -- :func:`mfutils.data.load_movielens`, the sp
 ``topk_metrics`` -- wrapped so that a command line (or a notebook) names a model, its options
 and a split by strings and gets an :class:`~mfutils.serving.artifact.Artifact` back.
 
-Model names are registry class names (``BiasedMF``, ``SVDpp``, ...; case-insensitive), the
-benchmark's ``Class-METHOD`` labels (``BiasedMF-SGD`` = ``BiasedMF(method="sgd")``) or its
-:data:`ALIASES` (``FM-side``, ``FM-ids``), so the rows of
+Model names are those of :mod:`mfutils.models.registry`: class names (``BiasedMF``,
+``SVDpp``, ...; case-insensitive), ``Class-METHOD`` (``BiasedMF-SGD`` =
+``BiasedMF(method="sgd")``) and the presets (``FM-side``, ``FM-ids``), so the rows of
 ``benchmarks/results/explicit-ml-100k.json`` can be trained by name.
 """
 
@@ -34,56 +34,45 @@ from mfutils.data.splits import (
 )
 from mfutils.device import get_device
 from mfutils.metrics import mae, rmse, topk_metrics
-from mfutils.models.base import _REGISTRY, ExplicitModel, constructor_options
+from mfutils.models import registry
+from mfutils.models.base import ExplicitModel
+from mfutils.models.registry import constructor_options
 from mfutils.models.svdpp import AsymmetricSVD
 from mfutils.serving.artifact import Artifact
 from mfutils.serving.foldin import ridge_penalties
 
 SPLITS = ("u1", "u2", "u3", "u4", "u5", "random", "per-user", "temporal", "full")
-# Benchmark labels that are not Class-METHOD: the factorization machine with the series' side
-# fields (its default) and on ids alone (benchmarks/explicit.py, mfutils.blending).
-ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "fm-side": ("FactorizationMachine", {}),
-    "fm-ids": ("FactorizationMachine", {"fields": ("user", "item")}),
-}
 
 
-def registered_models() -> dict[str, type[ExplicitModel]]:
-    """Every concrete explicit model class by name, sorted (abstract bases are left out)."""
-    return {name: cls for name, cls in sorted(_REGISTRY.items())
-            if not name.startswith("_") and not inspect.isabstract(cls)}
+def registered_models(kind: str | None = "explicit") -> dict[str, type]:
+    """Every concrete model class of ``kind`` by name, sorted (:mod:`mfutils.models.registry`;
+    ``None``: explicit and ranking)."""
+    return {name: registry.get(name) for name in registry.names(kind=kind)}
 
 
-def model_options(cls: type[ExplicitModel]) -> dict[str, Any]:
+def model_options(cls: type) -> dict[str, Any]:
     """Constructor options settable by name (``--param``) and their defaults (following
-    ``**options`` into the base class, see :func:`mfutils.models.base.constructor_options`)."""
+    ``**options`` into the base class, see :func:`mfutils.models.registry.constructor_options`)."""
     return constructor_options(cls)
 
 
 def resolve_model(name: str) -> tuple[type[ExplicitModel], dict[str, Any]]:
-    """The class and implied options of a model name (``"BiasedMF-SGD"`` -> BiasedMF, sgd).
+    """The class and implied options of an explicit model name (``"BiasedMF-SGD"`` ->
+    BiasedMF, sgd; :func:`mfutils.models.registry.resolve`).
 
     Raises
     ------
     ValueError
-        Unknown class (the message lists the registered ones) or a ``-SUFFIX`` on a class
-        without a ``method`` option.
+        Unknown name, a ``-SUFFIX`` on a class without a ``method`` option, or a ranking model
+        (artifacts and the service hold explicit models).
     """
-    classes = registered_models()
-    by_lower = {key.lower(): cls for key, cls in classes.items()}
-    if name.lower() in ALIASES:
-        class_name, implied = ALIASES[name.lower()]
-        return classes[class_name], dict(implied)
-    head, _, suffix = name.partition("-")
-    cls = by_lower.get(head.lower())
-    if cls is None:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(classes)}")
-    if not suffix:
-        return cls, {}
-    if "method" not in model_options(cls):
-        raise ValueError(f"model {name!r}: {cls.__name__} has no 'method' option for the "
-                         f"suffix -{suffix}")
-    return cls, {"method": suffix.lower()}
+    cls, implied = registry.resolve(name)
+    if cls.kind != "explicit":
+        raise ValueError(f"{cls.__name__} is a ranking model: artifacts, `mfutils train` and "
+                         "the service take the explicit models "
+                         f"({', '.join(registry.names(kind='explicit'))}); fit and save it "
+                         "from Python (model.save / RankingModel.load)")
+    return cls, implied
 
 
 def parse_params(cls: type[ExplicitModel], pairs: list[str]) -> dict[str, Any]:
