@@ -10,9 +10,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mfutils.cli import main
 from mfutils.data import load_movielens, make_synthetic
+from mfutils.models import registry
 from mfutils.serving import Artifact, Recommender, pipeline
 from mfutils.serving.runner import ServerProcess
 
@@ -83,6 +85,33 @@ def test_recommend_known_user_new_user_and_similar(artifact, capsys):
     assert "method: fold-in" in capsys.readouterr().out
     assert main(["recommend", str(artifact), "--similar-to", "3", "-k", "2"]) == 0
     assert "method: item-factors" in capsys.readouterr().out
+
+
+def test_a_ranking_model_trains_evaluates_recommends_and_serves(data_dir, tmp_path, capsys):
+    out = tmp_path / "ials"
+    assert main(["train", "iALS", "--dataset", "ml-100k", "--no-download", "--data-dir",
+                 str(data_dir), "--split", "per-user", "-p", "factors=8", "--out",
+                 str(out)]) == 0
+    info = Artifact.load(out).info
+    assert info["model"]["class"] == "ImplicitALS" and info["data"]["split"] == "per-user"
+    assert set(info["metrics"]) == {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data-dir", str(data_dir), "--split", "per-user"]) == 0
+    assert "| ndcg@20 |" in capsys.readouterr().out
+    assert main(["recommend", str(out), "--user", "1", "-k", "3"]) == 0
+    assert "method: model" in capsys.readouterr().out
+    rec = Recommender(out, device="cpu")
+    new = rec.recommend_new_user([1, 2, 3], [5, 4, 5], k=4)
+    assert new.method == "fold-in" and len(new.items) == 4 and not {1, 2, 3} & set(new.items)
+    model = rec.model  # the fold-in of a trained user's items is close to its trained factors
+    items = model.train_csr.gather(torch.tensor([0]))[1]
+    torch.testing.assert_close(model.fold_in(items), model.user_factors[0], rtol=0.05, atol=0.02)
+    assert rec.similar_items(int(rec.model.item_ids[0]), k=3).method == "item-factors"
+    assert rec.capabilities()["online_updates"] is False
+    with pytest.raises(Exception, match="takes no online updates"):
+        rec.add_ratings([1], [2], [4.0])
+    assert pipeline.capabilities(registry.get("ImplicitALS")) == {
+        "new_user": "fold-in", "online_updates": False}
 
 
 @pytest.mark.parametrize("argv, message", [

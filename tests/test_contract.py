@@ -15,7 +15,7 @@ from mfutils.data import make_synthetic
 from mfutils.data.container import Ratings
 from mfutils.metrics import rmse
 from mfutils.models import registry
-from mfutils.models.base import Recommender
+from mfutils.models.base import Model
 
 # Ranking models trained by minibatches: one batch per epoch of the block data is too few.
 FAST = {"TwoTower": {"batch_size": 64, "lr": 0.01}}
@@ -48,7 +48,7 @@ def blocks():
     return train, withheld.reshape(n_users, -1)[:, 0]
 
 
-_fitted: dict[str, Recommender] = {}
+_fitted: dict[str, Model] = {}
 
 
 def _fit(name, ratings, blocks):
@@ -96,7 +96,7 @@ def test_recommend_keeps_the_contract(name, ratings, blocks):
 def test_save_load_and_the_config_round_trip(name, ratings, blocks, tmp_path):
     model = _fit(name, ratings, blocks)
     users = torch.tensor([0, 3, -1])
-    loaded = Recommender.load(model.save(tmp_path / "model.safetensors"), device="cpu")
+    loaded = Model.load(model.save(tmp_path / "model.safetensors"), device="cpu")
     assert type(loaded) is type(model)
     torch.testing.assert_close(loaded.score_items(users), model.score_items(users))
     assert type(model)(**model.config, device="cpu").config == model.config

@@ -2,7 +2,7 @@
 models (``fit`` / ``score_items`` / ``recommend``)."""
 
 from mfutils.models import registry
-from mfutils.models.base import CheckpointError, ExplicitModel, Recommender
+from mfutils.models.base import CheckpointError, ExplicitModel, Model
 from mfutils.models.baseline import BaselineEstimates
 from mfutils.models.bayesian import BayesianMF
 from mfutils.models.deepfm import DeepFM
@@ -20,5 +20,5 @@ from mfutils.models.two_tower import TwoTower
 __all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BayesianMF", "BiasedMF",
            "CheckpointError", "DeepFM", "ExplicitModel", "FactorizationMachine",
            "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN", "MostPopular",
-           "RankingModel", "Recommender", "SVDpp", "TimeSVDpp", "TwoTower", "registry",
+           "Model", "RankingModel", "SVDpp", "TimeSVDpp", "TwoTower", "registry",
            "shrunk_pearson"]

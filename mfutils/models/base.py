@@ -1,4 +1,4 @@
-"""The interface every model shares (:class:`Recommender`: ``recommend``, checkpoints, the
+"""The interface every model shares (:class:`Model`: ``recommend``, checkpoints, the
 registry) and the explicit-rating one (:class:`ExplicitModel`: ``fit``, ``predict``).
 
 Models take their hyperparameters in the constructor and learn from a :class:`Ratings` in
@@ -47,7 +47,7 @@ class CheckpointError(ValueError):
     """A checkpoint does not match the model or configuration it is loaded into."""
 
 
-class Recommender(nn.Module, abc.ABC):
+class Model(nn.Module, abc.ABC):
     """What every model of the package shares: ``recommend``, checkpoints, the registry.
 
     Subclasses (:class:`ExplicitModel`, :class:`mfutils.models.ranking.RankingModel`) store
@@ -86,8 +86,10 @@ class Recommender(nn.Module, abc.ABC):
         self.item_ids: np.ndarray | None = None
 
     def _set_id_space(self, train: Ratings) -> None:
-        """The id space, id maps and training items of ``train`` (the start of ``fit``)."""
+        """The id space, id maps, scale and training items of ``train`` (the start of
+        ``fit``)."""
         self.n_users, self.n_items = train.n_users, train.n_items
+        self.rating_scale = train.rating_scale
         self.user_ids, self.item_ids = train.user_ids, train.item_ids
         self.train_csr = train.csr(device=self.device)
 
@@ -137,8 +139,8 @@ class Recommender(nn.Module, abc.ABC):
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_header(self) -> dict[str, Any]:
-        """Header entries beyond the model, config and id space (explicit: the scale)."""
-        return {}
+        """Header entries beyond the model, config and id space: the training data's scale."""
+        return {"rating_scale": [float(x) for x in self.rating_scale]}
 
     def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors outside ``state_dict`` that :meth:`_restore` needs (saved as ``extra.*``)."""
@@ -183,7 +185,7 @@ class Recommender(nn.Module, abc.ABC):
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device | None = None
-             ) -> Recommender:
+             ) -> Model:
         """Rebuild the model saved at ``path``; its scores are reproduced exactly.
 
         Raises
@@ -206,7 +208,7 @@ class Recommender(nn.Module, abc.ABC):
         model._restore(ckpt, path)
         return model
 
-    def restore(self, path: str | Path) -> Recommender:
+    def restore(self, path: str | Path) -> Model:
         """Load the checkpoint at ``path`` into this model, which must have the same config."""
         ckpt = _read_checkpoint(path)
         if ckpt["model"] != type(self).__name__:
@@ -223,6 +225,9 @@ class Recommender(nn.Module, abc.ABC):
         return self
 
     def _restore(self, ckpt: dict[str, Any], path: str | Path) -> None:
+        if ckpt.get("rating_scale") is None:
+            raise CheckpointError(f"{path}: the checkpoint lacks the rating scale")
+        self.rating_scale = tuple(ckpt["rating_scale"])
         self.n_users, self.n_items = ckpt["n_users"], ckpt["n_items"]
         self.user_ids, self.item_ids = ckpt["user_ids"], ckpt["item_ids"]
         self._build(self.n_users, self.n_items)
@@ -244,7 +249,7 @@ class Recommender(nn.Module, abc.ABC):
         self.eval()
 
 
-class ExplicitModel(Recommender):
+class ExplicitModel(Model):
     """Base class of rating-prediction models (``fit`` / ``predict`` / ``recommend``).
 
     Subclasses store their constructor options in ``self.config`` (plain values only), build
@@ -295,7 +300,6 @@ class ExplicitModel(Recommender):
             if not np.isfinite(weights).all() or (weights < 0).any():
                 raise ValueError("weights must be finite and non-negative")
         self._set_id_space(train)
-        self.rating_scale = train.rating_scale
         self._build(train.n_users, train.n_items)
         self.register_buffer("mu", torch.tensor(train.global_mean, device=self.device))
         self.register_buffer("user_known", torch.as_tensor(
@@ -415,16 +419,6 @@ class ExplicitModel(Recommender):
         grid_items = items.repeat(len(users))  # shape: (B * n_items,)
         return self.predict_tensor(grid_users, grid_items).view(len(users), self.n_items)
 
-    # ------------------------------------------------------------------ checkpoints
-    def _checkpoint_header(self) -> dict[str, Any]:
-        return {"rating_scale": [float(x) for x in self.rating_scale]}
-
-    def _restore(self, ckpt: dict[str, Any], path: str | Path) -> None:
-        if ckpt.get("rating_scale") is None:
-            raise CheckpointError(f"{path}: the checkpoint lacks the rating scale")
-        self.rating_scale = tuple(ckpt["rating_scale"])
-        super()._restore(ckpt, path)
-
 
 def holdout_mask(n: int, *, fraction: float, seed: int, min_count: int = 0) -> np.ndarray:
     """Boolean mask of the rows a model holds out of its ``n`` training rows for validation.
@@ -483,7 +477,7 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
                               f"{header.get('format') if isinstance(header, dict) else None!r})")
     try:
         ckpt = {key: header[key] for key in ("model", "config", "n_users", "n_items")}
-        ckpt["rating_scale"] = header.get("rating_scale")  # explicit models only
+        ckpt["rating_scale"] = header.get("rating_scale")
         ckpt["state"] = {key.removeprefix("state."): value for key, value in tensors.items()
                          if key.startswith("state.")}
         ckpt["extra"] = {key.removeprefix("extra."): value for key, value in tensors.items()

@@ -200,6 +200,41 @@ class ImplicitALS(RankingModel):
     def _score_known(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_factors[users] @ self.item_factors.T  # shape: (B, n_items)
 
+    @torch.no_grad()
+    def fold_in(self, items: torch.Tensor, ratings: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Factors of one user outside the training data, from their items alone.
+
+        The user half of an iALS sweep, solved exactly (Hu, Koren & Volinsky 2008, eq. 4):
+        :math:`x_u = (Y^\top Y + Y^\top(C^u - I)Y + \lambda I)^{-1} Y^\top C^u p(u)` with
+        :math:`c_{ui} = 1 + \alpha\,r_{ui}`, ``r`` the count of each item (or, with
+        ``use_ratings``, the sum of its ``ratings``), the item side fixed.
+
+        Parameters
+        ----------
+        items : Tensor, shape (n,)
+            Compact item ids (repeats add up, as in ``fit``).
+        ratings : Tensor, shape (n,), optional
+            Used as the strengths with ``use_ratings``; otherwise every row counts 1.
+
+        Returns
+        -------
+        Tensor, shape (factors,)
+        """
+        self._require_fitted()
+        cfg, y = self.config, self.item_factors  # y: (n_items, f)
+        items = torch.as_tensor(items, dtype=torch.long, device=self.device)
+        strength = (torch.ones(len(items), device=self.device) if not cfg["use_ratings"]
+                    or ratings is None else torch.as_tensor(ratings, dtype=torch.float32,
+                                                            device=self.device))
+        r = torch.zeros(self.n_items, device=self.device).index_add_(0, items, strength)
+        rated = torch.nonzero(r).squeeze(1)  # shape: (m,)
+        extra = cfg["alpha"] * r[rated]  # shape: (m,) c_ui - 1
+        vecs = y[rated]  # shape: (m, f)
+        lhs = y.T @ y + (extra[:, None] * vecs).T @ vecs  # shape: (f, f)
+        lhs.diagonal().add_(cfg["reg"])
+        rhs = ((1.0 + extra)[:, None] * vecs).sum(0)  # shape: (f,)
+        return torch.linalg.solve(lhs, rhs)
+
 
 def _aggregated_pairs(train: Ratings, n_items: int, device: torch.device, *,
                       use_ratings: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

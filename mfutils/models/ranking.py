@@ -19,18 +19,18 @@ from typing import ClassVar
 import torch
 
 from mfutils.data.container import Ratings
-from mfutils.models.base import Recommender
+from mfutils.models.base import Model
 
 __all__ = ["EASE", "MostPopular", "RankingModel"]
 
 
-class RankingModel(Recommender):
+class RankingModel(Model):
     """Base class of implicit-feedback (item-ranking) models.
 
     Subclasses store their constructor options in ``self.config``, create their parameters in
     :meth:`_build` (empty: ``fit`` and :meth:`load` fill them), learn in :meth:`_fit` and score
     known users in :meth:`_score_known`; ``recommend``, ``save`` and ``load`` come from
-    :class:`mfutils.models.base.Recommender`.
+    :class:`mfutils.models.base.Model`.
 
     Parameters
     ----------
@@ -66,6 +66,11 @@ class RankingModel(Recommender):
         self._fit(train, valid=valid)
         self.eval()
         return self
+
+    @property
+    def item_known(self) -> torch.Tensor:
+        """Items with training interactions, shape (n_items,) (as an explicit model's)."""
+        return self.popularity > 0
 
     @abc.abstractmethod
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:

@@ -1,7 +1,7 @@
 """The one registry of the package's models: every concrete model class by name, and the
 named presets of the series (``"BiasedMF-SGD"`` is ``BiasedMF(method="sgd")``).
 
-Every concrete subclass of :class:`mfutils.models.base.Recommender` registers itself when its
+Every concrete subclass of :class:`mfutils.models.base.Model` registers itself when its
 module is imported; ``import mfutils.models`` imports them all. The command line, the series'
 model tables, the benchmarks, serving and checkpoints read this registry::
 
@@ -30,6 +30,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "BiasedMF-ALS": ("BiasedMF", {"method": "als"}),
     "FM-side": ("FactorizationMachine", {}),
     "FM-ids": ("FactorizationMachine", {"fields": ("user", "item")}),
+    "iALS": ("ImplicitALS", {}),
 }
 
 

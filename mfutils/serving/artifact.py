@@ -6,7 +6,7 @@ Layout (``FORMAT_VERSION`` 2)::
         manifest.json   format and model version, model class and options, data set and
                         split, metrics with their protocol, created-at, package versions, and
                         the SHA-256 of every other file
-        model.safetensors  the model's own checkpoint (:meth:`ExplicitModel.save`):
+        model.safetensors  the model's own checkpoint (:meth:`Model.save`):
                         parameters, compact <-> raw id mappings and the training items of
                         every user as tensors, options as a JSON header
         users.csv       ``user_id``: the raw id of every compact user id, in order
@@ -49,7 +49,7 @@ import torch
 
 import mfutils
 from mfutils.data.container import Ratings
-from mfutils.models.base import CheckpointError, ExplicitModel, upgrade_checkpoint
+from mfutils.models.base import CheckpointError, Model, upgrade_checkpoint
 
 FORMAT = "mfutils-artifact"
 FORMAT_VERSION = 2
@@ -70,7 +70,7 @@ class Artifact:
 
     Parameters
     ----------
-    model : ExplicitModel
+    model : Model
         Fitted; its ``user_ids`` / ``item_ids`` map compact ids to raw ids.
     items : pandas.DataFrame
         One row per compact item id: ``item_id`` (raw), ``title``, ``year`` and ``genres``
@@ -83,7 +83,7 @@ class Artifact:
         ``parent``, ``online_updates``, package versions.
     """
 
-    model: ExplicitModel
+    model: Model
     items: pd.DataFrame
     ratings: dict[str, np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +91,7 @@ class Artifact:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_training(
-        cls, model: ExplicitModel, train: Ratings, *, name: str | None = None,
+        cls, model: Model, train: Ratings, *, name: str | None = None,
         split: str = "full", protocol: str = "", metrics: dict[str, float] | None = None,
         params: dict[str, Any] | None = None,
     ) -> Artifact:
@@ -99,7 +99,7 @@ class Artifact:
 
         Parameters
         ----------
-        model : ExplicitModel
+        model : Model
             Fitted on ``train``.
         train : Ratings
             The training part (its ``items`` table gives titles and genres).
@@ -201,7 +201,7 @@ class Artifact:
         info = read_manifest(path)
         _verify_files(path, info, FILES)
         try:
-            model = ExplicitModel.load(path / MODEL_FILE, device=device)
+            model = Model.load(path / MODEL_FILE, device=device)
         except CheckpointError as err:
             raise ArtifactError(f"{path}: the model does not load: {err}") from err
         declared = info["model"]["class"]
@@ -213,7 +213,7 @@ class Artifact:
         body = {k: v for k, v in info.items() if k not in ("format", "format_version", "files")}
         return cls(model, items, ratings, body)
 
-    def next_version(self, model: ExplicitModel, items: pd.DataFrame,
+    def next_version(self, model: Model, items: pd.DataFrame,
                      ratings: dict[str, np.ndarray], updates: dict[str, int]) -> Artifact:
         """The artifact of ``model`` after online updates: version + 1, this one its parent."""
         info = dict(self.info)
@@ -360,7 +360,7 @@ def upgrade_artifact(source: str | Path, target: str | Path, *, overwrite: bool 
     with tempfile.TemporaryDirectory() as scratch:
         try:
             upgrade_checkpoint(source / "model.pt", Path(scratch) / MODEL_FILE)
-            model = ExplicitModel.load(Path(scratch) / MODEL_FILE, device="cpu")
+            model = Model.load(Path(scratch) / MODEL_FILE, device="cpu")
         except CheckpointError as err:
             raise ArtifactError(f"{source}: {err}") from err
     users, items, ratings = _read_tables(source)
@@ -385,7 +385,7 @@ def _verify_files(path: Path, info: dict[str, Any], names: tuple[str, ...]) -> N
                 f"{str(expected.get('sha256'))[:12]}... ({expected.get('bytes')} bytes)")
 
 
-def _check_tables(path: Path, model: ExplicitModel, users: np.ndarray, items: pd.DataFrame,
+def _check_tables(path: Path, model: Model, users: np.ndarray, items: pd.DataFrame,
                   ratings: dict[str, np.ndarray]) -> None:
     if not np.array_equal(users, model.user_ids):
         raise ArtifactError(f"{path}: users.csv ({len(users)} ids) disagrees with the model's "

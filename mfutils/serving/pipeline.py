@@ -35,11 +35,11 @@ from mfutils.data.splits import (
 from mfutils.device import get_device
 from mfutils.metrics import mae, rmse, topk_metrics
 from mfutils.models import registry
-from mfutils.models.base import ExplicitModel
+from mfutils.models.base import ExplicitModel, Model
 from mfutils.models.registry import constructor_options
-from mfutils.models.svdpp import AsymmetricSVD
 from mfutils.serving.artifact import Artifact
 from mfutils.serving.foldin import ridge_penalties
+from mfutils.serving.recommender import new_user_method
 
 SPLITS = ("u1", "u2", "u3", "u4", "u5", "random", "per-user", "temporal", "full")
 
@@ -56,23 +56,16 @@ def model_options(cls: type) -> dict[str, Any]:
     return constructor_options(cls)
 
 
-def resolve_model(name: str) -> tuple[type[ExplicitModel], dict[str, Any]]:
-    """The class and implied options of an explicit model name (``"BiasedMF-SGD"`` ->
-    BiasedMF, sgd; :func:`mfutils.models.registry.resolve`).
+def resolve_model(name: str) -> tuple[type[Model], dict[str, Any]]:
+    """The class and implied options of a model name (``"BiasedMF-SGD"`` -> BiasedMF, sgd;
+    ``"iALS"`` -> ImplicitALS; :func:`mfutils.models.registry.resolve`).
 
     Raises
     ------
     ValueError
-        Unknown name, a ``-SUFFIX`` on a class without a ``method`` option, or a ranking model
-        (artifacts and the service hold explicit models).
+        Unknown name, or a ``-SUFFIX`` on a class without a ``method`` option.
     """
-    cls, implied = registry.resolve(name)
-    if cls.kind != "explicit":
-        raise ValueError(f"{cls.__name__} is a ranking model: artifacts, `mfutils train` and "
-                         "the service take the explicit models "
-                         f"({', '.join(registry.names(kind='explicit'))}); fit and save it "
-                         "from Python (model.save / RankingModel.load)")
-    return cls, implied
+    return registry.resolve(name)
 
 
 def parse_params(cls: type[ExplicitModel], pairs: list[str]) -> dict[str, Any]:
@@ -130,7 +123,7 @@ def _check_range(cls: type, key: str, value: Any) -> Any:
 
 
 def build_model(name: str, params: dict[str, Any] | None = None, *, seed: int = 0,
-                device: str | torch.device | None = None) -> ExplicitModel:
+                device: str | torch.device | None = None) -> Model:
     """An unfitted model from a name and options; ``seed`` applies unless given in ``params``.
 
     Raises
@@ -176,23 +169,32 @@ def make_split(data: Ratings, split: str, *, seed: int = 0, test_fraction: float
     return train, test, f"temporal: each user's latest {pct}"
 
 
-def evaluate(model: ExplicitModel, test: Ratings, *, seen: UserItemCSR | None = None,
+def evaluate(model: Model, test: Ratings, *, seen: UserItemCSR | None = None,
              topk: bool = True) -> dict[str, float]:
-    """Held-out ``rmse`` and ``mae`` (and ``recall@10``, ``ndcg@10`` over the full catalogue,
-    every test item relevant, ``seen`` items masked) of a fitted model on ``test``.
+    """Held-out metrics of a fitted model on ``test``.
+
+    Explicit models: ``rmse`` and ``mae``, and with ``topk`` ``recall@10`` and ``ndcg@10``
+    over the full catalogue (every test item relevant, ``seen`` items masked). Ranking models
+    rank and do not predict ratings: ``recall@10``, ``ndcg@10``, ``recall@20`` and
+    ``ndcg@20``, whatever ``topk``.
 
     ``test`` must index the model's id spaces (the same data set); ``seen`` defaults to the
     model's training items.
     """
-    pred = model.predict_ratings(test)
-    metrics = {"rmse": rmse(pred, test.rating), "mae": mae(pred, test.rating)}
-    if topk:
+    ranking_model = model.kind == "ranking"
+    metrics = {}
+    if not ranking_model:
+        pred = model.predict_ratings(test)
+        metrics = {"rmse": rmse(pred, test.rating), "mae": mae(pred, test.rating)}
+    if topk or ranking_model:
         device = model.device
         seen = model.train_csr if seen is None else seen
         truth = UserItemCSR.from_pairs(test.user, test.item, n_users=model.n_users,
                                        n_items=model.n_items, device=device)
-        ranking = topk_metrics(model.score_items, train=seen.to(device), test=truth, ks=(10,))
-        metrics.update({key: ranking[key] for key in ("recall@10", "ndcg@10")})
+        ks = (10, 20) if ranking_model else (10,)
+        ranking = topk_metrics(model.score_items, train=seen.to(device), test=truth, ks=ks)
+        metrics.update({f"{name}@{k}": ranking[f"{name}@{k}"] for k in ks
+                        for name in ("recall", "ndcg")})
     return metrics
 
 
@@ -213,7 +215,8 @@ def train_artifact(
     metrics = {} if test is None else evaluate(model, test, topk=topk)
     artifact = Artifact.from_training(model, train, name=name, split=split, protocol=protocol,
                                       metrics=metrics, params=params)
-    artifact.info["warnings"] = fit_warnings(model, train if test is None else test, params)
+    artifact.info["warnings"] = ([] if model.kind == "ranking" else
+                                 fit_warnings(model, train if test is None else test, params))
     return artifact
 
 
@@ -242,14 +245,12 @@ def check_same_ids(model: ExplicitModel, data: Ratings) -> None:
                              "on: evaluate an artifact on the data set it was trained on")
 
 
-def capabilities(cls: type[ExplicitModel], params: dict[str, Any] | None = None
+def capabilities(cls: type[Model], params: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """How the service answers new users and whether it takes online updates, per model."""
     model = cls(**(params or {}), device="cpu")
-    updates = ridge_penalties(model) is not None
-    new_user = ("fold-in" if updates else
-                "asymmetric-svd" if isinstance(model, AsymmetricSVD) else "popularity")
-    return {"new_user": new_user, "online_updates": updates}
+    return {"new_user": new_user_method(model),
+            "online_updates": ridge_penalties(model) is not None}
 
 
 def results_table(path: str | Path) -> pd.DataFrame:

@@ -6,10 +6,12 @@ questions, each with the best method the model allows and a named fallback:
 ============================  ==================================================================
 known user, top-K             the model's own ``recommend`` (``score_items``: one matrix product
                               over the catalogue on the model's device; seen items excluded)
-new user from their ratings   ``fold-in``: ridge solve of ``p_u, b_u`` (biased MF, baselines);
+new user from their ratings   ``fold-in``: ridge solve of ``p_u, b_u`` (biased MF, baselines),
+                              or iALS's exact user solve (:meth:`ImplicitALS.fold_in`);
                               ``asymmetric-svd``: the model's own ``predict_new_users``;
                               else ``popularity`` (most-rated items)
-similar items                 ``item-factors``: cosine of ``q_i`` (factor models); else
+similar items                 ``item-factors``: cosine of ``q_i`` (factor models, iALS, the
+                              two-tower's item tower); else
                               ``co-occurrence``: ``|U(i) & U(j)| / sqrt(|U(i)| |U(j)|)``
 online updates                ``apply_ratings`` (:mod:`mfutils.serving.online`) for models that
                               support them; others raise :class:`UnsupportedError`
@@ -42,7 +44,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mfutils.models.ials import ImplicitALS
 from mfutils.models.svdpp import AsymmetricSVD
+from mfutils.models.two_tower import TwoTower
 from mfutils.serving.artifact import Artifact
 from mfutils.serving.foldin import fold_in_users, ridge_penalties, score_folded
 from mfutils.serving.online import (
@@ -237,7 +241,9 @@ class Recommender:
             item = torch.as_tensor(compact, device=device)
             rating = torch.as_tensor(ratings, device=device)
             method = self._new_user_method()
-            if method == "fold-in":
+            if method == "fold-in" and isinstance(self.model, ImplicitALS):
+                scores = self.model.item_factors @ self.model.fold_in(item, rating)
+            elif method == "fold-in":
                 p, b = fold_in_users(self.model, torch.zeros_like(item), item, rating, n_users=1)
                 scores = score_folded(self.model, p, b)[0]  # shape: (n_items,)
             elif method == "asymmetric-svd":
@@ -401,11 +407,7 @@ class Recommender:
             raise ValueError(f"k={k} must lie in [1, {self.n_items}] (the catalogue size)")
 
     def _new_user_method(self) -> str:
-        if ridge_penalties(self.model) is not None:
-            return "fold-in"
-        if isinstance(self.model, AsymmetricSVD):
-            return "asymmetric-svd"
-        return "popularity"
+        return new_user_method(self.model)
 
     def _co_occurrence(self, i: int) -> torch.Tensor:
         """``|U(i) & U(j)| / sqrt(|U(i)| |U(j)|)`` for every item ``j``, shape (n_items,)."""
@@ -421,6 +423,16 @@ class Recommender:
                         top.values.cpu().numpy(), method)
 
 
+def new_user_method(model: nn.Module) -> str:
+    """How a user outside the training data is answered (the module docstring's table);
+    depends on the class and options only, so it also answers for an unfitted model."""
+    if isinstance(model, ImplicitALS) or ridge_penalties(model) is not None:
+        return "fold-in"
+    if isinstance(model, AsymmetricSVD):
+        return "asymmetric-svd"
+    return "popularity"
+
+
 def _ranking(item_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str
              ) -> Ranking:
     """Raw ids of a top-K row; items ranked ``-inf`` (seen, or no candidate left) dropped."""
@@ -430,7 +442,12 @@ def _ranking(item_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, method
 
 def _item_factors(model: nn.Module) -> torch.Tensor | None:
     """The ``q_i`` table of a factor model (biased MF, the SVD++ family, the integrated
-    model's factor tier); ``None`` for baselines and neighbourhood models."""
+    model's factor tier, iALS, the two-tower's item tower); ``None`` for baselines,
+    neighbourhood models, EASE and popularity."""
+    if isinstance(model, ImplicitALS):
+        return model.item_factors
+    if isinstance(model, TwoTower):
+        return model.item_embeddings()
     net = getattr(model, "net", None)
     for owner in (net, getattr(net, "factors", None)):
         table = getattr(owner, "item_factors", None)
