@@ -12,7 +12,7 @@ export MPLBACKEND ?= Agg
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench,serve]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench,serve,parquet]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from mfutils.data.movielens import DATASETS, load_movielens
+from mfutils.data.own_data import load_ratings, parse_columns
 from mfutils.results import to_markdown
 from mfutils.serving import pipeline
 from mfutils.serving.artifact import FORMAT_VERSION, Artifact, upgrade_artifact
@@ -124,10 +125,10 @@ def _tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                   metric=args.metric, valid_fraction=args.valid_fraction,
                   storage=args.storage, study_name=args.study_name, timeout=args.timeout,
                   progress=not args.quiet, device=args.device)
-    result = dataclasses.replace(result, dataset=args.dataset, split=args.split)
+    result = dataclasses.replace(result, dataset=data.name, split=args.split)
     result.save(args.out)
     options = ", ".join(f"{k}={v!r}" for k, v in result.options.items())
-    print(f"{args.model} on {args.dataset}, training part of {protocol}; "
+    print(f"{args.model} on {data.name}, training part of {protocol}; "
           f"{result.protocol}, {result.n_trials} trials")
     print(f"best validation {result.metric} {result.value:.4f}: {options}")
     print(f"wrote {args.out}")
@@ -139,6 +140,7 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     artifact = Artifact.load(args.artifact, device=args.device)
     info = artifact.info
     args.dataset = args.dataset or info["data"]["dataset"]
+    args.split = args.split or info["data"]["split"]
     data = _load(args, sub)
     pipeline.check_same_ids(artifact.model, data)
     _, test, protocol = pipeline.make_split(data, args.split, seed=args.seed)
@@ -150,7 +152,7 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               f"{info.get('version', 1)}); test ratings of {args.split!r} may be in its "
               "training data, so these numbers are not held-out", file=sys.stderr)
     metrics = pipeline.evaluate(artifact.model, test, topk=not args.no_topk)
-    print(f"{info['model']['name']} on {args.dataset}, {protocol}")
+    print(f"{info['model']['name']} on {data.name}, {protocol}")
     print(to_markdown(_metric_table(metrics)))
     return 0
 
@@ -222,29 +224,38 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 # ---------------------------------------------------------------------- helpers
 def _load(args: argparse.Namespace, sub: argparse.ArgumentParser):
-    if args.dataset not in DATASETS:
-        sub.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
-    return load_movielens(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    """The data a command runs on: ``--ratings FILE`` (own data) or a MovieLens release;
+    resolves the default ``--split`` (``u1`` on ML-100K, else ``random``)."""
+    if args.ratings is not None:
+        try:
+            columns = parse_columns(args.columns or "")
+        except ValueError as err:
+            sub.error(str(err))
+        data = load_ratings(args.ratings, **columns, sep=args.sep, users=args.users,
+                            items=args.items, progress=True)
+    else:
+        if args.columns or args.users or args.items:
+            sub.error("--columns, --users and --items describe a --ratings FILE")
+        if args.dataset not in DATASETS:
+            sub.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}"
+                      " or pass your own data with --ratings FILE")
+        data = load_movielens(args.dataset, data_dir=args.data_dir,
+                              download=not args.no_download)
+    if args.split is None:
+        args.split = "u1" if data.fold is not None else "random"
+    return data
 
 
-def _raw_id(text: str) -> int:
-    """A raw id: an integer that fits in 64 bits (argparse reports the error)."""
-    value = int(text)
-    if not -(2**63) <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"{text} is out of range (ids are 64-bit integers)")
-    return value
-
-
-def _rated(pairs: list[str], sub: argparse.ArgumentParser) -> tuple[list[int], list[float]]:
+def _rated(pairs: list[str], sub: argparse.ArgumentParser) -> tuple[list[str], list[float]]:
     items, ratings = [], []
     for pair in pairs:
-        item, sep, rating = pair.partition("=")
+        item, sep, rating = pair.rpartition("=")
         try:
-            items.append(int(item))
             ratings.append(float(rating))
+            items.append(item)
         except ValueError:
             sep = ""
-        if not sep:
+        if not sep or not item:
             sub.error(f"--rated {pair!r} is not of the form ITEM=RATING (e.g. 50=5)")
     return items, ratings
 
@@ -280,12 +291,26 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"MovieLens release: {', '.join(DATASETS)}"
                               + (f" (default {default})" if default else
                                  " (default: the artifact's)"))
+        sub.add_argument("--ratings", type=Path, default=None, metavar="FILE",
+                         help="your own ratings or events instead of a release: CSV, TSV or "
+                              "Parquet (.gz read transparently); without a rating column "
+                              "the rows are events, for ranking models")
+        sub.add_argument("--columns", default=None, metavar="ROLE=NAME,...",
+                         help="column names in --ratings, e.g. user=visitor,item=product,"
+                              "rating=stars,timestamp=time (default: user/user_id/userId, "
+                              "item/item_id/movieId, rating, timestamp)")
+        sub.add_argument("--sep", default=None, help="field separator of a text --ratings")
+        sub.add_argument("--users", type=Path, default=None, metavar="FILE",
+                         help="a user side table for --ratings (id, age, gender, ...)")
+        sub.add_argument("--items", type=Path, default=None, metavar="FILE",
+                         help="an item side table for --ratings (id, title, genres, year)")
         sub.add_argument("--data-dir", type=Path, default=None,
                          help="folder holding the release (default $MFUTILS_DATA_DIR)")
         sub.add_argument("--no-download", action="store_true",
                          help="fail instead of downloading a missing release")
-        sub.add_argument("--split", default="u1", choices=pipeline.SPLITS,
-                         help="train/test split (default u1; 'full' trains on every rating)")
+        sub.add_argument("--split", default=None, choices=pipeline.SPLITS,
+                         help="train/test split (default u1 on ML-100K, else random; 'full' "
+                              "trains on every rating)")
         sub.add_argument("--seed", type=int, default=0, help="seed of model and split")
         sub.add_argument("--no-topk", action="store_true",
                          help="skip recall@10 / ndcg@10 (slow for neighbourhood models)")
@@ -329,10 +354,10 @@ def _parser() -> argparse.ArgumentParser:
     recommend = command("recommend", _recommend, "print recommendations from an artifact")
     recommend.add_argument("artifact", type=Path)
     query = recommend.add_mutually_exclusive_group(required=True)
-    query.add_argument("--user", type=_raw_id, help="raw id of a known user")
+    query.add_argument("--user", help="raw id of a known user")
     query.add_argument("--rated", nargs="+", metavar="ITEM=RATING",
                        help="a new user's ratings, e.g. --rated 50=5 172=4")
-    query.add_argument("--similar-to", type=_raw_id, metavar="ITEM", help="raw item id")
+    query.add_argument("--similar-to", metavar="ITEM", help="raw item id")
     recommend.add_argument("-k", type=int, default=10, help="list length (default 10)")
     recommend.add_argument("--include-seen", action="store_true",
                            help="keep items the user rated in training")

@@ -272,7 +272,8 @@ def test_divergence_and_ctrl_c_are_one_line(data_dir, tmp_path, capsys, monkeypa
 def test_an_out_of_range_user_id_is_an_argument_error(artifact_dir, capsys):
     with pytest.raises(SystemExit):
         main(["recommend", str(artifact_dir), "--user", "99999999999999999999"])
-    assert "out of range (ids are 64-bit integers)" in capsys.readouterr().err
+    assert "user id 99999999999999999999 is out of range (ids are 64-bit integers)" in (
+        capsys.readouterr().err)
 
 
 def test_a_fit_worse_than_the_mean_warns(model, data):

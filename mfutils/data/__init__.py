@@ -1,9 +1,10 @@
-"""MovieLens loading, the shared data container, splits, implicit views, synthetic data and
-synthetic replicas of the MovieLens releases."""
+"""MovieLens loading, your own ratings (:func:`load_ratings`), the shared data container,
+splits, implicit views, synthetic data and synthetic replicas of the MovieLens releases."""
 
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.data.implicit import to_implicit, user_item_csr
 from mfutils.data.movielens import DATASETS, DatasetInfo, load_movielens
+from mfutils.data.own_data import load_ratings
 from mfutils.data.parsing import DataFormatError
 from mfutils.data.replicas import RELEASE_SHAPES, ReleaseShape, write_release
 from mfutils.data.splits import (
@@ -21,6 +22,7 @@ __all__ = [
     "Ratings",
     "UserItemCSR",
     "load_movielens",
+    "load_ratings",
     "DATASETS",
     "DatasetInfo",
     "DataFormatError",

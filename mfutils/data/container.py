@@ -37,6 +37,9 @@ class Ratings:
         ``(min, max)`` of the rating scale; predictions are clipped to it.
     fold : np.ndarray of int8 or None
         For ML-100K, the canonical fold (1..5) in which each rating is a test rating.
+    implicit : bool
+        The rows are events without ratings (:func:`mfutils.data.load_ratings` without a
+        rating column; every ``rating`` is 1): ranking models fit them, explicit ones refuse.
     """
 
     user: np.ndarray
@@ -52,6 +55,7 @@ class Ratings:
     name: str = "ratings"
     rating_scale: tuple[float, float] = (1.0, 5.0)
     fold: np.ndarray | None = field(default=None, repr=False)
+    implicit: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.user)

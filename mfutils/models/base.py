@@ -291,6 +291,12 @@ class ExplicitModel(Model):
         """
         if len(train) == 0:
             raise ValueError("cannot fit on an empty Ratings")
+        if train.implicit:
+            raise ValueError(
+                f"{type(self).__name__} predicts ratings, and {train.name!r} holds events "
+                "without ratings: fit a ranking model (ImplicitALS, EASE, TwoTower, "
+                "MostPopular), or load the data with its rating column (rating=NAME; CLI: "
+                "--columns rating=NAME)")
         _check_penalties(type(self).__name__, self.config)
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float32)

@@ -184,7 +184,7 @@ class Recommender:
         """``item, title, genres, score`` records of a ranking (raw ids, metadata joined)."""
         titles, genres = self._metadata  # read once: an update may swap them meanwhile
         rows = self._item_index.get_indexer(ranking.items)
-        return [{"item": int(item), "title": titles[row], "genres": list(genres[row]),
+        return [{"item": item, "title": titles[row], "genres": list(genres[row]),
                  "score": float(score)}
                 for item, score, row in zip(ranking.items.tolist(), ranking.scores.tolist(),
                                             rows.tolist(), strict=True)]
@@ -377,12 +377,32 @@ class Recommender:
         self._item_index = pd.Index(self.model.item_ids)
         self._metadata = (self.items["title"].to_list(), self.items["genres"].to_list())
 
-    def _encode(self, kind: str, raw: list[int] | np.ndarray) -> np.ndarray:
+    def raw_id(self, kind: str, text: str) -> int | str:
+        """A raw id given as text (a URL, the command line) as the model holds it: an
+        integer for a model trained on integer ids when ``text`` is one, else the text."""
         index = self._user_index if kind == "user" else self._item_index
-        raw = np.asarray(raw, dtype=np.int64).reshape(-1)
-        compact = index.get_indexer(raw).astype(np.int64)
+        if pd.api.types.is_integer_dtype(index.dtype) and text.strip().lstrip("+-").isdigit():
+            return int(text)
+        return text
+
+    def _encode(self, kind: str, raw: list | np.ndarray) -> np.ndarray:
+        """Compact ids of raw ids, given as the model holds them or as text: ``"42"`` is the
+        integer id 42 of a model trained on integer ids (the CLI's and the URL's form)."""
+        index = self._user_index if kind == "user" else self._item_index
+        given = np.asarray(raw, dtype=object).reshape(-1)
+        if pd.api.types.is_integer_dtype(index.dtype):  # a request's ids, not a hot path
+            keys = [_integer(value) for value in given]
+            wide = [k for k in keys if k is not None and not -(2**63) <= k < 2**63]
+            if wide:
+                raise OverflowError(f"{kind} id {wide[0]} is out of range (ids are 64-bit "
+                                    "integers)")
+            whole = np.array([k is not None for k in keys], dtype=bool)
+            found = index.get_indexer(np.array([k or 0 for k in keys], dtype=np.int64))
+            compact = np.where(whole, found, -1).astype(np.int64)
+        else:
+            compact = index.get_indexer(given.astype(str)).astype(np.int64)
         if (compact < 0).any():
-            raise UnknownIdError(kind, raw[compact < 0].tolist())
+            raise UnknownIdError(kind, given[compact < 0].tolist())
         return compact
 
     @staticmethod
@@ -421,6 +441,14 @@ class Recommender:
         top = torch.topk(scores, k)
         return _ranking(self.model.item_ids, top.indices.cpu().numpy(),
                         top.values.cpu().numpy(), method)
+
+
+def _integer(value: object) -> int | None:
+    """An integer id from an int or its decimal text; ``None`` for anything else."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    text = str(value).strip()
+    return int(text) if text.lstrip("+-").isdigit() else None
 
 
 def new_user_method(model: nn.Module) -> str:

@@ -65,7 +65,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,6 +76,7 @@ from mfutils.serving.online import UnsupportedError
 from mfutils.serving.recommender import GrowthLimitError, Ranking, Recommender, UnknownIdError
 
 MAX_BATCH = 1000  # users per POST /recommendations, ratings per request
+MAX_ID_CHARS = 256  # longest raw id given as text
 MAX_BODY_BYTES = 256 * 1024  # default request-body limit
 MAX_NEW = 1000  # default new users, and new items, an online service takes since start-up
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -95,15 +96,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Raw ids: integers (MovieLens, most logs) or strings (own data with text ids); a JSON
+# number or a numeric string is an integer id.
+RawId = Annotated[int | Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)],
+                  Field(union_mode="left_to_right")]
+
+
 class RankedItem(BaseModel):
-    item: int
+    item: RawId
     title: str | None
     genres: list[str]
     score: float
 
 
 class Recommendations(BaseModel):
-    user: int | None = Field(description="raw user id; null for a new user")
+    user: RawId | None = Field(description="raw user id; null for a new user")
     k: int
     method: str = Field(description="model, fold-in, asymmetric-svd, popularity, item-factors "
                                     "or co-occurrence")
@@ -111,13 +118,13 @@ class Recommendations(BaseModel):
 
 
 class UsersRequest(_Body):
-    users: list[int] = Field(min_length=1, max_length=MAX_BATCH, description="raw user ids")
+    users: list[RawId] = Field(min_length=1, max_length=MAX_BATCH, description="raw user ids")
     k: int = Field(10, ge=1)
     exclude_seen: bool = True
 
 
 class RatedItem(_Body):
-    item: int
+    item: RawId
     rating: float = Field(allow_inf_nan=False)
 
 
@@ -321,8 +328,9 @@ def create_app(
                                             "max_new_items": max_new_items}})
 
     @app.get("/users/{user}/recommendations", response_model=Recommendations)
-    def user_recommendations(user: int, k: Annotated[int, Query(ge=1)] = 10,
+    def user_recommendations(user: str, k: Annotated[int, Query(ge=1)] = 10,
                              exclude_seen: bool = True) -> dict[str, Any]:
+        user = rec.raw_id("user", user)
         with _client_errors(unknown_status=404):
             ranking = rec.recommend([user], k, exclude_seen=exclude_seen)[0]
         return _payload(rec, ranking, user, k)
@@ -343,7 +351,8 @@ def create_app(
         return _payload(rec, ranking, None, body.k)
 
     @app.get("/items/{item}/similar")
-    def similar(item: int, k: Annotated[int, Query(ge=1)] = 10) -> dict[str, Any]:
+    def similar(item: str, k: Annotated[int, Query(ge=1)] = 10) -> dict[str, Any]:
+        item = rec.raw_id("item", item)
         with _client_errors(unknown_status=404):
             ranking = rec.similar_items(item, k)
         return {"item": item, "k": k, "method": ranking.method, "items": rec.describe(ranking)}
