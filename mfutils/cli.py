@@ -37,7 +37,7 @@ from mfutils.data.own_data import load_ratings, parse_columns
 from mfutils.results import to_markdown
 from mfutils.serving import pipeline
 from mfutils.serving.artifact import FORMAT_VERSION, Artifact, upgrade_artifact
-from mfutils.serving.recommender import UnknownIdError
+from mfutils.serving.recommender import Recommender, UnknownIdError
 from mfutils.train import TrainingDiverged
 
 
@@ -85,7 +85,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     sub = parser.subparsers["train"]
     preset: dict = {}
     if args.preset is not None:
-        from mfutils.tuning import load_preset
+        from mfutils.tuning import load_preset  # Optuna loads only for the commands that tune
 
         preset_model, preset = load_preset(args.preset)
         args.model = args.model or preset_model
@@ -111,7 +111,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from mfutils.tuning import TUNABLE_MODELS, tune
+    from mfutils.tuning import TUNABLE_MODELS, tune  # Optuna loads only when tuning
 
     sub = parser.subparsers["tune"]
     if args.model not in TUNABLE_MODELS:
@@ -158,7 +158,6 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _recommend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from mfutils.serving.recommender import Recommender
 
     sub = parser.subparsers["recommend"]
     rec = Recommender(args.artifact, device=args.device)

@@ -50,6 +50,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mfutils.device import get_device
+
 __all__ = ["RowLoss", "all_sum", "init_from_env", "rank", "shard", "summed_step", "world_size",
            "wrap"]
 
@@ -75,7 +77,6 @@ def init_from_env(device: str | torch.device | None = None) -> torch.device:
     torch.device
         The device this rank computes on.
     """
-    from mfutils.device import get_device
 
     device = get_device(device)
     if "WORLD_SIZE" not in os.environ or dist.is_initialized():

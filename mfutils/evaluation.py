@@ -36,6 +36,7 @@ import torch
 from matplotlib.axes import Axes
 
 from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.losses import uniformity
 from mfutils.metrics import percentile_rank_cdf, percentile_ranks, sample_negatives
 
 __all__ = ["DEFAULT_THRESHOLDS", "ItemPopularity", "KorenTopK", "ScoreTable", "koren_topk",
@@ -340,7 +341,6 @@ def alignment_uniformity(
     t : float
         Uniformity temperature (2 in both papers).
     """
-    from mfutils.losses import uniformity
 
     users = torch.as_tensor(pairs.user, dtype=torch.long, device=user_emb.device)
     items = torch.as_tensor(pairs.item, dtype=torch.long, device=item_emb.device)

@@ -18,7 +18,9 @@ from tqdm.auto import tqdm
 from mfutils.data.container import Ratings
 from mfutils.data.implicit import to_implicit
 from mfutils.data.splits import canonical_folds, kfold, per_user_holdout
+from mfutils.losses.presets import LOSS_GRIDS
 from mfutils.metrics import mae, rmse, topk_metrics
+from mfutils.models.two_tower import TwoTower
 
 Folds = Sequence[tuple[Ratings, Ratings]]
 
@@ -325,8 +327,6 @@ def compare_losses(
     dict of str to Tuned
         Per loss: its grid, the chosen options and the test scores of the refit model.
     """
-    from mfutils.losses.presets import LOSS_GRIDS
-    from mfutils.models.two_tower import TwoTower
 
     grids = LOSS_GRIDS if grids is None else grids
     names = list(grids) if losses is None else list(losses)
@@ -410,8 +410,6 @@ def refit_study(
     record. ``grids`` (default :data:`mfutils.losses.presets.LOSS_GRIDS`) supplies the base
     only for records written before the base was recorded.
     """
-    from mfutils.losses.presets import LOSS_GRIDS
-    from mfutils.models.two_tower import TwoTower
 
     grids = LOSS_GRIDS if grids is None else grids
     unknown = sorted(name for name, entry in record.items()

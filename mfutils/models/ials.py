@@ -27,8 +27,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from mfutils.data.container import Ratings, UserItemCSR
+from mfutils.metrics import topk_metrics
 from mfutils.models.ranking import RankingModel
 
 __all__ = ["ImplicitALS"]
@@ -122,10 +124,6 @@ class ImplicitALS(RankingModel):
         self.register_buffer("item_factors", torch.zeros(n_items, f, device=self.device))
 
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
-        from tqdm.auto import tqdm
-
-        from mfutils.metrics import topk_metrics
-
         cfg = self.config
         gen = torch.Generator(device=self.device).manual_seed(cfg["seed"])
         f = cfg["factors"]
