@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,6 +17,8 @@ from mfutils.models import BiasedMF, FactorizationMachine, ImplicitALS
 from mfutils.serving import Artifact, Recommender
 from mfutils.serving.runner import BackgroundServer
 from mfutils.serving.service import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +175,19 @@ def test_the_cli_trains_a_ranking_model_on_a_parquet_event_log(frame, tmp_path, 
               "user=visitor,item=product", "--out", str(tmp_path / "no")])
     assert exit_.value.code == 2
     assert "holds events without ratings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_the_readme_command_on_the_fixture(kind, tmp_path, capsys):
+    """`mfutils train BiasedMF-SGD --ratings tests/data/events.csv --columns
+    user=uid,item=sku,rating=stars --split random --out a && mfutils recommend a --user u_17`."""
+    source = ROOT / "tests" / "data" / "events.csv"
+    if kind == "parquet":
+        pd.read_csv(source).to_parquet(tmp_path / "events.parquet")
+        source = tmp_path / "events.parquet"
+    out = tmp_path / "a"
+    assert main(["train", "BiasedMF-SGD", "--ratings", str(source), "--columns",
+                 "user=uid,item=sku,rating=stars", "--split", "random", "--out", str(out)]) == 0
+    assert main(["recommend", str(out), "--user", "u_17", "-k", "5"]) == 0
+    table = capsys.readouterr().out
+    assert "top-5 for user u_17" in table and table.count("sku-") == 5
