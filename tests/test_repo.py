@@ -54,6 +54,8 @@ def test_notebook_is_paired_stripped_and_parameterized(path):
     raw = json.loads(path.read_text())
     assert all(not c.get("outputs") for c in raw["cells"] if c["cell_type"] == "code"), (
         f"{path.name} is committed with outputs; clear them")
+    assert raw["metadata"].get("kernelspec", {}).get("language") == "python", (
+        f"{path.name} has no Python kernelspec: papermill (make run) cannot execute it")
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []), (
         f"the first code cell of {path.name} must be the papermill 'parameters' cell")
