@@ -7,12 +7,12 @@ ARGS ?=
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: run test lint bench install clean
+.PHONY: run book test lint bench install clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench,serve,parquet]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench,serve,parquet,book]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -20,6 +20,10 @@ install: $(BIN)/.installed
 ## Execute every notebook with papermill and write runs/latest/results.{csv,md}
 run: $(BIN)/.installed
 	$(BIN)/python -m mfutils.series $(ARGS)
+
+## The executed notebooks of the last `make run` as a static web book: runs/latest/book/
+book: $(BIN)/.installed
+	$(BIN)/python -m mfutils.book --run runs/latest
 
 ## ruff (what .pre-commit-config.yaml runs) and the README tables against their JSON
 lint: $(BIN)/.installed

@@ -71,7 +71,7 @@ LAYERS = (
     ("train", "distributed"),
     ("models",),
     ("experiments", "evaluation", "blending", "tuning", "compact", "parallel_fit"),
-    ("serving", "cli", "series"),
+    ("serving", "cli", "series", "book"),
 )
 
 
