@@ -17,6 +17,8 @@ Each (model, size) runs in a fresh subprocess that loads the cached arrays, fits
   whole Funk epoch's thousand steps), an epoch over ``--timed-batches`` random batches of the
   data (same users and items, same tables, same batch size), scaled to the full data:
   ``seconds_per_epoch = measured * n_ratings / timed_ratings``, flagged ``extrapolated``;
+* for ``implicit-ALS`` (the `implicit` library's ALS, the ``bench`` extra), its whole fit of
+  ``--epochs`` sweeps divided by ``--epochs``: setup included, so a slight overestimate;
 * ``peak_rss_gb``: the process's peak resident memory (``getrusage``), data included, and
   ``data_rss_gb``, the peak before fitting; on CUDA also ``cuda_peak_gb``
   (``torch.cuda.max_memory_allocated``). ``tracemalloc`` would miss torch's allocations.
@@ -55,6 +57,9 @@ SIZES = {
 DEFAULT_SIZES = ("1M", "5M", "10M", "25M")
 # Models timed on a random subset of whole batches, the epoch extrapolated: name -> batch size.
 TIMED_BATCHES = {"TwoTower-SSM": 1024}
+# The `implicit` library's ALS (conjugate gradient, the same factors, regularization, confidence
+# and CG steps as iALS), timed beside ours: its fit of ``epochs`` sweeps divided by ``epochs``.
+PEER = "implicit-ALS"
 
 
 def model_factories(factors: int, epochs: int, device: object) -> dict[str, Callable[[], object]]:
@@ -108,6 +113,9 @@ def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
         keep = np.sort(np.random.default_rng(0).choice(len(data), timed, replace=False))
         data = data.subset(keep)
     data_rss = _peak_rss_gb()
+    if model_name == PEER:
+        return _implicit_worker(data, factors=factors, epochs=epochs,
+                                threads=threads or torch.get_num_threads(), data_rss=data_rss)
     model = model_factories(factors, epochs, device)[model_name]()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -129,6 +137,34 @@ def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
     if device.type == "cuda":
         record["cuda_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return record
+
+
+def _implicit_worker(data, *, factors: int, epochs: int, threads: int, data_rss: float
+                     ) -> dict[str, object]:
+    """``implicit``'s ALS on the same interactions as :class:`ImplicitALS` (its ``alpha`` is
+    our ``1 + alpha`` on 0/1 data, as in benchmarks/implicit.py)."""
+    import scipy.sparse as sp
+
+    here = Path(__file__).resolve().parent  # benchmarks/implicit.py would shadow the library
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    matrix = sp.csr_matrix((np.ones(len(data), dtype=np.float32), (data.user, data.item)),
+                           shape=(data.n_users, data.n_items))
+    matrix.sum_duplicates()
+    peer = AlternatingLeastSquares(factors=factors, regularization=30.0, alpha=1.0 + 2.0,
+                                   iterations=epochs, use_cg=True,  # 3 CG steps, as ours
+                                   num_threads=threads, random_state=0,
+                                   calculate_training_loss=False)
+    start = time.perf_counter()
+    peer.fit(matrix, show_progress=False)
+    fit_seconds = time.perf_counter() - start
+    return {"model": PEER, "n_ratings": len(data), "n_users": data.n_users,
+            "n_items": data.n_items, "factors": factors, "epochs": epochs,
+            "seconds_per_epoch": fit_seconds / epochs, "first_epoch_seconds": None,
+            "fit_seconds": fit_seconds, "ratings_per_second": len(data) * epochs / fit_seconds,
+            "extrapolated": False, "timed_ratings": len(data), "data_rss_gb": data_rss,
+            "peak_rss_gb": _peak_rss_gb()}
 
 
 def _peak_rss_gb() -> float:
@@ -235,7 +271,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     from mfutils import get_device
 
     device = get_device(args.device)
-    names = list(model_factories(args.factors, args.epochs, device))
+    names = [*model_factories(args.factors, args.epochs, device), PEER]
     if args.models:
         unknown = set(args.models) - set(names)
         if unknown:
