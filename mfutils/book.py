@@ -53,7 +53,7 @@ def build_book(run: str | Path = "runs/latest", out: str | Path | None = None, *
     RuntimeError
         Sphinx failed (its messages are printed above).
     """
-    from sphinx.cmd.build import build_main
+    from sphinx.cmd.build import build_main  # the `book` extra, needed by this command only
 
     run = Path(run)
     out = run / "book" if out is None else Path(out)

@@ -43,7 +43,7 @@ from mfutils.blending import SERIES_MODELS, series_model_spec, series_models
 from mfutils.data.container import Ratings
 from mfutils.data.splits import validation_split
 from mfutils.metrics import mae, rmse
-from mfutils.models.base import constructor_options
+from mfutils.models.registry import constructor_options
 from mfutils.train import TrainingDiverged, epoch_callback
 
 __all__ = ["METRICS", "PRESET_KEYS", "TUNABLE_MODELS", "TuneResult", "load_preset",

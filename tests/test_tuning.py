@@ -15,7 +15,7 @@ from mfutils import tuning
 from mfutils.blending import series_model_spec, series_models
 from mfutils.data import make_synthetic, random_holdout
 from mfutils.metrics import rmse
-from mfutils.models.base import constructor_options
+from mfutils.models.registry import constructor_options
 from mfutils.serving import pipeline
 from mfutils.train import epoch_callback
 from mfutils.tuning import TUNABLE_MODELS, load_preset, make_model, search_space, tune

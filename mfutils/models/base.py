@@ -25,7 +25,6 @@ from torch import nn
 from mfutils.data.container import Ratings, UserItemCSR, encode_ids
 from mfutils.device import get_device
 from mfutils.models import registry
-from mfutils.models.registry import NOT_OPTIONS, constructor_options  # noqa: F401 (re-export)
 
 CHECKPOINT_FORMAT = 2  # 1: torch.save pickles (mfutils 0.1), read only by upgrade_checkpoint
 HEADER_KEY = "mfutils"  # the safetensors metadata entry holding the JSON header
@@ -65,7 +64,8 @@ class Model(nn.Module, abc.ABC):
 
     config: dict[str, Any]
     kind: ClassVar[str]  # "explicit" or "ranking"
-    # Buffers ``fit`` registers before ``_fit`` (restored from a checkpoint the same way).
+    # Buffers ``fit`` registers itself rather than ``_build`` (the fit-time statistics, or a
+    # model's large learned tables): ``load`` registers them from the checkpoint as saved.
     FIT_BUFFERS: ClassVar[tuple[str, ...]] = ()
     # Hyper-parameter search space of mfutils.tuning, declared beside each model's defaults:
     # option -> ("log" | "float", low, high), ("int", low, high[, "log"]) or ("choice", ...),

@@ -134,8 +134,11 @@ class EASE(RankingModel):
             raise ValueError(f"reg={reg} must be positive")
         self.config = {"reg": float(reg)}
 
+    # the n_items x n_items weights come from _fit (or the checkpoint), never pre-allocated
+    FIT_BUFFERS: ClassVar[tuple[str, ...]] = (*RankingModel.FIT_BUFFERS, "weights")
+
     def _build(self, n_users: int, n_items: int) -> None:
-        self.register_buffer("weights", torch.zeros(n_items, n_items, device=self.device))
+        pass
 
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
         x = self.train_csr.to_dense().to(torch.float32)  # shape: (n_users, n_items)
@@ -144,7 +147,7 @@ class EASE(RankingModel):
         p = torch.linalg.inv(gram)  # shape: (n_items, n_items)
         weights = -p / p.diagonal()[None, :]  # shape: (n_items, n_items) B_ij = -P_ij / P_jj
         weights.diagonal().zero_()
-        self.weights = weights
+        self.register_buffer("weights", weights)
 
     def _score_known(self, users: torch.Tensor) -> torch.Tensor:
         rows, items = self.train_csr.gather(users)
