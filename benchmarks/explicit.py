@@ -51,8 +51,10 @@ from mfutils import get_device
 from mfutils.blending import series_models
 from mfutils.data import DATASETS, load_movielens, random_holdout
 from mfutils.experiments import evaluate_folds, rating_folds, summarize_folds
+from mfutils.features import ITEM_FIELDS, TIME_FIELDS, USER_FIELDS, FieldEncoder
 from mfutils.metrics import auc, log_loss
-from mfutils.models import DeepFM, FactorizationMachine
+from mfutils.models import DeepFM, FactorizationMachine, registry
+from mfutils.models.bayesian import BAGS
 from mfutils.results import to_markdown
 from mfutils.tuning import TUNABLE_MODELS, load_preset, make_model, tune
 
@@ -134,19 +136,118 @@ class SurprisePeer:
         return np.array([self.algo.predict(u, i).est for u, i in pairs])
 
 
+class MyFMPeer:
+    """myFM's Gibbs-sampled factorization machine (Ohtsuki 2020) on the features of
+    :class:`mfutils.models.BayesianFM`, behind ``fit`` / ``predict_ratings``.
+
+    The same :class:`mfutils.features.FieldEncoder` fields and training bags: the user-side
+    columns and :math:`N(u)` form one ``RelationBlock`` indexed by user, the item side and
+    :math:`N(i)` another (so myFM computes them once per user and item, its fastest form),
+    the time fields one-hot per rating; one prior group per field and per bag, as ours.
+    Users and items without training ratings carry no feature, as in ours. ``fit_seconds``
+    is myFM's own ``fit``; building its matrices is not counted.
+    """
+
+    def __init__(self, *, fields=None, bags=("user", "item"), rank: int = 10,
+                 n_iter: int = 200, burn_in: int = 20, seed: int = 0) -> None:
+        self.fields, self.bags, self.rank = fields, tuple(bags), rank
+        self.n_iter, self.burn_in, self.seed = n_iter, burn_in, seed
+
+    def _side(self, name, index, value, offset, size, n, seen, train):
+        import scipy.sparse as sps
+
+        other = train.item if name == "user" else train.user
+        own = train.user if name == "user" else train.item
+        n_other = train.n_items if name == "user" else train.n_users
+        rows = np.repeat(np.arange(n), index.shape[1])
+        cols, vals = index.reshape(-1) - offset, value.reshape(-1) * seen[rows]
+        shapes = [self.encoder.field_sizes[f] for f in self.encoder.fields
+                  if (f in USER_FIELDS) == (name == "user") and f not in TIME_FIELDS]
+        if name in self.bags:
+            counts = np.maximum(np.bincount(own, minlength=n), 1)
+            rows = np.concatenate([rows, own])
+            cols = np.concatenate([cols, size + other])
+            vals = np.concatenate([vals, 1 / np.sqrt(counts[own])])
+            shapes.append(n_other)
+        return sps.csr_matrix((vals, (rows, cols)), shape=(n, sum(shapes))), shapes
+
+    def _design(self, data):
+        import scipy.sparse as sps
+        from myfm import RelationBlock
+
+        enc = self.encoder
+        tensors = data.tensors("cpu")
+        encoded = enc.encode(tensors["user"], tensors["item"], tensors["timestamp"])
+        n_time = sum(f in TIME_FIELDS for f in enc.fields)
+        time_start = enc.n_features - sum(enc.field_sizes[f] for f in enc.fields
+                                          if f in TIME_FIELDS)
+        cols = encoded["index"][:, encoded["index"].shape[1] - n_time:].numpy() - time_start
+        rows = np.repeat(np.arange(len(data)), n_time)
+        x = sps.csr_matrix((np.ones(rows.size), (rows, cols.reshape(-1))),
+                           shape=(len(data), enc.n_features - time_start))
+        user = np.where(self.user_seen[data.user], data.user, 0)
+        item = np.where(self.item_seen[data.item], data.item, 0)
+        blank_u = ~self.user_seen[data.user]
+        blank_i = ~self.item_seen[data.item]
+        # myFM has no "unknown": an unseen id points at an all-zero row appended below
+        user[blank_u], item[blank_i] = len(self.user_seen), len(self.item_seen)
+        return x, [RelationBlock(user, self.user_block), RelationBlock(item, self.item_block)]
+
+    def fit(self, train) -> MyFMPeer:
+        import scipy.sparse as sps
+        from myfm import MyFMRegressor
+
+        self.encoder = FieldEncoder(self.fields).fit(train)
+        enc = self.encoder
+        self.user_seen, self.item_seen = train.user_counts() > 0, train.item_counts() > 0
+        item_start = sum(enc.field_sizes[f] for f in enc.fields if f in USER_FIELDS)
+        time_start = item_start + sum(enc.field_sizes[f] for f in enc.fields
+                                      if f in ITEM_FIELDS)
+        user_block, user_shapes = self._side(
+            "user", enc.user_index.numpy(), enc.user_value.numpy(), 0, item_start,
+            train.n_users, self.user_seen, train)
+        item_block, item_shapes = self._side(
+            "item", enc.item_index.numpy(), enc.item_value.numpy(), item_start,
+            time_start - item_start, train.n_items, self.item_seen, train)
+        self.user_block = sps.vstack([user_block, sps.csr_matrix((1, user_block.shape[1]))],
+                                     format="csr")
+        self.item_block = sps.vstack([item_block, sps.csr_matrix((1, item_block.shape[1]))],
+                                     format="csr")
+        time_shapes = [enc.field_sizes[f] for f in enc.fields if f in TIME_FIELDS]
+        x, rel = self._design(train)
+        self.fm = MyFMRegressor(rank=self.rank, random_seed=self.seed)
+        start = time.perf_counter()
+        self.fm.fit(x, train.rating.astype(np.float64), X_rel=rel, n_iter=self.n_iter,
+                    n_kept_samples=self.n_iter - self.burn_in,
+                    group_shapes=time_shapes + user_shapes + item_shapes)
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    def predict_ratings(self, test) -> np.ndarray:
+        x, rel = self._design(test)
+        return self.fm.predict(x, X_rel=rel)
+
+
 def peer_models() -> dict[str, Callable[[], object]]:
-    """Surprise 1.1.x at its defaults (optional extra ``bench``)."""
+    """Surprise 1.1.x at its defaults, and myFM 0.4 on the features of the Bayesian FM
+    presets, rank 10, 200 sweeps, 20 discarded (optional extra ``bench``)."""
     try:
+        import myfm  # noqa: F401
         from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
     except ImportError:
-        sys.exit("--peers needs scikit-surprise: pip install -e '.[bench]'")
-    return {
+        sys.exit("--peers needs scikit-surprise and myfm: pip install -e '.[bench]'")
+    peers = {
         "Surprise BaselineOnly": lambda: SurprisePeer(lambda: BaselineOnly(verbose=False)),
         "Surprise SVD": lambda: SurprisePeer(lambda: SVD(random_state=0)),
         "Surprise SVD++": lambda: SurprisePeer(lambda: SVDpp(random_state=0)),
         "Surprise KNNBaseline": lambda: SurprisePeer(lambda: KNNBaseline(
             sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False)),
     }
+    for preset in ("BayesianFM-ids", "BayesianFM-flipped", "BayesianFM"):
+        options = registry.PRESETS.get(preset, ("BayesianFM", {}))[1]
+        peers["myFM" + preset.removeprefix("BayesianFM")] = functools.partial(
+            MyFMPeer, fields=options.get("fields"), bags=options.get("bags", BAGS))
+    return peers
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

@@ -51,14 +51,18 @@ from mfutils.data.splits import validation_split
 from mfutils.metrics import rmse
 from mfutils.models import registry
 
-__all__ = ["DEFAULT_LAMBDAS", "DETERMINISTIC_MODELS", "SERIES_MODELS", "FoldPredictions",
+__all__ = ["DEFAULT_LAMBDAS", "DETERMINISTIC_MODELS", "SERIES_MODELS", "VARIANT_MODELS",
+           "FoldPredictions",
            "LinearBlend", "SeedBag", "blend_folds", "fit_ridge_blend", "fold_predictions",
            "ridge_solve", "series_model_spec", "series_models", "support_features"]
 
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
                  "ItemKNN", "GlobalNeighborhood", "SVDpp", "AsymmetricSVD", "IntegratedModel",
-                 "TimeSVDpp", "FM-side", "DeepFM", "NNMF", "BayesianMF")
+                 "TimeSVDpp", "FM-side", "DeepFM", "NNMF", "BayesianMF", "BayesianFM")
+# Variants the explicit benchmark runs beside the series (the FM on ids alone, the Bayesian
+# FM on ids alone and with both bags but no side features): names series_models accepts too.
+VARIANT_MODELS = ("FM-ids", "BayesianFM-ids", "BayesianFM-flipped")
 Predictions = Mapping[str, np.ndarray] | pd.DataFrame
 
 
@@ -315,8 +319,9 @@ def series_model_spec(name: str) -> tuple[type, dict[str, Any], bool]:
     ValueError
         An unknown name (the message lists the series' models).
     """
-    if name not in (*SERIES_MODELS, "FM-ids"):
-        raise ValueError(f"unknown model {name!r}; choose from {[*SERIES_MODELS, 'FM-ids']}")
+    if name not in (*SERIES_MODELS, *VARIANT_MODELS):
+        raise ValueError(f"unknown model {name!r}; choose from "
+                         f"{[*SERIES_MODELS, *VARIANT_MODELS]}")
     cls, implied = registry.resolve(name)
     return cls, implied, "seed" in registry.constructor_options(cls)
 
@@ -345,7 +350,7 @@ def series_models(
     if n_seeds < 1:
         raise ValueError(f"n_seeds={n_seeds} must be >= 1")
     names = list(SERIES_MODELS if names is None else names)
-    unknown = [name for name in names if name not in (*SERIES_MODELS, "FM-ids")]
+    unknown = [name for name in names if name not in (*SERIES_MODELS, *VARIANT_MODELS)]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {list(SERIES_MODELS)}")
     seeds = range(seed, seed + n_seeds)

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 import mfutils
-from mfutils.blending import SERIES_MODELS, series_model_spec, series_models
+from mfutils.blending import SERIES_MODELS, VARIANT_MODELS, series_model_spec, series_models
 from mfutils.data.container import Ratings
 from mfutils.data.splits import validation_split
 from mfutils.metrics import mae, rmse
@@ -49,7 +49,7 @@ from mfutils.train import TrainingDiverged, epoch_callback
 __all__ = ["METRICS", "PRESET_KEYS", "TUNABLE_MODELS", "TuneResult", "load_preset",
            "make_model", "preset_options", "search_space", "tune"]
 
-TUNABLE_MODELS = (*SERIES_MODELS, "FM-ids")
+TUNABLE_MODELS = (*SERIES_MODELS, *VARIANT_MODELS)
 METRICS = {"rmse": rmse, "mae": mae}
 PRESET_KEYS = ("model", "options", "metric", "value", "trials", "seed", "dataset", "split",
                "protocol", "mfutils")

@@ -6,8 +6,15 @@ import torch
 
 from mfutils.data import make_synthetic
 from mfutils.metrics import interval_coverage, rmse
-from mfutils.models import BaselineEstimates, BayesianMF, BiasedMF, ExplicitModel
-from mfutils.models.bayesian import _normal_wishart, _wishart, kept_sweeps
+from mfutils.models import BaselineEstimates, BayesianFM, BayesianMF, BiasedMF, ExplicitModel
+from mfutils.models.bayesian import (
+    _block,
+    _normal_gamma,
+    _normal_wishart,
+    _wishart,
+    kept_sweeps,
+    sample_block,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +149,136 @@ def test_interval_coverage_of_calibrated_gaussians():
     assert table.width.iloc[1] > table.width.iloc[0]
     with pytest.raises(ValueError, match="level"):
         interval_coverage(mean, std, target, levels=(1.0,))
+
+
+# ---------------------------------------------------------------------- Bayesian FM
+def _tiny_block(dtype=torch.float64):
+    """Four users with bags over five items (features: 4 ids then 5 bag items), 30 ratings."""
+    gen = torch.Generator().manual_seed(0)
+    entity = torch.randint(0, 4, (30,), generator=gen)
+    rows = torch.cat([torch.arange(4), torch.tensor([0, 0, 1, 1, 1, 2, 3, 3])])
+    cols = torch.cat([torch.arange(4), 4 + torch.tensor([0, 1, 1, 2, 3, 0, 3, 4])])
+    values = torch.cat([torch.ones(4), torch.full((8,), 0.5)]).to(dtype)
+    return _block("user", entity, rows, cols, values, 4, 9, start=0), gen
+
+
+def _dense_conditional(block, target, other, noise, mean, precision):
+    """The block's Gaussian conditional by the slow dense formula: one design row per rating,
+    ``d yhat_n / d Theta = F[e_n]^T h_n^T`` flattened."""
+    design = block.design.to_dense()  # shape: (n_e, n_f)
+    h = torch.cat([other, torch.ones(len(other), 1, dtype=other.dtype)], 1)  # shape: (N, f+1)
+    x = (design[block.entity][:, :, None] * h[:, None, :]).flatten(1)  # shape: (N, n_f (f+1))
+    p = noise * x.T @ x + torch.diag(precision.flatten())
+    cov = torch.linalg.inv(p)
+    return cov @ (noise * x.T @ target + (precision * mean).flatten()), cov
+
+
+def test_block_draws_have_the_dense_conditional_moments():
+    block, gen = _tiny_block()
+    assert not block.separable
+    other = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    target = torch.randn(30, generator=gen, dtype=torch.float64)
+    theta = torch.zeros(9, 3, dtype=torch.float64)
+    mean = torch.randn(9, 3, generator=gen, dtype=torch.float64) * 0.1
+    precision = torch.rand(9, 3, generator=gen, dtype=torch.float64) + 0.5
+    want_mean, want_cov = _dense_conditional(block, target, other, 2.0, mean, precision)
+    torch.manual_seed(0)
+    draws = torch.stack([sample_block(block, theta, target, other, noise=2.0, prior_mean=mean,
+                                      prior_precision=precision, cg_steps=200, cg_tol=1e-10)[0]
+                         .flatten() for _ in range(6000)])  # shape: (6000, 27)
+    torch.testing.assert_close(draws.mean(0), want_mean, atol=0.03, rtol=0)
+    scale = want_cov.diag().sqrt()
+    error = (torch.cov(draws.T) - want_cov) / torch.outer(scale, scale)  # shape: (27, 27)
+    assert float(error.abs().max()) < 5 / 6000 ** 0.5, error.abs().max()  # ~ 5 standard errors
+    ratio = torch.cov(draws.T).diag() / want_cov.diag()
+    assert float((ratio - 1).abs().max()) < 0.1, ratio
+
+
+def test_a_block_of_ids_is_drawn_exactly_without_cg_steps():
+    gen = torch.Generator().manual_seed(1)
+    entity = torch.randint(0, 5, (40,), generator=gen)
+    block = _block("item", entity, torch.arange(5), torch.arange(5),
+                   torch.ones(5, dtype=torch.float64), 5, 5, start=0)
+    assert block.separable
+    other = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    target = torch.randn(40, generator=gen, dtype=torch.float64)
+    mean = torch.zeros(5, 3, dtype=torch.float64)
+    precision = torch.ones(5, 3, dtype=torch.float64)
+    rows, residual = sample_block(block, mean, target, other, noise=1.5, prior_mean=mean,
+                                  prior_precision=precision, cg_steps=1, cg_tol=0.5)
+    assert float(residual) < 1e-10
+    want_mean, _ = _dense_conditional(block, target, other, 1.5, mean, precision)
+    assert rows.shape == (5, 3) and torch.isfinite(rows).all()
+    assert float((rows.flatten() - want_mean).abs().max()) < 5  # a draw near the mean
+
+
+def test_group_hyperparameters_concentrate_on_many_rows():
+    torch.manual_seed(2)
+    theta = torch.cat([torch.randn(20_000, 2) * 0.5 + 1.0, torch.randn(20_000, 2) * 2.0])
+    group = torch.cat([torch.zeros(20_000, dtype=torch.long), torch.ones(20_000, dtype=torch.long)])
+    group[:10] = -1  # rows without data take no part
+    mean = torch.zeros(2, 2)
+    for _ in range(3):  # precision given the current mean, then the mean: a few Gibbs rounds
+        mean, precision = _normal_gamma(theta, group, 2, mean, shape=1.0, gamma0=1.0)
+    torch.testing.assert_close(mean, torch.tensor([[1.0, 1.0], [0.0, 0.0]]), atol=0.05, rtol=0)
+    torch.testing.assert_close(precision, torch.tensor([[4.0, 4.0], [0.25, 0.25]]), rtol=0.05,
+                               atol=0)
+
+
+@pytest.fixture(scope="module")
+def bfm(split):
+    return BayesianFM(4, sweeps=40, burn_in=10, max_samples=15, date_bins=4,
+                      device="cpu").fit(split[0])
+
+
+def test_bayesian_fm_learns_and_keeps_its_samples(split, bfm):
+    train, test = split
+    got = rmse(bfm.predict_ratings(test), test.rating)
+    assert got < rmse(BaselineEstimates(device="cpu").fit(train).predict_ratings(test),
+                      test.rating)
+    assert len(bfm.net.w0) == len(kept_sweeps(40, 10, 15))
+    assert np.isfinite(bfm.history.train_rmse).all() and (bfm.history.cg_residual < 1).all()
+    assert {"user", "item", "weekday", "since_first"} <= set(bfm.fields_)  # the defaults
+    curve = bfm.sample_curve(test)
+    assert curve["mean"].iloc[-1] == pytest.approx(got, abs=1e-5)
+    mean, std = bfm.predict_ratings(test, return_std=True)
+    assert (std > 0).all() and np.allclose(mean, bfm.predict_ratings(test))
+
+
+def test_bayesian_fm_without_timestamps_leaves_the_context_out(split, bfm):
+    _, test = split
+    with_time = bfm.predict_ratings(test)
+    without = bfm.predict(test.user, test.item)
+    assert not np.allclose(with_time, without)
+    scores = bfm.score_items(torch.as_tensor(test.user[:4]))
+    torch.testing.assert_close(scores[torch.arange(4), torch.as_tensor(test.item[:4])],
+                               torch.as_tensor(without[:4]), atol=1e-5, rtol=0)
+
+
+def test_bayesian_fm_round_trip_and_reproducibility(split, bfm, tmp_path):
+    train, test = split
+    restored = ExplicitModel.load(bfm.save(tmp_path / "bfm.safetensors"), device="cpu")
+    assert isinstance(restored, BayesianFM) and restored.fields_ == bfm.fields_
+    np.testing.assert_array_equal(restored.predict_ratings(test), bfm.predict_ratings(test))
+    again = BayesianFM(4, sweeps=40, burn_in=10, max_samples=15, date_bins=4,
+                       device="cpu").fit(train)
+    np.testing.assert_array_equal(again.predict_ratings(test), bfm.predict_ratings(test))
+
+
+def test_bayesian_fm_on_ids_alone_is_bayesian_biased_mf(split):
+    train, test = split
+    ids = BayesianFM(4, fields=("user", "item"), bags=(), sweeps=60, burn_in=10,
+                     max_samples=20, device="cpu").fit(train)
+    bpmf = BayesianMF(4, sweeps=60, burn_in=10, max_samples=20, device="cpu").fit(train)
+    assert (ids.history.cg_residual < 1e-4).all()  # two separable blocks: exact draws
+    assert abs(rmse(ids.predict_ratings(test), test.rating)
+               - rmse(bpmf.predict_ratings(test), test.rating)) < 0.02
+
+
+def test_bayesian_fm_rejects_bad_options():
+    with pytest.raises(ValueError, match="bags"):
+        BayesianFM(bags=("users",))
+    with pytest.raises(ValueError, match="cg_tol"):
+        BayesianFM(cg_tol=0)
+    with pytest.raises(ValueError, match="burn_in"):
+        BayesianFM(sweeps=5, burn_in=5)

@@ -116,7 +116,7 @@ def test_a_ranking_model_trains_evaluates_recommends_and_serves(data_dir, tmp_pa
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "Foo", "--out", "x"], "unknown model 'Foo'; registered models: AsymmetricSVD, "
-                                     "BaselineEstimates, BayesianMF, BiasedMF"),
+                                     "BaselineEstimates, BayesianFM, BayesianMF, BiasedMF"),
     (["train", "BiasedMF", "-p", "n_factor=3", "--out", "x"],
      "BiasedMF has no parameter 'n_factor'; valid: n_factors"),
     (["train", "BiasedMF", "-p", "n_factors=many", "--out", "x"],

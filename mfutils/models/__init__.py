@@ -4,7 +4,7 @@ models (``fit`` / ``score_items`` / ``recommend``)."""
 from mfutils.models import registry
 from mfutils.models.base import CheckpointError, ExplicitModel, Model
 from mfutils.models.baseline import BaselineEstimates
-from mfutils.models.bayesian import BayesianMF
+from mfutils.models.bayesian import BayesianFM, BayesianMF
 from mfutils.models.deepfm import DeepFM
 from mfutils.models.fm import FactorizationMachine
 from mfutils.models.ials import ImplicitALS
@@ -17,7 +17,8 @@ from mfutils.models.svdpp import AsymmetricSVD, SVDpp
 from mfutils.models.timesvdpp import TimeSVDpp
 from mfutils.models.two_tower import TwoTower
 
-__all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BayesianMF", "BiasedMF",
+__all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BayesianFM", "BayesianMF",
+           "BiasedMF",
            "CheckpointError", "DeepFM", "ExplicitModel", "FactorizationMachine",
            "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN", "MostPopular",
            "Model", "RankingModel", "SVDpp", "TimeSVDpp", "TwoTower", "registry",

@@ -31,6 +31,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "FM-side": ("FactorizationMachine", {}),
     "FM-ids": ("FactorizationMachine", {"fields": ("user", "item")}),
     "iALS": ("ImplicitALS", {}),
+    "BayesianFM-ids": ("BayesianFM", {"fields": ("user", "item"), "bags": ()}),
+    "BayesianFM-flipped": ("BayesianFM", {"fields": ("user", "item")}),
 }
 
 
