@@ -149,8 +149,9 @@ class MyFMPeer:
     """
 
     def __init__(self, *, fields=None, bags=("user", "item"), rank: int = 10,
-                 n_iter: int = 200, burn_in: int = 20, seed: int = 0) -> None:
-        self.fields, self.bags, self.rank = fields, tuple(bags), rank
+                 output: str = "regression", n_iter: int = 200, burn_in: int = 20,
+                 seed: int = 0) -> None:
+        self.fields, self.bags, self.rank, self.output = fields, tuple(bags), rank, output
         self.n_iter, self.burn_in, self.seed = n_iter, burn_in, seed
 
     def _side(self, name, index, value, offset, size, n, seen, train):
@@ -195,7 +196,7 @@ class MyFMPeer:
 
     def fit(self, train) -> MyFMPeer:
         import scipy.sparse as sps
-        from myfm import MyFMRegressor
+        from myfm import MyFMOrderedProbit, MyFMRegressor
 
         self.encoder = FieldEncoder(self.fields).fit(train)
         enc = self.encoder
@@ -215,9 +216,15 @@ class MyFMPeer:
                                      format="csr")
         time_shapes = [enc.field_sizes[f] for f in enc.fields if f in TIME_FIELDS]
         x, rel = self._design(train)
-        self.fm = MyFMRegressor(rank=self.rank, random_seed=self.seed)
+        if self.output == "ordinal":  # classes 0..K-1 of the distinct training ratings
+            self.fm = MyFMOrderedProbit(rank=self.rank, random_seed=self.seed)
+            self.levels = np.unique(train.rating)
+            target = np.searchsorted(self.levels, train.rating)
+        else:
+            self.fm = MyFMRegressor(rank=self.rank, random_seed=self.seed)
+            target = train.rating.astype(np.float64)
         start = time.perf_counter()
-        self.fm.fit(x, train.rating.astype(np.float64), X_rel=rel, n_iter=self.n_iter,
+        self.fm.fit(x, target, X_rel=rel, n_iter=self.n_iter,
                     n_kept_samples=self.n_iter - self.burn_in,
                     group_shapes=time_shapes + user_shapes + item_shapes)
         self.fit_seconds = time.perf_counter() - start
@@ -225,12 +232,15 @@ class MyFMPeer:
 
     def predict_ratings(self, test) -> np.ndarray:
         x, rel = self._design(test)
+        if self.output == "ordinal":  # the expected rating, as BayesianFM predicts
+            return self.fm.predict_proba(x, X_rel=rel) @ self.levels
         return self.fm.predict(x, X_rel=rel)
 
 
 def peer_models() -> dict[str, Callable[[], object]]:
     """Surprise 1.1.x at its defaults, and myFM 0.4 on the features of the Bayesian FM
-    presets, rank 10, 200 sweeps, 20 discarded (optional extra ``bench``)."""
+    presets at the same rank and output, 200 sweeps, 20 discarded (optional extra
+    ``bench``)."""
     try:
         import myfm  # noqa: F401
         from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
@@ -243,10 +253,11 @@ def peer_models() -> dict[str, Callable[[], object]]:
         "Surprise KNNBaseline": lambda: SurprisePeer(lambda: KNNBaseline(
             sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False)),
     }
-    for preset in ("BayesianFM-ids", "BayesianFM-flipped", "BayesianFM"):
+    for preset in ("BayesianFM-ids", "BayesianFM-flipped", "BayesianFM", "BayesianFM-ordinal"):
         options = registry.PRESETS.get(preset, ("BayesianFM", {}))[1]
         peers["myFM" + preset.removeprefix("BayesianFM")] = functools.partial(
-            MyFMPeer, fields=options.get("fields"), bags=options.get("bags", BAGS))
+            MyFMPeer, fields=options.get("fields"), bags=options.get("bags", BAGS),
+            rank=options.get("n_factors", 10), output=options.get("output", "regression"))
     return peers
 
 

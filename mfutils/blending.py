@@ -60,9 +60,10 @@ DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
 SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
                  "ItemKNN", "GlobalNeighborhood", "SVDpp", "AsymmetricSVD", "IntegratedModel",
                  "TimeSVDpp", "FM-side", "DeepFM", "NNMF", "BayesianMF", "BayesianFM")
-# Variants the explicit benchmark runs beside the series (the FM on ids alone, the Bayesian
-# FM on ids alone and with both bags but no side features): names series_models accepts too.
-VARIANT_MODELS = ("FM-ids", "BayesianFM-ids", "BayesianFM-flipped")
+# Variants the explicit benchmark runs beside the series (the FM on ids alone; the Bayesian
+# FM on ids alone, with both bags but no side features, and its ordinal rank-16 setting):
+# names series_models accepts too.
+VARIANT_MODELS = ("FM-ids", "BayesianFM-ids", "BayesianFM-flipped", "BayesianFM-ordinal")
 Predictions = Mapping[str, np.ndarray] | pd.DataFrame
 
 

@@ -8,10 +8,11 @@ from mfutils.data import make_synthetic
 from mfutils.metrics import interval_coverage, rmse
 from mfutils.models import BaselineEstimates, BayesianFM, BayesianMF, BiasedMF, ExplicitModel
 from mfutils.models.bayesian import (
-    _block,
+    OrdinalProbit,
     _normal_gamma,
     _normal_wishart,
     _wishart,
+    design_block,
     kept_sweeps,
     sample_block,
 )
@@ -159,7 +160,7 @@ def _tiny_block(dtype=torch.float64):
     rows = torch.cat([torch.arange(4), torch.tensor([0, 0, 1, 1, 1, 2, 3, 3])])
     cols = torch.cat([torch.arange(4), 4 + torch.tensor([0, 1, 1, 2, 3, 0, 3, 4])])
     values = torch.cat([torch.ones(4), torch.full((8,), 0.5)]).to(dtype)
-    return _block("user", entity, rows, cols, values, 4, 9, start=0), gen
+    return design_block("user", entity, rows, cols, values, 4, 9, start=0), gen
 
 
 def _dense_conditional(block, target, other, noise, mean, precision):
@@ -197,7 +198,7 @@ def test_block_draws_have_the_dense_conditional_moments():
 def test_a_block_of_ids_is_drawn_exactly_without_cg_steps():
     gen = torch.Generator().manual_seed(1)
     entity = torch.randint(0, 5, (40,), generator=gen)
-    block = _block("item", entity, torch.arange(5), torch.arange(5),
+    block = design_block("item", entity, torch.arange(5), torch.arange(5),
                    torch.ones(5, dtype=torch.float64), 5, 5, start=0)
     assert block.separable
     other = torch.randn(40, 2, generator=gen, dtype=torch.float64)
@@ -282,3 +283,39 @@ def test_bayesian_fm_rejects_bad_options():
         BayesianFM(cg_tol=0)
     with pytest.raises(ValueError, match="burn_in"):
         BayesianFM(sweeps=5, burn_in=5)
+
+
+def test_ordinal_probit_recovers_cutpoints_and_draws_latents_inside_them():
+    torch.manual_seed(3)
+    fm = torch.randn(20_000, dtype=torch.float64)
+    truth = torch.tensor([-1.0, 0.0, 1.2], dtype=torch.float64)
+    levels = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    rating = levels[torch.searchsorted(truth, fm + torch.randn_like(fm))]
+    probit = OrdinalProbit(rating, levels)
+    draws = []
+    for sweep in range(300):
+        latent = probit.update(fm, adapt=sweep < 100)
+        if sweep >= 100:
+            draws.append(probit.cutpoints(probit.coords))
+    torch.testing.assert_close(torch.stack(draws).mean(0), truth, atol=0.05, rtol=0)
+    low, high = probit._bounds(probit.cutpoints(probit.coords))
+    assert bool(((latent.double() > low - 1e-4) & (latent.double() <= high + 1e-4)).all())
+    probs = OrdinalProbit.probabilities(fm[:5], truth)
+    torch.testing.assert_close(probs.sum(1), torch.ones(5, dtype=torch.float64))
+
+
+def test_ordinal_bayesian_fm_predicts_expected_ratings(split, tmp_path):
+    train, test = split
+    model = BayesianFM(4, fields=("user", "item"), output="ordinal", sweeps=40, burn_in=10,
+                       max_samples=10, device="cpu").fit(train)
+    pred = model.predict_ratings(test)
+    low, high = train.rating_scale
+    assert ((pred >= low) & (pred <= high)).all()
+    assert rmse(pred, test.rating) < rmse(
+        BaselineEstimates(device="cpu").fit(train).predict_ratings(test), test.rating)
+    assert (model.cutpoints.diff(dim=1) > 0).all()
+    assert model.levels.tolist() == sorted(set(train.rating.tolist()))
+    restored = ExplicitModel.load(model.save(tmp_path / "ordinal.safetensors"), device="cpu")
+    np.testing.assert_array_equal(restored.predict_ratings(test), pred)
+    with pytest.raises(ValueError, match="output"):
+        BayesianFM(output="probit")

@@ -33,6 +33,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "iALS": ("ImplicitALS", {}),
     "BayesianFM-ids": ("BayesianFM", {"fields": ("user", "item"), "bags": ()}),
     "BayesianFM-flipped": ("BayesianFM", {"fields": ("user", "item")}),
+    # chosen on a validation tenth of ML-100K's u1.base (README, "Bayesian models")
+    "BayesianFM-ordinal": ("BayesianFM", {"output": "ordinal", "n_factors": 16}),
 }
 
 
