@@ -7,7 +7,8 @@ Each generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME
 README; the prose around it is written by hand and names the command that made the JSON.
 Today: ``explicit``, from ``explicit-ml-100k-tuned.json`` (nested tuning, clean),
 ``explicit-ml-100k.json`` (defaults on u1..u5) and ``explicit-ml-latest-small-replica.json``
-(defaults on the replica's fold 1).
+(defaults on the replica's fold 1); ``bayesian``, from ``explicit-ml-100k-bayesian.json`` (the
+Bayesian FM presets beside myFM on the same features).
 """
 
 from __future__ import annotations
@@ -57,7 +58,33 @@ def explicit_table() -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[], str]] = {"explicit": explicit_table}
+BAYESIAN_ROWS = {  # our preset -> (its features, the myFM peer on the same features)
+    "BayesianFM-ids": "ids (= Bayesian biased MF)",
+    "BayesianFM-flipped": "ids + N(u) + N(i) (SVD++ flipped)",
+    "BayesianFM": "+ side and time fields (the defaults)",
+    "BayesianFM-ordinal": "+ ordinal output, rank 16",
+}
+
+
+def _seconds(record: dict | None) -> str:
+    if record is None or record.get("error"):
+        return _cell(record)
+    return f"{sum(record['fit_seconds']) / len(record['fit_seconds']):.1f}"
+
+
+def bayesian_table() -> str:
+    """The Bayesian FM presets against myFM on the same features, ML-100K u1..u5."""
+    records = _records("explicit-ml-100k-bayesian.json")
+    lines = ["| features | BayesianFM u1..u5 | u1 | s / fit | myFM u1..u5 | u1 | s / fit |",
+             "|---|---|---|---|---|---|---|"]
+    for preset, features in BAYESIAN_ROWS.items():
+        ours, peer = records.get(preset), records.get("myFM" + preset.removeprefix("BayesianFM"))
+        lines.append(f"| {features} (`{preset}`) | {_cell(ours)} | {_u1(ours)} | "
+                     f"{_seconds(ours)} | {_cell(peer)} | {_u1(peer)} | {_seconds(peer)} |")
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {"explicit": explicit_table, "bayesian": bayesian_table}
 
 
 def render(text: str) -> str:

@@ -205,8 +205,8 @@ drawn_fm, _ = sample_block(block, prior_mean, target, other, noise=alpha, prior_
 torch.manual_seed(seed)
 h = torch.cat([other, torch.ones(30, 1).double()], 1)
 x = (block.design.to_dense()[entity][:, :, None] * h[:, None, :]).flatten(1)  # d y / d theta
-y_tilde = target + torch.randn(30).double() / alpha ** 0.5
-mean_tilde = prior_mean + torch.randn(8, 3).double() / prior_prec.sqrt()
+y_tilde = target + torch.randn(30, dtype=torch.float64) / alpha ** 0.5
+mean_tilde = prior_mean + torch.randn(8, 3, dtype=torch.float64) / prior_prec.sqrt()
 p = alpha * x.T @ x + torch.diag(prior_prec.flatten())
 by_hand = torch.linalg.solve(p, alpha * x.T @ y_tilde + (prior_prec * mean_tilde).flatten())
 torch.testing.assert_close(drawn_fm.flatten(), by_hand, atol=1e-8, rtol=1e-8)

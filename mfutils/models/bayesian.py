@@ -442,7 +442,8 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
          shape: tuple[int, int]) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape,
+                                       check_invariants=False
                                        ).coalesce().to_sparse_csr()
 
 
