@@ -314,7 +314,9 @@ def _conjugate_gradient(gram: torch.Tensor, fixed: torch.Tensor, indptr: torch.T
                                            check_invariants=False)
 
     pattern = sparse(extra)
-    fixed_t = fixed.T.contiguous()  # shape: (f, n_cols)
+    # shape: (f, n_cols), a view: the CPU kernel reads mat2 transposed, so a contiguous copy
+    # here would be copied back, the whole table per call (superlinear at ML-25M's size)
+    fixed_t = fixed.T
 
     def matvec(p: torch.Tensor) -> torch.Tensor:  # shape: (B, f) -> (B, f)
         dots = torch.sparse.sampled_addmm(pattern, p, fixed_t, beta=0.0)  # y_i^T p_u per entry
