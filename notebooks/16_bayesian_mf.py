@@ -185,9 +185,12 @@ coverage.round(3), spread.round(3)
 # **Perturb and solve.** An exact draw from $\mathcal N(P^{-1} b, P^{-1})$ without
 # factorizing $P$: perturb the targets by $\mathcal N(0, \alpha^{-1})$ and the prior means
 # by $\mathcal N(0, \Lambda^{-1})$, then solve $P\theta = \tilde b$ (Papandreou & Yuille
-# 2010). The package solves by conjugate gradients (exact for a block of ids, dense for a
-# small block); on a tiny block of four users with bags the dense formula, with the same
-# random numbers, gives the same draw.
+# 2010). The package first eliminates each user's id exactly (it touches no other user:
+# one small Cholesky per user), then solves what is left — the bag and side features,
+# through their Schur complement — by conjugate gradients; a small block is solved densely.
+# On a tiny block of four users with bags (small enough for the dense path; the tests check
+# the elimination-and-CG path against the same formula) the dense formula written out, with
+# the same random numbers, gives the same draw.
 
 # %%
 gen = torch.Generator().manual_seed(seed)

@@ -6,7 +6,14 @@ import torch
 
 from mfutils.data import make_synthetic
 from mfutils.metrics import interval_coverage, rmse
-from mfutils.models import BaselineEstimates, BayesianFM, BayesianMF, BiasedMF, ExplicitModel
+from mfutils.models import (
+    BaselineEstimates,
+    BayesianFM,
+    BayesianMF,
+    BiasedMF,
+    ExplicitModel,
+    bayesian,
+)
 from mfutils.models.bayesian import (
     OrdinalProbit,
     _normal_gamma,
@@ -193,6 +200,40 @@ def test_block_draws_have_the_dense_conditional_moments():
     assert float(error.abs().max()) < 5 / 6000 ** 0.5, error.abs().max()  # ~ 5 standard errors
     ratio = torch.cov(draws.T).diag() / want_cov.diag()
     assert float((ratio - 1).abs().max()) < 0.1, ratio
+
+
+@pytest.mark.parametrize("ids", [True, False], ids=["ids and bags", "bags alone"])
+def test_eliminating_own_features_then_cg_gives_the_dense_solve(monkeypatch, ids):
+    """The large-block path (each entity's own feature eliminated, CG on the rest) solves
+    the same perturbed system as the dense path: with the same random numbers, one draw."""
+    gen = torch.Generator().manual_seed(2)
+    entity = torch.randint(0, 4, (30,), generator=gen)
+    rows = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    cols = torch.tensor([0, 1, 1, 2, 0, 2, 3, 2])  # item 3 in user 3's bag alone
+    values = torch.full((8,), 0.5, dtype=torch.float64)
+    if ids:
+        rows, cols = torch.cat([torch.arange(4), rows]), torch.cat([torch.arange(4), 4 + cols])
+        values = torch.cat([torch.ones(4, dtype=torch.float64), values])
+    n_features = int(cols.max()) + 1
+    block = design_block("user", entity, rows, cols, values, 4, n_features, start=0)
+    # ids: every user's own feature is its id (user 3's lone bag item stays shared); bags
+    # alone: only user 3 has one, item 3
+    assert block.own.tolist() == ([0, 1, 2, 3] if ids else [-1, -1, -1, 3])
+    assert not block.separable
+    other = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    target = torch.randn(30, generator=gen, dtype=torch.float64)
+    theta = torch.randn(n_features, 3, generator=gen, dtype=torch.float64)
+    mean = torch.randn(n_features, 3, generator=gen, dtype=torch.float64) * 0.1
+    precision = torch.rand(n_features, 3, generator=gen, dtype=torch.float64) + 0.5
+    options = dict(noise=2.0, prior_mean=mean, prior_precision=precision, cg_steps=200,
+                   cg_tol=1e-13)
+    torch.manual_seed(3)
+    dense, _ = sample_block(block, theta, target, other, **options)
+    monkeypatch.setattr(bayesian, "DENSE_LIMIT", 0)
+    torch.manual_seed(3)
+    solved, residual = sample_block(block, theta, target, other, **options)
+    assert float(residual) < 1e-10
+    torch.testing.assert_close(solved, dense, atol=1e-9, rtol=1e-9)
 
 
 def test_a_block_of_ids_is_drawn_exactly_without_cg_steps():
