@@ -180,10 +180,12 @@ memory.round(2)
 # SGD and Adam touch each rating once per epoch, ALS builds one Gram matrix per user and item
 # from their ratings. What differs is the constant: Funk's hand-written SGD step avoids
 # autograd and gathers rows with `index_select`; Adam's dense embedding gradients and the
-# $(f+1)^2$ Gram entries per rating of ALS cost more per rating. The exception is iALS between
-# 10M and 25M ratings, where its sweep grows about eight-fold; the `implicit` library's ALS
-# (the `implicit-ALS` row, same factors, regularization and three CG steps, one thread) is
-# level with it up to 10M and three to four times faster at 25M. The two-tower is in another
+# $(f+1)^2$ Gram entries per rating of ALS cost more per rating. iALS is level with the
+# `implicit` library's ALS (the `implicit-ALS` row, same factors, regularization and three CG
+# steps, one thread) at every size. It once grew eight-fold between 10M and 25M: its CG handed
+# `torch.sparse.sampled_addmm` a contiguous transpose of the fixed side, which the CPU kernel
+# transposes back, copying the whole table on every call; a transposed view costs nothing.
+# The two-tower is in another
 # league: each step of 1024 rows scores a $1024\times1024$ logit matrix, masks accidental
 # hits against the users' training items and updates the whole tables with Adam, so an epoch
 # on ML-25M takes hours on one CPU core — a model for a GPU. ALS keeps its memory in check by
