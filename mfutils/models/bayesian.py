@@ -93,6 +93,19 @@ def _normal_wishart(rows: torch.Tensor, *, beta0: float) -> tuple[torch.Tensor, 
     return mu.to(rows.dtype), precision.to(rows.dtype)
 
 
+def _draw_noise(sse: torch.Tensor, n: int, *, prior: float, model: str, sweep: int
+                ) -> tuple[torch.Tensor, float]:
+    """The noise precision from its Gamma conditional, ``Gamma((a0 + N) / 2, (a0 + SSE) / 2)``
+    (``a0 = noise_prior``), as a tensor and as the float the next sweep uses (one host sync
+    per sweep); a non-finite draw stops the sampler."""
+    noise_t = torch.distributions.Gamma((prior + n) / 2, (prior + sse) / 2).sample()
+    noise = float(noise_t)
+    if not math.isfinite(noise):
+        raise FloatingPointError(f"{model}: the noise precision became {noise} in sweep "
+                                 f"{sweep + 1}")
+    return noise_t, noise
+
+
 def sample_rows(side: Side, target: torch.Tensor, other: torch.Tensor, *, noise: float,
                  mu: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Every row of one side drawn from its Gaussian conditional, shape (n_rows, f+1).
@@ -373,12 +386,8 @@ class BayesianMF(_PosteriorModel):
             resid = centred - ((theta[user, :-1] * phi[item, :-1]).sum(1)
                                + theta[user, -1] + phi[item, -1])  # shape: (N,)
             sse = resid.pow(2).sum()
-            noise_t = torch.distributions.Gamma(
-                (c["noise_prior"] + len(resid)) / 2, (c["noise_prior"] + sse) / 2).sample()
-            noise = float(noise_t)  # one host sync per sweep, for the next sweep's scalars
-            if not math.isfinite(noise):
-                raise FloatingPointError(f"BayesianMF: the noise precision became {noise} in "
-                                         f"sweep {sweep + 1}")
+            noise_t, noise = _draw_noise(sse, len(resid), prior=c["noise_prior"],
+                                         model="BayesianMF", sweep=sweep)
             if sweep in keep:
                 slot = keep[sweep]
                 net.user_samples[slot] = theta
@@ -1147,12 +1156,8 @@ class BayesianFM(_PosteriorModel):
                 w0 = noise * (y - fm).sum() / scale + torch.randn(
                     (), device=self.device) / math.sqrt(scale)
                 sse = (y - fm - w0).pow(2).sum()
-                noise_t = torch.distributions.Gamma(
-                    (c["noise_prior"] + len(y)) / 2, (c["noise_prior"] + sse) / 2).sample()
-                noise = float(noise_t)  # one host sync per sweep, for the next sweep's scalars
-            if not math.isfinite(noise):
-                raise FloatingPointError(f"BayesianFM: the noise precision became {noise} in "
-                                         f"sweep {sweep + 1}")
+                noise_t, noise = _draw_noise(sse, len(y), prior=c["noise_prior"],
+                                             model="BayesianFM", sweep=sweep)
             if sweep in keep:
                 self._keep(keep[sweep], blocks, theta, w0, noise_t)
                 if probit is not None:
