@@ -427,6 +427,8 @@ class Block:
     own, own_value : Tensor, shape (n_entities,)
         Each entity's *own* feature (one that no other entity carries: its id), ``-1`` for
         none, and its value: eliminated exactly, entity by entity, before the CG solve.
+    owners : Tensor, shape (n_owners,)
+        The entities that have one (indices, so that no sampling step needs a host sync).
     shared : Tensor, shape (n_shared,)
         The other features (side fields, bag members, features no entity carries).
     shared_design, shared_design_t, shared_squared_t : sparse CSR Tensor
@@ -445,6 +447,7 @@ class Block:
     design_t: torch.Tensor
     own: torch.Tensor
     own_value: torch.Tensor
+    owners: torch.Tensor
     shared: torch.Tensor
     shared_design: torch.Tensor
     shared_design_t: torch.Tensor
@@ -525,7 +528,8 @@ def design_block(name: str, entity: torch.Tensor, rows: torch.Tensor, cols: torc
                               (n_entities, len(entity))),
                  design=_csr(rows, cols, values, (n_entities, n_features)),
                  design_t=_csr(cols, rows, values, (n_features, n_entities)),
-                 own=own, own_value=own_value, shared=shared, shared_design=shared_design,
+                 own=own, own_value=own_value, owners=torch.nonzero(own >= 0).squeeze(1),
+                 shared=shared, shared_design=shared_design,
                  shared_design_t=_csr(c, r, v, (n_shared, n_entities)),
                  shared_squared_t=_csr(c, r, v * v, (n_shared, n_entities)),
                  start=start, stop=start + n_features, separable=separable)
@@ -636,7 +640,7 @@ def sample_block(block: Block, theta: torch.Tensor, target: torch.Tensor,
             limit=(cg_tol * rhs.norm()) ** 2)
         s_e = torch.sparse.mm(block.shared_design, x[shared])
     x_own = _bmv(a_inv, b_own - value * _bmv(gram, s_e))  # shape: (n_e, f+1)
-    x[own[has_own]] = x_own[has_own]
+    x[own[block.owners]] = x_own[block.owners]
     return x, relative_residual(x)
 
 
