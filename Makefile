@@ -25,14 +25,16 @@ run: $(BIN)/.installed
 book: $(BIN)/.installed
 	$(BIN)/python -m mfutils.book --run runs/latest
 
-## ruff (what .pre-commit-config.yaml runs) and the README tables against their JSON
+## ruff check and format (what .pre-commit-config.yaml runs) and the README tables against their JSON
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python benchmarks/readme.py --check
 
-## ruff, the unit tests, then every notebook at its defaults under nbval
+## ruff check and format, the unit tests, then every notebook at its defaults under nbval
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest --durations=15 tests
 	$(BIN)/python -m pytest --durations=16 --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 

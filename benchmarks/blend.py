@@ -40,16 +40,20 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--models", nargs="*", default=None,
-                        help=f"subset of {list(SERIES_MODELS)} (default: all)")
-    parser.add_argument("--folds", type=int, nargs="*", default=None,
-                        help="fold numbers to run (default all)")
+    parser.add_argument(
+        "--models", nargs="*", default=None, help=f"subset of {list(SERIES_MODELS)} (default: all)"
+    )
+    parser.add_argument(
+        "--folds", type=int, nargs="*", default=None, help="fold numbers to run (default all)"
+    )
     parser.add_argument("--valid-fraction", type=float, default=0.1)
-    parser.add_argument("--no-refit", action="store_true",
-                        help="score the models fit without the validation part")
+    parser.add_argument(
+        "--no-refit", action="store_true", help="score the models fit without the validation part"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="seeds per stochastic model, averaged (a seed bag)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="seeds per stochastic model, averaged (a seed bag)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
     args = parser.parse_args(argv)
@@ -64,9 +68,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     refit = not args.no_refit
 
     start = time.perf_counter()
-    per_fold, blends = blend_folds(models, folds, fold_names=labels,
-                                   valid_fraction=args.valid_fraction, seed=args.seed,
-                                   refit=refit)
+    per_fold, blends = blend_folds(
+        models,
+        folds,
+        fold_names=labels,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        refit=refit,
+    )
     seconds = time.perf_counter() - start
     summary = per_fold.pivot(index="model", columns="fold", values="rmse")[labels]
     summary = summary.assign(mean=summary.mean(axis=1)).sort_values("mean").reset_index()
@@ -74,34 +83,59 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"{protocol} ({', '.join(labels)}); blend learned on a {args.valid_fraction:.0%} "
         f"random validation split of each training fold (seed {args.seed}), ridge penalty by "
         f"5-fold CV inside it; "
-        + (f"stochastic models bagged over seeds {args.seed}..{args.seed + args.seeds - 1}; "
-           if args.seeds > 1 else "")
-        + ("models refit on the whole training fold for the test predictions"
-           if refit else "test predictions by the models fit without the validation part"))
-    print(f"\n{args.dataset}, {full_protocol}, device {device}, "
-          f"{torch.get_num_threads()} threads, {seconds:.0f} s\n")
+        + (
+            f"stochastic models bagged over seeds {args.seed}..{args.seed + args.seeds - 1}; "
+            if args.seeds > 1
+            else ""
+        )
+        + (
+            "models refit on the whole training fold for the test predictions"
+            if refit
+            else "test predictions by the models fit without the validation part"
+        )
+    )
+    print(
+        f"\n{args.dataset}, {full_protocol}, device {device}, "
+        f"{torch.get_num_threads()} threads, {seconds:.0f} s\n"
+    )
     print(to_markdown(summary.round(4)))
 
     records = []
     for name, rows in per_fold.groupby("model", sort=False):
-        record = {"model": name, "folds": rows["fold"].tolist(), "rmse": rows["rmse"].tolist(),
-                  "rmse_mean": float(rows["rmse"].mean()),
-                  "valid_rmse": rows["valid_rmse"].tolist(),
-                  "fit_seconds": rows["fit_seconds"].tolist()}
+        record = {
+            "model": name,
+            "folds": rows["fold"].tolist(),
+            "rmse": rows["rmse"].tolist(),
+            "rmse_mean": float(rows["rmse"].mean()),
+            "valid_rmse": rows["valid_rmse"].tolist(),
+            "fit_seconds": rows["fit_seconds"].tolist(),
+        }
         if name.startswith("Blend"):
             record["lam"] = [blends[fold][name].lam for fold in rows["fold"]]
-            record["weights"] = {fold: dict(zip(blends[fold][name].columns,
-                                                blends[fold][name].weights.tolist(),
-                                                strict=True))
-                                 | {"(intercept)": blends[fold][name].intercept}
-                                 for fold in rows["fold"]}
+            record["weights"] = {
+                fold: dict(
+                    zip(
+                        blends[fold][name].columns, blends[fold][name].weights.tolist(), strict=True
+                    )
+                )
+                | {"(intercept)": blends[fold][name].intercept}
+                for fold in rows["fold"]
+            }
         records.append(record)
-    meta = {"dataset": args.dataset, "protocol": full_protocol, "members": list(models),
-            "valid_fraction": args.valid_fraction, "refit": refit, "seed": args.seed,
-            "seeds": args.seeds,
-            "device": str(device), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "machine": platform.machine(),
-            "wall_seconds": seconds}
+    meta = {
+        "dataset": args.dataset,
+        "protocol": full_protocol,
+        "members": list(models),
+        "valid_fraction": args.valid_fraction,
+        "refit": refit,
+        "seed": args.seed,
+        "seeds": args.seeds,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "wall_seconds": seconds,
+    }
     output = args.output or RESULTS_DIR / f"blend-{args.dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"meta": meta, "models": records}

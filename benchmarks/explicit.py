@@ -73,8 +73,7 @@ def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
 def binary_models(device: torch.device) -> dict[str, Callable[[], object]]:
     """The models with a binary head (sigmoid, log loss), at the defaults of the rating task."""
     return {
-        "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), binary=True,
-                                               device=device),
+        "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), binary=True, device=device),
         "FM-side": lambda: FactorizationMachine(binary=True, device=device),
         "DeepFM": lambda: DeepFM(binary=True, device=device),
     }
@@ -91,8 +90,9 @@ class ConstantRate:
         return np.full(len(test), self.rate)
 
 
-def evaluate_binary_folds(make_model: Callable[[], object], folds, *, name: str,
-                          fold_names: list[str], threshold: float) -> pd.DataFrame:
+def evaluate_binary_folds(
+    make_model: Callable[[], object], folds, *, name: str, fold_names: list[str], threshold: float
+) -> pd.DataFrame:
     """Fit on each training part binarised at ``threshold``; AUC and log loss on its test."""
     rows = []
     for label, (train, test) in zip(fold_names, folds, strict=True):
@@ -102,9 +102,15 @@ def evaluate_binary_folds(make_model: Callable[[], object], folds, *, name: str,
         seconds = time.perf_counter() - start
         prob = model.predict_ratings(test)
         liked = (test.rating >= threshold).astype(np.float64)
-        rows.append({"model": name, "fold": label,
-                     "auc": auc(prob, liked) if np.ptp(prob) > 0 else 0.5,
-                     "logloss": log_loss(prob, liked), "fit_seconds": seconds})
+        rows.append(
+            {
+                "model": name,
+                "fold": label,
+                "auc": auc(prob, liked) if np.ptp(prob) > 0 else 0.5,
+                "logloss": log_loss(prob, liked),
+                "fit_seconds": seconds,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -121,8 +127,11 @@ class SurprisePeer:
     def fit(self, train) -> SurprisePeer:
         from surprise import Dataset, Reader
 
-        frame = (train.to_frame()[["user", "item", "rating"]].astype({"rating": "float64"})
-                 .sort_values(["user", "item"]))  # the order Surprise runs fastest on
+        frame = (
+            train.to_frame()[["user", "item", "rating"]]
+            .astype({"rating": "float64"})
+            .sort_values(["user", "item"])
+        )  # the order Surprise runs fastest on
         dataset = Dataset.load_from_df(frame, Reader(rating_scale=train.rating_scale))
         trainset = dataset.build_full_trainset()
         self.algo = self.algo_factory()
@@ -148,9 +157,17 @@ class MyFMPeer:
     is myFM's own ``fit``; building its matrices is not counted.
     """
 
-    def __init__(self, *, fields=None, bags=("user", "item"), rank: int = 10,
-                 output: str = "regression", n_iter: int = 200, burn_in: int = 20,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        fields=None,
+        bags=("user", "item"),
+        rank: int = 10,
+        output: str = "regression",
+        n_iter: int = 200,
+        burn_in: int = 20,
+        seed: int = 0,
+    ) -> None:
         self.fields, self.bags, self.rank, self.output = fields, tuple(bags), rank, output
         self.n_iter, self.burn_in, self.seed = n_iter, burn_in, seed
 
@@ -162,8 +179,11 @@ class MyFMPeer:
         n_other = train.n_items if name == "user" else train.n_users
         rows = np.repeat(np.arange(n), index.shape[1])
         cols, vals = index.reshape(-1) - offset, value.reshape(-1) * seen[rows]
-        shapes = [self.encoder.field_sizes[f] for f in self.encoder.fields
-                  if (f in USER_FIELDS) == (name == "user") and f not in TIME_FIELDS]
+        shapes = [
+            self.encoder.field_sizes[f]
+            for f in self.encoder.fields
+            if (f in USER_FIELDS) == (name == "user") and f not in TIME_FIELDS
+        ]
         if name in self.bags:
             counts = np.maximum(np.bincount(own, minlength=n), 1)
             rows = np.concatenate([rows, own])
@@ -180,12 +200,15 @@ class MyFMPeer:
         tensors = data.tensors("cpu")
         encoded = enc.encode(tensors["user"], tensors["item"], tensors["timestamp"])
         n_time = sum(f in TIME_FIELDS for f in enc.fields)
-        time_start = enc.n_features - sum(enc.field_sizes[f] for f in enc.fields
-                                          if f in TIME_FIELDS)
-        cols = encoded["index"][:, encoded["index"].shape[1] - n_time:].numpy() - time_start
+        time_start = enc.n_features - sum(
+            enc.field_sizes[f] for f in enc.fields if f in TIME_FIELDS
+        )
+        cols = encoded["index"][:, encoded["index"].shape[1] - n_time :].numpy() - time_start
         rows = np.repeat(np.arange(len(data)), n_time)
-        x = sps.csr_matrix((np.ones(rows.size), (rows, cols.reshape(-1))),
-                           shape=(len(data), enc.n_features - time_start))
+        x = sps.csr_matrix(
+            (np.ones(rows.size), (rows, cols.reshape(-1))),
+            shape=(len(data), enc.n_features - time_start),
+        )
         user = np.where(self.user_seen[data.user], data.user, 0)
         item = np.where(self.item_seen[data.item], data.item, 0)
         blank_u = ~self.user_seen[data.user]
@@ -202,18 +225,33 @@ class MyFMPeer:
         enc = self.encoder
         self.user_seen, self.item_seen = train.user_counts() > 0, train.item_counts() > 0
         item_start = sum(enc.field_sizes[f] for f in enc.fields if f in USER_FIELDS)
-        time_start = item_start + sum(enc.field_sizes[f] for f in enc.fields
-                                      if f in ITEM_FIELDS)
+        time_start = item_start + sum(enc.field_sizes[f] for f in enc.fields if f in ITEM_FIELDS)
         user_block, user_shapes = self._side(
-            "user", enc.user_index.numpy(), enc.user_value.numpy(), 0, item_start,
-            train.n_users, self.user_seen, train)
+            "user",
+            enc.user_index.numpy(),
+            enc.user_value.numpy(),
+            0,
+            item_start,
+            train.n_users,
+            self.user_seen,
+            train,
+        )
         item_block, item_shapes = self._side(
-            "item", enc.item_index.numpy(), enc.item_value.numpy(), item_start,
-            time_start - item_start, train.n_items, self.item_seen, train)
-        self.user_block = sps.vstack([user_block, sps.csr_matrix((1, user_block.shape[1]))],
-                                     format="csr")
-        self.item_block = sps.vstack([item_block, sps.csr_matrix((1, item_block.shape[1]))],
-                                     format="csr")
+            "item",
+            enc.item_index.numpy(),
+            enc.item_value.numpy(),
+            item_start,
+            time_start - item_start,
+            train.n_items,
+            self.item_seen,
+            train,
+        )
+        self.user_block = sps.vstack(
+            [user_block, sps.csr_matrix((1, user_block.shape[1]))], format="csr"
+        )
+        self.item_block = sps.vstack(
+            [item_block, sps.csr_matrix((1, item_block.shape[1]))], format="csr"
+        )
         time_shapes = [enc.field_sizes[f] for f in enc.fields if f in TIME_FIELDS]
         x, rel = self._design(train)
         if self.output == "ordinal":  # classes 0..K-1 of the distinct training ratings
@@ -224,9 +262,14 @@ class MyFMPeer:
             self.fm = MyFMRegressor(rank=self.rank, random_seed=self.seed)
             target = train.rating.astype(np.float64)
         start = time.perf_counter()
-        self.fm.fit(x, target, X_rel=rel, n_iter=self.n_iter,
-                    n_kept_samples=self.n_iter - self.burn_in,
-                    group_shapes=time_shapes + user_shapes + item_shapes)
+        self.fm.fit(
+            x,
+            target,
+            X_rel=rel,
+            n_iter=self.n_iter,
+            n_kept_samples=self.n_iter - self.burn_in,
+            group_shapes=time_shapes + user_shapes + item_shapes,
+        )
         self.fit_seconds = time.perf_counter() - start
         return self
 
@@ -250,14 +293,21 @@ def peer_models() -> dict[str, Callable[[], object]]:
         "Surprise BaselineOnly": lambda: SurprisePeer(lambda: BaselineOnly(verbose=False)),
         "Surprise SVD": lambda: SurprisePeer(lambda: SVD(random_state=0)),
         "Surprise SVD++": lambda: SurprisePeer(lambda: SVDpp(random_state=0)),
-        "Surprise KNNBaseline": lambda: SurprisePeer(lambda: KNNBaseline(
-            sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False)),
+        "Surprise KNNBaseline": lambda: SurprisePeer(
+            lambda: KNNBaseline(
+                sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False
+            )
+        ),
     }
     for preset in ("BayesianFM-ids", "BayesianFM-flipped", "BayesianFM", "BayesianFM-ordinal"):
         options = registry.PRESETS.get(preset, ("BayesianFM", {}))[1]
         peers["myFM" + preset.removeprefix("BayesianFM")] = functools.partial(
-            MyFMPeer, fields=options.get("fields"), bags=options.get("bags", BAGS),
-            rank=options.get("n_factors", 10), output=options.get("output", "regression"))
+            MyFMPeer,
+            fields=options.get("fields"),
+            bags=options.get("bags", BAGS),
+            rank=options.get("n_factors", 10),
+            output=options.get("output", "regression"),
+        )
     return peers
 
 
@@ -265,25 +315,49 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Run the benchmark; returns the summary table (``attrs["failures"]``: the errors)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-100k", choices=DATASETS)
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding <dataset>/ (default $MFUTILS_DATA_DIR)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding <dataset>/ (default $MFUTILS_DATA_DIR)",
+    )
     parser.add_argument("--peers", action="store_true", help="also run Surprise")
     parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
-    parser.add_argument("--folds", type=int, nargs="*", default=None,
-                        help="fold numbers to run (default all)")
+    parser.add_argument(
+        "--folds", type=int, nargs="*", default=None, help="fold numbers to run (default all)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
-    parser.add_argument("--task", choices=("rating", "binary"), default="rating",
-                        help="rating: RMSE / MAE; binary: rating >= --like-threshold, AUC")
+    parser.add_argument(
+        "--task",
+        choices=("rating", "binary"),
+        default="rating",
+        help="rating: RMSE / MAE; binary: rating >= --like-threshold, AUC",
+    )
     parser.add_argument("--like-threshold", type=float, default=4.0)
-    parser.add_argument("--split", choices=("folds", "random90"), default="folds",
-                        help="folds: the dataset's u1..u5 (or 5 seeded 80/20); random90: 5 "
-                             "random 90/10 splits, seeds 0..4")
-    parser.add_argument("--tune", type=int, default=0, metavar="N",
-                        help="nested: tune every package model per fold (N Optuna trials) on a "
-                             "validation part of that fold's training part")
-    parser.add_argument("--preset", type=Path, nargs="+", default=None, metavar="FILE",
-                        help="run models with the options of these `mfutils tune` presets")
+    parser.add_argument(
+        "--split",
+        choices=("folds", "random90"),
+        default="folds",
+        help="folds: the dataset's u1..u5 (or 5 seeded 80/20); random90: 5 "
+        "random 90/10 splits, seeds 0..4",
+    )
+    parser.add_argument(
+        "--tune",
+        type=int,
+        default=0,
+        metavar="N",
+        help="nested: tune every package model per fold (N Optuna trials) on a "
+        "validation part of that fold's training part",
+    )
+    parser.add_argument(
+        "--preset",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="run models with the options of these `mfutils tune` presets",
+    )
     args = parser.parse_args(argv)
     if args.tune < 0:
         parser.error(f"--tune {args.tune}: the number of trials must be >= 1")
@@ -319,8 +393,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for name, options in presets.items():
             models[name] = functools.partial(make_model, name, options, device=device)
     if args.tune:
-        protocol += (f"; nested: tuned per fold on a validation part of its training data "
-                     f"({args.tune} trials)")
+        protocol += (
+            f"; nested: tuned per fold on a validation part of its training data "
+            f"({args.tune} trials)"
+        )
     if presets:
         protocol += f"; options from presets {[str(p) for p in args.preset]}"
     if args.peers:
@@ -332,14 +408,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             parser.error(f"unknown models {sorted(unknown)}; known: {sorted(models)}")
         models = {name: models[name] for name in chosen}
 
-    suffix = "".join(f"-{v}" for v, default in ((args.task, "rating"), (args.split, "folds"))
-                     if v != default)
+    suffix = "".join(
+        f"-{v}" for v, default in ((args.task, "rating"), (args.split, "folds")) if v != default
+    )
     suffix += "-tuned" if args.tune else "-preset" if presets else ""
     output = args.output or RESULTS_DIR / f"explicit-{args.dataset}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": args.dataset, "protocol": protocol, "device": str(device),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "machine": platform.machine(), "processor": platform.processor()}
+    meta = {
+        "dataset": args.dataset,
+        "protocol": protocol,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }
     if args.tune:
         meta["tune_trials"] = args.tune
     if presets:
@@ -352,14 +435,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             train = fold[0]
             start = time.perf_counter()
             result = tune(name, train, trials=args.tune, seed=0, progress=False, device=device)
-            extra = {"options": result.options, "valid_rmse": result.value,
-                     "tune_seconds": time.perf_counter() - start}
+            extra = {
+                "options": result.options,
+                "valid_rmse": result.value,
+                "tune_seconds": time.perf_counter() - start,
+            }
             make = functools.partial(make_model, name, result.options, device=device)
         elif name in presets:
             extra = {"options": presets[name]}
         if args.task == "binary":
-            return evaluate_binary_folds(make, [fold], name=name, fold_names=[label],
-                                         threshold=args.like_threshold), extra
+            return evaluate_binary_folds(
+                make, [fold], name=name, fold_names=[label], threshold=args.like_threshold
+            ), extra
         return evaluate_folds(make, [fold], name=name, fold_names=[label]), extra
 
     # Fold-major order: every model sees fold k before any model sees fold k+1.
@@ -369,18 +456,25 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             try:
                 frame, extra = evaluate(make, fold, name, label)
             except Exception as err:  # record it, run the others (the exit status says so)
-                failures.append({"model": name, "fold": label,
-                                 "error": f"{type(err).__name__}: {err}"})
+                failures.append(
+                    {"model": name, "fold": label, "error": f"{type(err).__name__}: {err}"}
+                )
                 print(f"{name} failed on {label}: {type(err).__name__}: {err}", file=sys.stderr)
             else:
                 rows.append(frame)
                 extras[name, label] = extra
             _write(output, meta, rows, extras, failures, metrics, list(models))
 
-    per_fold = (pd.concat(rows, ignore_index=True) if rows
-                else pd.DataFrame(columns=["model", "fold", *metrics, "fit_seconds"]))
-    summary = (per_fold.groupby("model", sort=False)[[*metrics, "fit_seconds"]].mean()
-               .reset_index() if args.task == "binary" else summarize_folds(per_fold))
+    per_fold = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["model", "fold", *metrics, "fit_seconds"])
+    )
+    summary = (
+        per_fold.groupby("model", sort=False)[[*metrics, "fit_seconds"]].mean().reset_index()
+        if args.task == "binary"
+        else summarize_folds(per_fold)
+    )
     if failures:
         status = {}
         for failure in failures:
@@ -390,15 +484,24 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         summary = pd.concat([summary, pd.DataFrame({"model": missing})], ignore_index=True)
         summary["status"] = [", ".join(status.get(name, ["ok"])) for name in summary["model"]]
     summary.attrs["failures"] = failures
-    print(f"\n{args.dataset}, {protocol} ({', '.join(names)}), device {device}, "
-          f"{torch.get_num_threads()} threads\n")
+    print(
+        f"\n{args.dataset}, {protocol} ({', '.join(names)}), device {device}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
     print(to_markdown(summary))
     print(f"\nwrote {output}" + (f"; {len(failures)} model/fold runs failed" if failures else ""))
     return summary
 
 
-def _write(output: Path, meta: dict, rows: list[pd.DataFrame], extras: dict,
-           failures: list[dict], metrics: tuple[str, ...], order: list[str]) -> None:
+def _write(
+    output: Path,
+    meta: dict,
+    rows: list[pd.DataFrame],
+    extras: dict,
+    failures: list[dict],
+    metrics: tuple[str, ...],
+    order: list[str],
+) -> None:
     """Rewrite the JSON with every model/fold finished so far (a killed run keeps them)."""
     records = []
     if rows:
@@ -407,9 +510,11 @@ def _write(output: Path, meta: dict, rows: list[pd.DataFrame], extras: dict,
         for name in (n for n in order if n in by_model):
             part = by_model[name]
             record = {
-                "model": name, metrics[0]: part[metrics[0]].tolist(),
+                "model": name,
+                metrics[0]: part[metrics[0]].tolist(),
                 **{f"{m}_mean": part[m].mean() for m in metrics},
-                "fit_seconds": part["fit_seconds"].tolist(), "folds": part["fold"].tolist(),
+                "fit_seconds": part["fit_seconds"].tolist(),
+                "folds": part["fold"].tolist(),
             }
             fold_extras = [extras.get((name, fold), {}) for fold in record["folds"]]
             for key in ("options", "valid_rmse", "tune_seconds"):

@@ -85,8 +85,9 @@ class ImplicitPeer:
         import scipy.sparse as sp
 
         values = np.ones(len(train), dtype=np.float32)
-        matrix = sp.csr_matrix((values, (train.user, train.item)),
-                               shape=(train.n_users, train.n_items))
+        matrix = sp.csr_matrix(
+            (values, (train.user, train.item)), shape=(train.n_users, train.n_items)
+        )
         self.model = self.factory()
         start = time.perf_counter()
         self.model.fit(matrix, show_progress=False)
@@ -111,13 +112,27 @@ def peer_models(threads: int) -> dict[str, Callable[[], object]]:
     except ImportError:
         sys.exit("--peers needs implicit: pip install -e '.[bench]'")
     return {
-        "implicit ALS": lambda: ImplicitPeer(lambda: AlternatingLeastSquares(
-            factors=ALS["factors"], regularization=ALS["reg"], alpha=1.0 + ALS["alpha"],
-            iterations=ALS["iterations"], random_state=0, num_threads=threads,
-            calculate_training_loss=False)),
-        "implicit BPR": lambda: ImplicitPeer(lambda: BayesianPersonalizedRanking(
-            factors=64, learning_rate=0.05, regularization=0.001, iterations=200,
-            random_state=0, num_threads=threads)),
+        "implicit ALS": lambda: ImplicitPeer(
+            lambda: AlternatingLeastSquares(
+                factors=ALS["factors"],
+                regularization=ALS["reg"],
+                alpha=1.0 + ALS["alpha"],
+                iterations=ALS["iterations"],
+                random_state=0,
+                num_threads=threads,
+                calculate_training_loss=False,
+            )
+        ),
+        "implicit BPR": lambda: ImplicitPeer(
+            lambda: BayesianPersonalizedRanking(
+                factors=64,
+                learning_rate=0.05,
+                regularization=0.001,
+                iterations=200,
+                random_state=0,
+                num_threads=threads,
+            )
+        ),
     }
 
 
@@ -126,9 +141,16 @@ def peer_models(threads: int) -> dict[str, Callable[[], object]]:
 # up to 30 epochs with early stopping on validation NDCG@20 (compact tables learn slower), and
 # changes only the id tables. Hashed tables try two widths within each budget: the drop-in
 # width 64 (fewer rows) and 16 (more rows); best_on_valid picks one per budget.
-COMPACT_TWO_TOWER = {"dim": 64, "loss": "softmax", "negatives": "popularity",
-                     "popularity_alpha": 0.0, "n_negatives": 1024, "lr": 3e-3, "epochs": 30,
-                     "patience": 3}
+COMPACT_TWO_TOWER = {
+    "dim": 64,
+    "loss": "softmax",
+    "negatives": "popularity",
+    "popularity_alpha": 0.0,
+    "n_negatives": 1024,
+    "lr": 3e-3,
+    "epochs": 30,
+    "patience": 3,
+}
 COMPACT_WIDTHS = {"hashing": (64, 16), "hash": (64, 16), "bloom": (64, 16)}
 COMPACT_MF = {"n_factors": 20, "epochs": 20, "lr": 0.005, "reg": 0.15}  # BiasedMF adam defaults
 COMPACT_OPTIONS = {"hash": {"k": 2}, "bloom": {"k": 2}, "hashing": {"sign": True}}
@@ -139,18 +161,29 @@ def run_compact(dataset: str, seed: int, device: torch.device, output: Path | No
     """Both size curves, a JSON file and a plot; returns the JSON payload."""
     data = load_movielens(dataset)
     split = ranking_split(data, seed=seed)
-    ranking = ranking_curve(split, model_options={**COMPACT_TWO_TOWER, "device": device},
-                            ratios=COMPACT_RATIOS, embedding_options=COMPACT_OPTIONS,
-                            widths=COMPACT_WIDTHS)
+    ranking = ranking_curve(
+        split,
+        model_options={**COMPACT_TWO_TOWER, "device": device},
+        ratios=COMPACT_RATIOS,
+        embedding_options=COMPACT_OPTIONS,
+        widths=COMPACT_WIDTHS,
+    )
     folds, fold_label = rating_folds(data, seed=seed)
     train, test = folds[0]
-    rating = rating_curve(train, test, model_options={**COMPACT_MF, "device": device},
-                          ratios=COMPACT_RATIOS, embedding_options=COMPACT_OPTIONS)
+    rating = rating_curve(
+        train,
+        test,
+        model_options={**COMPACT_MF, "device": device},
+        ratios=COMPACT_RATIOS,
+        embedding_options=COMPACT_OPTIONS,
+    )
     full = ranking.loc[ranking["method"] == "full", "ndcg@20"].iloc[0]
     ranking["ndcg_loss"] = 1 - ranking["ndcg@20"] / full
     chosen = best_on_valid(ranking)
-    print(f"\n{split.protocol}; fit on fit, early-stopped on valid, scored on test; "
-          f"device {device}\n\nevery point:\n")
+    print(
+        f"\n{split.protocol}; fit on fit, early-stopped on valid, scored on test; "
+        f"device {device}\n\nevery point:\n"
+    )
     print(to_markdown(ranking.round(4)))
     print("\nwidth chosen on validation per method and budget:\n")
     print(to_markdown(chosen.round(4)))
@@ -159,18 +192,29 @@ def run_compact(dataset: str, seed: int, device: torch.device, output: Path | No
 
     output = output or RESULTS_DIR / f"compact-{dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": dataset, "protocol": split.protocol,
-            "ranking_fit": f"fit part, early stopping on valid (patience "
-                           f"{COMPACT_TWO_TOWER['patience']}), scored on test with all train "
-                           "items masked",
-            "rating_protocol": f"{fold_label}, first fold", "methods": list(METHODS),
-            "two_tower": COMPACT_TWO_TOWER, "biased_mf": COMPACT_MF,
-            "embedding_options": COMPACT_OPTIONS, "widths": COMPACT_WIDTHS,
-            "device": str(device),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "machine": platform.machine()}
-    payload = {"meta": meta, "ranking": ranking.to_dict("records"),
-               "chosen": chosen.to_dict("records"), "rating": rating.to_dict("records")}
+    meta = {
+        "dataset": dataset,
+        "protocol": split.protocol,
+        "ranking_fit": f"fit part, early stopping on valid (patience "
+        f"{COMPACT_TWO_TOWER['patience']}), scored on test with all train "
+        "items masked",
+        "rating_protocol": f"{fold_label}, first fold",
+        "methods": list(METHODS),
+        "two_tower": COMPACT_TWO_TOWER,
+        "biased_mf": COMPACT_MF,
+        "embedding_options": COMPACT_OPTIONS,
+        "widths": COMPACT_WIDTHS,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    payload = {
+        "meta": meta,
+        "ranking": ranking.to_dict("records"),
+        "chosen": chosen.to_dict("records"),
+        "rating": rating.to_dict("records"),
+    }
     output.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     figure = plot_compact_curves(chosen, rating)
     figure.savefig(output.with_suffix(".png"), dpi=120, bbox_inches="tight")
@@ -186,10 +230,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
-    parser.add_argument("--compact", action="store_true",
-                        help="compact id tables: accuracy vs parameters (notebook 13)")
-    parser.add_argument("--losses", action="store_true",
-                        help="two-tower MF with every loss, each tuned on validation")
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="compact id tables: accuracy vs parameters (notebook 13)",
+    )
+    parser.add_argument(
+        "--losses",
+        action="store_true",
+        help="two-tower MF with every loss, each tuned on validation",
+    )
     parser.add_argument("--epochs", type=int, default=20, help="epoch bound with --losses")
     args = parser.parse_args(argv)
 
@@ -218,15 +268,25 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         scores = evaluate_ranking(model, train=split.train, test=split.test, device=device)
         rows.append({"model": name, **scores, "fit_seconds": seconds})
     table = pd.DataFrame(rows)
-    shown = ["model", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50",
-             "fit_seconds"]
+    shown = [
+        "model",
+        "recall@10",
+        "ndcg@10",
+        "recall@20",
+        "ndcg@20",
+        "recall@50",
+        "ndcg@50",
+        "fit_seconds",
+    ]
     print(f"\n{split.protocol}; device {device}, {torch.get_num_threads()} threads\n")
     print(to_markdown(table[shown]))
 
     output = args.output or RESULTS_DIR / f"implicit-{args.dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"meta": _meta(args, split, device), "models": rows},
-                                 indent=2, default=float) + "\n")
+    output.write_text(
+        json.dumps({"meta": _meta(args, split, device), "models": rows}, indent=2, default=float)
+        + "\n"
+    )
     print(f"\nwrote {output}")
     return table
 
@@ -237,28 +297,47 @@ def _plain(value: object) -> object:
 
 
 def _meta(args: argparse.Namespace, split, device: torch.device) -> dict[str, object]:
-    return {"dataset": args.dataset, "protocol": split.protocol, "device": str(device),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "machine": platform.machine(), "processor": platform.processor()}
+    return {
+        "dataset": args.dataset,
+        "protocol": split.protocol,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }
 
 
 def loss_study(split, args: argparse.Namespace, device: torch.device) -> pd.DataFrame:
     """Every loss on the two-tower MF, tuned on validation (notebook 12's table)."""
     start = time.perf_counter()
-    study = compare_losses(split, losses=args.models, epochs=args.epochs, seed=args.seed,
-                           device=device)
+    study = compare_losses(
+        split, losses=args.models, epochs=args.epochs, seed=args.seed, device=device
+    )
     table = tuned_table(study).reset_index(names="loss")
-    print(f"\n{split.protocol}; two-tower MF, d=64, each loss tuned on validation "
-          f"(epochs <= {args.epochs}); device {device}, {torch.get_num_threads()} threads, "
-          f"{time.perf_counter() - start:.0f} s in all\n")
-    print(to_markdown(table[["loss", "chosen", "valid ndcg@20", "recall@20", "ndcg@20",
-                             "recall@50", "ndcg@50"]]))
+    print(
+        f"\n{split.protocol}; two-tower MF, d=64, each loss tuned on validation "
+        f"(epochs <= {args.epochs}); device {device}, {torch.get_num_threads()} threads, "
+        f"{time.perf_counter() - start:.0f} s in all\n"
+    )
+    print(
+        to_markdown(
+            table[
+                ["loss", "chosen", "valid ndcg@20", "recall@20", "ndcg@20", "recall@50", "ndcg@50"]
+            ]
+        )
+    )
     output = args.output or RESULTS_DIR / f"losses-{args.dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     meta = {**_meta(args, split, device), "epochs": args.epochs, "seed": args.seed}
-    output.write_text(json.dumps({"meta": meta, "losses": table.to_dict(orient="records"),
-                                  "study": study_record(study)},
-                                 indent=2, default=_plain) + "\n")
+    output.write_text(
+        json.dumps(
+            {"meta": meta, "losses": table.to_dict(orient="records"), "study": study_record(study)},
+            indent=2,
+            default=_plain,
+        )
+        + "\n"
+    )
     print(f"\nwrote {output}")
     return table
 

@@ -48,13 +48,18 @@ def explicit_table() -> str:
     tuned = _records("explicit-ml-100k-tuned.json")
     defaults = _records("explicit-ml-100k.json")
     replica = _records("explicit-ml-latest-small-replica.json")
-    lines = ["| model | tuned u1..u5 | tuned u1 | trials | defaults u1..u5 (not clean) | "
-             "defaults u1 | replica, defaults |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | tuned u1..u5 | tuned u1 | trials | defaults u1..u5 (not clean) | "
+        "defaults u1 | replica, defaults |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model, record in tuned.items():
         trials = record.get("trials") or "defaults"
-        lines.append(f"| {model} | {_cell(record)} | {_u1(record)} | {trials} | "
-                     f"{_cell(defaults.get(model))} | {_u1(defaults.get(model))} | "
-                     f"{_cell(replica.get(model))} |")
+        lines.append(
+            f"| {model} | {_cell(record)} | {_u1(record)} | {trials} | "
+            f"{_cell(defaults.get(model))} | {_u1(defaults.get(model))} | "
+            f"{_cell(replica.get(model))} |"
+        )
     return "\n".join(lines)
 
 
@@ -75,12 +80,16 @@ def _seconds(record: dict | None) -> str:
 def bayesian_table() -> str:
     """The Bayesian FM presets against myFM on the same features, ML-100K u1..u5."""
     records = _records("explicit-ml-100k-bayesian.json")
-    lines = ["| features | BayesianFM u1..u5 | u1 | s / fit | myFM u1..u5 | u1 | s / fit |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| features | BayesianFM u1..u5 | u1 | s / fit | myFM u1..u5 | u1 | s / fit |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for preset, features in BAYESIAN_ROWS.items():
         ours, peer = records.get(preset), records.get("myFM" + preset.removeprefix("BayesianFM"))
-        lines.append(f"| {features} (`{preset}`) | {_cell(ours)} | {_u1(ours)} | "
-                     f"{_seconds(ours)} | {_cell(peer)} | {_u1(peer)} | {_seconds(peer)} |")
+        lines.append(
+            f"| {features} (`{preset}`) | {_cell(ours)} | {_u1(ours)} | "
+            f"{_seconds(ours)} | {_cell(peer)} | {_u1(peer)} | {_seconds(peer)} |"
+        )
     return "\n".join(lines)
 
 
@@ -101,16 +110,22 @@ def render(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if README.md differs from the JSON")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if README.md differs from the JSON",
+    )
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args(argv)
     text = args.readme.read_text()
     new = render(text)
     if args.check:
         if new != text:
-            print(f"{args.readme}: a result table differs from benchmarks/results/*.json; run "
-                  "python benchmarks/readme.py", file=sys.stderr)
+            print(
+                f"{args.readme}: a result table differs from benchmarks/results/*.json; run "
+                "python benchmarks/readme.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     args.readme.write_text(new)

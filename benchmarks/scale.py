@@ -74,25 +74,40 @@ def model_factories(factors: int, epochs: int, device: object) -> dict[str, Call
     from mfutils.models.two_tower import TwoTower
 
     return {
-        "BiasedMF-SGD": lambda: BiasedMF(factors, method="sgd", epochs=epochs, batch_size=4096,
-                                         lr=0.005, device=device),
-        "BiasedMF-Adam": lambda: BiasedMF(factors, method="adam", epochs=epochs,
-                                          batch_size=65536, lr=0.01, device=device),
+        "BiasedMF-SGD": lambda: BiasedMF(
+            factors, method="sgd", epochs=epochs, batch_size=4096, lr=0.005, device=device
+        ),
+        "BiasedMF-Adam": lambda: BiasedMF(
+            factors, method="adam", epochs=epochs, batch_size=65536, lr=0.01, device=device
+        ),
         "BiasedMF-ALS": lambda: BiasedMF(factors, method="als", epochs=epochs, device=device),
-        "SVDpp": lambda: SVDpp(factors, epochs=epochs, batch_size=65536, warm_start=False,
-                               device=device),
+        "SVDpp": lambda: SVDpp(
+            factors, epochs=epochs, batch_size=65536, warm_start=False, device=device
+        ),
         "iALS": lambda: ImplicitALS(factors=factors, iterations=epochs, device=device),
-        "TwoTower-SSM": lambda: TwoTower(dim=factors, loss="ssm", negatives="in-batch",
-                                         epochs=epochs, batch_size=TIMED_BATCHES["TwoTower-SSM"],
-                                         patience=None,
-                                         device=device),
+        "TwoTower-SSM": lambda: TwoTower(
+            dim=factors,
+            loss="ssm",
+            negatives="in-batch",
+            epochs=epochs,
+            batch_size=TIMED_BATCHES["TwoTower-SSM"],
+            patience=None,
+            device=device,
+        ),
     }
 
 
 # ---------------------------------------------------------------------- one (model, size) run
-def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
-           device_name: str | None, threads: int | None, timed_batches: int
-           ) -> dict[str, object]:
+def worker(
+    model_name: str,
+    data_path: Path,
+    *,
+    factors: int,
+    epochs: int,
+    device_name: str | None,
+    threads: int | None,
+    timed_batches: int,
+) -> dict[str, object]:
     """Fit one model on the cached data in this (fresh) process and measure it."""
     import torch
 
@@ -104,9 +119,17 @@ def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
     device = get_device(device_name)
     arrays = np.load(data_path)
     n_users, n_items = int(arrays["n_users"]), int(arrays["n_items"])
-    data = Ratings(user=arrays["user"], item=arrays["item"], rating=arrays["rating"],
-                   timestamp=arrays["timestamp"], n_users=n_users, n_items=n_items,
-                   user_ids=np.arange(n_users), item_ids=np.arange(n_items), name="synthetic")
+    data = Ratings(
+        user=arrays["user"],
+        item=arrays["item"],
+        rating=arrays["rating"],
+        timestamp=arrays["timestamp"],
+        n_users=n_users,
+        n_items=n_items,
+        user_ids=np.arange(n_users),
+        item_ids=np.arange(n_items),
+        name="synthetic",
+    )
     n_ratings, timed = len(data), len(data)
     if model_name in TIMED_BATCHES and timed_batches * TIMED_BATCHES[model_name] < len(data):
         timed = timed_batches * TIMED_BATCHES[model_name]
@@ -114,8 +137,13 @@ def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
         data = data.subset(keep)
     data_rss = _peak_rss_gb()
     if model_name == PEER:
-        return _implicit_worker(data, factors=factors, epochs=epochs,
-                                threads=threads or torch.get_num_threads(), data_rss=data_rss)
+        return _implicit_worker(
+            data,
+            factors=factors,
+            epochs=epochs,
+            threads=threads or torch.get_num_threads(),
+            data_rss=data_rss,
+        )
     model = model_factories(factors, epochs, device)[model_name]()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -127,20 +155,29 @@ def worker(model_name: str, data_path: Path, *, factors: int, epochs: int,
     seconds = np.diff(np.concatenate([[0.0], model.history["seconds"].to_numpy()]))
     scale = n_ratings / timed  # 1 unless the epoch is extrapolated from a subset
     record = {
-        "model": model_name, "n_ratings": n_ratings, "n_users": n_users, "n_items": n_items,
-        "factors": factors, "epochs": len(seconds), "seconds_per_epoch": float(seconds[-1]) * scale,
-        "first_epoch_seconds": float(seconds[0]) * scale, "fit_seconds": fit_seconds,
+        "model": model_name,
+        "n_ratings": n_ratings,
+        "n_users": n_users,
+        "n_items": n_items,
+        "factors": factors,
+        "epochs": len(seconds),
+        "seconds_per_epoch": float(seconds[-1]) * scale,
+        "first_epoch_seconds": float(seconds[0]) * scale,
+        "fit_seconds": fit_seconds,
         "ratings_per_second": timed / float(seconds[-1]),
-        "extrapolated": timed < n_ratings, "timed_ratings": timed,
-        "data_rss_gb": data_rss, "peak_rss_gb": _peak_rss_gb(),
+        "extrapolated": timed < n_ratings,
+        "timed_ratings": timed,
+        "data_rss_gb": data_rss,
+        "peak_rss_gb": _peak_rss_gb(),
     }
     if device.type == "cuda":
         record["cuda_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return record
 
 
-def _implicit_worker(data, *, factors: int, epochs: int, threads: int, data_rss: float
-                     ) -> dict[str, object]:
+def _implicit_worker(
+    data, *, factors: int, epochs: int, threads: int, data_rss: float
+) -> dict[str, object]:
     """``implicit``'s ALS on the same interactions as :class:`ImplicitALS` (its ``alpha`` is
     our ``1 + alpha`` on 0/1 data, as in benchmarks/implicit.py)."""
     import scipy.sparse as sp
@@ -149,22 +186,40 @@ def _implicit_worker(data, *, factors: int, epochs: int, threads: int, data_rss:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     from implicit.cpu.als import AlternatingLeastSquares
 
-    matrix = sp.csr_matrix((np.ones(len(data), dtype=np.float32), (data.user, data.item)),
-                           shape=(data.n_users, data.n_items))
+    matrix = sp.csr_matrix(
+        (np.ones(len(data), dtype=np.float32), (data.user, data.item)),
+        shape=(data.n_users, data.n_items),
+    )
     matrix.sum_duplicates()
-    peer = AlternatingLeastSquares(factors=factors, regularization=30.0, alpha=1.0 + 2.0,
-                                   iterations=epochs, use_cg=True,  # 3 CG steps, as ours
-                                   num_threads=threads, random_state=0,
-                                   calculate_training_loss=False)
+    peer = AlternatingLeastSquares(
+        factors=factors,
+        regularization=30.0,
+        alpha=1.0 + 2.0,
+        iterations=epochs,
+        use_cg=True,  # 3 CG steps, as ours
+        num_threads=threads,
+        random_state=0,
+        calculate_training_loss=False,
+    )
     start = time.perf_counter()
     peer.fit(matrix, show_progress=False)
     fit_seconds = time.perf_counter() - start
-    return {"model": PEER, "n_ratings": len(data), "n_users": data.n_users,
-            "n_items": data.n_items, "factors": factors, "epochs": epochs,
-            "seconds_per_epoch": fit_seconds / epochs, "first_epoch_seconds": None,
-            "fit_seconds": fit_seconds, "ratings_per_second": len(data) * epochs / fit_seconds,
-            "extrapolated": False, "timed_ratings": len(data), "data_rss_gb": data_rss,
-            "peak_rss_gb": _peak_rss_gb()}
+    return {
+        "model": PEER,
+        "n_ratings": len(data),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "factors": factors,
+        "epochs": epochs,
+        "seconds_per_epoch": fit_seconds / epochs,
+        "first_epoch_seconds": None,
+        "fit_seconds": fit_seconds,
+        "ratings_per_second": len(data) * epochs / fit_seconds,
+        "extrapolated": False,
+        "timed_ratings": len(data),
+        "data_rss_gb": data_rss,
+        "peak_rss_gb": _peak_rss_gb(),
+    }
 
 
 def _peak_rss_gb() -> float:
@@ -184,26 +239,47 @@ def cached_data(size: str, cache_dir: Path, seed: int) -> Path:
         start = time.perf_counter()
         data = make_synthetic(n_users, n_items, n_ratings, seed=seed)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, user=data.user, item=data.item, rating=data.rating,
-                 timestamp=data.timestamp, n_users=n_users, n_items=n_items)
+        np.savez(
+            tmp,
+            user=data.user,
+            item=data.item,
+            rating=data.rating,
+            timestamp=data.timestamp,
+            n_users=n_users,
+            n_items=n_items,
+        )
         tmp.replace(path)
-        print(f"generated {size} ({n_ratings:,} ratings) in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        print(
+            f"generated {size} ({n_ratings:,} ratings) in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
     return path
 
 
 def run_one(model: str, data_path: Path, args: argparse.Namespace) -> dict[str, object]:
     """Run :func:`worker` in a fresh interpreter, so that peak memory is this model's own."""
-    command = [sys.executable, __file__, "--worker", model, "--data", str(data_path),
-               "--factors", str(args.factors), "--epochs", str(args.epochs),
-               "--timed-batches", str(args.timed_batches)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        model,
+        "--data",
+        str(data_path),
+        "--factors",
+        str(args.factors),
+        "--epochs",
+        str(args.epochs),
+        "--timed-batches",
+        str(args.timed_batches),
+    ]
     if args.device:
         command += ["--device", args.device]
     if args.threads:
         command += ["--threads", str(args.threads)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout,
-                              check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=args.timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"model": model, "error": f"timed out after {args.timeout} s"}
     if done.returncode != 0:
@@ -226,11 +302,15 @@ def plot(records: list[dict[str, object]], path: Path, title: str) -> None:
     for name, rows in table.sort_values("n_ratings").groupby("model", sort=False):
         guessed = extrapolated.loc[rows.index].astype(bool)
         label = f"{name} (extrapolated: open)" if guessed.any() else name
-        line, = ax.plot(rows["n_ratings"], rows["seconds_per_epoch"], marker="o", label=label)
-        ax.plot(rows["n_ratings"][guessed], rows["seconds_per_epoch"][guessed], "o",
-                markerfacecolor="white", color=line.get_color())
-    ax.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds per epoch",
-           title=title)
+        (line,) = ax.plot(rows["n_ratings"], rows["seconds_per_epoch"], marker="o", label=label)
+        ax.plot(
+            rows["n_ratings"][guessed],
+            rows["seconds_per_epoch"][guessed],
+            "o",
+            markerfacecolor="white",
+            color=line.get_color(),
+        )
+    ax.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds per epoch", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -240,28 +320,47 @@ def plot(records: list[dict[str, object]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="*", default=list(DEFAULT_SIZES),
-                        help=f"data sizes, of {sorted(SIZES)}")
+    parser.add_argument(
+        "--sizes", nargs="*", default=list(DEFAULT_SIZES), help=f"data sizes, of {sorted(SIZES)}"
+    )
     parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2, help="epochs (sweeps) to time")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    parser.add_argument("--timed-batches", type=int, default=200,
-                        help=f"batches per timed epoch of {sorted(TIMED_BATCHES)}")
+    parser.add_argument(
+        "--timed-batches",
+        type=int,
+        default=200,
+        help=f"batches per timed epoch of {sorted(TIMED_BATCHES)}",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where generated data are kept (default: a temporary folder)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where generated data are kept (default: a temporary folder)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.data, factors=args.factors, epochs=args.epochs,
-                                device_name=args.device, threads=args.threads,
-                                timed_batches=args.timed_batches)))
+        print(
+            json.dumps(
+                worker(
+                    args.worker,
+                    args.data,
+                    factors=args.factors,
+                    epochs=args.epochs,
+                    device_name=args.device,
+                    threads=args.threads,
+                    timed_batches=args.timed_batches,
+                )
+            )
+        )
         return []
     unknown = set(args.sizes) - set(SIZES)
     if unknown:
@@ -281,14 +380,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     output = args.output or RESULTS_DIR / f"scale-synthetic{suffix}.json"
     previous = json.loads(output.read_text())["runs"] if output.exists() else []
 
-    meta = {"device": str(device), "threads": args.threads or torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "machine": platform.machine(), "factors": args.factors, "epochs": args.epochs,
-            "timed_batches": args.timed_batches,
-            "protocol": f"make_synthetic (seed {args.seed}), {args.epochs} epochs per run, "
-                        f"last epoch timed; {', '.join(TIMED_BATCHES)}: epochs over "
-                        f"{args.timed_batches} random batches, seconds per epoch extrapolated "
-                        "to all ratings"}
+    meta = {
+        "device": str(device),
+        "threads": args.threads or torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "factors": args.factors,
+        "epochs": args.epochs,
+        "timed_batches": args.timed_batches,
+        "protocol": f"make_synthetic (seed {args.seed}), {args.epochs} epochs per run, "
+        f"last epoch timed; {', '.join(TIMED_BATCHES)}: epochs over "
+        f"{args.timed_batches} random batches, seconds per epoch extrapolated "
+        "to all ratings",
+    }
     runs = list(previous)
     with tempfile.TemporaryDirectory() as scratch:
         cache_dir = args.cache_dir or Path(scratch)
@@ -296,8 +401,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         for size in sorted(args.sizes, key=lambda s: SIZES[s][2]):
             data_path = cached_data(size, cache_dir, args.seed)
             for name in names:
-                record = {"size": size, **run_one(name, data_path, args),
-                          "load_average": os.getloadavg()[0]}
+                record = {
+                    "size": size,
+                    **run_one(name, data_path, args),
+                    "load_average": os.getloadavg()[0],
+                }
                 print(_line(record), flush=True)
                 # Saved after every run: a long sweep stopped halfway keeps what it measured.
                 runs = [r for r in runs if (r["model"], r["size"]) != (name, size)] + [record]
@@ -307,24 +415,30 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     return runs
 
 
-def _save(output: Path, meta: dict[str, object], runs: list[dict[str, object]],
-          factors: int) -> None:
+def _save(
+    output: Path, meta: dict[str, object], runs: list[dict[str, object]], factors: int
+) -> None:
     """Write the JSON and the plot of ``runs``."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
-    plot(runs, output.with_suffix(".png"),
-         f"make_synthetic, k={factors}, {meta['device']}, {meta['threads']} thread(s)")
+    plot(
+        runs,
+        output.with_suffix(".png"),
+        f"make_synthetic, k={factors}, {meta['device']}, {meta['threads']} thread(s)",
+    )
 
 
 def _line(record: dict[str, object]) -> str:
     if "error" in record:
         return f"{record['size']:>4} {record['model']:<14} {record['error']}"
     mark = "*" if record.get("extrapolated") else " "
-    return (f"{record['size']:>4} {record['model']:<14} "
-            f"{record['seconds_per_epoch']:8.2f}{mark}s/epoch "
-            f"{record['ratings_per_second'] / 1e6:7.2f} M ratings/s  peak "
-            f"{record['peak_rss_gb']:.2f} GiB (data {record['data_rss_gb']:.2f})  "
-            f"load {record['load_average']:.1f}")
+    return (
+        f"{record['size']:>4} {record['model']:<14} "
+        f"{record['seconds_per_epoch']:8.2f}{mark}s/epoch "
+        f"{record['ratings_per_second'] / 1e6:7.2f} M ratings/s  peak "
+        f"{record['peak_rss_gb']:.2f} GiB (data {record['data_rss_gb']:.2f})  "
+        f"load {record['load_average']:.1f}"
+    )
 
 
 if __name__ == "__main__":

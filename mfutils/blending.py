@@ -51,15 +51,41 @@ from mfutils.data.splits import validation_split
 from mfutils.metrics import rmse
 from mfutils.models import registry
 
-__all__ = ["DEFAULT_LAMBDAS", "DETERMINISTIC_MODELS", "SERIES_MODELS", "VARIANT_MODELS",
-           "FoldPredictions",
-           "LinearBlend", "SeedBag", "blend_folds", "fit_ridge_blend", "fold_predictions",
-           "ridge_solve", "series_model_spec", "series_models", "support_features"]
+__all__ = [
+    "DEFAULT_LAMBDAS",
+    "DETERMINISTIC_MODELS",
+    "SERIES_MODELS",
+    "VARIANT_MODELS",
+    "FoldPredictions",
+    "LinearBlend",
+    "SeedBag",
+    "blend_folds",
+    "fit_ridge_blend",
+    "fold_predictions",
+    "ridge_solve",
+    "series_model_spec",
+    "series_models",
+    "support_features",
+]
 
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-6, 1, 15))
-SERIES_MODELS = ("BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-Adam", "BiasedMF-ALS",
-                 "ItemKNN", "GlobalNeighborhood", "SVDpp", "AsymmetricSVD", "IntegratedModel",
-                 "TimeSVDpp", "FM-side", "DeepFM", "NNMF", "BayesianMF", "BayesianFM")
+SERIES_MODELS = (
+    "BaselineEstimates-ALS",
+    "BiasedMF-SGD",
+    "BiasedMF-Adam",
+    "BiasedMF-ALS",
+    "ItemKNN",
+    "GlobalNeighborhood",
+    "SVDpp",
+    "AsymmetricSVD",
+    "IntegratedModel",
+    "TimeSVDpp",
+    "FM-side",
+    "DeepFM",
+    "NNMF",
+    "BayesianMF",
+    "BayesianFM",
+)
 # Variants the explicit benchmark runs beside the series (the FM on ids alone; the Bayesian
 # FM on ids alone, with both bags but no side features, and its ordinal rank-16 setting):
 # names series_models accepts too.
@@ -105,24 +131,29 @@ class LinearBlend:
     feature_std: np.ndarray = field(repr=False)
     clip: tuple[float, float] | None = None
 
-    def predict(self, predictions: Predictions, features: pd.DataFrame | None = None
-                ) -> np.ndarray:
+    def predict(self, predictions: Predictions, features: pd.DataFrame | None = None) -> np.ndarray:
         """Blend the columns named in :attr:`names` (extra columns are ignored), float64.
 
         ``features`` (the same kind of features as in fitting, for the same rows) is required
         when the blend was fit with features.
         """
         if self.feature_names and features is None:
-            raise ValueError(f"this blend was fit with the features {list(self.feature_names)}; "
-                             "pass them for the rows to predict")
+            raise ValueError(
+                f"this blend was fit with the features {list(self.feature_names)}; "
+                "pass them for the rows to predict"
+            )
         x = _expand(_design(predictions, self.names), self._standard(features))
         out = x @ self.weights + self.intercept
         return np.clip(out, *self.clip) if self.clip is not None else out
 
     def frame(self) -> pd.DataFrame:
         """The weights as a table, intercept last."""
-        return pd.DataFrame({"column": [*self.columns, "(intercept)"],
-                             "weight": [*self.weights.tolist(), self.intercept]})
+        return pd.DataFrame(
+            {
+                "column": [*self.columns, "(intercept)"],
+                "weight": [*self.weights.tolist(), self.intercept],
+            }
+        )
 
     def _standard(self, features: pd.DataFrame | None) -> np.ndarray | None:
         if not self.feature_names:
@@ -130,9 +161,7 @@ class LinearBlend:
         return (_design(features, self.feature_names) - self.feature_mean) / self.feature_std
 
 
-def ridge_solve(
-    x: torch.Tensor, y: torch.Tensor, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ridge_solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Ridge regression with an unpenalised intercept, in closed form.
 
     Solves :math:`(X_c^\top X_c / n + \lambda I)\,w = X_c^\top y_c / n` with :math:`X_c, y_c`
@@ -213,15 +242,19 @@ def fit_ridge_blend(
         x_np = _expand(x_np, (f_np - mean) / std)  # shape: (n, m + m q + q)
     y_np = np.array(target, dtype=np.float64)  # a writable copy
     if y_np.shape != (len(x_np),):
-        raise ValueError(f"target has shape {y_np.shape}; the predictions have {len(x_np)} rows "
-                         "each: pass the ratings of the same rows, in the same order")
+        raise ValueError(
+            f"target has shape {y_np.shape}; the predictions have {len(x_np)} rows "
+            "each: pass the ratings of the same rows, in the same order"
+        )
     if not np.isfinite(y_np).all():
         raise ValueError("target contains NaN or inf")
     if not lambdas or min(lambdas) < 0:
         raise ValueError(f"lambdas={lambdas!r} must be a non-empty sequence of values >= 0")
     if n_folds < 2 or len(y_np) < 2 * n_folds:
-        raise ValueError(f"need n_folds >= 2 and at least 2 * n_folds rows; got n_folds="
-                         f"{n_folds} and {len(y_np)} rows")
+        raise ValueError(
+            f"need n_folds >= 2 and at least 2 * n_folds rows; got n_folds="
+            f"{n_folds} and {len(y_np)} rows"
+        )
     device = torch.device(device) if device is not None else torch.device("cpu")
     x = torch.as_tensor(x_np, device=device)
     y = torch.as_tensor(y_np, device=device)
@@ -238,11 +271,23 @@ def fit_ridge_blend(
     cv = pd.DataFrame(rows)
     best = float(cv.loc[cv["cv_rmse"].idxmin(), "lam"])
     w, b = ridge_solve(x, y, best)
-    columns = (*names, *(f"{name} x {feature}" for name in names for feature in feature_names),
-               *feature_names)
-    return LinearBlend(names=names, feature_names=feature_names, columns=columns,
-                       weights=w.cpu().numpy(), intercept=float(b), lam=best, cv=cv,
-                       feature_mean=mean, feature_std=std, clip=clip)
+    columns = (
+        *names,
+        *(f"{name} x {feature}" for name in names for feature in feature_names),
+        *feature_names,
+    )
+    return LinearBlend(
+        names=names,
+        feature_names=feature_names,
+        columns=columns,
+        weights=w.cpu().numpy(),
+        intercept=float(b),
+        lam=best,
+        cv=cv,
+        feature_mean=mean,
+        feature_std=std,
+        clip=clip,
+    )
 
 
 def support_features(rows: Ratings, seen: Ratings) -> pd.DataFrame:
@@ -257,10 +302,12 @@ def support_features(rows: Ratings, seen: Ratings) -> pd.DataFrame:
     """
     if (rows.n_users, rows.n_items) != (seen.n_users, seen.n_items):
         raise ValueError("rows and seen must share one id space (parts of one Ratings)")
-    return pd.DataFrame({
-        "log_user_support": np.log1p(seen.user_counts())[rows.user],
-        "log_item_support": np.log1p(seen.item_counts())[rows.item],
-    })
+    return pd.DataFrame(
+        {
+            "log_user_support": np.log1p(seen.user_counts())[rows.user],
+            "log_item_support": np.log1p(seen.item_counts())[rows.item],
+        }
+    )
 
 
 # ---------------------------------------------------------------------- the fold protocol
@@ -301,8 +348,9 @@ class SeedBag:
         if not self.models:
             raise RuntimeError("call fit() before predict_ratings()")
         # shape: (n_seeds, len(data))
-        predictions = np.stack([np.asarray(model.predict_ratings(data), dtype=np.float64)
-                                for model in self.models])
+        predictions = np.stack(
+            [np.asarray(model.predict_ratings(data), dtype=np.float64) for model in self.models]
+        )
         return predictions.mean(axis=0)
 
 
@@ -321,15 +369,18 @@ def series_model_spec(name: str) -> tuple[type, dict[str, Any], bool]:
         An unknown name (the message lists the series' models).
     """
     if name not in (*SERIES_MODELS, *VARIANT_MODELS):
-        raise ValueError(f"unknown model {name!r}; choose from "
-                         f"{[*SERIES_MODELS, *VARIANT_MODELS]}")
+        raise ValueError(f"unknown model {name!r}; choose from {[*SERIES_MODELS, *VARIANT_MODELS]}")
     cls, implied = registry.resolve(name)
     return cls, implied, "seed" in registry.constructor_options(cls)
 
 
 def series_models(
-    names: Sequence[str] | None = None, *, device: torch.device | str | None = None,
-    seed: int = 0, n_seeds: int = 1, options: Mapping[str, Mapping[str, Any]] | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    n_seeds: int = 1,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Callable[[], Any]]:
     """Factories of the series' explicit models at their defaults (notebooks 01-10).
 
@@ -428,8 +479,9 @@ def fold_predictions(
     """
     fit_part, valid = validation_split(train, fraction=valid_fraction, seed=seed)
     valid_cols, test_cols, seconds = {}, {}, {}
-    for name, make in tqdm(make_models.items(), desc="models", unit="model",
-                           disable=not progress, leave=False):
+    for name, make in tqdm(
+        make_models.items(), desc="models", unit="model", disable=not progress, leave=False
+    ):
         start = time.perf_counter()
         model = make()
         model.fit(fit_part)
@@ -440,11 +492,14 @@ def fold_predictions(
         test_cols[name] = np.asarray(model.predict_ratings(test), dtype=np.float64)
         seconds[name] = time.perf_counter() - start
     return FoldPredictions(
-        valid=pd.DataFrame(valid_cols), valid_target=valid.rating.copy(),
+        valid=pd.DataFrame(valid_cols),
+        valid_target=valid.rating.copy(),
         valid_features=support_features(valid, fit_part),
-        test=pd.DataFrame(test_cols), test_target=test.rating.copy(),
+        test=pd.DataFrame(test_cols),
+        test_target=test.rating.copy(),
         test_features=support_features(test, train if refit else fit_part),
-        fit_seconds=seconds)
+        fit_seconds=seconds,
+    )
 
 
 def blend_folds(
@@ -474,27 +529,43 @@ def blend_folds(
     """
     fold_names = list(fold_names or [f"u{k}" for k in range(1, len(folds) + 1)])
     rows, blends = [], {}
-    for label, (train, test) in tqdm(list(zip(fold_names, folds, strict=True)), desc="folds",
-                                     unit="fold", disable=not progress):
-        preds = fold_predictions(make_models, train, test, valid_fraction=valid_fraction,
-                                 seed=seed, refit=refit)
+    for label, (train, test) in tqdm(
+        list(zip(fold_names, folds, strict=True)), desc="folds", unit="fold", disable=not progress
+    ):
+        preds = fold_predictions(
+            make_models, train, test, valid_fraction=valid_fraction, seed=seed, refit=refit
+        )
         for name in preds.valid:
-            rows.append({"model": name, "fold": label,
-                         "rmse": rmse(preds.test[name], preds.test_target),
-                         "valid_rmse": rmse(preds.valid[name], preds.valid_target),
-                         "fit_seconds": preds.fit_seconds[name]})
+            rows.append(
+                {
+                    "model": name,
+                    "fold": label,
+                    "rmse": rmse(preds.test[name], preds.test_target),
+                    "valid_rmse": rmse(preds.valid[name], preds.valid_target),
+                    "fit_seconds": preds.fit_seconds[name],
+                }
+            )
         blends[label] = {}
         for blend_name, use_features in (("Blend", False), ("Blend + support", True)):
             blend = fit_ridge_blend(
-                preds.valid, preds.valid_target, lambdas=lambdas, seed=seed,
+                preds.valid,
+                preds.valid_target,
+                lambdas=lambdas,
+                seed=seed,
                 features=preds.valid_features if use_features else None,
-                clip=train.rating_scale)
+                clip=train.rating_scale,
+            )
             blends[label][blend_name] = blend
             test_pred = blend.predict(preds.test, preds.test_features if use_features else None)
-            rows.append({"model": blend_name, "fold": label,
-                         "rmse": rmse(test_pred, preds.test_target),
-                         "valid_rmse": float(blend.cv["cv_rmse"].min()),
-                         "fit_seconds": sum(preds.fit_seconds.values())})
+            rows.append(
+                {
+                    "model": blend_name,
+                    "fold": label,
+                    "rmse": rmse(test_pred, preds.test_target),
+                    "valid_rmse": float(blend.cv["cv_rmse"].min()),
+                    "fit_seconds": sum(preds.fit_seconds.values()),
+                }
+            )
     return pd.DataFrame(rows), blends
 
 
@@ -512,8 +583,9 @@ def _design(predictions: Predictions, names: Sequence[str]) -> np.ndarray:
         raise ValueError("no predictors to blend")
     missing = [name for name in names if name not in predictions]
     if missing:
-        raise ValueError(f"predictions lack the columns {missing}; they have "
-                         f"{list(predictions.keys())}")
+        raise ValueError(
+            f"predictions lack the columns {missing}; they have {list(predictions.keys())}"
+        )
     columns = [np.asarray(predictions[name], dtype=np.float64) for name in names]
     lengths = {name: col.shape for name, col in zip(names, columns, strict=True)}
     if any(len(shape) != 1 for shape in lengths.values()) or len(set(lengths.values())) != 1:

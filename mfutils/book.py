@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
-_CONF = '''\
+_CONF = """\
 project = "Matrix factorization, a notebook series"
 extensions = ["myst_nb", "sphinx-mathjax-offline"]
 nb_execution_mode = "off"  # the notebooks were executed by `make run`
@@ -30,11 +30,16 @@ html_title = project
 html_theme_options = {"page_width": "1100px"}
 exclude_patterns = ["_build"]
 suppress_warnings = ["myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure"]
-'''
+"""
 
 
-def build_book(run: str | Path = "runs/latest", out: str | Path | None = None, *,
-               readme: str | Path = README, quiet: bool = True) -> Path:
+def build_book(
+    run: str | Path = "runs/latest",
+    out: str | Path | None = None,
+    *,
+    readme: str | Path = README,
+    quiet: bool = True,
+) -> Path:
     """Build the book of the executed notebooks in ``run/notebooks``; return its index page.
 
     Parameters
@@ -59,8 +64,9 @@ def build_book(run: str | Path = "runs/latest", out: str | Path | None = None, *
     out = run / "book" if out is None else Path(out)
     notebooks = sorted((run / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
-        raise FileNotFoundError(f"{run / 'notebooks'} holds no executed NN_*.ipynb notebooks: "
-                                "run `make run` first")
+        raise FileNotFoundError(
+            f"{run / 'notebooks'} holds no executed NN_*.ipynb notebooks: run `make run` first"
+        )
     with tempfile.TemporaryDirectory(prefix="mfutils-book-") as tmp:
         source = Path(tmp)
         (source / "conf.py").write_text(_CONF)
@@ -70,16 +76,17 @@ def build_book(run: str | Path = "runs/latest", out: str | Path | None = None, *
         pages = [f"notebooks/{path.stem}" for path in notebooks]
         results = run / "results.md"
         if results.is_file():
-            (source / "results.md").write_text("# Results of the run\n\n"
-                                               + results.read_text(encoding="utf-8"))
+            (source / "results.md").write_text(
+                "# Results of the run\n\n" + results.read_text(encoding="utf-8")
+            )
             pages.append("results")
-        toc = "\n".join(["", "```{toctree}", ":maxdepth: 1", ":caption: The series", "",
-                         *pages, "```", ""])
+        toc = "\n".join(
+            ["", "```{toctree}", ":maxdepth: 1", ":caption: The series", "", *pages, "```", ""]
+        )
         (source / "index.md").write_text(Path(readme).read_text(encoding="utf-8") + toc)
         if out.exists():
             shutil.rmtree(out)
-        status = build_main(["-b", "html", *(["-q"] if quiet else []), str(source),
-                             str(out)])
+        status = build_main(["-b", "html", *(["-q"] if quiet else []), str(source), str(out)])
     if status:
         raise RuntimeError(f"sphinx-build failed with status {status} (messages above)")
     return out / "index.html"
@@ -87,10 +94,15 @@ def build_book(run: str | Path = "runs/latest", out: str | Path | None = None, *
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/latest"),
-                        help="a `make run` output folder (default runs/latest)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where the HTML goes (default RUN/book)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=Path("runs/latest"),
+        help="a `make run` output folder (default runs/latest)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where the HTML goes (default RUN/book)"
+    )
     args = parser.parse_args(argv)
     try:
         index = build_book(args.run, args.out)

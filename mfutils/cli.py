@@ -99,9 +99,15 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.out.exists() and not args.overwrite:
         sub.error(f"--out {args.out} exists; pass --overwrite or choose a new directory")
     data = _load(args, sub)
-    artifact = pipeline.train_artifact(args.model, data, params=params, split=args.split,
-                                       seed=args.seed, device=args.device,
-                                       topk=not args.no_topk)
+    artifact = pipeline.train_artifact(
+        args.model,
+        data,
+        params=params,
+        split=args.split,
+        seed=args.seed,
+        device=args.device,
+        topk=not args.no_topk,
+    )
     artifact.save(args.out, overwrite=args.overwrite)
     _print_metrics(artifact)
     for warning in artifact.info.get("warnings", []):
@@ -121,15 +127,26 @@ def _tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     data = _load(args, sub)
     train, _, protocol = pipeline.make_split(data, args.split, seed=args.seed)
     # Only the training part goes on: tune() carves its validation part from it.
-    result = tune(args.model, train, trials=args.trials, seed=args.seed,
-                  metric=args.metric, valid_fraction=args.valid_fraction,
-                  storage=args.storage, study_name=args.study_name, timeout=args.timeout,
-                  progress=not args.quiet, device=args.device)
+    result = tune(
+        args.model,
+        train,
+        trials=args.trials,
+        seed=args.seed,
+        metric=args.metric,
+        valid_fraction=args.valid_fraction,
+        storage=args.storage,
+        study_name=args.study_name,
+        timeout=args.timeout,
+        progress=not args.quiet,
+        device=args.device,
+    )
     result = dataclasses.replace(result, dataset=data.name, split=args.split)
     result.save(args.out)
     options = ", ".join(f"{k}={v!r}" for k, v in result.options.items())
-    print(f"{args.model} on {data.name}, training part of {protocol}; "
-          f"{result.protocol}, {result.n_trials} trials")
+    print(
+        f"{args.model} on {data.name}, training part of {protocol}; "
+        f"{result.protocol}, {result.n_trials} trials"
+    )
     print(f"best validation {result.metric} {result.value:.4f}: {options}")
     print(f"wrote {args.out}")
     return 0
@@ -148,9 +165,12 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         sub.error("--split full has no test part; choose u1..u5, random, per-user or temporal")
     trained_on = info["data"]["split"]
     if trained_on != args.split or info.get("version", 1) > 1:
-        print(f"warning: the artifact was trained on split {trained_on!r} (version "
-              f"{info.get('version', 1)}); test ratings of {args.split!r} may be in its "
-              "training data, so these numbers are not held-out", file=sys.stderr)
+        print(
+            f"warning: the artifact was trained on split {trained_on!r} (version "
+            f"{info.get('version', 1)}); test ratings of {args.split!r} may be in its "
+            "training data, so these numbers are not held-out",
+            file=sys.stderr,
+        )
     metrics = pipeline.evaluate(artifact.model, test, topk=not args.no_topk)
     print(f"{info['model']['name']} on {data.name}, {protocol}")
     print(to_markdown(_metric_table(metrics)))
@@ -197,27 +217,47 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     token = args.token or os.environ.get(service.TOKEN_ENV) or None
     workers = args.workers > 1  # each process loads its own copy: no online updates then
     if workers and (args.allow_updates or token):
-        print("warning: several --workers serve read-only: --allow-updates and the token are "
-              "ignored", file=sys.stderr)
+        print(
+            "warning: several --workers serve read-only: --allow-updates and the token are ignored",
+            file=sys.stderr,
+        )
     # with workers too: fail here, clearly (main() reports it), not in every worker
     app = service.create_app(
-        args.artifact, device="cpu" if workers else args.device,
-        read_only=args.read_only or workers, save_dir=args.save_dir,
-        allow_updates=args.allow_updates, token=token, max_body_bytes=args.max_body_bytes,
-        max_new_users=args.max_new_users, max_new_items=args.max_new_items,
-        allowed_hosts=hosts)
+        args.artifact,
+        device="cpu" if workers else args.device,
+        read_only=args.read_only or workers,
+        save_dir=args.save_dir,
+        allow_updates=args.allow_updates,
+        token=token,
+        max_body_bytes=args.max_body_bytes,
+        max_new_users=args.max_new_users,
+        max_new_items=args.max_new_items,
+        allowed_hosts=hosts,
+    )
     if workers:
-        os.environ.update({service.ARTIFACT_ENV: str(args.artifact), service.READ_ONLY_ENV: "1",
-                           service.MAX_BODY_ENV: str(args.max_body_bytes),
-                           service.HOSTS_ENV: ",".join(hosts)})
+        os.environ.update(
+            {
+                service.ARTIFACT_ENV: str(args.artifact),
+                service.READ_ONLY_ENV: "1",
+                service.MAX_BODY_ENV: str(args.max_body_bytes),
+                service.HOSTS_ENV: ",".join(hosts),
+            }
+        )
         if args.device:
             os.environ["MFUTILS_DEVICE"] = args.device
-        uvicorn.run("mfutils.serving.service:create_app_from_env", factory=True,
-                    host=args.host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=args.access_log)
+        uvicorn.run(
+            "mfutils.serving.service:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
         return 0
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+    )
     return 0
 
 
@@ -230,16 +270,18 @@ def _load(args: argparse.Namespace, sub: argparse.ArgumentParser):
             columns = parse_columns(args.columns or "")
         except ValueError as err:
             sub.error(str(err))
-        data = load_ratings(args.ratings, **columns, sep=args.sep, users=args.users,
-                            items=args.items, progress=True)
+        data = load_ratings(
+            args.ratings, **columns, sep=args.sep, users=args.users, items=args.items, progress=True
+        )
     else:
         if args.columns or args.users or args.items:
             sub.error("--columns, --users and --items describe a --ratings FILE")
         if args.dataset not in DATASETS:
-            sub.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}"
-                      " or pass your own data with --ratings FILE")
-        data = load_movielens(args.dataset, data_dir=args.data_dir,
-                              download=not args.no_download)
+            sub.error(
+                f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}"
+                " or pass your own data with --ratings FILE"
+            )
+        data = load_movielens(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     if args.split is None:
         args.split = "u1" if data.fold is not None else "random"
     return data
@@ -280,66 +322,130 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, run, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(run=run)
-        sub.add_argument("--debug", action="store_true",
-                         help="show the traceback of an error instead of its one-line message")
+        sub.add_argument(
+            "--debug",
+            action="store_true",
+            help="show the traceback of an error instead of its one-line message",
+        )
         parser.subparsers[name] = sub
         return sub
 
     def data_options(sub: argparse.ArgumentParser, default: str | None) -> None:
-        sub.add_argument("--dataset", default=default, metavar="NAME",
-                         help=f"MovieLens release: {', '.join(DATASETS)}"
-                              + (f" (default {default})" if default else
-                                 " (default: the artifact's)"))
-        sub.add_argument("--ratings", type=Path, default=None, metavar="FILE",
-                         help="your own ratings or events instead of a release: CSV, TSV or "
-                              "Parquet (.gz read transparently); without a rating column "
-                              "the rows are events, for ranking models")
-        sub.add_argument("--columns", default=None, metavar="ROLE=NAME,...",
-                         help="column names in --ratings, e.g. user=visitor,item=product,"
-                              "rating=stars,timestamp=time (default: user/user_id/userId, "
-                              "item/item_id/movieId, rating, timestamp)")
+        sub.add_argument(
+            "--dataset",
+            default=default,
+            metavar="NAME",
+            help=f"MovieLens release: {', '.join(DATASETS)}"
+            + (f" (default {default})" if default else " (default: the artifact's)"),
+        )
+        sub.add_argument(
+            "--ratings",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="your own ratings or events instead of a release: CSV, TSV or "
+            "Parquet (.gz read transparently); without a rating column "
+            "the rows are events, for ranking models",
+        )
+        sub.add_argument(
+            "--columns",
+            default=None,
+            metavar="ROLE=NAME,...",
+            help="column names in --ratings, e.g. user=visitor,item=product,"
+            "rating=stars,timestamp=time (default: user/user_id/userId, "
+            "item/item_id/movieId, rating, timestamp)",
+        )
         sub.add_argument("--sep", default=None, help="field separator of a text --ratings")
-        sub.add_argument("--users", type=Path, default=None, metavar="FILE",
-                         help="a user side table for --ratings (id, age, gender, ...)")
-        sub.add_argument("--items", type=Path, default=None, metavar="FILE",
-                         help="an item side table for --ratings (id, title, genres, year)")
-        sub.add_argument("--data-dir", type=Path, default=None,
-                         help="folder holding the release (default $MFUTILS_DATA_DIR)")
-        sub.add_argument("--no-download", action="store_true",
-                         help="fail instead of downloading a missing release")
-        sub.add_argument("--split", default=None, choices=pipeline.SPLITS,
-                         help="train/test split (default u1 on ML-100K, else random; 'full' "
-                              "trains on every rating)")
+        sub.add_argument(
+            "--users",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="a user side table for --ratings (id, age, gender, ...)",
+        )
+        sub.add_argument(
+            "--items",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="an item side table for --ratings (id, title, genres, year)",
+        )
+        sub.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="folder holding the release (default $MFUTILS_DATA_DIR)",
+        )
+        sub.add_argument(
+            "--no-download",
+            action="store_true",
+            help="fail instead of downloading a missing release",
+        )
+        sub.add_argument(
+            "--split",
+            default=None,
+            choices=pipeline.SPLITS,
+            help="train/test split (default u1 on ML-100K, else random; 'full' "
+            "trains on every rating)",
+        )
         sub.add_argument("--seed", type=int, default=0, help="seed of model and split")
-        sub.add_argument("--no-topk", action="store_true",
-                         help="skip recall@10 / ndcg@10 (slow for neighbourhood models)")
+        sub.add_argument(
+            "--no-topk",
+            action="store_true",
+            help="skip recall@10 / ndcg@10 (slow for neighbourhood models)",
+        )
 
     command("models", _models, "list the registered models and their options")
 
-    tune = command("tune", _tune, "tune a model's options on a validation part of a split's "
-                                  "training part (Optuna), write a preset")
+    tune = command(
+        "tune",
+        _tune,
+        "tune a model's options on a validation part of a split's "
+        "training part (Optuna), write a preset",
+    )
     tune.add_argument("model", help="a series model, e.g. BiasedMF-SGD, SVDpp, FM-side, FM-ids")
     data_options(tune, "ml-100k")
     tune.add_argument("--trials", type=int, required=True, help="trials in total")
     tune.add_argument("--out", type=Path, required=True, help="preset JSON to write")
     tune.add_argument("--metric", default="rmse", choices=("rmse", "mae"))
-    tune.add_argument("--valid-fraction", type=float, default=0.1,
-                      help="share of the training part held out for validation (default 0.1)")
-    tune.add_argument("--storage", default=None,
-                      help="Optuna storage, e.g. sqlite:///tune.db: resume an interrupted study")
+    tune.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training part held out for validation (default 0.1)",
+    )
+    tune.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage, e.g. sqlite:///tune.db: resume an interrupted study",
+    )
     tune.add_argument("--study-name", default=None, help="study name within --storage")
     tune.add_argument("--timeout", type=float, default=None, help="seconds; stop after")
     tune.add_argument("--quiet", action="store_true", help="no progress lines")
     tune.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
 
     train = command("train", _train, "train a model, evaluate it, write an artifact")
-    train.add_argument("model", nargs="?", default=None,
-                       help="a registered model (see `mfutils models`), e.g. BiasedMF or "
-                            "BiasedMF-SGD (default: the --preset's)")
-    train.add_argument("--preset", type=Path, default=None,
-                       help="options from a preset JSON of `mfutils tune` (-p overrides them)")
-    train.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                       help="a model option, repeatable (e.g. -p n_factors=50 -p reg=0.1)")
+    train.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="a registered model (see `mfutils models`), e.g. BiasedMF or "
+        "BiasedMF-SGD (default: the --preset's)",
+    )
+    train.add_argument(
+        "--preset",
+        type=Path,
+        default=None,
+        help="options from a preset JSON of `mfutils tune` (-p overrides them)",
+    )
+    train.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a model option, repeatable (e.g. -p n_factors=50 -p reg=0.1)",
+    )
     data_options(train, "ml-100k")
     train.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -354,17 +460,26 @@ def _parser() -> argparse.ArgumentParser:
     recommend.add_argument("artifact", type=Path)
     query = recommend.add_mutually_exclusive_group(required=True)
     query.add_argument("--user", help="raw id of a known user")
-    query.add_argument("--rated", nargs="+", metavar="ITEM=RATING",
-                       help="a new user's ratings, e.g. --rated 50=5 172=4")
+    query.add_argument(
+        "--rated",
+        nargs="+",
+        metavar="ITEM=RATING",
+        help="a new user's ratings, e.g. --rated 50=5 172=4",
+    )
     query.add_argument("--similar-to", metavar="ITEM", help="raw item id")
     recommend.add_argument("-k", type=int, default=10, help="list length (default 10)")
-    recommend.add_argument("--include-seen", action="store_true",
-                           help="keep items the user rated in training")
+    recommend.add_argument(
+        "--include-seen", action="store_true", help="keep items the user rated in training"
+    )
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.add_argument("--device", default=None)
 
-    upgrade = command("upgrade", _upgrade, "convert an artifact of format version 1 (pickled "
-                                           "model.pt) to the current, code-free format")
+    upgrade = command(
+        "upgrade",
+        _upgrade,
+        "convert an artifact of format version 1 (pickled "
+        "model.pt) to the current, code-free format",
+    )
     upgrade.add_argument("artifact", type=Path)
     upgrade.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     upgrade.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -373,32 +488,66 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("artifact", type=Path)
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="processes; more than 1 makes the service read-only")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes; more than 1 makes the service read-only"
+    )
     serve.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     serve.add_argument("--read-only", action="store_true", help="refuse online updates")
-    serve.add_argument("--allow-updates", action="store_true",
-                       help="take POST /ratings and /artifact/save from anyone who can reach "
-                            "the service (default: refuse them)")
-    serve.add_argument("--token", default=None,
-                       help="take writes only with 'Authorization: Bearer TOKEN' (implies "
-                            "--allow-updates; default $MFUTILS_TOKEN, which ps does not show)")
-    serve.add_argument("--save-dir", type=Path, default=None,
-                       help="where POST /artifact/save writes the updated model (outside the "
-                            "served artifact's folder)")
-    serve.add_argument("--max-body-bytes", type=int, default=256 * 1024, metavar="N",
-                       help="larger request bodies get a 413 (default 262144)")
-    serve.add_argument("--max-new-users", type=int, default=1000, metavar="N",
-                       help="new users online updates may add since start-up (default 1000)")
-    serve.add_argument("--max-new-items", type=int, default=1000, metavar="N",
-                       help="new items online updates may add since start-up (default 1000)")
-    serve.add_argument("--allowed-hosts", default=[], metavar="HOST,...",
-                       type=lambda value: [host for host in value.split(",") if host],
-                       help="comma-separated Host names to serve besides loopback and a "
-                            "specific --host (against DNS rebinding); '*' allows any")
+    serve.add_argument(
+        "--allow-updates",
+        action="store_true",
+        help="take POST /ratings and /artifact/save from anyone who can reach "
+        "the service (default: refuse them)",
+    )
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="take writes only with 'Authorization: Bearer TOKEN' (implies "
+        "--allow-updates; default $MFUTILS_TOKEN, which ps does not show)",
+    )
+    serve.add_argument(
+        "--save-dir",
+        type=Path,
+        default=None,
+        help="where POST /artifact/save writes the updated model (outside the "
+        "served artifact's folder)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=256 * 1024,
+        metavar="N",
+        help="larger request bodies get a 413 (default 262144)",
+    )
+    serve.add_argument(
+        "--max-new-users",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="new users online updates may add since start-up (default 1000)",
+    )
+    serve.add_argument(
+        "--max-new-items",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="new items online updates may add since start-up (default 1000)",
+    )
+    serve.add_argument(
+        "--allowed-hosts",
+        default=[],
+        metavar="HOST,...",
+        type=lambda value: [host for host in value.split(",") if host],
+        help="comma-separated Host names to serve besides loopback and a "
+        "specific --host (against DNS rebinding); '*' allows any",
+    )
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
-                       help="log every request (default off)")
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log every request (default off)",
+    )
     return parser
 
 

@@ -36,9 +36,18 @@ from mfutils.models.base import ExplicitModel
 from mfutils.models.two_tower import TwoTower
 from mfutils.train import TrainConfig, fit
 
-__all__ = ["METHODS", "CompactBiasedMF", "CompactMFNet", "best_on_valid", "collision_table",
-           "memory_table", "plot_compact_curves", "ranking_curve", "rating_curve",
-           "table_parameters"]
+__all__ = [
+    "METHODS",
+    "CompactBiasedMF",
+    "CompactMFNet",
+    "best_on_valid",
+    "collision_table",
+    "memory_table",
+    "plot_compact_curves",
+    "ranking_curve",
+    "rating_curve",
+    "table_parameters",
+]
 
 # Curve methods: a hashed kind of mfutils.embeddings, or "small dim", a full table whose width
 # shrinks with the budget (the obvious alternative when every id is known in advance).
@@ -61,9 +70,18 @@ class CompactMFNet(nn.Module):
     device : str or torch.device, optional
     """
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int, *, embedding: str,
-                 embedding_options: dict[str, Any], reg: float, reg_bias: float,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int,
+        *,
+        embedding: str,
+        embedding_options: dict[str, Any],
+        reg: float,
+        reg_bias: float,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         self.reg, self.reg_bias = reg, reg_bias
         self.register_buffer("mu", torch.zeros((), device=device))
@@ -73,10 +91,12 @@ class CompactMFNet(nn.Module):
         nn.init.zeros_(self.item_bias.weight)
         options = {"seed": 0, **embedding_options}
         self.user_factors: CompactEmbedding = make_embedding(
-            embedding, n_users, n_factors, device=device, **options)
+            embedding, n_users, n_factors, device=device, **options
+        )
         options["seed"] += 1
         self.item_factors: CompactEmbedding = make_embedding(
-            embedding, n_items, n_factors, device=device, **options)
+            embedding, n_items, n_factors, device=device, **options
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user, item = batch["user"], batch["item"]  # shape: (batch,)
@@ -114,28 +134,56 @@ class CompactBiasedMF(ExplicitModel):
     clip : bool
     """
 
-    def __init__(self, n_factors: int = 20, *, embedding: str = "hash",
-                 embedding_options: dict[str, Any] | None = None, epochs: int = 20,
-                 batch_size: int = 1024, lr: float = 0.005, reg: float = 0.15,
-                 reg_bias: float | None = None, init_std: float = 0.1,
-                 patience: int | None = None, seed: int = 0, progress: bool = False,
-                 device: str | torch.device | None = None, clip: bool = True) -> None:
+    def __init__(
+        self,
+        n_factors: int = 20,
+        *,
+        embedding: str = "hash",
+        embedding_options: dict[str, Any] | None = None,
+        epochs: int = 20,
+        batch_size: int = 1024,
+        lr: float = 0.005,
+        reg: float = 0.15,
+        reg_bias: float | None = None,
+        init_std: float = 0.1,
+        patience: int | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
+    ) -> None:
         super().__init__(device=device, clip=clip)
         if embedding not in KINDS:
             raise ValueError(f"embedding={embedding!r}; choose one of {KINDS}")
         options = dict(embedding_options or {})
-        self.config.update(n_factors=n_factors, embedding=embedding, embedding_options=options,
-                           epochs=epochs, batch_size=batch_size, lr=lr, reg=reg,
-                           reg_bias=reg if reg_bias is None else reg_bias, init_std=init_std,
-                           patience=patience, seed=seed, progress=progress)
+        self.config.update(
+            n_factors=n_factors,
+            embedding=embedding,
+            embedding_options=options,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            reg=reg,
+            reg_bias=reg if reg_bias is None else reg_bias,
+            init_std=init_std,
+            patience=patience,
+            seed=seed,
+            progress=progress,
+        )
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
         torch.manual_seed(c["seed"])
         self.net = CompactMFNet(
-            n_users, n_items, c["n_factors"], embedding=c["embedding"],
+            n_users,
+            n_items,
+            c["n_factors"],
+            embedding=c["embedding"],
             embedding_options={"init_std": c["init_std"], **c["embedding_options"]},
-            reg=c["reg"], reg_bias=c["reg_bias"], device=self.device)
+            reg=c["reg"],
+            reg_bias=c["reg_bias"],
+            device=self.device,
+        )
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
@@ -145,11 +193,22 @@ class CompactBiasedMF(ExplicitModel):
         data = {k: v for k, v in data.items() if k in columns}
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=self.device)
-        config = TrainConfig(epochs=c["epochs"], batch_size=c["batch_size"], optimizer="adam",
-                             lr=c["lr"], loss="mse", patience=c["patience"], seed=c["seed"],
-                             progress=c["progress"])
-        self.history = fit(self.net, data, config=config,
-                           valid=None if valid is None else valid.tensors(self.device))
+        config = TrainConfig(
+            epochs=c["epochs"],
+            batch_size=c["batch_size"],
+            optimizer="adam",
+            lr=c["lr"],
+            loss="mse",
+            patience=c["patience"],
+            seed=c["seed"],
+            progress=c["progress"],
+        )
+        self.history = fit(
+            self.net,
+            data,
+            config=config,
+            valid=None if valid is None else valid.tensors(self.device),
+        )
 
     def _predict_known(self, user, item, user_known, item_known):
         net = self.net
@@ -167,14 +226,21 @@ class CompactBiasedMF(ExplicitModel):
 def table_parameters(net: nn.Module) -> int:
     """Learned scalars of a net's user and item id tables (``user_emb``/``item_emb`` or
     ``user_factors``/``item_factors``)."""
-    tables = [getattr(net, name) for name in ("user_emb", "item_emb", "user_factors",
-                                               "item_factors") if hasattr(net, name)]
+    tables = [
+        getattr(net, name)
+        for name in ("user_emb", "item_emb", "user_factors", "item_factors")
+        if hasattr(net, name)
+    ]
     return sum(p.numel() for table in tables for p in table.parameters())
 
 
-def _settings(methods: Sequence[str], ratios: Sequence[float], dim: int,
-              options: dict[str, dict[str, Any]], widths: dict[str, Sequence[int]]
-              ) -> list[tuple[str, float, int, str, dict]]:
+def _settings(
+    methods: Sequence[str],
+    ratios: Sequence[float],
+    dim: int,
+    options: dict[str, dict[str, Any]],
+    widths: dict[str, Sequence[int]],
+) -> list[tuple[str, float, int, str, dict]]:
     """(method, ratio, width, embedding kind, embedding options) of every curve point.
 
     ``ratio`` is the budget as a share of the full ``dim``-wide tables; a hashed table of
@@ -192,40 +258,68 @@ def _settings(methods: Sequence[str], ratios: Sequence[float], dim: int,
             for width in widths.get(method, (dim,)):
                 own = ratio * dim / width
                 if own <= 1.0:
-                    points.append((method, ratio, width, method,
-                                   {**options.get(method, {}), "ratio": own}))
+                    points.append(
+                        (method, ratio, width, method, {**options.get(method, {}), "ratio": own})
+                    )
     return points
 
 
-def memory_table(n_ids: int, dim: int, *, ratios: Sequence[float] = (1.0, 0.5, 0.25, 0.1, 0.05),
-                 kinds: Sequence[str] = ("hashing", "hash", "bloom"), k: int = 2,
-                 seed: int = 0) -> pd.DataFrame:
+def memory_table(
+    n_ids: int,
+    dim: int,
+    *,
+    ratios: Sequence[float] = (1.0, 0.5, 0.25, 0.1, 0.05),
+    kinds: Sequence[str] = ("hashing", "hash", "bloom"),
+    k: int = 2,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Size of one id table per kind and budget: pool rows, parameters and bytes.
 
     ``float32 KiB`` is what training and serving hold (4 bytes a parameter); ``index KiB`` is
     the precomputed ``int64`` rows (and signs / weight rows) of the ``n_ids`` ids, a buffer
     that could be ``int32`` or hashed on the fly instead.
     """
-    rows = [{"kind": "full", "ratio": 1.0, "pool rows": n_ids, "importance rows": 0,
-             "parameters": n_ids * dim, "float32 KiB": n_ids * dim * 4 / 1024,
-             "index KiB": 0.0}]
+    rows = [
+        {
+            "kind": "full",
+            "ratio": 1.0,
+            "pool rows": n_ids,
+            "importance rows": 0,
+            "parameters": n_ids * dim,
+            "float32 KiB": n_ids * dim * 4 / 1024,
+            "index KiB": 0.0,
+        }
+    ]
     for ratio in ratios:
         for kind in kinds:
             if ratio >= 1.0:
                 continue
             emb = make_embedding(kind, n_ids, dim, ratio=ratio, k=k, seed=seed)
             index = sum(b.numel() * b.element_size() for b in emb.buffers())
-            rows.append({"kind": kind, "ratio": ratio, "pool rows": emb.n_buckets,
-                         "importance rows": getattr(emb, "n_weights", 0),
-                         "parameters": emb.n_parameters,
-                         "float32 KiB": emb.n_parameters * 4 / 1024, "index KiB": index / 1024})
+            rows.append(
+                {
+                    "kind": kind,
+                    "ratio": ratio,
+                    "pool rows": emb.n_buckets,
+                    "importance rows": getattr(emb, "n_weights", 0),
+                    "parameters": emb.n_parameters,
+                    "float32 KiB": emb.n_parameters * 4 / 1024,
+                    "index KiB": index / 1024,
+                }
+            )
     table = pd.DataFrame(rows)
     table.insert(5, "share", table["parameters"] / (n_ids * dim))
     return table
 
 
-def collision_table(n_ids: int, dim: int, *, ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
-                    ks: Sequence[int] = (1, 2, 4), seed: int = 0) -> pd.DataFrame:
+def collision_table(
+    n_ids: int,
+    dim: int,
+    *,
+    ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
+    ks: Sequence[int] = (1, 2, 4),
+    seed: int = 0,
+) -> pd.DataFrame:
     """Measured and expected collisions of ``n_ids`` ids hashed into ``ratio * n_ids`` rows.
 
     One row per (ratio, k): :func:`mfutils.embeddings.collision_stats` of Bloom rows with
@@ -237,11 +331,17 @@ def collision_table(n_ids: int, dim: int, *, ratios: Sequence[float] = (0.5, 0.2
             emb = make_embedding("bloom", n_ids, dim, ratio=ratio, k=k, seed=seed)
             measured = collision_stats(emb.rows, emb.n_buckets)
             expected = expected_collisions(n_ids, emb.n_buckets, k=k)
-            rows.append({"ratio": ratio, "rows": emb.n_buckets, "k": k,
-                         "shared (measured)": measured["shared_fraction"],
-                         "shared (expected)": expected["shared_fraction"],
-                         "identical pairs (measured)": measured["identical_pairs"],
-                         "identical pairs (expected)": expected["identical_pairs"]})
+            rows.append(
+                {
+                    "ratio": ratio,
+                    "rows": emb.n_buckets,
+                    "k": k,
+                    "shared (measured)": measured["shared_fraction"],
+                    "shared (expected)": expected["shared_fraction"],
+                    "identical pairs (measured)": measured["identical_pairs"],
+                    "identical pairs (expected)": expected["identical_pairs"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -251,12 +351,16 @@ def best_on_valid(curve: pd.DataFrame, *, metric: str = "valid_ndcg@20") -> pd.D
     return best.reset_index(drop=True)
 
 
-def ranking_curve(split: RankingSplit, *, model_options: dict[str, Any],
-                  methods: Sequence[str] = METHODS,
-                  ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
-                  embedding_options: dict[str, dict[str, Any]] | None = None,
-                  widths: dict[str, Sequence[int]] | None = None,
-                  progress: bool = True) -> pd.DataFrame:
+def ranking_curve(
+    split: RankingSplit,
+    *,
+    model_options: dict[str, Any],
+    methods: Sequence[str] = METHODS,
+    ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
+    embedding_options: dict[str, dict[str, Any]] | None = None,
+    widths: dict[str, Sequence[int]] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Test NDCG@20 and Recall@20 of :class:`TwoTower` per compact method and table size.
 
     Every model is fit on ``split.fit`` with early stopping on ``split.valid`` and scored on
@@ -289,27 +393,42 @@ def ranking_curve(split: RankingSplit, *, model_options: dict[str, Any],
     dim = model_options.get("dim", 64)
     rows = []
     points = _settings(methods, ratios, dim, embedding_options or {}, widths or {})
-    for method, ratio, width, kind, options in tqdm(points, desc="ranking curve",
-                                                    disable=not progress, leave=False):
-        model = TwoTower(**{**model_options, "dim": width}, embedding=kind,
-                         embedding_options=options)
+    for method, ratio, width, kind, options in tqdm(
+        points, desc="ranking curve", disable=not progress, leave=False
+    ):
+        model = TwoTower(
+            **{**model_options, "dim": width}, embedding=kind, embedding_options=options
+        )
         model.fit(split.fit, valid=split.valid)
         valid = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))
         test = evaluate_ranking(model, train=split.train, test=split.test, ks=(20,))
         history = model.history
-        rows.append({"method": method, "ratio": ratio, "dim": width,
-                     "parameters": table_parameters(model.net), "ndcg@20": test["ndcg@20"],
-                     "recall@20": test["recall@20"], "valid_ndcg@20": valid["ndcg@20"],
-                     "best_epoch": history.attrs.get("best_epoch"),
-                     "fit_seconds": float(history["seconds"].iloc[-1])})
+        rows.append(
+            {
+                "method": method,
+                "ratio": ratio,
+                "dim": width,
+                "parameters": table_parameters(model.net),
+                "ndcg@20": test["ndcg@20"],
+                "recall@20": test["recall@20"],
+                "valid_ndcg@20": valid["ndcg@20"],
+                "best_epoch": history.attrs.get("best_epoch"),
+                "fit_seconds": float(history["seconds"].iloc[-1]),
+            }
+        )
     return _relative(pd.DataFrame(rows))
 
 
-def rating_curve(train: Ratings, test: Ratings, *, model_options: dict[str, Any],
-                 methods: Sequence[str] = METHODS,
-                 ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
-                 embedding_options: dict[str, dict[str, Any]] | None = None,
-                 progress: bool = True) -> pd.DataFrame:
+def rating_curve(
+    train: Ratings,
+    test: Ratings,
+    *,
+    model_options: dict[str, Any],
+    methods: Sequence[str] = METHODS,
+    ratios: Sequence[float] = (0.5, 0.25, 0.1, 0.05),
+    embedding_options: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Test RMSE of :class:`CompactBiasedMF` per compact method and factor-table size.
 
     Parameters are those of :func:`ranking_curve`, with ``model_options`` for
@@ -320,15 +439,23 @@ def rating_curve(train: Ratings, test: Ratings, *, model_options: dict[str, Any]
     dim = model_options.get("n_factors", 20)
     rows = []
     points = _settings(methods, ratios, dim, embedding_options or {}, {})
-    for method, ratio, width, kind, options in tqdm(points, desc="rating curve",
-                                                    disable=not progress, leave=False):
-        model = CompactBiasedMF(**{**model_options, "n_factors": width}, embedding=kind,
-                                embedding_options=options)
+    for method, ratio, width, kind, options in tqdm(
+        points, desc="rating curve", disable=not progress, leave=False
+    ):
+        model = CompactBiasedMF(
+            **{**model_options, "n_factors": width}, embedding=kind, embedding_options=options
+        )
         model.fit(train)
-        rows.append({"method": method, "ratio": ratio, "dim": width,
-                     "parameters": model.n_parameters,
-                     "rmse": rmse(model.predict_ratings(test), test.rating),
-                     "fit_seconds": float(model.history["seconds"].iloc[-1])})
+        rows.append(
+            {
+                "method": method,
+                "ratio": ratio,
+                "dim": width,
+                "parameters": model.n_parameters,
+                "rmse": rmse(model.predict_ratings(test), test.rating),
+                "fit_seconds": float(model.history["seconds"].iloc[-1]),
+            }
+        )
     return _relative(pd.DataFrame(rows))
 
 
@@ -354,11 +481,26 @@ def plot_compact_curves(ranking: pd.DataFrame, rating: pd.DataFrame | None = Non
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False)
     for ax, (table, metric, label) in zip(axes[0], panels, strict=True):
         curves = table[table["method"] != "full"]
-        sns.lineplot(data=curves, x="parameters", y=metric, hue="method", style="method",
-                     markers=True, dashes=False, ax=ax)
+        sns.lineplot(
+            data=curves,
+            x="parameters",
+            y=metric,
+            hue="method",
+            style="method",
+            markers=True,
+            dashes=False,
+            ax=ax,
+        )
         full = table[table["method"] == "full"].iloc[0]
-        ax.scatter([full["parameters"]], [full[metric]], marker="*", s=220, color="black",
-                   zorder=5, label="full table")
+        ax.scatter(
+            [full["parameters"]],
+            [full[metric]],
+            marker="*",
+            s=220,
+            color="black",
+            zorder=5,
+            label="full table",
+        )
         if metric == "ndcg@20":
             ax.axhline(0.95 * full[metric], ls=":", color="gray", label="full - 5%")
         ax.set_xscale("log")

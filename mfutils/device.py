@@ -28,11 +28,15 @@ def get_device(preferred: str | torch.device | None = None) -> torch.device:
     if choice is not None:
         device = torch.device(choice)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(choice)!r} requested (argument or ${DEVICE_ENV}) "
-                             "but CUDA is not available here; use 'cpu'")
+            raise ValueError(
+                f"device {str(choice)!r} requested (argument or ${DEVICE_ENV}) "
+                "but CUDA is not available here; use 'cpu'"
+            )
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {str(choice)!r} requested (argument or ${DEVICE_ENV}) "
-                             "but MPS is not available here; use 'cpu'")
+            raise ValueError(
+                f"device {str(choice)!r} requested (argument or ${DEVICE_ENV}) "
+                "but MPS is not available here; use 'cpu'"
+            )
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -52,8 +52,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mfutils.device import get_device
 
-__all__ = ["RowLoss", "all_sum", "init_from_env", "rank", "shard", "summed_step", "world_size",
-           "wrap"]
+__all__ = [
+    "RowLoss",
+    "all_sum",
+    "init_from_env",
+    "rank",
+    "shard",
+    "summed_step",
+    "world_size",
+    "wrap",
+]
 
 
 def world_size() -> int:
@@ -96,8 +104,9 @@ class RowLoss(nn.Module):
     the per-row loss (prediction error plus penalty) is wrapped here.
     """
 
-    def __init__(self, net: nn.Module, loss_fn: Callable[[Mapping[str, torch.Tensor]],
-                                                         torch.Tensor]) -> None:
+    def __init__(
+        self, net: nn.Module, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+    ) -> None:
         super().__init__()
         self.net = net
         self.loss_fn = loss_fn
@@ -106,8 +115,9 @@ class RowLoss(nn.Module):
         return self.loss_fn(batch)  # shape: (shard,)
 
 
-def wrap(net: nn.Module, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
-         ) -> DistributedDataParallel:
+def wrap(
+    net: nn.Module, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+) -> DistributedDataParallel:
     """DDP around ``RowLoss(net, loss_fn)``; parameters and buffers are broadcast once.
 
     Buffers (CSR indices, ``mu``) are equal on every rank by construction and are not
@@ -115,8 +125,10 @@ def wrap(net: nn.Module, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.T
     """
     device = next(net.parameters()).device
     return DistributedDataParallel(
-        RowLoss(net, loss_fn), device_ids=[device] if device.type == "cuda" else None,
-        forward_sync_buffers=False)
+        RowLoss(net, loss_fn),
+        device_ids=[device] if device.type == "cuda" else None,
+        forward_sync_buffers=False,
+    )
 
 
 def shard(index: torch.Tensor) -> torch.Tensor:

@@ -41,9 +41,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["KINDS", "PRIME", "BloomEmbedding", "CompactEmbedding", "FullEmbedding",
-           "HashEmbedding", "HashingTrick", "collision_stats", "expected_collisions", "hash_ids",
-           "make_embedding"]
+__all__ = [
+    "KINDS",
+    "PRIME",
+    "BloomEmbedding",
+    "CompactEmbedding",
+    "FullEmbedding",
+    "HashEmbedding",
+    "HashingTrick",
+    "collision_stats",
+    "expected_collisions",
+    "hash_ids",
+    "make_embedding",
+]
 
 PRIME = 2**31 - 1  # Mersenne prime of the universal hashes; ids must lie in [0, PRIME)
 KINDS = ("full", "hashing", "hash", "bloom")
@@ -72,8 +82,7 @@ def _hash_constants(seed: int, n_hashes: int) -> list[tuple[int, int, int, int]]
     return constants
 
 
-def hash_ids(ids: torch.Tensor, n_buckets: int, *, seed: int, n_hashes: int = 1
-             ) -> torch.Tensor:
+def hash_ids(ids: torch.Tensor, n_buckets: int, *, seed: int, n_hashes: int = 1) -> torch.Tensor:
     r"""``n_hashes`` seeded hashes of integer ids into ``[0, n_buckets)``.
 
     Each hash is :math:`h(x) = g_2(s(g_1(x))) \bmod B` with :math:`g_j(x) = (a_j x + b_j)
@@ -155,8 +164,10 @@ class CompactEmbedding(nn.Module):
         return total / count[:, None].to(total.dtype)
 
     def extra_repr(self) -> str:
-        return (f"n_ids={self.n_ids}, dim={self.dim}, n_buckets={self.n_buckets}, k={self.k}, "
-                f"n_parameters={self.n_parameters}")
+        return (
+            f"n_ids={self.n_ids}, dim={self.dim}, n_buckets={self.n_buckets}, k={self.k}, "
+            f"n_parameters={self.n_parameters}"
+        )
 
 
 class FullEmbedding(CompactEmbedding):
@@ -169,8 +180,14 @@ class FullEmbedding(CompactEmbedding):
         Standard deviation of the normal initialisation.
     """
 
-    def __init__(self, n_ids: int, dim: int, *, init_std: float = 0.1,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_ids: int,
+        dim: int,
+        *,
+        init_std: float = 0.1,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         _check_sizes(n_ids, dim)
         self.n_ids, self.dim, self.n_buckets = n_ids, dim, n_ids
@@ -203,9 +220,17 @@ class HashingTrick(CompactEmbedding):
         Standard deviation of the normal initialisation of the pool.
     """
 
-    def __init__(self, n_ids: int, dim: int, *, n_buckets: int, sign: bool = True,
-                 seed: int = 0, init_std: float = 0.1,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_ids: int,
+        dim: int,
+        *,
+        n_buckets: int,
+        sign: bool = True,
+        seed: int = 0,
+        init_std: float = 0.1,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         _check_sizes(n_ids, dim, n_buckets)
         self.n_ids, self.dim, self.n_buckets, self.sign = n_ids, dim, n_buckets, sign
@@ -254,9 +279,19 @@ class HashEmbedding(CompactEmbedding):
         start slows the first epochs.
     """
 
-    def __init__(self, n_ids: int, dim: int, *, n_buckets: int, k: int = 2,
-                 n_weights: int | None = None, concat: bool = False, seed: int = 0,
-                 init_std: float = 0.1, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_ids: int,
+        dim: int,
+        *,
+        n_buckets: int,
+        k: int = 2,
+        n_weights: int | None = None,
+        concat: bool = False,
+        seed: int = 0,
+        init_std: float = 0.1,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         _check_sizes(n_ids, dim, n_buckets, k)
         n_weights = n_ids if n_weights is None else n_weights
@@ -273,8 +308,9 @@ class HashEmbedding(CompactEmbedding):
         self.weight = nn.Parameter(torch.randn(n_buckets, pool_dim, device=device) * std)
         self.importance = nn.Parameter(torch.full((n_weights, k), start, device=device))
         self.register_buffer("rows", hash_ids(ids, n_buckets, seed=seed, n_hashes=k))
-        weight_rows = ids if n_weights == n_ids else hash_ids(
-            ids, n_weights, seed=seed + 0xD1)[:, 0]
+        weight_rows = (
+            ids if n_weights == n_ids else hash_ids(ids, n_weights, seed=seed + 0xD1)[:, 0]
+        )
         self.register_buffer("weight_rows", weight_rows)  # shape: (n_ids,)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -301,8 +337,17 @@ class BloomEmbedding(CompactEmbedding):
         standard deviation :math:`\sigma`.
     """
 
-    def __init__(self, n_ids: int, dim: int, *, n_buckets: int, k: int = 2, seed: int = 0,
-                 init_std: float = 0.1, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_ids: int,
+        dim: int,
+        *,
+        n_buckets: int,
+        k: int = 2,
+        seed: int = 0,
+        init_std: float = 0.1,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         _check_sizes(n_ids, dim, n_buckets, k)
         self.n_ids, self.dim, self.n_buckets = n_ids, dim, n_buckets
@@ -315,10 +360,20 @@ class BloomEmbedding(CompactEmbedding):
         return F.embedding(self.rows[ids], self.weight).sum(-2)  # shape: (*ids.shape, dim)
 
 
-def make_embedding(kind: str, n_ids: int, dim: int, *, ratio: float | None = None,
-                   budget: int | None = None, k: int = 2, sign: bool = True,
-                   concat: bool = False, seed: int = 0, init_std: float = 0.1,
-                   device: torch.device | str | None = None) -> CompactEmbedding:
+def make_embedding(
+    kind: str,
+    n_ids: int,
+    dim: int,
+    *,
+    ratio: float | None = None,
+    budget: int | None = None,
+    k: int = 2,
+    sign: bool = True,
+    concat: bool = False,
+    seed: int = 0,
+    init_std: float = 0.1,
+    device: torch.device | str | None = None,
+) -> CompactEmbedding:
     """An id embedding of ``kind`` within a parameter budget.
 
     Parameters
@@ -364,23 +419,36 @@ def make_embedding(kind: str, n_ids: int, dim: int, *, ratio: float | None = Non
     budget = n_ids * dim if budget is None else budget
     if kind == "full":
         if budget < n_ids * dim:
-            raise ValueError(f"kind='full' needs budget >= n_ids*dim = {n_ids * dim}; "
-                             f"got {budget} (shrink dim instead, or pick a hashed kind)")
+            raise ValueError(
+                f"kind='full' needs budget >= n_ids*dim = {n_ids * dim}; "
+                f"got {budget} (shrink dim instead, or pick a hashed kind)"
+            )
         return FullEmbedding(n_ids, dim, init_std=init_std, device=device)
     if kind == "hash":
         pool_dim = dim - k if concat else dim
         n_weights = n_ids if k * n_ids <= budget // 2 else budget // (2 * k)
         n_buckets = (budget - n_weights * k) // max(pool_dim, 1)
         _check_budget(kind, budget, n_buckets, n_weights)
-        return HashEmbedding(n_ids, dim, n_buckets=n_buckets, k=k, n_weights=n_weights,
-                             concat=concat, seed=seed, init_std=init_std, device=device)
+        return HashEmbedding(
+            n_ids,
+            dim,
+            n_buckets=n_buckets,
+            k=k,
+            n_weights=n_weights,
+            concat=concat,
+            seed=seed,
+            init_std=init_std,
+            device=device,
+        )
     n_buckets = budget // dim
     _check_budget(kind, budget, n_buckets)
     if kind == "hashing":
-        return HashingTrick(n_ids, dim, n_buckets=n_buckets, sign=sign, seed=seed,
-                            init_std=init_std, device=device)
-    return BloomEmbedding(n_ids, dim, n_buckets=n_buckets, k=k, seed=seed, init_std=init_std,
-                          device=device)
+        return HashingTrick(
+            n_ids, dim, n_buckets=n_buckets, sign=sign, seed=seed, init_std=init_std, device=device
+        )
+    return BloomEmbedding(
+        n_ids, dim, n_buckets=n_buckets, k=k, seed=seed, init_std=init_std, device=device
+    )
 
 
 def collision_stats(rows: torch.Tensor, n_buckets: int) -> dict[str, float]:
@@ -405,10 +473,12 @@ def collision_stats(rows: torch.Tensor, n_buckets: int) -> dict[str, float]:
     counts = torch.bincount(first, minlength=n_buckets)  # shape: (n_buckets,)
     shared = (counts[first] > 1).float().mean()
     _, multiplicity = torch.unique(rows.sort(dim=1).values, dim=0, return_counts=True)
-    return {"occupied_buckets": int(torch.unique(rows).numel()),
-            "shared_fraction": float(shared),
-            "colliding_pairs": int((counts * (counts - 1) // 2).sum()),
-            "identical_pairs": int((multiplicity * (multiplicity - 1) // 2).sum())}
+    return {
+        "occupied_buckets": int(torch.unique(rows).numel()),
+        "shared_fraction": float(shared),
+        "colliding_pairs": int((counts * (counts - 1) // 2).sum()),
+        "identical_pairs": int((multiplicity * (multiplicity - 1) // 2).sum()),
+    }
 
 
 def expected_collisions(n_ids: int, n_buckets: int, *, k: int = 1) -> dict[str, float]:
@@ -420,10 +490,12 @@ def expected_collisions(n_ids: int, n_buckets: int, *, k: int = 1) -> dict[str, 
     """
     n, m = n_ids, n_buckets
     pairs = n * (n - 1) / 2
-    return {"occupied_buckets": m * (1 - (1 - 1 / m) ** (n * k)),
-            "shared_fraction": 1 - (1 - 1 / m) ** (n - 1),
-            "colliding_pairs": pairs / m,
-            "identical_pairs": pairs * math.factorial(k) / m**k}
+    return {
+        "occupied_buckets": m * (1 - (1 - 1 / m) ** (n * k)),
+        "shared_fraction": 1 - (1 - 1 / m) ** (n - 1),
+        "colliding_pairs": pairs / m,
+        "identical_pairs": pairs * math.factorial(k) / m**k,
+    }
 
 
 def _check_sizes(*sizes: int) -> None:
@@ -433,5 +505,7 @@ def _check_sizes(*sizes: int) -> None:
 
 def _check_budget(kind: str, budget: int, n_buckets: int, n_weights: int = 0) -> None:
     if n_buckets < 1:
-        raise ValueError(f"budget={budget} parameters is too small for kind={kind!r} "
-                         f"(no pool row left after {n_weights} importance rows)")
+        raise ValueError(
+            f"budget={budget} parameters is too small for kind={kind!r} "
+            f"(no pool row left after {n_weights} importance rows)"
+        )

@@ -39,9 +39,18 @@ from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.losses import uniformity
 from mfutils.metrics import percentile_rank_cdf, percentile_ranks, sample_negatives
 
-__all__ = ["DEFAULT_THRESHOLDS", "ItemPopularity", "KorenTopK", "ScoreTable", "koren_topk",
-           "known_items", "plot_percentile_cdf", "recommended_popularity", "sampled_hit_rate",
-           "alignment_uniformity"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "ItemPopularity",
+    "KorenTopK",
+    "ScoreTable",
+    "koren_topk",
+    "known_items",
+    "plot_percentile_cdf",
+    "recommended_popularity",
+    "sampled_hit_rate",
+    "alignment_uniformity",
+]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -92,8 +101,14 @@ class ScoreTable:
         Users per ``score_items`` call.
     """
 
-    def __init__(self, model: Any, users: np.ndarray | torch.Tensor | Sequence[int], *,
-                 n_users: int, batch_users: int = 256) -> None:
+    def __init__(
+        self,
+        model: Any,
+        users: np.ndarray | torch.Tensor | Sequence[int],
+        *,
+        n_users: int,
+        batch_users: int = 256,
+    ) -> None:
         if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
             raise ValueError(f"batch_users must be a positive int; got {batch_users!r}")
         distinct = torch.unique(torch.tensor(np.array(users, dtype=np.int64), device="cpu"))
@@ -102,7 +117,7 @@ class ScoreTable:
         parts = []
         with torch.no_grad():
             for lo in range(0, len(distinct), batch_users):
-                scores = model.score_items(distinct[lo:lo + batch_users])  # shape: (B, n_items)
+                scores = model.score_items(distinct[lo : lo + batch_users])  # shape: (B, n_items)
                 parts.append(scores.detach().cpu())
         self.rows = torch.cat(parts) if parts else torch.zeros(0, 0, device="cpu")  # (U, n_items)
         self.lookup = torch.full((n_users,), -1, dtype=torch.long, device="cpu")  # (n_users,)
@@ -158,15 +173,17 @@ def known_items(*parts: Ratings, device: torch.device | str | None = None) -> Us
     n_users, n_items = parts[0].n_users, parts[0].n_items
     for part in parts[1:]:
         if (part.n_users, part.n_items) != (n_users, n_items):
-            raise ValueError(f"all parts must share one id space; got ({part.n_users}, "
-                             f"{part.n_items}) and ({n_users}, {n_items})")
+            raise ValueError(
+                f"all parts must share one id space; got ({part.n_users}, "
+                f"{part.n_items}) and ({n_users}, {n_items})"
+            )
     user = np.concatenate([p.user for p in parts])  # shape: (nnz,)
     item = np.concatenate([p.item for p in parts])  # shape: (nnz,)
     return UserItemCSR.from_pairs(user, item, n_users=n_users, n_items=n_items, device=device)
 
 
 def _block_scores(
-    model: Any, users: torch.Tensor, block: torch.Tensor, *, method: str, batch_users: int,
+    model: Any, users: torch.Tensor, block: torch.Tensor, *, method: str, batch_users: int
 ) -> torch.Tensor:
     """Scores of ``block[r]`` items for ``users[r]``, shape (M, C), float32/64 on the CPU.
 
@@ -182,12 +199,13 @@ def _block_scores(
     distinct, inverse = torch.unique(users, return_inverse=True)  # shape: (U,), (M,)
     out: torch.Tensor | None = None
     for lo in range(0, len(distinct), batch_users):
-        chunk = distinct[lo:lo + batch_users]  # shape: (B,)
+        chunk = distinct[lo : lo + batch_users]  # shape: (B,)
         with torch.no_grad():
             scores = model.score_items(chunk)  # shape: (B, n_items), on the model's device
         if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or len(scores) != len(chunk):
-            raise ValueError(f"{type(model).__name__}.score_items must return a (B, n_items) "
-                             "tensor")
+            raise ValueError(
+                f"{type(model).__name__}.score_items must return a (B, n_items) tensor"
+            )
         rows = torch.nonzero((inverse >= lo) & (inverse < lo + len(chunk))).reshape(-1)
         local = (inverse[rows] - lo).to(scores.device)  # shape: (m,) row of each test rating
         picked = scores[local[:, None], block[rows].to(scores.device)]  # shape: (m, C)
@@ -275,28 +293,38 @@ def koren_topk(
         raise ValueError(f"no test rating >= {min_rating}")
     users = torch.as_tensor(test.user[keep], dtype=torch.long)  # shape: (M,)
     items = torch.as_tensor(test.item[keep], dtype=torch.long)  # shape: (M,)
-    negatives = sample_negatives(test_users=users, known=known.to("cpu"), n_items=test.n_items,
-                                 n_negatives=n_negatives, seed=seed, device="cpu")  # (M, N)
+    negatives = sample_negatives(
+        test_users=users,
+        known=known.to("cpu"),
+        n_items=test.n_items,
+        n_negatives=n_negatives,
+        seed=seed,
+        device="cpu",
+    )  # (M, N)
     valid = negatives >= 0  # shape: (M, N)
     block = torch.cat([items[:, None], negatives.clamp(min=0)], dim=1)  # shape: (M, 1 + N)
 
     columns: dict[str, np.ndarray] = {
-        "user": users.numpy(), "item": items.numpy(), "n_negatives": valid.sum(1).numpy(),
+        "user": users.numpy(),
+        "item": items.numpy(),
+        "n_negatives": valid.sum(1).numpy(),
     }
     for name, model in models.items():
-        scores = _block_scores(model, users, block, method=method,
-                               batch_users=batch_users)  # shape: (M, 1 + N)
+        scores = _block_scores(
+            model, users, block, method=method, batch_users=batch_users
+        )  # shape: (M, 1 + N)
         ranks = percentile_ranks(scores[:, 0], scores[:, 1:], valid)  # shape: (M,)
         columns[name] = ranks.double().numpy()
     ranks_df = pd.DataFrame(columns)
     xs = list(thresholds)
     names = list(models)
-    cdf = pd.DataFrame({name: percentile_rank_cdf(ranks_df[name].to_numpy(), xs)
-                        for name in names})
+    cdf = pd.DataFrame({name: percentile_rank_cdf(ranks_df[name].to_numpy(), xs) for name in names})
     cdf.index.name = "threshold"
     mean_rank = ranks_df[names].mean().rename("mean percentile rank")
-    protocol = (f"Koren top-K: test ratings >= {min_rating:g}, M={len(keep)}, "
-                f"N=min({n_negatives}, #unrated) negatives unrated in train+test, seed {seed}")
+    protocol = (
+        f"Koren top-K: test ratings >= {min_rating:g}, M={len(keep)}, "
+        f"N=min({n_negatives}, #unrated) negatives unrated in train+test, seed {seed}"
+    )
     return KorenTopK(ranks_df, cdf, mean_rank, negatives, protocol)
 
 
@@ -318,7 +346,7 @@ def sampled_hit_rate(result: KorenTopK, k: int = 10) -> pd.Series:
 
 
 def alignment_uniformity(
-    user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Ratings, *, t: float = 2.0,
+    user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Ratings, *, t: float = 2.0
 ) -> dict[str, float]:
     r"""Alignment and uniformity of learned embeddings (Wang & Isola 2020; DirectAU, §3).
 
@@ -348,8 +376,10 @@ def alignment_uniformity(
         u = torch.nn.functional.normalize(user_emb[users], dim=1)  # shape: (P, d)
         i = torch.nn.functional.normalize(item_emb[items], dim=1)  # shape: (P, d)
         align = float((u - i).pow(2).sum(1).mean())
-        uniform = 0.5 * (float(uniformity(user_emb[torch.unique(users)], t=t))
-                         + float(uniformity(item_emb[torch.unique(items)], t=t)))
+        uniform = 0.5 * (
+            float(uniformity(user_emb[torch.unique(users)], t=t))
+            + float(uniformity(item_emb[torch.unique(items)], t=t))
+        )
     return {"alignment": align, "uniformity": uniform}
 
 
@@ -434,7 +464,11 @@ def plot_percentile_cdf(
         ax.step(100 * xs, cdf, where="post", label=name)
     if random_baseline:
         ax.plot(100 * xs, xs, color="grey", linestyle=":", label="random ranker")
-    ax.set(xlabel="percentile rank of the held-out item (%)", ylabel=r"P(rank $\leq$ x)",
-           xlim=(0, 100 * max_rank), ylim=(0, None))
+    ax.set(
+        xlabel="percentile rank of the held-out item (%)",
+        ylabel=r"P(rank $\leq$ x)",
+        xlim=(0, 100 * max_rank),
+        ylim=(0, None),
+    )
     ax.legend(loc="lower right", fontsize="small")
     return ax

@@ -79,8 +79,15 @@ def evaluate_folds(
         model.fit(train)
         seconds = getattr(model, "fit_seconds", time.perf_counter() - start)
         pred = model.predict_ratings(test)  # time-aware models read test.timestamp
-        rows.append({"model": name, "fold": label, "rmse": rmse(pred, test.rating),
-                     "mae": mae(pred, test.rating), "fit_seconds": seconds})
+        rows.append(
+            {
+                "model": name,
+                "fold": label,
+                "rmse": rmse(pred, test.rating),
+                "mae": mae(pred, test.rating),
+                "fit_seconds": seconds,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -88,8 +95,11 @@ def summarize_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over folds for every model, in first-seen order."""
     grouped = per_fold.groupby("model", sort=False)
     summary = grouped.agg(
-        rmse_mean=("rmse", "mean"), rmse_std=("rmse", "std"), mae_mean=("mae", "mean"),
-        fit_seconds=("fit_seconds", "mean"), folds=("fold", "count"),
+        rmse_mean=("rmse", "mean"),
+        rmse_std=("rmse", "std"),
+        mae_mean=("mae", "mean"),
+        fit_seconds=("fit_seconds", "mean"),
+        folds=("fold", "count"),
     )
     return summary.reset_index()
 
@@ -108,14 +118,15 @@ def validation_grid(
     setting on the test folds; never choose hyperparameters on the test set.
     """
     rows = []
-    for options in tqdm(grid, desc="validation grid", unit="fit", disable=not progress,
-                        leave=False):
+    for options in tqdm(
+        grid, desc="validation grid", unit="fit", disable=not progress, leave=False
+    ):
         model = make_model(**options)
         model.fit(fit_part)
-        rows.append({**options, "valid_rmse": rmse(model.predict_ratings(valid_part),
-                                                    valid_part.rating)})
+        rows.append(
+            {**options, "valid_rmse": rmse(model.predict_ratings(valid_part), valid_part.rating)}
+        )
     return pd.DataFrame(rows).sort_values("valid_rmse", kind="stable").reset_index(drop=True)
-
 
 
 # ---------------------------------------------------------------------- implicit feedback
@@ -148,7 +159,11 @@ class RankingSplit:
 
 
 def ranking_split(
-    data: Ratings, *, test_fraction: float = 0.2, valid_fraction: float = 0.1, seed: int = 0,
+    data: Ratings,
+    *,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.1,
+    seed: int = 0,
     threshold: float | None = None,
 ) -> RankingSplit:
     """Implicit-feedback protocol of the series (issue 5; DirectAU's and MAWU's per-user split).
@@ -172,15 +187,16 @@ def ranking_split(
     train, test = per_user_holdout(events, test_fraction=test_fraction, seed=seed)
     fit_part, valid = per_user_holdout(train, test_fraction=valid_fraction, seed=seed + 1)
     kept = "every rating" if threshold is None else f"ratings >= {threshold:g}"
-    protocol = (f"{data.name}, {kept} an interaction, per-user random "
-                f"{1 - test_fraction:.0%}/{test_fraction:.0%} (seed {seed}), valid = "
-                f"{valid_fraction:.0%} of each user's train; full ranking, train items masked")
+    protocol = (
+        f"{data.name}, {kept} an interaction, per-user random "
+        f"{1 - test_fraction:.0%}/{test_fraction:.0%} (seed {seed}), valid = "
+        f"{valid_fraction:.0%} of each user's train; full ranking, train items masked"
+    )
     return RankingSplit(train=train, test=test, fit=fit_part, valid=valid, protocol=protocol)
 
 
 def evaluate_ranking(
-    model: Any, *, train: Ratings, test: Ratings, ks: Sequence[int] = RANKING_KS,
-    device: Any = None,
+    model: Any, *, train: Ratings, test: Ratings, ks: Sequence[int] = RANKING_KS, device: Any = None
 ) -> dict[str, float]:
     """Full-ranking Recall, NDCG, HitRate, Precision @ks and MRR of a fitted model.
 
@@ -188,12 +204,14 @@ def evaluate_ranking(
     ``split.valid`` while tuning, ``split.train`` and ``split.test`` for the final numbers.
     """
     device = device if device is not None else getattr(model, "device", None)
-    return topk_metrics(model.score_items, train=train.csr(device), test=test.csr(device),
-                        ks=ks, device=device)
+    return topk_metrics(
+        model.score_items, train=train.csr(device), test=test.csr(device), ks=ks, device=device
+    )
 
 
-def _fit_on_validation(model: Any, split: RankingSplit
-                       ) -> tuple[Any, dict[str, float], float, int | None]:
+def _fit_on_validation(
+    model: Any, split: RankingSplit
+) -> tuple[Any, dict[str, float], float, int | None]:
     """Fit on ``split.fit`` (early-stopping on ``split.valid`` where the model does); the
     model, its validation @20 scores, the fit seconds and the epoch early stopping kept."""
     start = time.perf_counter()
@@ -221,8 +239,9 @@ def ranking_grid(
     the best fitted model and its options. The test part is never touched.
     """
     rows, best, best_options, best_value = [], None, {}, -float("inf")
-    for options in tqdm(grid, desc="validation grid", unit="fit", disable=not progress,
-                        leave=False):
+    for options in tqdm(
+        grid, desc="validation grid", unit="fit", disable=not progress, leave=False
+    ):
         model, scores, seconds, best_epoch = _fit_on_validation(make_model(**options), split)
         value = scores[metric]
         row = {**options, f"valid_{metric}": value, "fit_seconds": seconds}
@@ -285,15 +304,17 @@ def tune_and_test(
     (``make_model(**options, epochs=best_epoch, patience=None)``, so ``make_model`` must let
     these override its defaults): the test part never takes part in a choice.
     """
-    table, best, options = ranking_grid(make_model, grid, split, progress=progress,
-                                        return_best=True)
+    table, best, options = ranking_grid(
+        make_model, grid, split, progress=progress, return_best=True
+    )
     history = getattr(best, "history", None)
     if history is not None and "best_epoch" in history.attrs:
         options = {**options, "epochs": int(history.attrs["best_epoch"]), "patience": None}
     final = make_model(**options).fit(split.train)
     scores = evaluate_ranking(final, train=split.train, test=split.test, ks=ks)
-    return Tuned(name=name, options=options, grid=table, scores=scores, valid_model=best,
-                 model=final)
+    return Tuned(
+        name=name, options=options, grid=table, scores=scores, valid_model=best, model=final
+    )
 
 
 def compare_losses(
@@ -335,8 +356,13 @@ def compare_losses(
         raise ValueError(f"unknown losses {unknown}; choose from {list(grids)}")
     tuned = {}
     for name in tqdm(names, desc="losses", unit="loss", disable=not progress):
-        base = {"epochs": epochs, "patience": patience, "seed": seed, "device": device,
-                **grids[name].base}
+        base = {
+            "epochs": epochs,
+            "patience": patience,
+            "seed": seed,
+            "device": device,
+            **grids[name].base,
+        }
 
         def make(_base: dict[str, Any] = base, **options: Any) -> TwoTower:
             return TwoTower(**{**_base, **options})
@@ -346,17 +372,28 @@ def compare_losses(
     return tuned
 
 
-def tuned_table(tuned: Mapping[str, Tuned], *, metrics: Sequence[str] = (
-        "recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50"),
+def tuned_table(
+    tuned: Mapping[str, Tuned],
+    *,
+    metrics: Sequence[str] = (
+        "recall@10",
+        "ndcg@10",
+        "recall@20",
+        "ndcg@20",
+        "recall@50",
+        "ndcg@50",
+    ),
 ) -> pd.DataFrame:
     """One row per tuned model: the chosen options, the validation NDCG@20 behind the choice,
     and the test ``metrics``."""
     rows = {}
     for name, result in tuned.items():
         chosen = {k: v for k, v in result.options.items() if k != "patience"}
-        rows[name] = {"chosen": ", ".join(f"{k}={v}" for k, v in chosen.items()),
-                      "valid ndcg@20": result.grid["valid_ndcg@20"].iloc[0],
-                      **{m: result.scores[m] for m in metrics}}
+        rows[name] = {
+            "chosen": ", ".join(f"{k}={v}" for k, v in chosen.items()),
+            "valid ndcg@20": result.grid["valid_ndcg@20"].iloc[0],
+            **{m: result.scores[m] for m in metrics},
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -374,23 +411,33 @@ def ablation(
     validation like any other choice, in the order given.
     """
     rows = {}
-    for label, options in tqdm(variants.items(), desc="ablation", unit="fit",
-                               disable=not progress, leave=False):
+    for label, options in tqdm(
+        variants.items(), desc="ablation", unit="fit", disable=not progress, leave=False
+    ):
         _, scores, seconds, best_epoch = _fit_on_validation(make_model(**options), split)
-        rows[label] = {"valid recall@20": scores["recall@20"],
-                       "valid ndcg@20": scores["ndcg@20"], "best_epoch": best_epoch,
-                       "fit_seconds": seconds}
+        rows[label] = {
+            "valid recall@20": scores["recall@20"],
+            "valid ndcg@20": scores["ndcg@20"],
+            "best_epoch": best_epoch,
+            "fit_seconds": seconds,
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def study_record(tuned: Mapping[str, Tuned]) -> dict[str, dict[str, Any]]:
     """A JSON-ready record of a tuning run: per model its grid, chosen options and test scores
     (what :func:`refit_study` replays)."""
-    return {name: {"base": result.base, "options": result.options,
-                   "grid": result.grid.astype(object).where(result.grid.notna(), None)
-                   .to_dict(orient="records"),
-                   "scores": result.scores}
-            for name, result in tuned.items()}
+    return {
+        name: {
+            "base": result.base,
+            "options": result.options,
+            "grid": result.grid.astype(object)
+            .where(result.grid.notna(), None)
+            .to_dict(orient="records"),
+            "scores": result.scores,
+        }
+        for name, result in tuned.items()
+    }
 
 
 def refit_study(
@@ -412,26 +459,44 @@ def refit_study(
     """
 
     grids = LOSS_GRIDS if grids is None else grids
-    unknown = sorted(name for name, entry in record.items()
-                     if "base" not in entry and name not in grids)
+    unknown = sorted(
+        name for name, entry in record.items() if "base" not in entry and name not in grids
+    )
     if unknown:
-        raise ValueError(f"the record holds unknown losses {unknown} and no base settings for "
-                         f"them; known: {list(grids)}")
+        raise ValueError(
+            f"the record holds unknown losses {unknown} and no base settings for "
+            f"them; known: {list(grids)}"
+        )
     tuned = {}
     for name, entry in tqdm(record.items(), desc="losses", unit="loss", disable=not progress):
         options = dict(entry["options"])
         if "base" in entry:
             base = dict(entry["base"])
             if name in grids and dict(grids[name].base) != base:
-                log.info("%s: replaying the recorded settings %s; today's preset is %s",
-                         name, base, dict(grids[name].base))
+                log.info(
+                    "%s: replaying the recorded settings %s; today's preset is %s",
+                    name,
+                    base,
+                    dict(grids[name].base),
+                )
         else:
             base = dict(grids[name].base)
-            log.warning("%s: the record has no base settings (written before they were "
-                        "recorded); replaying with today's preset %s", name, base)
+            log.warning(
+                "%s: the record has no base settings (written before they were "
+                "recorded); replaying with today's preset %s",
+                name,
+                base,
+            )
         model = TwoTower(**{"seed": seed, "device": device, **base, **options})
         model.fit(split.train)
         scores = evaluate_ranking(model, train=split.train, test=split.test)
-        tuned[name] = Tuned(name=name, options=options, grid=pd.DataFrame(entry["grid"]),
-                            scores=scores, valid_model=None, model=model, base=base)
+        tuned[name] = Tuned(
+            name=name,
+            options=options,
+            grid=pd.DataFrame(entry["grid"]),
+            scores=scores,
+            valid_model=None,
+            model=model,
+            base=base,
+        )
     return tuned

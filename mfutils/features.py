@@ -52,8 +52,16 @@ from torch import nn
 
 from mfutils.data.container import Ratings
 
-__all__ = ["DEFAULT_FIELDS", "FIELDS", "USER_FIELDS", "ITEM_FIELDS", "TIME_FIELDS",
-           "FieldEncoder", "available_fields", "missing_reason"]
+__all__ = [
+    "DEFAULT_FIELDS",
+    "FIELDS",
+    "USER_FIELDS",
+    "ITEM_FIELDS",
+    "TIME_FIELDS",
+    "FieldEncoder",
+    "available_fields",
+    "missing_reason",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +72,16 @@ FIELDS = USER_FIELDS + ITEM_FIELDS + TIME_FIELDS
 # The fields kept on a validation split of ML-100K's u1.base (notebook 08): every field but
 # age and zip, which cost accuracy once the user id is known. ``fields=None`` takes the ones
 # of these that the training data carries (all of them on ML-100K and ML-1M).
-DEFAULT_FIELDS = ("user", "gender", "occupation", "item", "genres", "year", "weekday",
-                  "since_first")
+DEFAULT_FIELDS = (
+    "user",
+    "gender",
+    "occupation",
+    "item",
+    "genres",
+    "year",
+    "weekday",
+    "since_first",
+)
 DAY = 86_400
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # ML-1M's age groups: <18, 18-24, ..., 50-55, 56+
 YEAR_EDGES = (1940, 1960, 1970, 1980, 1990, 1993, 1995, 1996, 1997, 1998)
@@ -106,14 +122,19 @@ class FieldEncoder(nn.Module):
     """
 
     def __init__(
-        self, fields: Sequence[str] | None = FIELDS, *, zip_digits: int = 1,
-        age_edges: Sequence[int] = AGE_EDGES, year_edges: Sequence[int] = YEAR_EDGES,
+        self,
+        fields: Sequence[str] | None = FIELDS,
+        *,
+        zip_digits: int = 1,
+        age_edges: Sequence[int] = AGE_EDGES,
+        year_edges: Sequence[int] = YEAR_EDGES,
         since_first_edges: Sequence[int] = SINCE_FIRST_EDGES,
     ) -> None:
         super().__init__()
         if isinstance(fields, str):
-            raise ValueError(f"fields={fields!r} must be a sequence of field names, e.g. "
-                             f"({fields!r},), or None")
+            raise ValueError(
+                f"fields={fields!r} must be a sequence of field names, e.g. ({fields!r},), or None"
+            )
         if fields is not None:
             fields = tuple(fields)
             unknown = sorted(set(fields) - set(FIELDS))
@@ -127,8 +148,11 @@ class FieldEncoder(nn.Module):
         self.requested_fields: tuple[str, ...] | None = fields
         self.fields: tuple[str, ...] | None = fields
         self.zip_digits = zip_digits
-        self.edges = {"age": np.asarray(age_edges), "year": np.asarray(year_edges),
-                      "since_first": np.asarray(since_first_edges)}
+        self.edges = {
+            "age": np.asarray(age_edges),
+            "year": np.asarray(year_edges),
+            "since_first": np.asarray(since_first_edges),
+        }
         self.field_sizes: dict[str, int] = {}
         self.field_offsets: dict[str, int] = {}
         self.columns: list[str] = []
@@ -148,8 +172,9 @@ class FieldEncoder(nn.Module):
     def reserved_indices(self) -> torch.Tensor:
         """Global index of every field's reserved bucket, shape (n_fields,)."""
         self._require_fitted()
-        return torch.tensor([self.field_offsets[f] for f in self.fields],
-                            device=self.column_field.device)
+        return torch.tensor(
+            [self.field_offsets[f] for f in self.fields], device=self.column_field.device
+        )
 
     def field_columns(self) -> dict[str, slice]:
         """The columns of each field in the encoded rows."""
@@ -166,8 +191,9 @@ class FieldEncoder(nn.Module):
 
     def _require_fields(self) -> None:
         if self.fields is None:
-            raise RuntimeError("FieldEncoder(fields=None) resolves its fields from the data: "
-                               "call fit(train) first")
+            raise RuntimeError(
+                "FieldEncoder(fields=None) resolves its fields from the data: call fit(train) first"
+            )
 
     # ------------------------------------------------------------------ fitting
     def fit(self, train: Ratings, *, device: torch.device | str | None = None) -> FieldEncoder:
@@ -228,49 +254,77 @@ class FieldEncoder(nn.Module):
         self.field_sizes = {f: sizes[f] for f in self.fields}
         offsets = np.cumsum([0] + [sizes[f] for f in self.fields])[:-1]
         self.field_offsets = {f: int(o) for f, o in zip(self.fields, offsets, strict=True)}
-        self.columns = ([f for f, local, _ in user_cols for _ in range(local.shape[1])]
-                        + [f for f, local, _ in item_cols for _ in range(local.shape[1])]
-                        + [f for f in TIME_FIELDS if f in self.fields])
+        self.columns = (
+            [f for f, local, _ in user_cols for _ in range(local.shape[1])]
+            + [f for f, local, _ in item_cols for _ in range(local.shape[1])]
+            + [f for f in TIME_FIELDS if f in self.fields]
+        )
 
-        def table(cols: list[tuple[str, np.ndarray, np.ndarray]], n: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        def table(
+            cols: list[tuple[str, np.ndarray, np.ndarray]], n: int
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             if not cols:
-                return (torch.zeros(n, 0, dtype=torch.long, device=device),
-                        torch.zeros(n, 0, device=device))
+                return (
+                    torch.zeros(n, 0, dtype=torch.long, device=device),
+                    torch.zeros(n, 0, device=device),
+                )
             index = np.concatenate([local + self.field_offsets[f] for f, local, _ in cols], 1)
             value = np.concatenate([v for _, _, v in cols], 1)
-            return (torch.as_tensor(index, dtype=torch.long, device=device),
-                    torch.as_tensor(value, dtype=torch.float32, device=device))
+            return (
+                torch.as_tensor(index, dtype=torch.long, device=device),
+                torch.as_tensor(value, dtype=torch.float32, device=device),
+            )
 
         user_index, user_value = table(user_cols, train.n_users)  # shape: (n_users, L_u)
         item_index, item_value = table(item_cols, train.n_items)  # shape: (n_items, L_i)
         # Rows for ids outside the tables: every column in its field's reserved bucket, value 1
         # on the first column of a field and 0 on the padding of a multi-valued field.
-        unknown_user = table([(f, np.zeros((1, loc.shape[1]), dtype=np.int64),
-                               np.eye(1, loc.shape[1])) for f, loc, _ in user_cols], 1)
-        unknown_item = table([(f, np.zeros((1, loc.shape[1]), dtype=np.int64),
-                               np.eye(1, loc.shape[1])) for f, loc, _ in item_cols], 1)
+        unknown_user = table(
+            [
+                (f, np.zeros((1, loc.shape[1]), dtype=np.int64), np.eye(1, loc.shape[1]))
+                for f, loc, _ in user_cols
+            ],
+            1,
+        )
+        unknown_item = table(
+            [
+                (f, np.zeros((1, loc.shape[1]), dtype=np.int64), np.eye(1, loc.shape[1]))
+                for f, loc, _ in item_cols
+            ],
+            1,
+        )
         buffers = {
-            "user_index": user_index, "user_value": user_value,
-            "item_index": item_index, "item_value": item_value,
-            "unknown_user_index": unknown_user[0][0], "unknown_user_value": unknown_user[1][0],
-            "unknown_item_index": unknown_item[0][0], "unknown_item_value": unknown_item[1][0],
+            "user_index": user_index,
+            "user_value": user_value,
+            "item_index": item_index,
+            "item_value": item_value,
+            "unknown_user_index": unknown_user[0][0],
+            "unknown_user_value": unknown_user[1][0],
+            "unknown_item_index": unknown_item[0][0],
+            "unknown_item_value": unknown_item[1][0],
             "first_day": torch.as_tensor(first_day, device=device),
-            "weekday_local": torch.as_tensor(time_vocab.get("weekday", np.zeros(0, np.int64)),
-                                             dtype=torch.long, device=device),
+            "weekday_local": torch.as_tensor(
+                time_vocab.get("weekday", np.zeros(0, np.int64)), dtype=torch.long, device=device
+            ),
             "since_first_local": torch.as_tensor(
-                time_vocab.get("since_first", np.zeros(0, np.int64)), dtype=torch.long,
-                device=device),
-            "since_first_edges": torch.as_tensor(self.edges["since_first"], dtype=torch.long,
-                                                 device=device),
-            "column_field": torch.as_tensor([self.fields.index(f) for f in self.columns],
-                                            dtype=torch.long, device=device),
-            "sizes": torch.as_tensor([sizes[f] for f in self.fields], dtype=torch.long,
-                                     device=device),
+                time_vocab.get("since_first", np.zeros(0, np.int64)),
+                dtype=torch.long,
+                device=device,
+            ),
+            "since_first_edges": torch.as_tensor(
+                self.edges["since_first"], dtype=torch.long, device=device
+            ),
+            "column_field": torch.as_tensor(
+                [self.fields.index(f) for f in self.columns], dtype=torch.long, device=device
+            ),
+            "sizes": torch.as_tensor(
+                [sizes[f] for f in self.fields], dtype=torch.long, device=device
+            ),
             # The fields themselves (positions in FIELDS), so a checkpoint of fields=None
             # reloads with the fields resolved at fit time.
-            "field_ids": torch.as_tensor([FIELDS.index(f) for f in self.fields],
-                                         dtype=torch.long, device=device),
+            "field_ids": torch.as_tensor(
+                [FIELDS.index(f) for f in self.fields], dtype=torch.long, device=device
+            ),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value)
@@ -290,17 +344,21 @@ class FieldEncoder(nn.Module):
             state does not say which fields were resolved.
         """
         for name, value in state.items():
-            if name.startswith(prefix) and "." not in name[len(prefix):]:
-                self.register_buffer(name[len(prefix):], value.clone())
+            if name.startswith(prefix) and "." not in name[len(prefix) :]:
+                self.register_buffer(name[len(prefix) :], value.clone())
         if hasattr(self, "field_ids"):
             saved = tuple(FIELDS[k] for k in self.field_ids.tolist())
             if self.requested_fields is not None and saved != self.requested_fields:
-                raise ValueError(f"the saved encoder has fields {saved}; this one asks for "
-                                 f"{self.requested_fields}")
+                raise ValueError(
+                    f"the saved encoder has fields {saved}; this one asks for "
+                    f"{self.requested_fields}"
+                )
             self.fields = saved
         elif self.requested_fields is None:
-            raise ValueError("the saved encoder does not record its fields (an older "
-                             "checkpoint); pass them explicitly")
+            raise ValueError(
+                "the saved encoder does not record its fields (an older "
+                "checkpoint); pass them explicitly"
+            )
         self._restore_layout()
         return self
 
@@ -333,8 +391,9 @@ class FieldEncoder(nn.Module):
         bucket = np.searchsorted(self.edges["year"], year, side="right")
         return np.where(np.isfinite(year), bucket, -1).astype(object)  # -1: no date
 
-    def _genre_columns(self, train: Ratings, items_seen: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray, int]:
+    def _genre_columns(
+        self, train: Ratings, items_seen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Local genre ids and values ``1/g_i``, padded to the most genres of any item."""
         table = _side_table(train.items, "items", "genres", train.n_items)
         names = [c for c in table.columns if str(c).startswith("genre_")]
@@ -352,8 +411,9 @@ class FieldEncoder(nn.Module):
         value[n_genres == 0, 0] = 1.0  # no genre at all: the reserved bucket, value 1
         return local, value, int(seen.sum()) + 1
 
-    def _time_values(self, field: str, user: np.ndarray, days: np.ndarray,
-                     first_day: np.ndarray) -> np.ndarray:
+    def _time_values(
+        self, field: str, user: np.ndarray, days: np.ndarray, first_day: np.ndarray
+    ) -> np.ndarray:
         if field == "weekday":
             return (days + _UNIX_WEEKDAY_0) % 7
         since = np.maximum(days - first_day[user], 0)
@@ -361,7 +421,7 @@ class FieldEncoder(nn.Module):
 
     # ------------------------------------------------------------------ encoding
     def encode(
-        self, user: torch.Tensor, item: torch.Tensor, timestamp: torch.Tensor | None = None,
+        self, user: torch.Tensor, item: torch.Tensor, timestamp: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Active features of every ``(user, item, timestamp)`` row.
 
@@ -416,19 +476,25 @@ class FieldEncoder(nn.Module):
         columns, as tensors on the encoder's device (the batch format of the FM nets)."""
         tensors = data.tensors(self.user_index.device)
         encoded = self.encode(tensors["user"], tensors["item"], tensors["timestamp"])
-        return {"user": tensors["user"], "item": tensors["item"], "rating": tensors["rating"],
-                **encoded}
+        return {
+            "user": tensors["user"],
+            "item": tensors["item"],
+            "rating": tensors["rating"],
+            **encoded,
+        }
 
     def describe(self) -> pd.DataFrame:
         """One row per field: cardinality ``n_f`` (reserved bucket included), offset, columns."""
         self._require_fitted()
         columns = self.field_columns()
-        return pd.DataFrame({
-            "field": list(self.fields),
-            "size": [self.field_sizes[f] for f in self.fields],
-            "offset": [self.field_offsets[f] for f in self.fields],
-            "columns": [columns[f].stop - columns[f].start for f in self.fields],
-        })
+        return pd.DataFrame(
+            {
+                "field": list(self.fields),
+                "size": [self.field_sizes[f] for f in self.fields],
+                "offset": [self.field_offsets[f] for f in self.fields],
+                "columns": [columns[f].stop - columns[f].start for f in self.fields],
+            }
+        )
 
 
 def missing_reason(data: Ratings, field: str) -> str | None:
@@ -459,8 +525,9 @@ def missing_reason(data: Ratings, field: str) -> str | None:
     return None
 
 
-def available_fields(data: Ratings, fields: Sequence[str] = DEFAULT_FIELDS, *,
-                     log: bool = True) -> tuple[str, ...]:
+def available_fields(
+    data: Ratings, fields: Sequence[str] = DEFAULT_FIELDS, *, log: bool = True
+) -> tuple[str, ...]:
     """The fields of ``fields`` that ``data`` carries, in the order of :data:`FIELDS`.
 
     Every field left out is logged at INFO on ``mfutils.features``, one line naming the field
@@ -494,16 +561,21 @@ def _vocabulary(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _side_table(table: pd.DataFrame | None, name: str, field: str, n: int) -> pd.DataFrame:
     if table is None:
-        raise ValueError(f"field {field!r} needs the {name} side table, but the Ratings has "
-                         f"none; drop {field!r} from fields (or pass fields=None)")
+        raise ValueError(
+            f"field {field!r} needs the {name} side table, but the Ratings has "
+            f"none; drop {field!r} from fields (or pass fields=None)"
+        )
     if len(table) != n:
-        raise ValueError(f"the {name} side table has {len(table)} rows; expected {n}, one per "
-                         "compact id")
+        raise ValueError(
+            f"the {name} side table has {len(table)} rows; expected {n}, one per compact id"
+        )
     return table
 
 
 def _column(table: pd.DataFrame, column: str, field: str, name: str) -> pd.Series:
     if column not in table.columns:
-        raise ValueError(f"field {field!r} needs a {column!r} column in the {name} side table; "
-                         f"it has {list(table.columns)}")
+        raise ValueError(
+            f"field {field!r} needs a {column!r} column in the {name} side table; "
+            f"it has {list(table.columns)}"
+        )
     return table[column]

@@ -94,8 +94,9 @@ _CDF_TOLERANCE = 1e-7
 
 
 # ====================================================================== rating error
-def _paired(pred: ArrayLike, target: ArrayLike, clip: tuple[float, float] | None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _paired(
+    pred: ArrayLike, target: ArrayLike, clip: tuple[float, float] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``pred`` and ``target`` as floating tensors on one device, checked and clipped."""
     device = next((x.device for x in (pred, target) if isinstance(x, torch.Tensor)), None)
     # float64 for accuracy wherever the device has it (MPS does not)
@@ -126,8 +127,7 @@ def _paired(pred: ArrayLike, target: ArrayLike, clip: tuple[float, float] | None
     return p, t
 
 
-def rmse(pred: ArrayLike, target: ArrayLike, *, clip: tuple[float, float] | None = None
-         ) -> float:
+def rmse(pred: ArrayLike, target: ArrayLike, *, clip: tuple[float, float] | None = None) -> float:
     r"""Root mean squared error :math:`\sqrt{\frac1n\sum_i(\hat r_i-r_i)^2}`.
 
     Parameters
@@ -152,8 +152,7 @@ def rmse(pred: ArrayLike, target: ArrayLike, *, clip: tuple[float, float] | None
     return float(torch.sqrt(torch.mean((p - t) ** 2)))
 
 
-def mae(pred: ArrayLike, target: ArrayLike, *, clip: tuple[float, float] | None = None
-        ) -> float:
+def mae(pred: ArrayLike, target: ArrayLike, *, clip: tuple[float, float] | None = None) -> float:
     r"""Mean absolute error :math:`\frac1n\sum_i|\hat r_i-r_i|`.
 
     Parameters
@@ -176,8 +175,13 @@ def mae(pred: ArrayLike, target: ArrayLike, *, clip: tuple[float, float] | None 
     return float(torch.mean(torch.abs(p - t)))
 
 
-def interval_coverage(mean: ArrayLike, std: ArrayLike, target: ArrayLike, *,
-                      levels: Sequence[float] = (0.5, 0.8, 0.9, 0.95)) -> pd.DataFrame:
+def interval_coverage(
+    mean: ArrayLike,
+    std: ArrayLike,
+    target: ArrayLike,
+    *,
+    levels: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
+) -> pd.DataFrame:
     r"""Share of ratings inside central Gaussian predictive intervals, per nominal level.
 
     The interval of level :math:`q` is :math:`\hat r \pm z_{(1+q)/2}\,\sigma`; a
@@ -197,14 +201,20 @@ def interval_coverage(mean: ArrayLike, std: ArrayLike, target: ArrayLike, *,
         if not 0 < level < 1:
             raise ValueError(f"level={level} must lie in (0, 1)")
         half = float(normal.icdf(torch.tensor((1 + level) / 2))) * s  # shape: (n,)
-        rows.append({"level": level, "coverage": float(((t - m).abs() <= half).float().mean()),
-                     "width": float(2 * half.mean())})
+        rows.append(
+            {
+                "level": level,
+                "coverage": float(((t - m).abs() <= half).float().mean()),
+                "width": float(2 * half.mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ====================================================================== CSR helpers
-def _as_user_tensor(users: ArrayLike | Iterable[int], n_users: int, device: torch.device,
-                    label: str) -> torch.Tensor:
+def _as_user_tensor(
+    users: ArrayLike | Iterable[int], n_users: int, device: torch.device, label: str
+) -> torch.Tensor:
     """User ids as a 1-D LongTensor on ``device``, range-checked."""
     if isinstance(users, torch.Tensor):
         t = users.detach().to(device=device, dtype=torch.long)
@@ -272,7 +282,7 @@ def _evaluate_topk(
 
     with torch.no_grad():
         for start in range(0, len(eval_users), chunk_size):
-            chunk = eval_users[start:start + chunk_size]  # shape: (B,)
+            chunk = eval_users[start : start + chunk_size]  # shape: (B,)
             scores = score_fn(chunk.to(ids_device))
             if not isinstance(scores, torch.Tensor):
                 raise TypeError(f"score_fn must return a torch.Tensor; got {type(scores)}")
@@ -347,7 +357,8 @@ def _evaluate_topk(
         for name, vals in parts.items()
     }
     n_test_all = (
-        torch.cat(n_test_parts) if n_test_parts
+        torch.cat(n_test_parts)
+        if n_test_parts
         else torch.zeros(0, dtype=torch.long, device=out_device)
     )
     return eval_users.to(out_device), n_test_all, metrics
@@ -456,8 +467,14 @@ def topk_metrics(
     topk_metrics_per_user : the same metrics per user, as a DataFrame.
     """
     eval_users, _, metrics = _evaluate_topk(
-        score_fn, train=train, test=test, ks=ks, users=users, chunk_size=chunk_size,
-        exclude=exclude, device=device,
+        score_fn,
+        train=train,
+        test=test,
+        ks=ks,
+        users=users,
+        chunk_size=chunk_size,
+        exclude=exclude,
+        device=device,
     )
     n = len(eval_users)
     out: dict[str, float] = {
@@ -492,8 +509,14 @@ def topk_metrics_per_user(
     {notes}
     """
     eval_users, n_test, metrics = _evaluate_topk(
-        score_fn, train=train, test=test, ks=ks, users=users, chunk_size=chunk_size,
-        exclude=exclude, device=device,
+        score_fn,
+        train=train,
+        test=test,
+        ks=ks,
+        users=users,
+        chunk_size=chunk_size,
+        exclude=exclude,
+        device=device,
     )
     columns: dict[str, np.ndarray] = {
         "user": eval_users.cpu().numpy().astype(np.int64),
@@ -583,23 +606,21 @@ def sample_negatives(
     chunk = max(1, _SAMPLE_CHUNK_ELEMENTS // max(n_items, 1))
     out = torch.full((n_rows, n_negatives), -1, dtype=torch.long, device=work)
     for start in range(0, n_rows, chunk):
-        users = rows_users[start:start + chunk]  # shape: (B,)
+        users = rows_users[start : start + chunk]  # shape: (B,)
         keys = torch.rand(  # drawn on the CPU so every device gets the same negatives
             (len(users), n_items), generator=generator, dtype=torch.float64, device="cpu"
         ).to(work)  # shape: (B, n_items)
         rows, cols = known.gather(users)  # shape: (nnz_B,), (nnz_B,)
         keys.index_put_((rows, cols), keys.new_full((), float("inf")))
         vals, idx = torch.topk(keys, n_take, dim=1, largest=False)  # shape: (B, n_take)
-        out[start:start + len(users), :n_take] = torch.where(
+        out[start : start + len(users), :n_take] = torch.where(
             torch.isinf(vals), torch.full_like(idx, -1), idx
         )
     return out.to(out_device)
 
 
 def percentile_ranks(
-    pos_scores: torch.Tensor,
-    neg_scores: torch.Tensor,
-    neg_valid: torch.Tensor | None = None,
+    pos_scores: torch.Tensor, neg_scores: torch.Tensor, neg_valid: torch.Tensor | None = None
 ) -> torch.Tensor:
     r"""Koren's percentile rank of each positive among its sampled negatives.
 
@@ -647,8 +668,10 @@ def percentile_ranks(
         neg_valid = torch.ones_like(neg_scores, dtype=torch.bool)  # shape: (M, N)
     else:
         if neg_valid.shape != neg_scores.shape:
-            raise ValueError(f"neg_valid has shape {tuple(neg_valid.shape)}; expected "
-                             f"{tuple(neg_scores.shape)} like neg_scores")
+            raise ValueError(
+                f"neg_valid has shape {tuple(neg_valid.shape)}; expected "
+                f"{tuple(neg_scores.shape)} like neg_scores"
+            )
         neg_valid = neg_valid.to(device=neg_scores.device, dtype=torch.bool)
     pos = pos_scores.detach().to(neg_scores.device)[:, None]  # shape: (M, 1)
     neg = neg_scores.detach()  # shape: (M, N)
@@ -736,11 +759,13 @@ def auc(score: ArrayLike, label: ArrayLike) -> float:
     n_pos = float(y.sum())
     n_neg = y.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"AUC needs both classes; got {n_pos:.0f} positives and "
-                         f"{n_neg:.0f} negatives")
+        raise ValueError(
+            f"AUC needs both classes; got {n_pos:.0f} positives and {n_neg:.0f} negatives"
+        )
     sorted_scores, order = torch.sort(s)
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True,
-                                                  return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
     ends = torch.cumsum(counts, 0).double()  # shape: (n_unique,) last 1-based rank of each tie
     mid_rank = ends - (counts.double() - 1) / 2  # shape: (n_unique,)
     rank_sum = float((mid_rank[inverse] * y[order]).sum())

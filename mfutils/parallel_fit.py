@@ -30,8 +30,9 @@ from mfutils.models import BiasedMF, SVDpp
 __all__ = ["launch", "main"]
 
 
-def launch(processes: int, *, threads: int, args: list[str] | tuple[str, ...] = (),
-           timeout: float = 600) -> dict[str, object]:
+def launch(
+    processes: int, *, threads: int, args: list[str] | tuple[str, ...] = (), timeout: float = 600
+) -> dict[str, object]:
     """Run ``torchrun --standalone --nproc_per_node processes -m mfutils.parallel_fit *args``.
 
     Parameters
@@ -61,18 +62,32 @@ def launch(processes: int, *, threads: int, args: list[str] | tuple[str, ...] = 
         raise ValueError(f"processes={processes} and threads={threads} must both be >= 1")
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "run.json"
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   "--nproc_per_node", str(processes), "-m", "mfutils.parallel_fit",
-                   *args, "--threads", str(threads), "--output", str(output)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            "-m",
+            "mfutils.parallel_fit",
+            *args,
+            "--threads",
+            str(threads),
+            "--output",
+            str(output),
+        ]
         # The children import this very package, wherever it lives.
         package_root = str(Path(__file__).resolve().parents[1])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": python_path}
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              env=env, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
         if done.returncode != 0 or not output.exists():
-            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n"
-                               f"{done.stderr[-2000:]}")
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}"
+            )
         return json.loads(output.read_text())
 
 
@@ -83,11 +98,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     the seconds and training loss of every epoch and the RMSE on a 10% holdout; ``--save``
     writes the trained model's checkpoint.
     """
-    parser = argparse.ArgumentParser(prog="python -m mfutils.parallel_fit",
-                                     description=main.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mfutils.parallel_fit", description=main.__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--model", choices=("BiasedMF", "SVDpp"), default="BiasedMF")
-    parser.add_argument("--method", choices=("sgd", "adam"), default="adam",
-                        help="BiasedMF's training method")
+    parser.add_argument(
+        "--method", choices=("sgd", "adam"), default="adam", help="BiasedMF's training method"
+    )
     parser.add_argument("--users", type=int, default=6_040)
     parser.add_argument("--items", type=int, default=3_706)
     parser.add_argument("--ratings", type=int, default=1_000_000)
@@ -107,8 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     device = init_from_env(args.device)
     data = make_synthetic(args.users, args.items, args.ratings, seed=args.seed)
     train, test = random_holdout(data, test_fraction=0.1, seed=args.seed)
-    options = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-               "device": device}
+    options = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": device,
+    }
     if args.lr is not None:
         options["lr"] = args.lr
     if args.model == "BiasedMF":
@@ -120,10 +141,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     seconds = time.perf_counter() - start
     history = model.history
     record = {
-        "model": args.model, "method": args.method if args.model == "BiasedMF" else "adam",
-        "processes": world_size(), "backend": dist.get_backend() if world_size() > 1 else None,
-        "device": str(device), "threads": torch.get_num_threads(), "train_ratings": len(train),
-        "factors": args.factors, "batch_size": args.batch_size, "fit_seconds": seconds,
+        "model": args.model,
+        "method": args.method if args.model == "BiasedMF" else "adam",
+        "processes": world_size(),
+        "backend": dist.get_backend() if world_size() > 1 else None,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "train_ratings": len(train),
+        "factors": args.factors,
+        "batch_size": args.batch_size,
+        "fit_seconds": seconds,
         "epoch_seconds": history["seconds"].diff().fillna(history["seconds"]).tolist(),
         "train_loss": history["train_loss"].tolist(),
         "test_rmse": rmse(model.predict_ratings(test), test.rating),

@@ -57,9 +57,16 @@ def set_style(*, context: str = "notebook", font_scale: float = 1.0) -> None:
         Extra scaling of every font.
     """
     sns.set_theme(
-        context=context, style="whitegrid", palette="colorblind", font_scale=font_scale,
-        rc={"figure.figsize": (7.0, 4.0), "axes.spines.top": False,
-            "axes.spines.right": False, "axes.titleweight": "bold"},
+        context=context,
+        style="whitegrid",
+        palette="colorblind",
+        font_scale=font_scale,
+        rc={
+            "figure.figsize": (7.0, 4.0),
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titleweight": "bold",
+        },
     )
 
 
@@ -131,8 +138,11 @@ def plot_rating_distribution(
     shares = 100 * counts / counts.sum()
     labels = [f"{s:.1f}%" for s in shares] if normalize else [f"{c:,}" for c in counts]
     ax.bar_label(ax.containers[0], labels=labels, padding=2, fontsize="small")
-    ax.set(xlabel="rating", ylabel="number of ratings",
-           title=f"Rating distribution (mean {ratings.mean():.2f})")
+    ax.set(
+        xlabel="rating",
+        ylabel="number of ratings",
+        title=f"Rating distribution (mean {ratings.mean():.2f})",
+    )
     ax.margins(y=0.12)
     return ax
 
@@ -174,12 +184,18 @@ def plot_long_tail(
         ax.axvspan(0.5, k + 0.5, color="grey", alpha=0.12, lw=0)
         share = top_share(counts, fraction)
         ax.annotate(
-            f"top {fraction:.0%} of {what}: {share:.0%} of ratings", xy=(k, counts[k - 1]),
-            xytext=(0.4, 0.9 - 0.12 * level), textcoords="axes fraction", fontsize="small",
+            f"top {fraction:.0%} of {what}: {share:.0%} of ratings",
+            xy=(k, counts[k - 1]),
+            xytext=(0.4, 0.9 - 0.12 * level),
+            textcoords="axes fraction",
+            fontsize="small",
             arrowprops={"arrowstyle": "->", "color": "0.3", "shrinkB": 2},
         )
-    ax.set(xlabel=f"{what} ranked by number of ratings", ylabel="number of ratings (log)",
-           title=f"Popularity long tail ({len(counts):,} {what})")
+    ax.set(
+        xlabel=f"{what} ranked by number of ratings",
+        ylabel="number of ratings (log)",
+        title=f"Popularity long tail ({len(counts):,} {what})",
+    )
     ax.set_xlim(0, len(counts) + 1)
     return ax
 
@@ -218,8 +234,11 @@ def plot_user_activity(
     ax.axvline(low, color="C3", ls="--", label=f"minimum: {low:,.0f}")
     ax.axvline(mid, color="C2", ls="-", label=f"median: {mid:,.0f}")
     ax.legend()
-    ax.set(xlabel="ratings per user (log)", ylabel=f"number of {what}",
-           title=f"Activity of {len(counts):,} {what}")
+    ax.set(
+        xlabel="ratings per user (log)",
+        ylabel=f"number of {what}",
+        title=f"Activity of {len(counts):,} {what}",
+    )
     return ax
 
 
@@ -252,8 +271,9 @@ def plot_ratings_over_time(
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     period = _PERIOD_NAMES.get(freq, freq)
     span = (when.max() - when.min()).total_seconds() / 86_400
-    ax.set(ylabel=f"ratings per {period}", ylim=(0, None),
-           title=f"Ratings over time ({span:.0f} days)")
+    ax.set(
+        ylabel=f"ratings per {period}", ylim=(0, None), title=f"Ratings over time ({span:.0f} days)"
+    )
     return ax
 
 
@@ -290,8 +310,13 @@ def plot_demographics(
     missing = [c for c in columns if c not in users.columns]
     if missing:
         raise ValueError(f"users has no column(s) {missing}; it has {list(users.columns)}")
-    fig, axes = plt.subplots(1, len(columns), figsize=figsize or (4.5 * len(columns), 4.5),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(columns),
+        figsize=figsize or (4.5 * len(columns), 4.5),
+        squeeze=False,
+        layout="constrained",
+    )
     for column, ax in zip(columns, axes[0], strict=True):
         values = users[column]
         if pd.api.types.is_numeric_dtype(values) and values.nunique() > 10:
@@ -351,8 +376,7 @@ def plot_genre_counts(
         if len(weights) != len(items):
             raise ValueError(f"weights has {len(weights)} entries, items has {len(items)} rows")
         totals, unit = weights @ flags, "ratings"
-    table = pd.Series(totals, index=[g[len(prefix):] for g in genres]).sort_values(
-        ascending=False)
+    table = pd.Series(totals, index=[g[len(prefix) :] for g in genres]).sort_values(ascending=False)
     ax = _axes(ax, figsize=(6.0, 0.28 * len(genres) + 1.0))
     sns.barplot(x=table.to_numpy(), y=table.index, order=table.index, color="C0", ax=ax)
     ax.set(xlabel=f"number of {unit}", ylabel="", title=f"{unit.capitalize()} per genre")
@@ -397,33 +421,40 @@ def plot_learning_curves(
     if best not in (None, "min", "max"):
         raise ValueError(f"best must be 'min', 'max' or None, got {best!r}")
     ax = _axes(ax)
-    for color, (label, history) in zip(sns.color_palette(n_colors=len(histories)),
-                                       histories.items(), strict=True):
+    for color, (label, history) in zip(
+        sns.color_palette(n_colors=len(histories)), histories.items(), strict=True
+    ):
         missing = [c for c in (x, y) if c not in history.columns]
         if missing:
-            raise ValueError(f"history {label!r} lacks column(s) {missing}; "
-                             f"it has {list(history.columns)}")
+            raise ValueError(
+                f"history {label!r} lacks column(s) {missing}; it has {list(history.columns)}"
+            )
         ax.plot(history[x], history[y], label=label, color=color, lw=1.8)
         if best is not None and history[y].notna().any():
             row = history[y].idxmin() if best == "min" else history[y].idxmax()
-            ax.scatter([history.loc[row, x]], [history.loc[row, y]], color=color, zorder=3,
-                       s=30, edgecolor="black", linewidth=0.6)
+            ax.scatter(
+                [history.loc[row, x]],
+                [history.loc[row, y]],
+                color=color,
+                zorder=3,
+                s=30,
+                edgecolor="black",
+                linewidth=0.6,
+            )
     if logy:
         ax.set_yscale("log")
     if x == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="training seconds" if x == "seconds" else x,
-           ylabel="validation metric" if y == "valid" else y.replace("_", " "))
+    ax.set(
+        xlabel="training seconds" if x == "seconds" else x,
+        ylabel="validation metric" if y == "valid" else y.replace("_", " "),
+    )
     ax.legend(title=None)
     return ax
 
 
 def plot_fold_results(
-    per_fold: pd.DataFrame,
-    *,
-    metric: str = "rmse",
-    sort: bool = False,
-    ax: Axes | None = None,
+    per_fold: pd.DataFrame, *, metric: str = "rmse", sort: bool = False, ax: Axes | None = None
 ) -> Axes:
     """Per-model metric on every fold (dots) with the mean marked and written out.
 
@@ -453,14 +484,37 @@ def plot_fold_results(
         summary = summary.sort_values("mean")
     order = list(summary.index)
     ax = _axes(ax, figsize=(7.0, 0.55 * len(order) + 1.5))
-    sns.stripplot(per_fold, x=metric, y="model", hue="fold", order=order, jitter=0.12,
-                  size=6, alpha=0.8, ax=ax)
-    ax.scatter(summary["mean"], np.arange(len(order)), marker="D", s=60, color="black",
-               zorder=3, label="mean")
+    sns.stripplot(
+        per_fold,
+        x=metric,
+        y="model",
+        hue="fold",
+        order=order,
+        jitter=0.12,
+        size=6,
+        alpha=0.8,
+        ax=ax,
+    )
+    ax.scatter(
+        summary["mean"],
+        np.arange(len(order)),
+        marker="D",
+        s=60,
+        color="black",
+        zorder=3,
+        label="mean",
+    )
     for pos, (mean, std) in enumerate(summary.itertuples(index=False)):
         text = f"{mean:.4f}" if np.isnan(std) else f"{mean:.4f} ± {std:.4f}"
-        ax.annotate(text, xy=(mean, pos), xytext=(0, -14), textcoords="offset points",
-                    ha="center", va="top", fontsize="small")
+        ax.annotate(
+            text,
+            xy=(mean, pos),
+            xytext=(0, -14),
+            textcoords="offset points",
+            ha="center",
+            va="top",
+            fontsize="small",
+        )
     label = metric.upper() if len(metric) <= 4 else metric.replace("_", " ")
     ax.set(xlabel=label, ylabel="")
     ax.legend(title="fold", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -582,30 +636,55 @@ def plot_embeddings_2d(
     """
     coords, explained = pca_2d(embeddings)
     if labels is not None and len(np.asarray(labels)) != len(coords):
-        raise ValueError(f"labels has {len(np.asarray(labels))} entries, "
-                         f"embeddings has {len(coords)} rows")
+        raise ValueError(
+            f"labels has {len(np.asarray(labels))} entries, embeddings has {len(coords)} rows"
+        )
     ax = _axes(ax, figsize=(7.0, 6.0))
-    sns.scatterplot(x=coords[:, 0], y=coords[:, 1], hue=labels, s=size, alpha=0.6,
-                    linewidth=0, ax=ax, legend="auto" if labels is not None else False)
+    sns.scatterplot(
+        x=coords[:, 0],
+        y=coords[:, 1],
+        hue=labels,
+        s=size,
+        alpha=0.6,
+        linewidth=0,
+        ax=ax,
+        legend="auto" if labels is not None else False,
+    )
     if highlight:
         rows = np.fromiter(highlight.values(), dtype=np.int64, count=len(highlight))
         if rows.min() < 0 or rows.max() >= len(coords):
             raise ValueError(f"highlight indices must lie in [0, {len(coords)}), got {rows}")
-        ax.scatter(coords[rows, 0], coords[rows, 1], s=4 * size, facecolor="none",
-                   edgecolor="black", linewidth=1.2, zorder=3)
+        ax.scatter(
+            coords[rows, 0],
+            coords[rows, 1],
+            s=4 * size,
+            facecolor="none",
+            edgecolor="black",
+            linewidth=1.2,
+            zorder=3,
+        )
         for name, row in highlight.items():
-            ax.annotate(name, xy=coords[row], xytext=(5, 5), textcoords="offset points",
-                        fontsize="small", zorder=4)
-    ax.set(xlabel=f"PC1 ({explained[0]:.0%} of variance)",
-           ylabel=f"PC2 ({explained[1]:.0%} of variance)")
+            ax.annotate(
+                name,
+                xy=coords[row],
+                xytext=(5, 5),
+                textcoords="offset points",
+                fontsize="small",
+                zorder=4,
+            )
+    ax.set(
+        xlabel=f"PC1 ({explained[0]:.0%} of variance)",
+        ylabel=f"PC2 ({explained[1]:.0%} of variance)",
+    )
     if labels is not None and ax.get_legend() is not None:
-        sns.move_legend(ax, "center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
-                        fontsize="small")
+        sns.move_legend(
+            ax, "center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize="small"
+        )
     return ax
 
 
 def plot_alignment_uniformity(
-    frame: pd.DataFrame, *, hue: str | None = None, ax: Axes | None = None,
+    frame: pd.DataFrame, *, hue: str | None = None, ax: Axes | None = None
 ) -> Axes:
     """Alignment against uniformity of learned embeddings, one labelled point per row.
 
@@ -625,13 +704,27 @@ def plot_alignment_uniformity(
     if missing:
         raise ValueError(f"frame lacks column(s) {missing}; it has {list(frame.columns)}")
     ax = _axes(ax, figsize=(6, 4.5))
-    points = ax.scatter(frame["uniformity"], frame["alignment"], s=60, edgecolor="black",
-                        linewidth=0.6, c=frame[hue] if hue else None, cmap="viridis")
+    points = ax.scatter(
+        frame["uniformity"],
+        frame["alignment"],
+        s=60,
+        edgecolor="black",
+        linewidth=0.6,
+        c=frame[hue] if hue else None,
+        cmap="viridis",
+    )
     for label, row in frame.iterrows():
-        ax.annotate(str(label), (row["uniformity"], row["alignment"]),
-                    textcoords="offset points", xytext=(5, 4), fontsize=9)
+        ax.annotate(
+            str(label),
+            (row["uniformity"], row["alignment"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=9,
+        )
     if hue:
         ax.figure.colorbar(points, ax=ax, label=hue)
-    ax.set(xlabel=r"uniformity $\ell_{uniform}$ (lower: more spread)",
-           ylabel=r"alignment $\ell_{align}$ (lower: positives closer)")
+    ax.set(
+        xlabel=r"uniformity $\ell_{uniform}$ (lower: more spread)",
+        ylabel=r"alignment $\ell_{align}$ (lower: positives closer)",
+    )
     return ax

@@ -33,8 +33,16 @@ class ResultsLog:
 
     def add(self, model: str, metric: str, value: float, *, dataset: str, protocol: str) -> None:
         """Log one number; ``protocol`` says split, folds and seed, e.g. ``"u1..u5 mean"``."""
-        self.rows.append({"notebook": self.notebook, "model": model, "metric": metric,
-                          "value": float(value), "dataset": dataset, "protocol": protocol})
+        self.rows.append(
+            {
+                "notebook": self.notebook,
+                "model": model,
+                "metric": metric,
+                "value": float(value),
+                "dataset": dataset,
+                "protocol": protocol,
+            }
+        )
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)

@@ -107,15 +107,23 @@ class UniformNegatives:
         Where the samples live; default ``seen.device`` or the CPU.
     """
 
-    def __init__(self, n_items: int, *, seen: UserItemCSR | None = None,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        seen: UserItemCSR | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
         if isinstance(n_items, bool) or not isinstance(n_items, int) or n_items < 1:
             raise ValueError(f"n_items must be a positive int; got {n_items!r}")
         if seen is not None and seen.n_items != n_items:
             raise ValueError(f"seen.n_items={seen.n_items} but n_items={n_items}")
         self.n_items = n_items
-        self.device = torch.device(device) if device is not None else (
-            seen.device if seen is not None else torch.device("cpu"))
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else (seen.device if seen is not None else torch.device("cpu"))
+        )
         self.seen = None if seen is None else seen.to(self.device)
         if self.seen is not None:
             keys = _seen_keys(self.seen)  # shape: (nnz,) sorted unique user * n + item
@@ -130,11 +138,14 @@ class UniformNegatives:
             self._n_free = n_items - counts  # shape: (n_users,)
 
     def __repr__(self) -> str:
-        return (f"UniformNegatives(n_items={self.n_items}, "
-                f"seen={'None' if self.seen is None else 'CSR'}, device={self.device})")
+        return (
+            f"UniformNegatives(n_items={self.n_items}, "
+            f"seen={'None' if self.seen is None else 'CSR'}, device={self.device})"
+        )
 
-    def sample(self, users: torch.Tensor, n: int, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
+    def sample(
+        self, users: torch.Tensor, n: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``n`` negatives per user, shape ``(len(users), n)`` (long, on :attr:`device`).
 
         Parameters
@@ -152,18 +163,24 @@ class UniformNegatives:
         users = users.to(self.device)
         draw = _draw_device(generator, self.device)
         if self.seen is None:
-            return torch.randint(self.n_items, (len(users), n), generator=generator,
-                                 device=draw).to(self.device)
+            return torch.randint(
+                self.n_items, (len(users), n), generator=generator, device=draw
+            ).to(self.device)
         if users.numel() and (int(users.min()) < 0 or int(users.max()) >= self.seen.n_users):
-            raise ValueError(f"users must lie in [0, {self.seen.n_users}); got "
-                             f"{int(users.min())}..{int(users.max())}")
+            raise ValueError(
+                f"users must lie in [0, {self.seen.n_users}); got "
+                f"{int(users.min())}..{int(users.max())}"
+            )
         n_free = self._n_free[users]  # shape: (B,)
         span = torch.where(n_free > 0, n_free, self.n_items).to(torch.float64)  # shape: (B,)
-        unit = torch.rand((len(users), n), generator=generator, dtype=torch.float64,
-                          device=draw).to(self.device)  # shape: (B, n)
+        unit = torch.rand(
+            (len(users), n), generator=generator, dtype=torch.float64, device=draw
+        ).to(self.device)  # shape: (B, n)
         rank = (unit * span[:, None]).long().minimum(span.long()[:, None] - 1)  # shape: (B, n)
-        below = torch.searchsorted(self._shifted, users[:, None] * self.n_items + rank,
-                                   right=True) - self._first[users][:, None]  # shape: (B, n)
+        below = (
+            torch.searchsorted(self._shifted, users[:, None] * self.n_items + rank, right=True)
+            - self._first[users][:, None]
+        )  # shape: (B, n)
         return torch.where(n_free[:, None] > 0, rank + below, rank)
 
     def log_q(self, items: torch.Tensor) -> torch.Tensor:
@@ -193,8 +210,13 @@ class PopularityNegatives:
         Where samples and probabilities live; default ``counts``' device (CPU for arrays).
     """
 
-    def __init__(self, counts: np.ndarray | torch.Tensor, *, alpha: float = 1.0,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        counts: np.ndarray | torch.Tensor,
+        *,
+        alpha: float = 1.0,
+        device: torch.device | str | None = None,
+    ) -> None:
         counts_t = _as_counts(counts, device)
         if not (alpha >= 0 and math.isfinite(alpha)):
             raise ValueError(f"alpha must be a finite number >= 0; got {alpha!r}")
@@ -208,11 +230,13 @@ class PopularityNegatives:
         self.device = self.q.device
 
     def __repr__(self) -> str:
-        return (f"PopularityNegatives(n_items={self.n_items}, alpha={self.alpha}, "
-                f"device={self.device})")
+        return (
+            f"PopularityNegatives(n_items={self.n_items}, alpha={self.alpha}, device={self.device})"
+        )
 
-    def sample(self, users: torch.Tensor, n: int, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
+    def sample(
+        self, users: torch.Tensor, n: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``n`` draws per row, shape ``(len(users), n)``; ``users`` only sets the row count."""
         _check_ids("users", users, dim=1)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -226,8 +250,9 @@ class PopularityNegatives:
         return self.q.to(items.device)[items].log()
 
 
-def _as_counts(counts: np.ndarray | torch.Tensor, device: torch.device | str | None
-               ) -> torch.Tensor:
+def _as_counts(
+    counts: np.ndarray | torch.Tensor, device: torch.device | str | None
+) -> torch.Tensor:
     counts_t = torch.as_tensor(counts, device=device).to(torch.float32)
     if counts_t.dim() != 1 or counts_t.numel() == 0:
         raise ValueError(f"counts must be a non-empty 1-D array; got shape {tuple(counts_t.shape)}")
@@ -236,8 +261,9 @@ def _as_counts(counts: np.ndarray | torch.Tensor, device: torch.device | str | N
     return counts_t
 
 
-def item_log_frequencies(counts: np.ndarray | torch.Tensor, *,
-                         device: torch.device | str | None = None) -> torch.Tensor:
+def item_log_frequencies(
+    counts: np.ndarray | torch.Tensor, *, device: torch.device | str | None = None
+) -> torch.Tensor:
     r"""Exact log unigram probabilities :math:`\log(c_j/\sum_k c_k)`, shape (n_items,).
 
     The static logQ correction for a fixed data set (Yi et al. 2019: the sampling
@@ -317,8 +343,9 @@ def mixed_negatives(
     if isinstance(n_items, bool) or not isinstance(n_items, int) or n_items < 1:
         raise ValueError(f"n_items must be a positive int; got {n_items!r}")
     device = pos_items.device
-    extra = torch.randint(n_items, (n_uniform,), generator=generator,
-                          device=_draw_device(generator, device)).to(device)  # shape: (B',)
+    extra = torch.randint(
+        n_items, (n_uniform,), generator=generator, device=_draw_device(generator, device)
+    ).to(device)  # shape: (B',)
     items = torch.cat([pos_items.long(), extra])  # shape: (C,) = (B + B',)
     if item_log_p is None:
         return Candidates(items, None)
@@ -328,15 +355,16 @@ def mixed_negatives(
         return Candidates(items, log_p)
     total = batch + n_uniform
     # log(B/(B+B') p_j + B'/(B+B') / n), computed stably as a two-term logsumexp
-    terms = torch.stack([
-        log_p + math.log(batch / total) if batch else torch.full_like(log_p, -math.inf),
-        torch.full_like(log_p, math.log(n_uniform / total) - math.log(n_items)),
-    ])  # shape: (2, C)
+    terms = torch.stack(
+        [
+            log_p + math.log(batch / total) if batch else torch.full_like(log_p, -math.inf),
+            torch.full_like(log_p, math.log(n_uniform / total) - math.log(n_items)),
+        ]
+    )  # shape: (2, C)
     return Candidates(items, torch.logsumexp(terms, dim=0))
 
 
-def in_batch_negatives(pos_items: torch.Tensor, *, item_log_p: LogP | None = None
-                       ) -> Candidates:
+def in_batch_negatives(pos_items: torch.Tensor, *, item_log_p: LogP | None = None) -> Candidates:
     """The batch's positives as shared candidates (Yi et al. 2019), with ``log p_j``.
 
     Same as ``mixed_negatives(pos_items, n_uniform=0, ...)``; see there for ``item_log_p``.
@@ -388,8 +416,9 @@ def accidental_hit_mask(
     elif candidates.dim() == 2 and candidates.shape[0] == batch:
         cand = candidates  # shape: (B, N)
     else:
-        raise ValueError(f"candidates must be (C,) or (B, N) with B={batch}; "
-                         f"got shape {tuple(candidates.shape)}")
+        raise ValueError(
+            f"candidates must be (C,) or (B, N) with B={batch}; got shape {tuple(candidates.shape)}"
+        )
     mask = cand == pos_items[:, None]  # shape: (B, C)
     if users is not None:
         _check_ids("users", users, dim=1)
@@ -406,8 +435,9 @@ def accidental_hit_mask(
     return mask
 
 
-def hard_negative_mining(logits: torch.Tensor, mask: torch.Tensor | None, k: int
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def hard_negative_mining(
+    logits: torch.Tensor, mask: torch.Tensor | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The ``k`` highest-scoring legal negatives of every row.
 
     Apply after the temperature, the logQ correction and the accidental-hit mask (the TFRS
@@ -434,8 +464,10 @@ def hard_negative_mining(logits: torch.Tensor, mask: torch.Tensor | None, k: int
         raise ValueError(f"logits must be (B, N); got shape {tuple(logits.shape)}")
     if mask is not None:
         if mask.shape != logits.shape or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a bool tensor of shape {tuple(logits.shape)}; "
-                             f"got {mask.dtype} {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must be a bool tensor of shape {tuple(logits.shape)}; "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
         logits = logits.masked_fill(mask, torch.finfo(logits.dtype).min)
     if k >= logits.shape[1]:
         return logits, mask
@@ -489,8 +521,9 @@ class StreamingFrequencyEstimator(nn.Module):
     seed : int, default 0
     """
 
-    def __init__(self, n_buckets: int, *, alpha: float = 0.01, n_hashes: int = 1,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, n_buckets: int, *, alpha: float = 0.01, n_hashes: int = 1, seed: int = 0
+    ) -> None:
         super().__init__()
         for name, value in (("n_buckets", n_buckets), ("n_hashes", n_hashes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -499,10 +532,12 @@ class StreamingFrequencyEstimator(nn.Module):
             raise ValueError(f"alpha must lie in (0, 1]; got {alpha!r}")
         self.n_buckets, self.n_hashes, self.alpha = n_buckets, n_hashes, float(alpha)
         generator = torch.Generator().manual_seed(int(seed))
-        self.register_buffer("hash_a", torch.randint(1, _HASH_PRIME, (n_hashes,),
-                                                     generator=generator))
-        self.register_buffer("hash_b", torch.randint(0, _HASH_PRIME, (n_hashes,),
-                                                     generator=generator))
+        self.register_buffer(
+            "hash_a", torch.randint(1, _HASH_PRIME, (n_hashes,), generator=generator)
+        )
+        self.register_buffer(
+            "hash_b", torch.randint(0, _HASH_PRIME, (n_hashes,), generator=generator)
+        )
         self.register_buffer("last_step", torch.zeros(n_hashes, n_buckets, dtype=torch.long))
         self.register_buffer("gap", torch.zeros(n_hashes, n_buckets))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -515,8 +550,11 @@ class StreamingFrequencyEstimator(nn.Module):
         _check_ids("items", items)
         x = items.to(self.gap.device).long().remainder(_HASH_PRIME)
         view = (-1,) + (1,) * x.dim()
-        bucket = (self.hash_a.view(view) * x + self.hash_b.view(view)).remainder(
-            _HASH_PRIME).remainder(self.n_buckets)  # shape: (n_hashes, *items.shape)
+        bucket = (
+            (self.hash_a.view(view) * x + self.hash_b.view(view))
+            .remainder(_HASH_PRIME)
+            .remainder(self.n_buckets)
+        )  # shape: (n_hashes, *items.shape)
         offset = torch.arange(self.n_hashes, device=x.device).view(view) * self.n_buckets
         return bucket + offset
 
@@ -530,14 +568,16 @@ class StreamingFrequencyEstimator(nn.Module):
             step = int(step)
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise ValueError(f"step must be an int >= 1 (steps count from 1); got {step!r}")
-        index, copies = torch.unique(self._flat_buckets(items).reshape(-1),
-                                     return_counts=True)  # shape: (n_hit,), (n_hit,)
+        index, copies = torch.unique(
+            self._flat_buckets(items).reshape(-1), return_counts=True
+        )  # shape: (n_hit,), (n_hit,)
         last = self.last_step.view(-1)[index]
         delta = (step - last).to(self.gap.dtype)  # shape: (n_hit,), the first copy's gap
         old = self.gap.view(-1)[index]
         keep = (1 - self.alpha) ** (copies - 1).to(self.gap.dtype)  # the later copies' decay
         self.gap.view(-1)[index] = torch.where(
-            last > 0, keep * ((1 - self.alpha) * old + self.alpha * delta), keep * delta)
+            last > 0, keep * ((1 - self.alpha) * old + self.alpha * delta), keep * delta
+        )
         self.last_step.view(-1)[index] = step
         self.step.fill_(step)
 

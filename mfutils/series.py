@@ -31,8 +31,11 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # CI's) inherited by the kernels would leave every plot as "<Axes: ...>" text.
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 # A top-level statement that draws (an indented one may sit in a branch that did not run).
-_DRAWS = re.compile(r"^\S.*?(\bplotting\.plot_\w+\(|\bsns\.\w*(plot|heatmap|map)\w*\(|"
-                    r"\bplt\.(subplots|figure|imshow)\(|\.plot\()", re.MULTILINE)
+_DRAWS = re.compile(
+    r"^\S.*?(\bplotting\.plot_\w+\(|\bsns\.\w*(plot|heatmap|map)\w*\(|"
+    r"\bplt\.(subplots|figure|imshow)\(|\.plot\()",
+    re.MULTILINE,
+)
 _IMAGES = ("image/png", "image/svg+xml", "image/jpeg")
 
 
@@ -62,8 +65,9 @@ def missing_figures(notebook: str | Path) -> list[int]:
         source = "".join(cell.get("source", ""))
         if cell.get("cell_type") != "code" or not _DRAWS.search(source):
             continue
-        if not any(kind in output.get("data", {}) for output in cell.get("outputs", ())
-                   for kind in _IMAGES):
+        if not any(
+            kind in output.get("data", {}) for output in cell.get("outputs", ()) for kind in _IMAGES
+        ):
             missing.append(index)
     return missing
 
@@ -77,11 +81,7 @@ def _parse_value(text: str) -> object:
 
 
 def run_series(
-    *,
-    notebooks: list[Path],
-    output: Path,
-    parameters: dict[str, object],
-    kernel: str = "python3",
+    *, notebooks: list[Path], output: Path, parameters: dict[str, object], kernel: str = "python3"
 ) -> int:
     """Execute ``notebooks`` in order; return the number that failed."""
     import papermill
@@ -94,9 +94,12 @@ def run_series(
         try:
             with inline_figures():
                 papermill.execute_notebook(
-                    str(path), str(executed_dir / path.name), kernel_name=kernel,
+                    str(path),
+                    str(executed_dir / path.name),
+                    kernel_name=kernel,
                     parameters={**parameters, "results_dir": str(results_dir.resolve())},
-                    cwd=str(path.parent), progress_bar=False,
+                    cwd=str(path.parent),
+                    progress_bar=False,
                 )
             status = "ok"
             if blank := missing_figures(executed_dir / path.name):
@@ -109,21 +112,44 @@ def run_series(
     print(to_markdown(table))
     print(f"\nwrote {output / 'results.csv'} and {output / 'results.md'}")
     if failures:
-        print(f"{len(failures)} notebook(s) failed: {', '.join(failures)}; the executed copies "
-              f"in {executed_dir} show the failing cell", file=sys.stderr)
+        print(
+            f"{len(failures)} notebook(s) failed: {', '.join(failures)}; the executed copies "
+            f"in {executed_dir} show the failing cell",
+            file=sys.stderr,
+        )
     return len(failures)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR,
-                        help="folder of NN_topic.ipynb notebooks (default: the repo's)")
-    parser.add_argument("--output", type=Path, default=Path("runs/latest"),
-                        help="where executed notebooks and results go (default: runs/latest)")
-    parser.add_argument("--only", nargs="*", default=None, metavar="NN",
-                        help="run only notebooks whose name starts with these prefixes")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"), help="override a parameter in every notebook")
+    parser.add_argument(
+        "--notebooks",
+        type=Path,
+        default=NOTEBOOK_DIR,
+        help="folder of NN_topic.ipynb notebooks (default: the repo's)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs/latest"),
+        help="where executed notebooks and results go (default: runs/latest)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        metavar="NN",
+        help="run only notebooks whose name starts with these prefixes",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override a parameter in every notebook",
+    )
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     args = parser.parse_args(argv)
     notebooks = sorted(args.notebooks.glob("[0-9][0-9]_*.ipynb"))
@@ -132,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     if not notebooks:
         parser.error(f"no notebooks NN_*.ipynb found in {args.notebooks} (--only {args.only})")
     parameters = {name: _parse_value(value) for name, value in args.parameter}
-    return 1 if run_series(notebooks=notebooks, output=args.output, parameters=parameters,
-                           kernel=args.kernel) else 0
+    return (
+        1
+        if run_series(
+            notebooks=notebooks, output=args.output, parameters=parameters, kernel=args.kernel
+        )
+        else 0
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ class TrainingDiverged(RuntimeError):
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 _EPOCH_CALLBACK: contextvars.ContextVar[EpochCallback | None] = contextvars.ContextVar(
-    "mfutils_epoch_callback", default=None)
+    "mfutils_epoch_callback", default=None
+)
 
 
 @contextlib.contextmanager
@@ -212,23 +213,32 @@ def fit(
     if valid is not None:
         _check_batch(valid, target)
     if config.optimizer == "funk" and not hasattr(net, "funk_step"):
-        raise ValueError(f"optimizer='funk' needs a net with funk_step(); {type(net).__name__} "
-                         "has none: use 'sgd' or 'adam'")
+        raise ValueError(
+            f"optimizer='funk' needs a net with funk_step(); {type(net).__name__} "
+            "has none: use 'sgd' or 'adam'"
+        )
     if config.alternate and not hasattr(net, "parameter_blocks"):
-        raise ValueError(f"alternate=True needs a net with parameter_blocks(); "
-                         f"{type(net).__name__} has none")
+        raise ValueError(
+            f"alternate=True needs a net with parameter_blocks(); {type(net).__name__} has none"
+        )
     valid_metric = valid_metric or (rmse_metric if config.loss == "mse" else logloss_metric)
     world, step_net = distributed.world_size(), None
     if world > 1:
         if hasattr(net, "objective"):
-            raise ValueError(f"{type(net).__name__} has a set-wise objective(batch) (e.g. in-batch"
-                             " negatives) that does not split over ranks; train it in one process")
+            raise ValueError(
+                f"{type(net).__name__} has a set-wise objective(batch) (e.g. in-batch"
+                " negatives) that does not split over ranks; train it in one process"
+            )
         if config.alternate:
-            raise ValueError("alternate=True (parameter blocks) is not supported under "
-                             "torchrun; train it in one process")
+            raise ValueError(
+                "alternate=True (parameter blocks) is not supported under "
+                "torchrun; train it in one process"
+            )
         if config.optimizer != "funk":  # Funk's step all-reduces its updates instead
-            step_net = distributed.wrap(net, functools.partial(
-                batch_loss, net, loss=config.loss, target=target, weight=weight))
+            step_net = distributed.wrap(
+                net,
+                functools.partial(batch_loss, net, loss=config.loss, target=target, weight=weight),
+            )
     device = train[target].device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     blocks = net.parameter_blocks() if config.alternate else [list(net.parameters())]
@@ -237,8 +247,13 @@ def fit(
     best_value, best_state, best_epoch = math.inf, None, 0
     rows: list[dict[str, float]] = []
     start = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=type(net).__name__, unit="epoch",
-               disable=not config.progress or distributed.rank() > 0, leave=False)
+    bar = tqdm(
+        range(1, config.epochs + 1),
+        desc=type(net).__name__,
+        unit="epoch",
+        disable=not config.progress or distributed.rank() > 0,
+        leave=False,
+    )
     for epoch in bar:
         net.train()
         loss_sum = torch.zeros((), device=device)
@@ -248,7 +263,8 @@ def fit(
                 batch = {key: value.index_select(0, part) for key, value in train.items()}
                 batch["repeats"] = distributed.shard(_row_repeats(train, idx))  # (shard, 2)
                 loss_sum += distributed.summed_step(
-                    net, functools.partial(net.funk_step, batch, lr)).detach()
+                    net, functools.partial(net.funk_step, batch, lr)
+                ).detach()
                 continue
             if world > 1:  # this rank's shard of the global batch; gradients all-reduced
                 part = distributed.shard(idx)
@@ -272,8 +288,9 @@ def fit(
                     reduced = loss.sum() if config.batch_reduction == "sum" else loss.mean()
                     batch_sum = loss.detach().sum()
                 optimizer.zero_grad(set_to_none=True)
-                reduced.backward(inputs=[p for p in block if p.requires_grad]
-                                 if config.alternate else None)
+                reduced.backward(
+                    inputs=[p for p in block if p.requires_grad] if config.alternate else None
+                )
                 optimizer.step()
                 if step == 0:  # the batch's loss before any of this batch's steps
                     loss_sum += batch_sum
@@ -282,7 +299,8 @@ def fit(
             raise TrainingDiverged(
                 f"{type(net).__name__}: the training loss became {train_loss} in epoch {epoch} "
                 f"(optimizer={config.optimizer}, lr={lr:g}, batch_size={config.batch_size}). "
-                + _divergence_advice(net, train, config, weight=weight))
+                + _divergence_advice(net, train, config, weight=weight)
+            )
         record = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
         if valid is not None:
             net.eval()
@@ -297,12 +315,15 @@ def fit(
         if valid is not None and (callback := _EPOCH_CALLBACK.get()) is not None:
             callback(epoch, dict(record))
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("train_loss", "valid")})
-        if (config.patience is not None and valid is not None
-                and epoch - best_epoch >= config.patience):
+        if (
+            config.patience is not None
+            and valid is not None
+            and epoch - best_epoch >= config.patience
+        ):
             break
         lr *= config.lr_decay
         for optimizer in optimizers:
-            for group in (optimizer.param_groups if optimizer is not None else ()):
+            for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = lr
     if best_state is not None:
         net.load_state_dict(best_state)
@@ -349,7 +370,11 @@ def batch_loss(
 
 
 def sequential_step_scale(
-    index: torch.Tensor, curvature: torch.Tensor, lr: float, *, workspace: torch.Tensor,
+    index: torch.Tensor,
+    curvature: torch.Tensor,
+    lr: float,
+    *,
+    workspace: torch.Tensor,
     repeats: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Per-occurrence factor that turns a batch's summed SGD step into sequential SGD.
@@ -471,21 +496,28 @@ def _row_repeats(train: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.
     the whole batch, the one a single process would use."""
     counts = []
     for column in ("user", "item"):
-        _, inverse, count = torch.unique(train[column].index_select(0, idx),
-                                         return_inverse=True, return_counts=True)
+        _, inverse, count = torch.unique(
+            train[column].index_select(0, idx), return_inverse=True, return_counts=True
+        )
         counts.append(count.index_select(0, inverse))
     return torch.stack(counts, 1).float()  # shape: (B, 2)
 
 
-def _divergence_advice(net: nn.Module, train: Mapping[str, torch.Tensor], config: TrainConfig,
-                       *, weight: str | None) -> str:
+def _divergence_advice(
+    net: nn.Module, train: Mapping[str, torch.Tensor], config: TrainConfig, *, weight: str | None
+) -> str:
     """The likeliest cause of a divergence, most specific first, as advice to act on."""
-    negative = {name: value for name, value in vars(net).items()
-                if name.startswith("reg") and isinstance(value, int | float) and value < 0}
+    negative = {
+        name: value
+        for name, value in vars(net).items()
+        if name.startswith("reg") and isinstance(value, int | float) and value < 0
+    }
     if negative:
         listed = ", ".join(f"{name}={value:g}" for name, value in negative.items())
-        return (f"Cause: a negative penalty ({listed}) rewards large parameters, so the loss "
-                "has no minimum; use penalties >= 0.")
+        return (
+            f"Cause: a negative penalty ({listed}) rewards large parameters, so the loss "
+            "has no minimum; use penalties >= 0."
+        )
     if weight is not None and weight in train:
         w = train[weight]
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
@@ -495,11 +527,15 @@ def _divergence_advice(net: nn.Module, train: Mapping[str, torch.Tensor], config
     else:
         cause = "the loss overflowed"
     if config.optimizer == "sgd" and config.batch_reduction == "sum":
-        return (f"Cause: {cause} under summed SGD steps, where a row repeated k times in a batch "
-                "takes k steps at once: use optimizer='funk' (it scales repeated rows), "
-                "reduction='mean', a smaller batch or a lower lr.")
-    return (f"Cause: {cause}: the step is too large for this data. Lower the learning rate "
-            "(try a tenth), raise the regularization, or use optimizer='adam'.")
+        return (
+            f"Cause: {cause} under summed SGD steps, where a row repeated k times in a batch "
+            "takes k steps at once: use optimizer='funk' (it scales repeated rows), "
+            "reduction='mean', a smaller batch or a lower lr."
+        )
+    return (
+        f"Cause: {cause}: the step is too large for this data. Lower the learning rate "
+        "(try a tenth), raise the regularization, or use optimizer='adam'."
+    )
 
 
 def _check_batch(data: Mapping[str, torch.Tensor], target: str) -> int:
@@ -516,14 +552,17 @@ def _check_batch(data: Mapping[str, torch.Tensor], target: str) -> int:
     return n
 
 
-def _make_optimizer(net: nn.Module, parameters: list[nn.Parameter], config: TrainConfig
-                    ) -> torch.optim.Optimizer | None:
+def _make_optimizer(
+    net: nn.Module, parameters: list[nn.Parameter], config: TrainConfig
+) -> torch.optim.Optimizer | None:
     params = [p for p in parameters if p.requires_grad]
     if config.optimizer == "funk":
         return None
     if not params:
-        raise ValueError(f"{type(net).__name__} has no trainable parameters (all frozen?)"
-                         + (" in one of its parameter_blocks()" if config.alternate else ""))
+        raise ValueError(
+            f"{type(net).__name__} has no trainable parameters (all frozen?)"
+            + (" in one of its parameter_blocks()" if config.alternate else "")
+        )
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr)
     if config.optimizer == "adam":

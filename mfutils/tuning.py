@@ -46,28 +46,56 @@ from mfutils.metrics import mae, rmse
 from mfutils.models.registry import constructor_options
 from mfutils.train import TrainingDiverged, epoch_callback
 
-__all__ = ["METRICS", "PRESET_KEYS", "TUNABLE_MODELS", "TuneResult", "load_preset",
-           "make_model", "preset_options", "search_space", "tune"]
+__all__ = [
+    "METRICS",
+    "PRESET_KEYS",
+    "TUNABLE_MODELS",
+    "TuneResult",
+    "load_preset",
+    "make_model",
+    "preset_options",
+    "search_space",
+    "tune",
+]
 
 TUNABLE_MODELS = (*SERIES_MODELS, *VARIANT_MODELS)
 METRICS = {"rmse": rmse, "mae": mae}
-PRESET_KEYS = ("model", "options", "metric", "value", "trials", "seed", "dataset", "split",
-               "protocol", "mfutils")
+PRESET_KEYS = (
+    "model",
+    "options",
+    "metric",
+    "value",
+    "trials",
+    "seed",
+    "dataset",
+    "split",
+    "protocol",
+    "mfutils",
+)
 _KINDS = ("log", "float", "int", "choice")
-_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-             optuna.trial.TrialState.FAIL)
+_FINISHED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 
 
 # ---------------------------------------------------------------------- models and spaces
-def make_model(name: str, options: Mapping[str, Any] | None = None, *, seed: int = 0,
-               device: torch.device | str | None = None) -> Any:
+def make_model(
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> Any:
     """An unfitted series model ``name`` with ``options`` on top of its defaults.
 
     Built by the factories of :func:`mfutils.blending.series_models`, so ``make_model(name)``
     is the benchmark's default model and a preset's options change only what they name.
     """
-    return series_models([name], seed=seed, device=device,
-                         options={name: dict(options or {})})[name]()
+    return series_models([name], seed=seed, device=device, options={name: dict(options or {})})[
+        name
+    ]()
 
 
 def search_space(name: str) -> dict[str, tuple]:
@@ -174,10 +202,18 @@ class TuneResult:
 
     def to_preset(self) -> dict[str, Any]:
         """The preset JSON object (see :func:`load_preset`)."""
-        preset = {"model": self.name, "options": _jsonable(self.options),
-                  "metric": self.metric, "value": self.value, "trials": self.n_trials,
-                  "seed": self.seed, "dataset": self.dataset, "split": self.split,
-                  "protocol": self.protocol, "mfutils": mfutils.__version__}
+        preset = {
+            "model": self.name,
+            "options": _jsonable(self.options),
+            "metric": self.metric,
+            "value": self.value,
+            "trials": self.n_trials,
+            "seed": self.seed,
+            "dataset": self.dataset,
+            "split": self.split,
+            "protocol": self.protocol,
+            "mfutils": mfutils.__version__,
+        }
         if self.split is None:
             del preset["split"]
         return preset
@@ -218,16 +254,18 @@ def load_preset(path: str | Path) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"preset {path}: missing key {key!r}")
     name, options = preset["model"], preset["options"]
     if not isinstance(name, str) or name not in TUNABLE_MODELS:
-        raise ValueError(f"preset {path}: key 'model' = {name!r} is not one of "
-                         f"{list(TUNABLE_MODELS)}")
+        raise ValueError(
+            f"preset {path}: key 'model' = {name!r} is not one of {list(TUNABLE_MODELS)}"
+        )
     if not isinstance(options, dict):
         raise ValueError(f"preset {path}: key 'options' must be an object, got {options!r}")
     cls, _, _ = series_model_spec(name)
     defaults = constructor_options(cls)
     for key, value in options.items():
         if key not in defaults:
-            raise ValueError(f"preset {path}: option {key!r} is not an option of "
-                             f"{cls.__name__} ({name})")
+            raise ValueError(
+                f"preset {path}: option {key!r} is not an option of {cls.__name__} ({name})"
+            )
         if isinstance(value, list):  # JSON has no tuples; sequence options are tuples
             options[key] = tuple(value)
     try:
@@ -237,8 +275,7 @@ def load_preset(path: str | Path) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def preset_options(presets: str | Path | Sequence[str | Path] | None
-                   ) -> dict[str, dict[str, Any]]:
+def preset_options(presets: str | Path | Sequence[str | Path] | None) -> dict[str, dict[str, Any]]:
     """The options of one or several preset files by model name, for ``series_models(options=)``
     and the notebooks' ``preset`` parameter; ``{}`` for ``None``.
 
@@ -339,9 +376,13 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=study_name, storage=storage, load_if_exists=storage is not None,
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+        study_name=study_name,
+        storage=storage,
+        load_if_exists=storage is not None,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    )
     done = sum(trial.state in _FINISHED for trial in study.trials)
 
     def objective(trial: optuna.Trial) -> float:
@@ -370,8 +411,14 @@ def tune(
         return value
 
     remaining = max(0, trials - done)
-    bar = tqdm(total=trials, initial=done, desc=f"tune {name}", unit="trial",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        total=trials,
+        initial=done,
+        desc=f"tune {name}",
+        unit="trial",
+        disable=not progress,
+        leave=False,
+    )
 
     def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         bar.update(1)
@@ -384,13 +431,21 @@ def tune(
         if epoch is not None and epoch != trial.params.get("epochs", epoch):
             params += f" (best epoch {epoch})"
         best = _best(study)
-        tqdm.write(f"{name} trial {trial.number}: {metric} {value}{state}  {params}"
-                   + ("" if best is None else f"  [best {best.value:.4f}, #{best.number}]"))
+        tqdm.write(
+            f"{name} trial {trial.number}: {metric} {value}{state}  {params}"
+            + ("" if best is None else f"  [best {best.value:.4f}, #{best.number}]")
+        )
 
     try:
         if remaining:
-            study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[show],
-                           catch=(TrainingDiverged,), gc_after_trial=False)
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=timeout,
+                callbacks=[show],
+                catch=(TrainingDiverged,),
+                gc_after_trial=False,
+            )
     finally:
         bar.close()
     best = _best(study)
@@ -399,12 +454,21 @@ def tune(
     options = best.user_attrs.get("options", {**fixed, **best.params})
     cls, _, _ = series_model_spec(name)
     defaults = constructor_options(cls)
-    options = {key: tuple(v) if isinstance(v, list) and isinstance(defaults.get(key), tuple)
-               else v for key, v in options.items()}
+    options = {
+        key: tuple(v) if isinstance(v, list) and isinstance(defaults.get(key), tuple) else v
+        for key, v in options.items()
+    }
     return TuneResult(
-        name=name, options=options, value=float(best.value), metric=metric,
-        trials=_frame(study), n_trials=sum(t.state in _FINISHED for t in study.trials),
-        seed=seed, dataset=data.name, valid_fraction=valid_fraction)
+        name=name,
+        options=options,
+        value=float(best.value),
+        metric=metric,
+        trials=_frame(study),
+        n_trials=sum(t.state in _FINISHED for t in study.trials),
+        seed=seed,
+        dataset=data.name,
+        valid_fraction=valid_fraction,
+    )
 
 
 def _effective(model: Any, options: dict[str, Any], stages: list[int]) -> dict[str, Any]:
@@ -429,12 +493,22 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def _frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.trials:
-        seconds = (None if t.datetime_start is None or t.datetime_complete is None
-                   else (t.datetime_complete - t.datetime_start).total_seconds())
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value,
-                     **{f"params_{k}": v for k, v in t.params.items()},
-                     "best_epoch": t.user_attrs.get("best_epoch"),
-                     "options": t.user_attrs.get("options"), "seconds": seconds})
+        seconds = (
+            None
+            if t.datetime_start is None or t.datetime_complete is None
+            else (t.datetime_complete - t.datetime_start).total_seconds()
+        )
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                **{f"params_{k}": v for k, v in t.params.items()},
+                "best_epoch": t.user_attrs.get("best_epoch"),
+                "options": t.user_attrs.get("options"),
+                "seconds": seconds,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -67,14 +67,22 @@ data.items.head(3)
 
 # %%
 user_counts, item_counts = data.user_counts(), data.item_counts()
-pd.Series({
-    "ratings |K|": len(data), "users m": data.n_users, "items n": data.n_items,
-    "density |K| / (m n)": round(data.density, 4), "mean rating mu": round(data.global_mean, 3),
-    "median ratings per user": np.median(user_counts),
-    "median ratings per item": np.median(item_counts),
-    "items without ratings": int((item_counts == 0).sum()),
-    "parameters at f = 50, per rating": round((data.n_users + data.n_items) * 50 / len(data), 2),
-}, dtype=object).to_frame(dataset)
+pd.Series(
+    {
+        "ratings |K|": len(data),
+        "users m": data.n_users,
+        "items n": data.n_items,
+        "density |K| / (m n)": round(data.density, 4),
+        "mean rating mu": round(data.global_mean, 3),
+        "median ratings per user": np.median(user_counts),
+        "median ratings per item": np.median(item_counts),
+        "items without ratings": int((item_counts == 0).sum()),
+        "parameters at f = 50, per rating": round(
+            (data.n_users + data.n_items) * 50 / len(data), 2
+        ),
+    },
+    dtype=object,
+).to_frame(dataset)
 
 # %% [markdown]
 # ## Rating values
@@ -100,8 +108,10 @@ print(f"mu = {data.global_mean:.3f}; RMSE of always predicting mu: {data.rating.
 share_top20 = plotting.top_share(item_counts, 0.2)
 plotting.plot_long_tail(item_counts, top=(0.1, 0.2), what="movies")
 plt.show()
-print(f"the top 20% of movies hold {share_top20:.1%} of the ratings; "
-      f"{(item_counts < 5).mean():.1%} of movies have fewer than 5")
+print(
+    f"the top 20% of movies hold {share_top20:.1%} of the ratings; "
+    f"{(item_counts < 5).mean():.1%} of movies have fewer than 5"
+)
 
 # %%
 data.items.assign(ratings=item_counts).nlargest(5, "ratings")[["title", "ratings"]]
@@ -139,10 +149,12 @@ frame = data.to_frame().assign(day=data.timestamp // 86_400)  # calendar day (UT
 days_per_user = frame.groupby("user")["day"].nunique()
 seconds = frame.groupby("user")["timestamp"]
 single_day = int((days_per_user == 1).sum())
-print(f"{single_day} of {data.n_users} users ({single_day / data.n_users:.0%}) rated on a "
-      f"single day; the median user's ratings span "
-      f"{((seconds.max() - seconds.min()) / 86_400).median():.3f} days; "
-      f"{frame.groupby(['user', 'day']).ngroups:,} (user, day) pairs in all")
+print(
+    f"{single_day} of {data.n_users} users ({single_day / data.n_users:.0%}) rated on a "
+    f"single day; the median user's ratings span "
+    f"{((seconds.max() - seconds.min()) / 86_400).median():.3f} days; "
+    f"{frame.groupby(['user', 'day']).ngroups:,} (user, day) pairs in all"
+)
 
 # %% [markdown]
 # ML-100K covers about seven months, and most of its users gave all their ratings in one
@@ -205,8 +217,9 @@ examples = {
     "per-user holdout 20%": splits.per_user_holdout(data, test_fraction=0.2, seed=seed),
     "temporal holdout, last 20%": splits.temporal_holdout(data, test_fraction=0.2),
     "leave-last-out, n = 1": splits.leave_last_out(data, n=1),
-    f"validation, 10% of {fold} train": splits.validation_split(folds[0][0], fraction=0.1,
-                                                                 seed=seed),
+    f"validation, 10% of {fold} train": splits.validation_split(
+        folds[0][0], fraction=0.1, seed=seed
+    ),
 }
 if canonical:
     examples = {"canonical u1..u5 (u1)": folds[0], **examples}
@@ -218,20 +231,25 @@ def describe(train, test):
     """Sizes of one split and how much of its test part lies in each user's future."""
     last_train = pd.Series(train.timestamp).groupby(train.user).max()
     future = test.timestamp >= last_train.reindex(test.user, fill_value=-1).to_numpy()
-    return {"train": len(train), "test": len(test), "test users": np.unique(test.user).size,
-            "test items unseen in train": np.setdiff1d(test.item, train.item).size,
-            "test after user's train (share)": future.mean()}
+    return {
+        "train": len(train),
+        "test": len(test),
+        "test users": np.unique(test.user).size,
+        "test items unseen in train": np.setdiff1d(test.item, train.item).size,
+        "test after user's train (share)": future.mean(),
+    }
 
 
 # %%
 used_for = ["headline RMSE/MAE of every rating model (01 onward)"] * canonical + [
-            "quick checks; releases without canonical folds",
-            "cross-validation on releases without canonical folds (e.g. ML-1M)"
-            + ("" if canonical else ": the headline RMSE/MAE of every rating model here"),
-            "per-user top-K ranking metrics (implicit feedback, 11-13)",
-            "timeSVD++ (06): predicting each user's later ratings",
-            "next-item top-K evaluation (implicit feedback, 11-12)",
-            "early stopping and hyperparameter grids (01 onward)"]
+    "quick checks; releases without canonical folds",
+    "cross-validation on releases without canonical folds (e.g. ML-1M)"
+    + ("" if canonical else ": the headline RMSE/MAE of every rating model here"),
+    "per-user top-K ranking metrics (implicit feedback, 11-13)",
+    "timeSVD++ (06): predicting each user's later ratings",
+    "next-item top-K evaluation (implicit feedback, 11-12)",
+    "early stopping and hyperparameter grids (01 onward)",
+]
 table = pd.DataFrame.from_dict({k: describe(*v) for k, v in examples.items()}, orient="index")
 table.assign(**{"used for": used_for})
 

@@ -74,11 +74,14 @@ toy = Ratings.from_triples([(0, 0, 2), (0, 2, 1), (1, 1, 4), (1, 2, 3), (2, 0, 1
 koren = BaselineEstimates(method="shrunk", reg_item=0, reg_user=0, clip=False, device=device)
 koren.fit(toy)
 slides_b_u2 = toy.rating[toy.user == 1].mean() - toy.global_mean
-pd.DataFrame({
-    "b_u (user 2)": [slides_b_u2, koren.user_bias[1]],
-    "b_i (item 1)": [-0.7, koren.item_bias[0]],
-    "prediction r_21": [2.2 + slides_b_u2 - 0.7, koren.predict([1], [0])[0]],
-}, index=["slides: plain means", "Koren: items first, then residual user means"]).round(3)
+pd.DataFrame(
+    {
+        "b_u (user 2)": [slides_b_u2, koren.user_bias[1]],
+        "b_i (item 1)": [-0.7, koren.item_bias[0]],
+        "prediction r_21": [2.2 + slides_b_u2 - 0.7, koren.predict([1], [0])[0]],
+    },
+    index=["slides: plain means", "Koren: items first, then residual user means"],
+).round(3)
 
 # %% [markdown]
 # ## Three ways to fit the biases
@@ -103,8 +106,9 @@ pd.DataFrame({
 # %%
 fit_part, valid_part = validation_split(folds[0][0], fraction=0.1, seed=seed)
 grid = [{"reg_item": a, "reg_user": b} for a in reg_grid for b in reg_grid]
-tuning = validation_grid(lambda **o: BaselineEstimates(method="als", device=device, **o),
-                         grid, fit_part, valid_part)
+tuning = validation_grid(
+    lambda **o: BaselineEstimates(method="als", device=device, **o), grid, fit_part, valid_part
+)
 best = tuning.iloc[0][["reg_item", "reg_user"]].to_dict()
 plotting.plot_heatmap(tuning, index="reg_item", columns="reg_user", values="valid_rmse")
 best
@@ -124,8 +128,9 @@ models = {
     "ALS (validated)": lambda: BaselineEstimates(method="als", device=device, **best),
     "SGD": lambda: BaselineEstimates(method="sgd", seed=seed, device=device),
 }
-per_fold = pd.concat([evaluate_folds(make, folds, name=name, fold_names=fold_names)
-                      for name, make in models.items()])
+per_fold = pd.concat(
+    [evaluate_folds(make, folds, name=name, fold_names=fold_names) for name, make in models.items()]
+)
 summary = summarize_folds(per_fold)
 summary.round(4)
 
@@ -142,9 +147,13 @@ plotting.plot_fold_results(per_fold, metric="rmse")
 train = folds[0][0]
 raw = BaselineEstimates(method="shrunk", reg_item=0, reg_user=0, device=device).fit(train)
 shrunk = BaselineEstimates(method="als", device=device, **best).fit(train)
-biases = pd.DataFrame({"ratings of the item": train.item_counts(), "λ = 0": raw.item_bias,
-                       "validated λ": shrunk.item_bias}).melt("ratings of the item",
-                                                             var_name="fit", value_name="b_i")
+biases = pd.DataFrame(
+    {
+        "ratings of the item": train.item_counts(),
+        "λ = 0": raw.item_bias,
+        "validated λ": shrunk.item_bias,
+    }
+).melt("ratings of the item", var_name="fit", value_name="b_i")
 ax = sns.scatterplot(data=biases, x="ratings of the item", y="b_i", hue="fit", s=10, alpha=0.6)
 ax.set_xscale("log")
 
@@ -154,18 +163,29 @@ ax.set_xscale("log")
 
 # %%
 for row in summary.itertuples():
-    log.add(f"BaselineEstimates {row.model}", "rmse", row.rmse_mean, dataset=dataset,
-            protocol=f"{protocol} mean, seed {seed}")
+    log.add(
+        f"BaselineEstimates {row.model}",
+        "rmse",
+        row.rmse_mean,
+        dataset=dataset,
+        protocol=f"{protocol} mean, seed {seed}",
+    )
     first = per_fold[(per_fold.model == row.model) & (per_fold.fold == fold_names[0])]
-    log.add(f"BaselineEstimates {row.model}", "rmse", first.rmse.iloc[0], dataset=dataset,
-            protocol=fold_names[0] if protocol == "u1..u5" else f"{fold_names[0]} of {protocol}")
+    log.add(
+        f"BaselineEstimates {row.model}",
+        "rmse",
+        first.rmse.iloc[0],
+        dataset=dataset,
+        protocol=fold_names[0] if protocol == "u1..u5" else f"{fold_names[0]} of {protocol}",
+    )
 log.save()
 log.frame()
 
 # %%
 best_rmse = summary.rmse_mean.min()
-global_mean_rmse = np.mean([rmse(np.full(len(test), train.global_mean), test.rating)
-                            for train, test in folds])  # always predicting mu
+global_mean_rmse = np.mean(
+    [rmse(np.full(len(test), train.global_mean), test.rating) for train, test in folds]
+)  # always predicting mu
 print(f"best baseline {best_rmse:.4f} vs the global mean {global_mean_rmse:.4f} ({protocol})")
 if dataset == "ml-100k":
     assert best_rmse <= 0.945, f"baseline mean RMSE {best_rmse:.4f} above the 0.945 target"

@@ -81,7 +81,8 @@ for name, options in methods.items():
     model = BiasedMF(20, epochs=30, seed=seed, device=device, **options)
     histories[name] = model.fit(fit_part, valid=valid_part).history
 pd.DataFrame({name: h.set_index("epoch")["valid"] for name, h in histories.items()}).iloc[
-    [0, 4, 9, 19, 29]].round(4)
+    [0, 4, 9, 19, 29]
+].round(4)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
@@ -101,8 +102,9 @@ axes[0].set_ylim(lowest - 0.01, lowest + 0.09)
 
 # %%
 grid = [{"n_factors": f, "reg": r} for f in factor_grid for r in reg_grid]
-tuning = validation_grid(lambda **o: BiasedMF(method="sgd", seed=seed, device=device, **o),
-                         grid, fit_part, valid_part)
+tuning = validation_grid(
+    lambda **o: BiasedMF(method="sgd", seed=seed, device=device, **o), grid, fit_part, valid_part
+)
 plotting.plot_heatmap(tuning, index="n_factors", columns="reg", values="valid_rmse")
 chosen = tuning.iloc[0][["n_factors", "reg"]].to_dict()
 chosen = {"n_factors": int(chosen["n_factors"]), "reg": float(chosen["reg"])}
@@ -116,17 +118,20 @@ chosen
 # %%
 models = {
     "BaselineEstimates (ALS)": lambda: BaselineEstimates(method="als", device=device),
-    "BiasedMF SGD (default)": lambda: BiasedMF(method="sgd", seed=seed, device=device,
-                                               **tuned.get("BiasedMF-SGD", {})),
-    "BiasedMF SGD (validated)": lambda: BiasedMF(method="sgd", seed=seed, device=device,
-                                                 **chosen),
-    "BiasedMF Adam": lambda: BiasedMF(method="adam", seed=seed, device=device,
-                                      **tuned.get("BiasedMF-Adam", {})),
-    "BiasedMF ALS": lambda: BiasedMF(method="als", seed=seed, device=device,
-                                     **tuned.get("BiasedMF-ALS", {})),
+    "BiasedMF SGD (default)": lambda: BiasedMF(
+        method="sgd", seed=seed, device=device, **tuned.get("BiasedMF-SGD", {})
+    ),
+    "BiasedMF SGD (validated)": lambda: BiasedMF(method="sgd", seed=seed, device=device, **chosen),
+    "BiasedMF Adam": lambda: BiasedMF(
+        method="adam", seed=seed, device=device, **tuned.get("BiasedMF-Adam", {})
+    ),
+    "BiasedMF ALS": lambda: BiasedMF(
+        method="als", seed=seed, device=device, **tuned.get("BiasedMF-ALS", {})
+    ),
 }
-per_fold = pd.concat([evaluate_folds(make, folds, name=name, fold_names=fold_names)
-                      for name, make in models.items()])
+per_fold = pd.concat(
+    [evaluate_folds(make, folds, name=name, fold_names=fold_names) for name, make in models.items()]
+)
 summary = summarize_folds(per_fold)
 summary.round(4)
 
@@ -154,8 +159,10 @@ plotting.plot_embeddings_2d(model.item_embeddings, highlight={titles[i]: i for i
 user = int(train.encode_users([showcase_user])[0])
 if user < 0:  # not in this release (or this fold): show the most active user instead
     user = int(np.argmax(train.user_counts()))
-    print(f"user {showcase_user} is not in {dataset}'s {fold_names[0]} training part; "
-          f"showing user {train.user_ids[user]}, the most active one")
+    print(
+        f"user {showcase_user} is not in {dataset}'s {fold_names[0]} training part; "
+        f"showing user {train.user_ids[user]}, the most active one"
+    )
 items, scores = model.recommend([user], k=10)
 liked = train.to_frame().query("user == @user").nlargest(5, "rating")
 display(data.items.loc[liked.item, ["title"]].assign(rating=liked.rating.to_numpy()))
@@ -169,10 +176,12 @@ data.items.loc[items[0], ["title"]].assign(predicted=scores[0].round(2))
 
 # %%
 baseline = BaselineEstimates(method="als", device=device).fit(train)
-ranking = pd.DataFrame({
-    name: topk_metrics(m.score_items, train=train.csr(device), test=test.csr(device), ks=(10,))
-    for name, m in {"BaselineEstimates": baseline, "BiasedMF ALS": model}.items()
-}).T
+ranking = pd.DataFrame(
+    {
+        name: topk_metrics(m.score_items, train=train.csr(device), test=test.csr(device), ks=(10,))
+        for name, m in {"BaselineEstimates": baseline, "BiasedMF ALS": model}.items()
+    }
+).T
 ranking.round(4)
 
 # %% [markdown]
@@ -185,13 +194,24 @@ ranking.round(4)
 
 # %%
 for row in summary.itertuples():
-    log.add(row.model, "rmse", row.rmse_mean, dataset=dataset,
-            protocol=f"{protocol} mean, seed {seed}")
-    log.add(row.model, "fit_seconds", row.fit_seconds, dataset=dataset,
-            protocol=f"{protocol} mean, device {device.type}")
+    log.add(
+        row.model, "rmse", row.rmse_mean, dataset=dataset, protocol=f"{protocol} mean, seed {seed}"
+    )
+    log.add(
+        row.model,
+        "fit_seconds",
+        row.fit_seconds,
+        dataset=dataset,
+        protocol=f"{protocol} mean, device {device.type}",
+    )
 for name, metrics in ranking.iterrows():
-    log.add(name, "ndcg@10", metrics["ndcg@10"], dataset=dataset,
-            protocol=f"{fold_names[0]} full ranking")
+    log.add(
+        name,
+        "ndcg@10",
+        metrics["ndcg@10"],
+        dataset=dataset,
+        protocol=f"{fold_names[0]} full ranking",
+    )
 log.save()
 log.frame()
 
@@ -205,7 +225,8 @@ if dataset == "ml-100k":
 # release whose factors carry little, e.g. ml-latest-small, a default can land near it).
 mf_rmse = rmse_of.filter(like="BiasedMF")
 assert (mf_rmse.max() if dataset == "ml-100k" else rmse_of["BiasedMF SGD (validated)"]) < (
-    rmse_of["BaselineEstimates (ALS)"]), rmse_of
+    rmse_of["BaselineEstimates (ALS)"]
+), rmse_of
 
 # %% [markdown]
 # ## What to try next

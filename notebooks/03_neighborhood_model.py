@@ -96,8 +96,10 @@ ax.legend(markerscale=5)
 # %%
 anchor = int(M.sum(0).argmax())  # the most rated movie of the fit part
 top = S[anchor].topk(8)
-neighbours = pd.DataFrame({"similarity": top.values.cpu().numpy()},
-                          index=data.items["title"].iloc[top.indices.cpu().numpy()])
+neighbours = pd.DataFrame(
+    {"similarity": top.values.cpu().numpy()},
+    index=data.items["title"].iloc[top.indices.cpu().numpy()],
+)
 print("most similar to", data.items["title"].iloc[anchor])
 neighbours.round(3)
 
@@ -107,8 +109,9 @@ neighbours.round(3)
 # prediction is the baseline $b_{ui}$ (an implementation choice, not from the paper).
 
 # %%
-knn_grid = validation_grid(lambda **o: ItemKNN(device=device, **o),
-                           [{"k": k} for k in knn_k_grid], fit_part, valid_part)
+knn_grid = validation_grid(
+    lambda **o: ItemKNN(device=device, **o), [{"k": k} for k in knn_k_grid], fit_part, valid_part
+)
 knn_grid.sort_values("k")
 
 # %% [markdown]
@@ -123,16 +126,22 @@ for k in global_k_grid:
     start = time.perf_counter()
     model.fit(fit_part, valid=valid_part)
     best = model.history["valid"].idxmin()
-    rows.append({"k": k, "valid_rmse": model.history["valid"].min(),
-                 "best_epoch": int(model.history["epoch"][best]),
-                 "fit_seconds": time.perf_counter() - start})
+    rows.append(
+        {
+            "k": k,
+            "valid_rmse": model.history["valid"].min(),
+            "best_epoch": int(model.history["epoch"][best]),
+            "fit_seconds": time.perf_counter() - start,
+        }
+    )
 global_grid = pd.DataFrame(rows)
 global_grid.round(4)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-knn_grid.sort_values("k").plot(x="k", y="valid_rmse", marker="o", logx=True, ax=axes[0],
-                               title="kNN interpolation")
+knn_grid.sort_values("k").plot(
+    x="k", y="valid_rmse", marker="o", logx=True, ax=axes[0], title="kNN interpolation"
+)
 global_grid.plot(x="k", y="valid_rmse", marker="o", ax=axes[1], title="global model")
 ax2 = axes[1].twinx()
 global_grid.plot(x="k", y="fit_seconds", marker="s", color="C1", ax=ax2, legend=False)
@@ -146,15 +155,30 @@ ax2.set_ylabel("fit seconds")
 # with predictions clipped to the rating scale.
 
 # %%
-per_fold = pd.concat([
-    evaluate_folds(lambda: BaselineEstimates(device=device), folds, name="Baseline (ALS)",
-                   fold_names=fold_names),
-    evaluate_folds(lambda: ItemKNN(device=device, **tuned.get("ItemKNN", {})), folds, name="kNN interpolation (k=40)",
-                   fold_names=fold_names),
-    evaluate_folds(lambda: GlobalNeighborhood(seed=seed, device=device,
-                                              **tuned.get("GlobalNeighborhood", {})), folds,
-                   name="Global neighbourhood (k=100)", fold_names=fold_names),
-])
+per_fold = pd.concat(
+    [
+        evaluate_folds(
+            lambda: BaselineEstimates(device=device),
+            folds,
+            name="Baseline (ALS)",
+            fold_names=fold_names,
+        ),
+        evaluate_folds(
+            lambda: ItemKNN(device=device, **tuned.get("ItemKNN", {})),
+            folds,
+            name="kNN interpolation (k=40)",
+            fold_names=fold_names,
+        ),
+        evaluate_folds(
+            lambda: GlobalNeighborhood(
+                seed=seed, device=device, **tuned.get("GlobalNeighborhood", {})
+            ),
+            folds,
+            name="Global neighbourhood (k=100)",
+            fold_names=fold_names,
+        ),
+    ]
+)
 summary = summarize_folds(per_fold)
 summary.round(4)
 
@@ -162,12 +186,16 @@ summary.round(4)
 for row in summary.itertuples():
     log.add(row.model, "rmse", row.rmse_mean, dataset=dataset, protocol=f"{protocol} mean")
     log.add(row.model, "mae", row.mae_mean, dataset=dataset, protocol=f"{protocol} mean")
-    log.add(row.model, "fit_seconds", row.fit_seconds, dataset=dataset,
-            protocol=f"{protocol} mean")
+    log.add(row.model, "fit_seconds", row.fit_seconds, dataset=dataset, protocol=f"{protocol} mean")
 first = per_fold[per_fold["fold"] == fold_names[0]].set_index("model")["rmse"]
 for model_name, value in first.items():
-    log.add(model_name, "rmse", value, dataset=dataset,
-            protocol=fold_names[0] if protocol == "u1..u5" else f"{fold_names[0]} of {protocol}")
+    log.add(
+        model_name,
+        "rmse",
+        value,
+        dataset=dataset,
+        protocol=fold_names[0] if protocol == "u1..u5" else f"{fold_names[0]} of {protocol}",
+    )
 log.save()
 log.frame()
 
@@ -180,7 +208,9 @@ log.frame()
 # %%
 rmse_of = summary.set_index("model")["rmse_mean"]
 headline = rmse_of.drop("Baseline (ALS)").min()
-print(f"best neighbourhood mean RMSE: {headline:.4f} ({protocol}); "
-      f"baseline {rmse_of['Baseline (ALS)']:.4f}")
+print(
+    f"best neighbourhood mean RMSE: {headline:.4f} ({protocol}); "
+    f"baseline {rmse_of['Baseline (ALS)']:.4f}"
+)
 assert dataset != "ml-100k" or headline <= 0.920, headline
 assert np.isfinite(rmse_of).all() and headline < rmse_of["Baseline (ALS)"], rmse_of

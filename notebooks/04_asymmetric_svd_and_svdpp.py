@@ -73,16 +73,18 @@ data, device, protocol
 ATTRIBUTES = ("age", "gender", "occupation")  # A(u), for the last section
 models = {
     "BiasedMF SGD": lambda: BiasedMF(seed=seed, device=device),
-    "AsymmetricSVD": lambda: AsymmetricSVD(seed=seed, device=device,
-                                           **tuned.get("AsymmetricSVD", {})),
+    "AsymmetricSVD": lambda: AsymmetricSVD(
+        seed=seed, device=device, **tuned.get("AsymmetricSVD", {})
+    ),
     "SVD++": lambda: SVDpp(seed=seed, device=device, **tuned.get("SVDpp", {})),
 }
 if has_users:
     models["SVD++ + A(u)"] = lambda: SVDpp(user_attributes=ATTRIBUTES, seed=seed, device=device)
 else:
     print(f"{dataset} has no user table: SVD++ + A(u) and the attribute section are skipped")
-per_fold = pd.concat([evaluate_folds(make, folds, name=name, fold_names=fold_names)
-                      for name, make in models.items()])
+per_fold = pd.concat(
+    [evaluate_folds(make, folds, name=name, fold_names=fold_names) for name, make in models.items()]
+)
 summary = summarize_folds(per_fold)
 summary.round(4)
 
@@ -95,8 +97,9 @@ summary.round(4)
 train, test = folds[0]
 fitted = {name: make().fit(train) for name, make in models.items()}
 activity = pd.cut(train.user_counts()[test.user], [0, 30, 60, 120, np.inf])
-errors = pd.DataFrame({name: (m.predict_ratings(test) - test.rating) ** 2
-                       for name, m in fitted.items()}).groupby(activity, observed=True)
+errors = pd.DataFrame(
+    {name: (m.predict_ratings(test) - test.rating) ** 2 for name, m in fitted.items()}
+).groupby(activity, observed=True)
 errors.mean().pow(0.5).assign(test_ratings=errors.size()).round(4)
 
 # %% [markdown]
@@ -110,8 +113,10 @@ asym = fitted["AsymmetricSVD"]
 user = int(train.encode_users([showcase_user])[0])
 if user < 0:  # not in this release (or this fold): explain the most active user instead
     user = int(np.argmax(train.user_counts()))
-    print(f"user {showcase_user} is not in {dataset}'s {fold} training part; "
-          f"showing user {train.user_ids[user]}, the most active one")
+    print(
+        f"user {showcase_user} is not in {dataset}'s {fold} training part; "
+        f"showing user {train.user_ids[user]}, the most active one"
+    )
 top_item = int(asym.recommend([user], k=1)[0][0, 0])
 why = asym.explain(user, top_item).head(8)
 print(f"recommended: {titles[top_item]}")
@@ -136,8 +141,10 @@ given = rng.random(len(ratings_new)) < 0.5
 shown, held = ratings_new[given], ratings_new[~given]
 new_pred = asym_rest.predict_new_users(shown.user, shown.item, shown.rating, held.user, held.item)
 fallback = asym_rest.predict(np.full(len(held), -1), held.item)
-cold_rmse = {"new-user fold-in": rmse(new_pred, held.rating.to_numpy()),
-             "item bias only": rmse(fallback, held.rating.to_numpy())}
+cold_rmse = {
+    "new-user fold-in": rmse(new_pred, held.rating.to_numpy()),
+    "item bias only": rmse(fallback, held.rating.to_numpy()),
+}
 cold_rmse
 
 # %% [markdown]
@@ -168,19 +175,27 @@ cold_rmse
 n_cold = min(cold_users, len(np.unique(test.user)) // 2)
 by_given = None
 if has_users:
-    cold_train, cold_test = cold_user_split(train, test, n_users=n_cold, max_train=max_given,
-                                            seed=seed)
+    cold_train, cold_test = cold_user_split(
+        train, test, n_users=n_cold, max_train=max_given, seed=seed
+    )
     attribute_models = {
         "SVD++": models["SVD++"],
         "SVD++ + A(u)": models["SVD++ + A(u)"],
-        "SVD++ + A(u) + b_a": lambda: SVDpp(user_attributes=ATTRIBUTES, attribute_biases=True,
-                                            seed=seed, device=device),
+        "SVD++ + A(u) + b_a": lambda: SVDpp(
+            user_attributes=ATTRIBUTES, attribute_biases=True, seed=seed, device=device
+        ),
     }
-    given = pd.cut(cold_train.user_counts()[cold_test.user], [-1, 0, 2, 5, 30, 100, np.inf],
-                   labels=["0", "1-2", "3-5", "6-30", "31-100", ">100"])
-    cold_errors = pd.DataFrame({
-        name: (make().fit(cold_train).predict_ratings(cold_test) - cold_test.rating) ** 2
-        for name, make in attribute_models.items()}).groupby(given, observed=True)
+    given = pd.cut(
+        cold_train.user_counts()[cold_test.user],
+        [-1, 0, 2, 5, 30, 100, np.inf],
+        labels=["0", "1-2", "3-5", "6-30", "31-100", ">100"],
+    )
+    cold_errors = pd.DataFrame(
+        {
+            name: (make().fit(cold_train).predict_ratings(cold_test) - cold_test.rating) ** 2
+            for name, make in attribute_models.items()
+        }
+    ).groupby(given, observed=True)
     by_given = cold_errors.mean().pow(0.5).assign(test_ratings=cold_errors.size())
 else:
     print(f"skipped: {dataset} has no user table, so users have no attributes A(u)")
@@ -189,8 +204,11 @@ by_given.round(4) if has_users else None
 # %%
 if has_users:
     ax = by_given.drop(columns="test_ratings").plot(marker="o")
-    ax.set(xlabel="training ratings of the user", ylabel="test RMSE",
-           title=f"{fold} with {n_cold} cold users: error by number of training ratings")
+    ax.set(
+        xlabel="training ratings of the user",
+        ylabel="test RMSE",
+        title=f"{fold} with {n_cold} cold users: error by number of training ratings",
+    )
 
 # %% [markdown]
 # On ML-100K, users without any rating are where the attributes can matter, and where they help
@@ -207,17 +225,32 @@ if has_users:
 
 # %%
 for row in summary.itertuples():
-    log.add(row.model, "rmse", row.rmse_mean, dataset=dataset,
-            protocol=f"{protocol} mean, seed {seed}")
-    log.add(row.model, "fit_seconds", row.fit_seconds, dataset=dataset,
-            protocol=f"{protocol} mean, device {device.type}")
+    log.add(
+        row.model, "rmse", row.rmse_mean, dataset=dataset, protocol=f"{protocol} mean, seed {seed}"
+    )
+    log.add(
+        row.model,
+        "fit_seconds",
+        row.fit_seconds,
+        dataset=dataset,
+        protocol=f"{protocol} mean, device {device.type}",
+    )
 for name, value in cold_rmse.items():
-    log.add(f"AsymmetricSVD {name}", "rmse", value, dataset=dataset,
-            protocol=f"{fold} train, {n_new} held-out users (seed {seed}), half of their "
-                     "ratings shown")
+    log.add(
+        f"AsymmetricSVD {name}",
+        "rmse",
+        value,
+        dataset=dataset,
+        protocol=f"{fold} train, {n_new} held-out users (seed {seed}), half of their ratings shown",
+    )
 for name in attribute_models if has_users and "0" in by_given.index else ():
-    log.add(f"{name}, users with 0 ratings", "rmse", by_given.loc["0", name], dataset=dataset,
-            protocol=f"{fold}, {n_cold} cold users keeping 0-{max_given} ratings (seed {seed})")
+    log.add(
+        f"{name}, users with 0 ratings",
+        "rmse",
+        by_given.loc["0", name],
+        dataset=dataset,
+        protocol=f"{fold}, {n_cold} cold users keeping 0-{max_given} ratings (seed {seed})",
+    )
 log.save()
 log.frame()
 

@@ -71,15 +71,22 @@ data, device, protocol
 schedules = {
     "SVD++ alone": lambda: SVDpp(seed=seed, device=device),
     "tiers apart, then joint": lambda: IntegratedModel(
-        schedule="tiers", epochs=3, seed=seed, device=device),
+        schedule="tiers", epochs=3, seed=seed, device=device
+    ),
     "staged, w and c only": lambda: IntegratedModel(
-        neighbor_biases=False, seed=seed, device=device),
-    "staged (default)": lambda: IntegratedModel(seed=seed, device=device,
-                                                **tuned.get("IntegratedModel", {})),
+        neighbor_biases=False, seed=seed, device=device
+    ),
+    "staged (default)": lambda: IntegratedModel(
+        seed=seed, device=device, **tuned.get("IntegratedModel", {})
+    ),
     "staged + 2 joint passes": lambda: IntegratedModel(epochs=2, seed=seed, device=device),
 }
-squared = pd.DataFrame({name: (make().fit(fit_part).predict_ratings(valid_part)
-                               - valid_part.rating) ** 2 for name, make in schedules.items()})
+squared = pd.DataFrame(
+    {
+        name: (make().fit(fit_part).predict_ratings(valid_part) - valid_part.rating) ** 2
+        for name, make in schedules.items()
+    }
+)
 activity = pd.cut(fit_part.user_counts()[valid_part.user], [0, 30, 60, 120, 250, np.inf])
 ablation = squared.groupby(activity, observed=True).mean().pow(0.5).T
 ablation.insert(0, "all users", squared.mean().pow(0.5))
@@ -100,12 +107,14 @@ ablation.round(4)
 tiers = {
     "baseline only": lambda: BaselineEstimates(device=device),
     "baseline + neighbourhood (GlobalNeighborhood)": lambda: GlobalNeighborhood(
-        seed=seed, device=device),
+        seed=seed, device=device
+    ),
     "baseline + factors (SVD++)": lambda: SVDpp(seed=seed, device=device),
     "all three tiers (IntegratedModel)": lambda: IntegratedModel(seed=seed, device=device),
 }
-per_fold = pd.concat([evaluate_folds(make, folds, name=name, fold_names=fold_names)
-                      for name, make in tiers.items()])
+per_fold = pd.concat(
+    [evaluate_folds(make, folds, name=name, fold_names=fold_names) for name, make in tiers.items()]
+)
 summary = summarize_folds(per_fold)
 summary.round(4)
 
@@ -131,29 +140,43 @@ gap.to_frame("integrated - SVD++").T.round(4)
 
 # %%
 for row in summary.itertuples():
-    log.add(row.model, "rmse", row.rmse_mean, dataset=dataset,
-            protocol=f"{protocol} mean, seed {seed}")
+    log.add(
+        row.model, "rmse", row.rmse_mean, dataset=dataset, protocol=f"{protocol} mean, seed {seed}"
+    )
     first = per_fold[(per_fold.model == row.model) & (per_fold.fold == fold_names[0])]
-    log.add(row.model, "rmse", first.rmse.iloc[0], dataset=dataset,
-            protocol=fold_names[0] if protocol == "u1..u5" else f"{fold_names[0]} of {protocol}")
+    log.add(
+        row.model,
+        "rmse",
+        first.rmse.iloc[0],
+        dataset=dataset,
+        protocol=fold_names[0] if protocol == "u1..u5" else f"{fold_names[0]} of {protocol}",
+    )
 for name, value in ablation["all users"].items():
-    log.add(f"{name} (schedule ablation)", "rmse", value, dataset=dataset,
-            protocol=f"random 10% validation split of {fold_names[0]} train, seed {seed}")
+    log.add(
+        f"{name} (schedule ablation)",
+        "rmse",
+        value,
+        dataset=dataset,
+        protocol=f"random 10% validation split of {fold_names[0]} train, seed {seed}",
+    )
 log.save()
 log.frame()
 
 # %%
 rmse_of = summary.set_index("model").rmse_mean
 integrated = rmse_of["all three tiers (IntegratedModel)"]
-print(f"integrated {integrated:.4f}, {protocol} mean; the tiers alone:",
-      rmse_of.drop("all three tiers (IntegratedModel)").round(4).to_dict())
+print(
+    f"integrated {integrated:.4f}, {protocol} mean; the tiers alone:",
+    rmse_of.drop("all three tiers (IntegratedModel)").round(4).to_dict(),
+)
 assert np.isfinite(rmse_of).all() and integrated < rmse_of["baseline only"], rmse_of
 if dataset == "ml-100k":
     assert integrated <= rmse_of["baseline + neighbourhood (GlobalNeighborhood)"], rmse_of
     assert integrated <= rmse_of["baseline + factors (SVD++)"], rmse_of
     assert integrated < rmse_of["baseline only"] - 0.02, rmse_of
-    assert ablation.loc["staged (default)", "all users"] < ablation.loc[
-        "SVD++ alone", "all users"], ablation
+    assert (
+        ablation.loc["staged (default)", "all users"] < ablation.loc["SVD++ alone", "all users"]
+    ), ablation
     assert integrated <= 0.905, f"integrated model mean RMSE {integrated:.4f}"
     assert np.all(gap < 0), gap
 

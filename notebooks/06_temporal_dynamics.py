@@ -67,19 +67,25 @@ data, device, protocol
 
 # %%
 frame = data.to_frame().assign(day=lambda f: f.timestamp // 86_400)
-per_user = frame.groupby("user").agg(days=("day", "nunique"), first=("timestamp", "min"),
-                                     last=("timestamp", "max"), n=("rating", "size"))
+per_user = frame.groupby("user").agg(
+    days=("day", "nunique"),
+    first=("timestamp", "min"),
+    last=("timestamp", "max"),
+    n=("rating", "size"),
+)
 span = (per_user["last"] - per_user["first"]) / 86_400
 user_days = frame.groupby(["user", "day"]).size()
-stats = pd.Series({
-    "span of the data (days)": (frame.timestamp.max() - frame.timestamp.min()) / 86_400,
-    "users": len(per_user),
-    "users who rated on a single day": int((per_user.days == 1).sum()),
-    "median span of a user's ratings (days)": span.median(),
-    "share of ratings by users with > 1 day": per_user.n[per_user.days > 1].sum() / len(frame),
-    "user-days": len(user_days),
-    "ratings per user-day (mean)": user_days.mean(),
-})
+stats = pd.Series(
+    {
+        "span of the data (days)": (frame.timestamp.max() - frame.timestamp.min()) / 86_400,
+        "users": len(per_user),
+        "users who rated on a single day": int((per_user.days == 1).sum()),
+        "median span of a user's ratings (days)": span.median(),
+        "share of ratings by users with > 1 day": per_user.n[per_user.days > 1].sum() / len(frame),
+        "user-days": len(user_days),
+        "ratings per user-day (mean)": user_days.mean(),
+    }
+)
 stats.round(3)
 
 # %%
@@ -87,8 +93,12 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 plotting.plot_ratings_over_time(data.timestamp, ax=axes[0])
 counts = per_user.days.value_counts().sort_index()
 axes[1].bar(counts.index[:15], counts.to_numpy()[:15])
-_ = axes[1].set(xlabel="distinct rating days of a user", ylabel="users", yscale="log",
-                title="Most users rated on one day")
+_ = axes[1].set(
+    xlabel="distinct rating days of a user",
+    ylabel="users",
+    yscale="log",
+    title="Most users rated on one day",
+)
 
 # %% [markdown]
 # What the random folds leave for the day terms: the share of test ratings, and of distinct
@@ -96,17 +106,23 @@ _ = axes[1].set(xlabel="distinct rating days of a user", ylabel="users", yscale=
 # $c_{u,t}$ are trained); and how thin the item-time bins get (the median number of ratings
 # in an occupied (item, bin) cell).
 
+
 # %%
 def seen_user_days(train, test):
     key = lambda r: r.user.astype(np.int64) * 100_000 + r.timestamp // 86_400  # noqa: E731
-    return pd.Series({"test ratings on a training user-day": np.isin(key(test), key(train)).mean(),
-                      "test user-days seen": np.isin(np.unique(key(test)), key(train)).mean()})
+    return pd.Series(
+        {
+            "test ratings on a training user-day": np.isin(key(test), key(train)).mean(),
+            "test user-days seen": np.isin(np.unique(key(test)), key(train)).mean(),
+        }
+    )
 
 
 def median_bin_count(bins):
     day = frame.day - frame.day.min()
     cell = frame.item * bins + day * bins // (day.max() + 1)
     return cell.value_counts().median()
+
 
 # %%
 coverage = pd.DataFrame([seen_user_days(tr, te) for tr, te in folds], index=fold_names)
@@ -126,12 +142,12 @@ coverage.round(3), bins_table
 
 # %%
 make = lambda **o: TimeSVDpp(seed=seed, device=device, **o)  # noqa: E731
-grid = [dict(item_bins=None, lr_time=lr, reg_time=r) for lr in lr_time_grid
-        for r in reg_time_grid]
+grid = [dict(item_bins=None, lr_time=lr, reg_time=r) for lr in lr_time_grid for r in reg_time_grid]
 tuning = validation_grid(make, grid, fit_part, valid_part, progress=False)
 best = tuning.iloc[0][["lr_time", "reg_time"]].to_dict()
-bins = validation_grid(make, [dict(best, item_bins=b) for b in bin_grid],
-                       fit_part, valid_part, progress=False)
+bins = validation_grid(
+    make, [dict(best, item_bins=b) for b in bin_grid], fit_part, valid_part, progress=False
+)
 table = pd.concat([tuning, bins]).sort_values("valid_rmse", kind="stable")
 top = table.iloc[0]
 chosen = dict(best, item_bins=None if pd.isna(top["item_bins"]) else int(top["item_bins"]))
@@ -150,35 +166,59 @@ chosen, table.round(4)
 # %%
 off = dict(item_bins=None, user_drift=False, user_day_bias=False, scale=False)
 full = dict(off, user_drift=True, user_day_bias=True, scale=True, **chosen)
-variants = {"timeSVD++ all time terms off": off,
-            "+ item bins b_i,Bin(t) only": dict(off, item_bins=chosen["item_bins"] or 4),
-            "+ user drift α_u dev_u(t) only": dict(off, user_drift=True),
-            "+ day bias b_u,t only": dict(off, user_day_bias=True),
-            "+ scale c_u(t) only": dict(off, scale=True),
-            "timeSVD++ (chosen)": full,
-            "chosen − day bias b_u,t": dict(full, user_day_bias=False),
-            "chosen − scale c_u(t)": dict(full, scale=False),
-            "chosen + factor drift α_uk": dict(full, factor_drift=True),
-            "chosen + day factors p_uk,t": dict(full, factor_day=True)}
-variants = {name: {"lr_time": chosen["lr_time"], "reg_time": chosen["reg_time"], **o}
-            for name, o in variants.items()}
+variants = {
+    "timeSVD++ all time terms off": off,
+    "+ item bins b_i,Bin(t) only": dict(off, item_bins=chosen["item_bins"] or 4),
+    "+ user drift α_u dev_u(t) only": dict(off, user_drift=True),
+    "+ day bias b_u,t only": dict(off, user_day_bias=True),
+    "+ scale c_u(t) only": dict(off, scale=True),
+    "timeSVD++ (chosen)": full,
+    "chosen − day bias b_u,t": dict(full, user_day_bias=False),
+    "chosen − scale c_u(t)": dict(full, scale=False),
+    "chosen + factor drift α_uk": dict(full, factor_drift=True),
+    "chosen + day factors p_uk,t": dict(full, factor_day=True),
+}
+variants = {
+    name: {"lr_time": chosen["lr_time"], "reg_time": chosen["reg_time"], **o}
+    for name, o in variants.items()
+}
 
 # %%
 ablation_part, ablation_names = folds[:ablation_folds], fold_names[:ablation_folds]
-ablation_label = ", ".join(ablation_names) if protocol != "u1..u5" or ablation_folds == 1 else (
-    f"u1..u{ablation_folds}")
-ablation = pd.concat([evaluate_folds(lambda: SVDpp(seed=seed, device=device), ablation_part,
-                                     name="SVD++ (defaults)", fold_names=ablation_names)]
-                     + [evaluate_folds(lambda o=o: make(**o, valid_fraction=0), ablation_part,
-                                       name=name, fold_names=ablation_names)
-                        for name, o in variants.items()])
+ablation_label = (
+    ", ".join(ablation_names)
+    if protocol != "u1..u5" or ablation_folds == 1
+    else (f"u1..u{ablation_folds}")
+)
+ablation = pd.concat(
+    [
+        evaluate_folds(
+            lambda: SVDpp(seed=seed, device=device),
+            ablation_part,
+            name="SVD++ (defaults)",
+            fold_names=ablation_names,
+        )
+    ]
+    + [
+        evaluate_folds(
+            lambda o=o: make(**o, valid_fraction=0),
+            ablation_part,
+            name=name,
+            fold_names=ablation_names,
+        )
+        for name, o in variants.items()
+    ]
+)
 ablation_summary = summarize_folds(ablation)
 ablation_summary.round(4)
 
 # %%
 ax = ablation_summary.plot.barh(x="model", y="rmse_mean", legend=False, figsize=(8, 5))
-ax.set(xlim=(ablation_summary.rmse_mean.min() - 0.01, ablation_summary.rmse_mean.max() + 0.005),
-       xlabel=f"test RMSE ({ablation_label} mean)", ylabel="")
+ax.set(
+    xlim=(ablation_summary.rmse_mean.min() - 0.01, ablation_summary.rmse_mean.max() + 0.005),
+    xlabel=f"test RMSE ({ablation_label} mean)",
+    ylabel="",
+)
 ax.invert_yaxis()
 
 # %% [markdown]
@@ -187,16 +227,34 @@ ax.invert_yaxis()
 # baseline estimates of notebook 01 as the floor.
 
 # %%
-headline = pd.concat([
-    evaluate_folds(lambda: BaselineEstimates(device=device), folds,
-                   name="BaselineEstimates (ALS)", fold_names=fold_names),
-    evaluate_folds(lambda: SVDpp(seed=seed, device=device), folds, name="SVD++ (defaults)",
-                   fold_names=fold_names),
-    evaluate_folds(lambda: make(**variants["timeSVD++ all time terms off"]), folds,
-                   name="timeSVD++ all time terms off", fold_names=fold_names),
-    evaluate_folds(lambda: make(**variants["timeSVD++ (chosen)"]), folds,
-                   name="timeSVD++ (chosen)", fold_names=fold_names),
-])
+headline = pd.concat(
+    [
+        evaluate_folds(
+            lambda: BaselineEstimates(device=device),
+            folds,
+            name="BaselineEstimates (ALS)",
+            fold_names=fold_names,
+        ),
+        evaluate_folds(
+            lambda: SVDpp(seed=seed, device=device),
+            folds,
+            name="SVD++ (defaults)",
+            fold_names=fold_names,
+        ),
+        evaluate_folds(
+            lambda: make(**variants["timeSVD++ all time terms off"]),
+            folds,
+            name="timeSVD++ all time terms off",
+            fold_names=fold_names,
+        ),
+        evaluate_folds(
+            lambda: make(**variants["timeSVD++ (chosen)"]),
+            folds,
+            name="timeSVD++ (chosen)",
+            fold_names=fold_names,
+        ),
+    ]
+)
 summary = summarize_folds(headline)
 summary.round(4)
 
@@ -215,13 +273,28 @@ plotting.plot_fold_results(headline, metric="rmse")
 # %%
 past, future = temporal_holdout(data, test_fraction=0.2)
 no_drift = dict(variants["timeSVD++ (chosen)"], user_drift=False)
-temporal = pd.concat([
-    evaluate_folds(lambda: SVDpp(seed=seed, device=device), [(past, future)],
-                   name="SVD++ (defaults)", fold_names=["temporal"]),
-    evaluate_folds(lambda: make(**variants["timeSVD++ (chosen)"]), [(past, future)],
-                   name="timeSVD++ (chosen)", fold_names=["temporal"]),
-    evaluate_folds(lambda: make(**no_drift), [(past, future)],
-                   name="timeSVD++ (chosen) − user drift", fold_names=["temporal"])])
+temporal = pd.concat(
+    [
+        evaluate_folds(
+            lambda: SVDpp(seed=seed, device=device),
+            [(past, future)],
+            name="SVD++ (defaults)",
+            fold_names=["temporal"],
+        ),
+        evaluate_folds(
+            lambda: make(**variants["timeSVD++ (chosen)"]),
+            [(past, future)],
+            name="timeSVD++ (chosen)",
+            fold_names=["temporal"],
+        ),
+        evaluate_folds(
+            lambda: make(**no_drift),
+            [(past, future)],
+            name="timeSVD++ (chosen) − user drift",
+            fold_names=["temporal"],
+        ),
+    ]
+)
 temporal.round(4), seen_user_days(past, future).round(3)
 
 # %% [markdown]
@@ -239,9 +312,13 @@ temporal.round(4), seen_user_days(past, future).round(3)
 for _, row in summary.iterrows():
     log.add(row["model"], "rmse", row["rmse_mean"], dataset=dataset, protocol=f"{protocol} mean")
 for _, row in ablation_summary.iterrows():
-    log.add(row["model"], "rmse", row["rmse_mean"], dataset=dataset,
-            protocol=f"ablation, {ablation_label} mean, validated on a {fold_names[0]} "
-                     "train split")
+    log.add(
+        row["model"],
+        "rmse",
+        row["rmse_mean"],
+        dataset=dataset,
+        protocol=f"ablation, {ablation_label} mean, validated on a {fold_names[0]} train split",
+    )
 for _, row in temporal.iterrows():
     log.add(row["model"], "rmse", row["rmse"], dataset=dataset, protocol="temporal holdout 20%")
 log.save()

@@ -30,8 +30,17 @@ results_dir = None  # the series runner passes a folder; numbers are logged ther
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
 n_negatives = 1000
-model_names = ["baseline", "mf-sgd", "mf-als", "item-knn", "global-neighbourhood", "svd++",
-               "asymmetric-svd", "integrated", "timesvd++"]
+model_names = [
+    "baseline",
+    "mf-sgd",
+    "mf-als",
+    "item-knn",
+    "global-neighbourhood",
+    "svd++",
+    "asymmetric-svd",
+    "integrated",
+    "timesvd++",
+]
 
 # %%
 import time
@@ -56,9 +65,11 @@ folds, protocol = rating_folds(data, seed=seed)
 train, test = folds[0]  # fold u1 (the first fold of a random split elsewhere)
 fold = "u1" if protocol == "u1..u5" else "fold 1"
 lo, hi = data.rating_scale  # the rating scale; RMSE clips to it
-print(f"{dataset} {fold} ({protocol}): {len(train)} train, {len(test)} test, "
-      f"{np.unique(test.user).size} test users, {int((test.rating >= 5).sum())} five-star "
-      "test ratings")
+print(
+    f"{dataset} {fold} ({protocol}): {len(train)} train, {len(test)} test, "
+    f"{np.unique(test.user).size} test users, {int((test.rating >= 5).sum())} five-star "
+    "test ratings"
+)
 
 # %% [markdown]
 # ## The models, at their package defaults
@@ -79,8 +90,10 @@ REGISTRY = {  # name -> (label, factory); later notebooks' models slot in here
     "mf-sgd": ("Biased MF (SGD)", lambda: models.BiasedMF(**kw)),
     "mf-als": ("Biased MF (ALS)", lambda: models.BiasedMF(method="als", **kw)),
     "item-knn": ("kNN interpolation", lambda: models.ItemKNN(**kw)),
-    "global-neighbourhood": ("Global neighbourhood",
-                             lambda: models.GlobalNeighborhood(seed=seed, **kw)),
+    "global-neighbourhood": (
+        "Global neighbourhood",
+        lambda: models.GlobalNeighborhood(seed=seed, **kw),
+    ),
     "svd++": ("SVD++", lambda: models.SVDpp(seed=seed, **kw)),
     "asymmetric-svd": ("Asymmetric-SVD", lambda: models.AsymmetricSVD(seed=seed, **kw)),
     "integrated": ("Integrated model", lambda: models.IntegratedModel(seed=seed, **kw)),
@@ -94,9 +107,13 @@ for key in model_names:
     start = time.perf_counter()
     model = make().fit(train)
     fit_seconds = time.perf_counter() - start
-    rows.append({"model": label, "rmse": rmse(model.predict_ratings(test), test.rating,
-                                              clip=(lo, hi)),
-                 "fit_seconds": fit_seconds})
+    rows.append(
+        {
+            "model": label,
+            "rmse": rmse(model.predict_ratings(test), test.rating, clip=(lo, hi)),
+            "fit_seconds": fit_seconds,
+        }
+    )
     tables[label] = ScoreTable(model, test.user, n_users=test.n_users)
 tables["Popularity"] = ScoreTable(ItemPopularity().fit(train), test.user, n_users=test.n_users)
 summary = pd.DataFrame(rows).set_index("model")
@@ -130,9 +147,13 @@ test_users = sorted(set(test.user.tolist()))
 full = {}
 for label, table in tables.items():
     metrics = topk_metrics(table.score_items, train=train.csr(), test=test.csr(), ks=(10,))
-    full[label] = {"recall@10": metrics["recall@10"], "ndcg@10": metrics["ndcg@10"],
-                   "top10 popularity": evaluation.recommended_popularity(
-                       table.score_items, train=train, users=test_users, k=10)}
+    full[label] = {
+        "recall@10": metrics["recall@10"],
+        "ndcg@10": metrics["ndcg@10"],
+        "top10 popularity": evaluation.recommended_popularity(
+            table.score_items, train=train, users=test_users, k=10
+        ),
+    }
 full = pd.DataFrame(full).T
 full.round(4)
 
@@ -142,8 +163,11 @@ full.round(4)
 # and a *higher* $P(\mathrm{pct}\le 1\%)$, Recall@10 and NDCG@10.
 
 # %%
-side = summary[["rmse"]].join(cdf[["mean pct", "P(pct<=1%)", "P(pct<=10%)"]]).join(
-    full[["recall@10", "ndcg@10", "top10 popularity"]])
+side = (
+    summary[["rmse"]]
+    .join(cdf[["mean pct", "P(pct<=1%)", "P(pct<=10%)"]])
+    .join(full[["recall@10", "ndcg@10", "top10 popularity"]])
+)
 side = side.sort_values("rmse")
 ranked = side.drop(columns="top10 popularity").rank(ascending=False)
 ranked[["rmse", "mean pct"]] = side[["rmse", "mean pct"]].rank()
@@ -186,14 +210,20 @@ side.round(4)
 # %%
 kp = f"{fold}, {koren.protocol}"
 for label, row in side.iterrows():
-    log.add(label, "rmse", row["rmse"], dataset=dataset,
-            protocol=f"{fold}, clipped to [{lo:g}, {hi:g}]")
+    log.add(
+        label, "rmse", row["rmse"], dataset=dataset, protocol=f"{fold}, clipped to [{lo:g}, {hi:g}]"
+    )
     log.add(label, "mean_percentile_rank", row["mean pct"], dataset=dataset, protocol=kp)
     for x, value in koren.cdf[label].items():
         log.add(label, f"P(pct<={x:g})", value, dataset=dataset, protocol=kp)
     for metric in ("recall@10", "ndcg@10"):
-        log.add(label, metric, row[metric], dataset=dataset,
-                protocol=f"{fold}, full ranking, train items masked")
+        log.add(
+            label,
+            metric,
+            row[metric],
+            dataset=dataset,
+            protocol=f"{fold}, full ranking, train items masked",
+        )
 log.save()
 log.frame().head(10)
 

@@ -82,9 +82,13 @@ data, device, protocol
 encoder = FieldEncoder(["user", "item", *side_fields]).fit(fit_part)
 row = encoder.transform(valid_part.subset([0]))
 active = row["value"][0] > 0
-display_row = pd.DataFrame({"field": np.asarray(encoder.columns)[active.numpy()],
-                            "row of the table": row["index"][0][active].numpy(),
-                            "x": row["value"][0][active].numpy()})
+display_row = pd.DataFrame(
+    {
+        "field": np.asarray(encoder.columns)[active.numpy()],
+        "row of the table": row["index"][0][active].numpy(),
+        "x": row["value"][0][active].numpy(),
+    }
+)
 encoder.describe().merge(display_row, on="field", how="left")
 
 # %% [markdown]
@@ -97,15 +101,21 @@ encoder.describe().merge(display_row, on="field", how="left")
 fm_ids = FactorizationMachine(fields=["user", "item"], seed=seed, device=device).fit(fit_part)
 mf_adam = BiasedMF(method="adam", seed=seed, device=device).fit(fit_part)
 pred_fm, pred_mf = fm_ids.predict_ratings(valid_part), mf_adam.predict_ratings(valid_part)
-pd.Series({"FM (user, item)": rmse(pred_fm, valid_part.rating),
-           "BiasedMF Adam": rmse(pred_mf, valid_part.rating),
-           "between the two": rmse(pred_fm, pred_mf)}, name="validation RMSE").round(4)
+pd.Series(
+    {
+        "FM (user, item)": rmse(pred_fm, valid_part.rating),
+        "BiasedMF Adam": rmse(pred_mf, valid_part.rating),
+        "between the two": rmse(pred_fm, pred_mf),
+    },
+    name="validation RMSE",
+).round(4)
 
 # %% [markdown]
 # ## Ablation: adding each field
 # Each side field added alone to the ids, then all of them, then the package's default
 # (`DEFAULT_FIELDS`: every field but age and zip, those the data has), on the validation split
 # carved from the first training fold (`u1.base` on ML-100K) — the test fold is not looked at.
+
 
 # %%
 def make_fm(**options):
@@ -115,10 +125,15 @@ def make_fm(**options):
 ids_rmse = rmse(pred_fm, valid_part.rating)
 labels = {("user", "item", f): f"+ {f}" for f in side_fields}
 labels |= {("user", "item", *side_fields): "all fields"}
-ablation = validation_grid(make_fm, [{"fields": f} for f in labels] + [{}],  # {}: the default
-                           fit_part, valid_part)
+ablation = validation_grid(
+    make_fm,
+    [{"fields": f} for f in labels] + [{}],  # {}: the default
+    fit_part,
+    valid_part,
+)
 ablation["added"] = ablation.fields.map(
-    lambda f: labels[tuple(f)] if isinstance(f, list | tuple) else "default fields")
+    lambda f: labels[tuple(f)] if isinstance(f, list | tuple) else "default fields"
+)
 ablation["change"] = ablation.valid_rmse - ids_rmse
 ablation[["added", "valid_rmse", "change"]].round(4)  # best first
 
@@ -141,17 +156,22 @@ models = {
     "FM ids only": lambda: make_fm(fields=["user", "item"]),
     "FM side features": lambda: make_fm(),  # DEFAULT_FIELDS, those the data has
 }
-first = pd.concat([evaluate_folds(make, folds[:1], name=name, fold_names=[fold])
-                   for name, make in models.items()])
+first = pd.concat(
+    [evaluate_folds(make, folds[:1], name=name, fold_names=[fold]) for name, make in models.items()]
+)
 first.round(4)
 
 # %%
 if dataset == "ml-100k":
     bench = pd.DataFrame(json.loads(Path(benchmark).read_text())["models"]).set_index("model")
-    bench = bench.rename(index={"BiasedMF-SGD": "BiasedMF SGD", "FM-ids": "FM ids only",
-                                "FM-side": "FM side features"})
-    all_folds = pd.DataFrame(bench.rmse.tolist(), index=bench.index,
-                             columns=bench.folds.iloc[0])
+    bench = bench.rename(
+        index={
+            "BiasedMF-SGD": "BiasedMF SGD",
+            "FM-ids": "FM ids only",
+            "FM-side": "FM side features",
+        }
+    )
+    all_folds = pd.DataFrame(bench.rmse.tolist(), index=bench.index, columns=bench.folds.iloc[0])
     display_table = all_folds.assign(mean=bench.rmse_mean).loc[list(models)].round(4)
 else:
     display_table = None
@@ -184,8 +204,12 @@ cold = {
     "FM all fields": make_fm(fields=all_fields),
     "FM all fields, cold_fraction": make_fm(fields=all_fields, cold_fraction=cold_fraction),
 }
-squared = pd.DataFrame({name: (m.fit(known_train).predict_ratings(test) - test.rating) ** 2
-                        for name, m in cold.items()})
+squared = pd.DataFrame(
+    {
+        name: (m.fit(known_train).predict_ratings(test) - test.rating) ** 2
+        for name, m in cold.items()
+    }
+)
 cold_rmse = squared[is_new].mean().pow(0.5).rename(f"new users ({is_new.sum()} ratings)")
 cold_rmse.round(4)
 
@@ -214,11 +238,21 @@ by_activity.mean().pow(0.5).assign(test_ratings=by_activity.size()).round(4)
 fields_used = "/".join(cold["FM side features"].encoder.fields)  # the defaults the data has
 where = fold if protocol == "u1..u5" else f"{fold} of {protocol}"
 for r in first.itertuples():
-    log.add(r.model, "rmse", r.rmse, dataset=dataset,
-            protocol=f"{where}, seed {seed}, FM fields {fields_used}")
+    log.add(
+        r.model,
+        "rmse",
+        r.rmse,
+        dataset=dataset,
+        protocol=f"{where}, seed {seed}, FM fields {fields_used}",
+    )
 for name, value in cold_rmse.items():
-    log.add(f"{name} (new users)", "rmse", value, dataset=dataset,
-            protocol=f"{where}, {n_new} users held out of its train part (seed {seed})")
+    log.add(
+        f"{name} (new users)",
+        "rmse",
+        value,
+        dataset=dataset,
+        protocol=f"{where}, {n_new} users held out of its train part (seed {seed})",
+    )
 log.save()
 log.frame()
 
@@ -226,8 +260,9 @@ log.frame()
 rmse_of = first.set_index("model").rmse
 assert np.isfinite(rmse_of).all() and np.isfinite(cold_rmse).all(), (rmse_of, cold_rmse)
 # with ids only, an FM is biased MF: the two agree far better than either fits the data
-assert rmse(pred_fm, pred_mf) < min(rmse(pred_fm, valid_part.rating),
-                                    rmse(pred_mf, valid_part.rating)), (pred_fm, pred_mf)
+assert rmse(pred_fm, pred_mf) < min(
+    rmse(pred_fm, valid_part.rating), rmse(pred_mf, valid_part.rating)
+), (pred_fm, pred_mf)
 assert cold_rmse["FM all fields, cold_fraction"] < cold_rmse["FM all fields"], cold_rmse
 if dataset == "ml-100k":
     assert rmse_of["FM side features"] <= rmse_of["FM ids only"], rmse_of

@@ -33,8 +33,10 @@ results_dir = None  # the series runner passes a folder; numbers are logged ther
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
 like_threshold = 4  # rating >= this is a positive in the binary task
-benchmarks = {"explicit": "../benchmarks/results/explicit-ml-100k-features.json",
-              "binary": "../benchmarks/results/explicit-ml-100k-binary.json"}  # ML-100K u1..u5
+benchmarks = {
+    "explicit": "../benchmarks/results/explicit-ml-100k-features.json",
+    "binary": "../benchmarks/results/explicit-ml-100k-binary.json",
+}  # ML-100K u1..u5
 
 # %%
 import json
@@ -73,6 +75,7 @@ data, device, protocol
 # and train ten times slower on a CPU (`DeepFM(hidden=(400, 400, 400), n_factors=10)` to try
 # them).
 
+
 # %%
 def make(name: str, **options):
     common = dict(seed=seed, device=device, **options)  # the default fields
@@ -86,15 +89,19 @@ def make(name: str, **options):
 # binarised.
 
 # %%
-liked = {part: split.with_ratings(split.rating >= like_threshold)
-         for part, split in (("fit", fit_part), ("valid", valid_part))}
+liked = {
+    part: split.with_ratings(split.rating >= like_threshold)
+    for part, split in (("fit", fit_part), ("valid", valid_part))
+}
 histories = {"explicit": {}, "binary": {}}
 for name in ("FM", "DeepFM"):
     histories["explicit"][name] = make(name).fit(fit_part, valid=valid_part).history
-    histories["binary"][name] = make(name, binary=True).fit(
-        liked["fit"], valid=liked["valid"]).history
-histories["explicit"]["DeepFM, one run (paper)"] = make("DeepFM", warm_start=False).fit(
-    fit_part, valid=valid_part).history
+    histories["binary"][name] = (
+        make(name, binary=True).fit(liked["fit"], valid=liked["valid"]).history
+    )
+histories["explicit"]["DeepFM, one run (paper)"] = (
+    make("DeepFM", warm_start=False).fit(fit_part, valid=valid_part).history
+)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for ax, (task, curves) in zip(axes, histories.items(), strict=True):
     plotting.plot_learning_curves(curves, ax=ax)
@@ -105,8 +112,12 @@ for ax, (task, curves) in zip(axes, histories.items(), strict=True):
 # Beside the two models, the constant predictor (the training mean) as the floor.
 
 # %%
-explicit = pd.concat([evaluate_folds(lambda n=name: make(n), folds[:1], name=name,
-                                     fold_names=[fold]) for name in ("FM", "DeepFM")])
+explicit = pd.concat(
+    [
+        evaluate_folds(lambda n=name: make(n), folds[:1], name=name, fold_names=[fold])
+        for name in ("FM", "DeepFM")
+    ]
+)
 constant_rmse = rmse(np.full(len(folds[0][1]), folds[0][0].global_mean), folds[0][1].rating)
 explicit.round(4), f"constant: {constant_rmse:.4f}"
 
@@ -120,10 +131,13 @@ explicit.round(4), f"constant: {constant_rmse:.4f}"
 train, test = folds[0]
 train_liked = train.with_ratings(train.rating >= like_threshold)
 label = (test.rating >= like_threshold).astype(float)
-probs = {name: make(name, binary=True).fit(train_liked).predict_ratings(test)
-         for name in ("FM", "DeepFM")}
-binary = pd.DataFrame({name: {"auc": auc(p, label), "logloss": log_loss(p, label)}
-                       for name, p in probs.items()}).T
+probs = {
+    name: make(name, binary=True).fit(train_liked).predict_ratings(test)
+    for name in ("FM", "DeepFM")
+}
+binary = pd.DataFrame(
+    {name: {"auc": auc(p, label), "logloss": log_loss(p, label)} for name, p in probs.items()}
+).T
 binary.loc["constant"] = [0.5, log_loss(np.full(len(test), train_liked.rating.mean()), label)]
 binary.round(4)
 
@@ -134,12 +148,21 @@ binary.round(4)
 
 # %%
 if dataset == "ml-100k":
-    bench = {task: pd.DataFrame(json.loads(Path(path).read_text())["models"]).set_index("model")
-             for task, path in benchmarks.items()}
-    five_folds = pd.DataFrame({
-        "RMSE": bench["explicit"].rmse_mean, "AUC": bench["binary"].auc_mean,
-        "log loss": bench["binary"].logloss_mean,
-    }).loc[["FM-ids", "FM-side", "DeepFM", "constant"]].round(4)
+    bench = {
+        task: pd.DataFrame(json.loads(Path(path).read_text())["models"]).set_index("model")
+        for task, path in benchmarks.items()
+    }
+    five_folds = (
+        pd.DataFrame(
+            {
+                "RMSE": bench["explicit"].rmse_mean,
+                "AUC": bench["binary"].auc_mean,
+                "log loss": bench["binary"].logloss_mean,
+            }
+        )
+        .loc[["FM-ids", "FM-side", "DeepFM", "constant"]]
+        .round(4)
+    )
 else:
     five_folds = None
     print(f"the committed five-fold tables are ML-100K's; skipped on {dataset}")
@@ -153,8 +176,13 @@ for r in explicit.itertuples():
     log.add(r.model, "rmse", r.rmse, dataset=dataset, protocol=f"{where}, seed {seed}")
 for name, row in binary.loc[["FM", "DeepFM"]].iterrows():
     for metric in ("auc", "logloss"):
-        log.add(name, metric, row[metric], dataset=dataset,
-                protocol=f"{where}, rating >= {like_threshold} -> 1, seed {seed}")
+        log.add(
+            name,
+            metric,
+            row[metric],
+            dataset=dataset,
+            protocol=f"{where}, rating >= {like_threshold} -> 1, seed {seed}",
+        )
 log.save()
 log.frame()
 

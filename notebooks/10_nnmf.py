@@ -30,8 +30,10 @@ device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
 reg_grid = [10.0, 30.0, 100.0]  # lambda candidates, compared on a validation split
 paper_rmse = (0.903, 0.907)  # NNMF on ML-100K as quoted: 0.907 (reproductions), 0.903
-benchmarks = {"random 90/10": "../benchmarks/results/explicit-ml-100k-random90.json",
-              "u1..u5": "../benchmarks/results/explicit-ml-100k-features.json"}  # ML-100K
+benchmarks = {
+    "random 90/10": "../benchmarks/results/explicit-ml-100k-random90.json",
+    "u1..u5": "../benchmarks/results/explicit-ml-100k-features.json",
+}  # ML-100K
 
 # %%
 import json
@@ -63,14 +65,27 @@ data, device
 # verified).
 
 # %%
-protocols = pd.DataFrame({
-    "paper (as reproduced)": ["random 90% / 10%", "2% of train, early stopping",
-                              "D=10, D'=60, K=1, 3x50 sigmoid", "RMSProp, alternating, full batch",
-                              "40-50 on the summed loss", "{}-{}".format(*paper_rmse)],
-    "this notebook": [f"random 90% / 10%, seed {seed}", "2% of train, early stopping",
-                      "D=10, D'=60, K=1, 3x50 sigmoid", "RMSProp, alternating, batches of 1024",
-                      "chosen below on validation", "below"],
-}, index=["split", "validation", "sizes", "training", "lambda", "ML-100K RMSE"])
+protocols = pd.DataFrame(
+    {
+        "paper (as reproduced)": [
+            "random 90% / 10%",
+            "2% of train, early stopping",
+            "D=10, D'=60, K=1, 3x50 sigmoid",
+            "RMSProp, alternating, full batch",
+            "40-50 on the summed loss",
+            "{}-{}".format(*paper_rmse),
+        ],
+        "this notebook": [
+            f"random 90% / 10%, seed {seed}",
+            "2% of train, early stopping",
+            "D=10, D'=60, K=1, 3x50 sigmoid",
+            "RMSProp, alternating, batches of 1024",
+            "chosen below on validation",
+            "below",
+        ],
+    },
+    index=["split", "validation", "sizes", "training", "lambda", "ML-100K RMSE"],
+)
 protocols
 
 # %% [markdown]
@@ -82,9 +97,15 @@ protocols
 # %%
 fit_part, valid_part = validation_split(train90, fraction=0.05, seed=seed)
 candidates = {reg: NNMF(reg=reg, seed=seed, device=device).fit(fit_part) for reg in reg_grid}
-grid = pd.DataFrame({"reg": reg_grid, "valid_rmse": [
-    rmse(m.predict_ratings(valid_part), valid_part.rating) for m in candidates.values()],
-    "epochs": [len(m.history) for m in candidates.values()]})
+grid = pd.DataFrame(
+    {
+        "reg": reg_grid,
+        "valid_rmse": [
+            rmse(m.predict_ratings(valid_part), valid_part.rating) for m in candidates.values()
+        ],
+        "epochs": [len(m.history) for m in candidates.values()],
+    }
+)
 best_reg = float(grid.loc[grid.valid_rmse.idxmin(), "reg"])
 plotting.plot_learning_curves({f"lambda={r:g}": m.history for r, m in candidates.items()})
 grid.round(4)
@@ -98,12 +119,15 @@ grid.round(4)
 # %%
 nnmf = candidates[best_reg]
 mf = BiasedMF(seed=seed, device=device).fit(fit_part)
-paper_protocol = pd.Series({
-    **({"NNMF (paper, reported)": max(paper_rmse)} if dataset == "ml-100k" else {}),
-    "NNMF (ours)": rmse(nnmf.predict_ratings(test10), test10.rating),
-    "BiasedMF SGD (ours)": rmse(mf.predict_ratings(test10), test10.rating),
-    "constant (training mean)": rmse(np.full(len(test10), fit_part.global_mean), test10.rating),
-}, name="test RMSE, random 90/10")
+paper_protocol = pd.Series(
+    {
+        **({"NNMF (paper, reported)": max(paper_rmse)} if dataset == "ml-100k" else {}),
+        "NNMF (ours)": rmse(nnmf.predict_ratings(test10), test10.rating),
+        "BiasedMF SGD (ours)": rmse(mf.predict_ratings(test10), test10.rating),
+        "constant (training mean)": rmse(np.full(len(test10), fit_part.global_mean), test10.rating),
+    },
+    name="test RMSE, random 90/10",
+)
 paper_protocol.round(4)
 
 # %% [markdown]
@@ -115,8 +139,10 @@ paper_protocol.round(4)
 
 # %%
 if dataset == "ml-100k":
-    bench = {name: pd.DataFrame(json.loads(Path(path).read_text())["models"]).set_index("model")
-             for name, path in benchmarks.items()}
+    bench = {
+        name: pd.DataFrame(json.loads(Path(path).read_text())["models"]).set_index("model")
+        for name, path in benchmarks.items()
+    }
     five = pd.DataFrame({name: table.rmse_mean for name, table in bench.items()})
     five = five.loc[["NNMF", "BiasedMF-SGD"]].round(4)
 else:
@@ -130,8 +156,13 @@ five
 # %%
 split_protocol = f"random 90/10 (seed {seed}), 2% of train for early stopping, lambda {best_reg:g}"
 log.add("NNMF", "rmse", paper_protocol["NNMF (ours)"], dataset=dataset, protocol=split_protocol)
-log.add("BiasedMF SGD", "rmse", paper_protocol["BiasedMF SGD (ours)"], dataset=dataset,
-        protocol=f"random 90/10 (seed {seed}), fitted on 95% of the 90%")
+log.add(
+    "BiasedMF SGD",
+    "rmse",
+    paper_protocol["BiasedMF SGD (ours)"],
+    dataset=dataset,
+    protocol=f"random 90/10 (seed {seed}), fitted on 95% of the 90%",
+)
 log.save()
 log.frame()
 

@@ -32,12 +32,7 @@ import seaborn as sns
 from mfutils import get_device, plotting, seed_everything
 from mfutils.data import load_movielens
 from mfutils.evaluation import known_items, koren_topk, sampled_hit_rate
-from mfutils.experiments import (
-    RANKING_KS,
-    evaluate_ranking,
-    ranking_split,
-    tune_and_test,
-)
+from mfutils.experiments import RANKING_KS, evaluate_ranking, ranking_split, tune_and_test
 from mfutils.models import EASE, ImplicitALS, MostPopular, TwoTower
 from mfutils.results import ResultsLog
 
@@ -48,8 +43,10 @@ device = get_device(device)
 log = ResultsLog("11_implicit_feedback", results_dir)
 split = ranking_split(load_movielens(dataset), seed=seed)
 print(split.protocol)
-pd.Series({name: len(getattr(split, name)) for name in ("train", "test", "fit", "valid")},
-          name="interactions")
+pd.Series(
+    {name: len(getattr(split, name)) for name in ("train", "test", "fit", "valid")},
+    name="interactions",
+)
 
 # %% [markdown]
 # ## The protocol
@@ -68,6 +65,7 @@ pd.Series({name: len(getattr(split, name)) for name in ("train", "test", "fit", 
 #
 # averaged over users (`mfutils.metrics.topk_metrics`, vectorised over chunks of users).
 
+
 # %%
 def log_scores(name, scores):
     """Log the headline test numbers; all of them as a Series."""
@@ -79,8 +77,9 @@ def log_scores(name, scores):
 def test_scores(model, name):
     """A model without options to tune: fit on the whole train part, score test once."""
     model.fit(split.train)
-    return log_scores(name, evaluate_ranking(model, train=split.train, test=split.test,
-                                             ks=RANKING_KS))
+    return log_scores(
+        name, evaluate_ranking(model, train=split.train, test=split.test, ks=RANKING_KS)
+    )
 
 
 results = {"MostPopular": test_scores(MostPopular(device=device), "MostPopular")}
@@ -105,11 +104,16 @@ results["MostPopular"].round(4)
 # built on `torch.sparse` (or exactly, by batched Cholesky).
 
 # %%
-grid = [dict(factors=f, reg=r, alpha=a)
-        for f, r, a in itertools.product([32, 64, 128], [3.0, 10.0, 30.0, 100.0], [0.5, 2.0, 5.0])]
-ials = tune_and_test(lambda **o: ImplicitALS(**{"seed": seed, "valid_every": 1,
-                                                "device": device, **o}),
-                     grid, split, name="iALS")
+grid = [
+    dict(factors=f, reg=r, alpha=a)
+    for f, r, a in itertools.product([32, 64, 128], [3.0, 10.0, 30.0, 100.0], [0.5, 2.0, 5.0])
+]
+ials = tune_and_test(
+    lambda **o: ImplicitALS(**{"seed": seed, "valid_every": 1, "device": device, **o}),
+    grid,
+    split,
+    name="iALS",
+)
 ials.grid.head(8).round(4)
 
 # %%
@@ -133,9 +137,14 @@ results["iALS"].round(4)
 # the shared trainer with early stopping on validation NDCG@20.
 
 # %%
-bpr = tune_and_test(lambda **o: TwoTower(**{"loss": "bpr", "epochs": bpr_epochs, "seed": seed,
-                                            "device": device, **o}),
-                    [dict(lr=3e-3, reg=reg) for reg in (1e-3, 1e-2)], split, name="BPR-MF")
+bpr = tune_and_test(
+    lambda **o: TwoTower(
+        **{"loss": "bpr", "epochs": bpr_epochs, "seed": seed, "device": device, **o}
+    ),
+    [dict(lr=3e-3, reg=reg) for reg in (1e-3, 1e-2)],
+    split,
+    name="BPR-MF",
+)
 bpr.grid.round(4)
 
 # %%
@@ -168,13 +177,27 @@ ax.set(xlabel="", ylabel="", title=f"{dataset}: full ranking, test part")
 # the sampled numbers are much higher and much closer together than the full-ranking ones.
 
 # %%
-fitted = {"MostPopular": MostPopular(device=device).fit(split.train),
-          "iALS": ials.model, "EASE": EASE(device=device).fit(split.train)}
-sampled = koren_topk(fitted, split.train, split.test, min_rating=1.0, n_negatives=100,
-                     seed=seed, known=known_items(split.train, split.test))
-contrast = pd.DataFrame({"sampled hitrate@10 (100 negatives)": sampled_hit_rate(sampled, 10),
-                         "full hitrate@10": table.loc[list(fitted), "hitrate@10"],
-                         "full recall@10": table.loc[list(fitted), "recall@10"]})
+fitted = {
+    "MostPopular": MostPopular(device=device).fit(split.train),
+    "iALS": ials.model,
+    "EASE": EASE(device=device).fit(split.train),
+}
+sampled = koren_topk(
+    fitted,
+    split.train,
+    split.test,
+    min_rating=1.0,
+    n_negatives=100,
+    seed=seed,
+    known=known_items(split.train, split.test),
+)
+contrast = pd.DataFrame(
+    {
+        "sampled hitrate@10 (100 negatives)": sampled_hit_rate(sampled, 10),
+        "full hitrate@10": table.loc[list(fitted), "hitrate@10"],
+        "full recall@10": table.loc[list(fitted), "recall@10"],
+    }
+)
 pd.concat([contrast.round(4), contrast.rank(ascending=False).add_suffix(" (rank)")], axis=1)
 
 # %% [markdown]

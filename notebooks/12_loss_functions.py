@@ -82,9 +82,15 @@ print(split.protocol)
 # negatives per row). Adam, batch 1024, early stopping on validation NDCG@20.
 
 # %%
-pd.DataFrame({name: {"fixed": ", ".join(f"{k}={v}" for k, v in spec.base.items()),
-                     "tried": " | ".join(str(g) for g in spec.grid)}
-              for name, spec in LOSS_GRIDS.items()}).T
+pd.DataFrame(
+    {
+        name: {
+            "fixed": ", ".join(f"{k}={v}" for k, v in spec.base.items()),
+            "tried": " | ".join(str(g) for g in spec.grid),
+        }
+        for name, spec in LOSS_GRIDS.items()
+    }
+).T
 
 # %% [markdown]
 # ## Every loss, tuned on validation
@@ -109,8 +115,10 @@ else:
     if saved["meta"]["dataset"] == dataset:
         assert saved["meta"]["protocol"] == split.protocol, "another split: run with tune=True"
     else:
-        print(f"the recorded grids are {saved['meta']['dataset']}'s: refitting its chosen "
-              f"settings on {dataset} (tune=True chooses them on {dataset}'s validation split)")
+        print(
+            f"the recorded grids are {saved['meta']['dataset']}'s: refitting its chosen "
+            f"settings on {dataset} (tune=True chooses them on {dataset}'s validation split)"
+        )
     study = refit_study(saved["study"], split, seed=seed, device=device)
 pd.concat({name: result.grid for name, result in study.items()}, names=["loss"]).round(4)
 
@@ -124,8 +132,12 @@ for name, row in table.iterrows():
 table.sort_values("ndcg@20", ascending=False).round(4)
 
 # %%
-long = (table[["recall@20", "ndcg@20"]].sort_values("ndcg@20", ascending=False)
-        .reset_index(names="loss").melt(id_vars="loss"))
+long = (
+    table[["recall@20", "ndcg@20"]]
+    .sort_values("ndcg@20", ascending=False)
+    .reset_index(names="loss")
+    .melt(id_vars="loss")
+)
 ax = sns.barplot(long, x="value", y="loss", hue="variable")
 ax.axvline(reference["MostPopular"]["ndcg@20"], color="gray", ls="--", lw=1)
 ax.set(xlabel="", ylabel="", title=f"{dataset}: MF trained with each loss (test part)")
@@ -150,10 +162,14 @@ ax.set(xlabel="", ylabel="", title=f"{dataset}: MF trained with each loss (test 
 # them directly; the others get there, or not, on their way.
 
 # %%
-geometry = pd.DataFrame({
-    name: alignment_uniformity(result.model.user_embeddings(),
-                               result.model.item_embeddings(), split.test)
-    for name, result in study.items()}).T
+geometry = pd.DataFrame(
+    {
+        name: alignment_uniformity(
+            result.model.user_embeddings(), result.model.item_embeddings(), split.test
+        )
+        for name, result in study.items()
+    }
+).T
 geometry["ndcg@20"] = table["ndcg@20"]
 ax = plotting.plot_alignment_uniformity(geometry, hue="ndcg@20")
 ax.set_title("test pairs: lower left is better")
@@ -183,8 +199,14 @@ geometry.round(3)
 #   softmax.
 
 # %%
-base = {**LOSS_GRIDS[ablate].base, **study[ablate].options, "epochs": epochs, "patience": 3,
-        "seed": seed, "device": device}
+base = {
+    **LOSS_GRIDS[ablate].base,
+    **study[ablate].options,
+    "epochs": epochs,
+    "patience": 3,
+    "seed": seed,
+    "device": device,
+}
 shared = {"negatives": "popularity", "popularity_alpha": 0.0, "n_negatives": 1024, "logq": None}
 hardest = {**base.get("loss_options", {}), "hard_negatives": 64}
 variants = {
@@ -200,8 +222,12 @@ ablations = ablation(lambda **o: TwoTower(**{**base, **o}), variants, split)
 ablations.round(4)
 
 # %%
-ax = sns.barplot(ablations.reset_index(names="negatives"), x="valid ndcg@20", y="negatives",
-                 color=sns.color_palette()[0])
+ax = sns.barplot(
+    ablations.reset_index(names="negatives"),
+    x="valid ndcg@20",
+    y="negatives",
+    color=sns.color_palette()[0],
+)
 ax.set(ylabel="", title=f"{ablate} MF: validation NDCG@20 by candidate set")
 
 # %% [markdown]

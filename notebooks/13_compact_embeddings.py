@@ -67,14 +67,22 @@ data = load_movielens(dataset)
 split = ranking_split(data, seed=seed)
 curve_file = Path(curve_file or f"../benchmarks/results/compact-{dataset}.json")
 if not curve_file.is_file():  # only ML-100K's curves are committed
-    print(f"{curve_file} does not exist: the curves and the settings below are ML-100K's "
-          f"(python benchmarks/implicit.py --compact measures them on {dataset}); the live "
-          f"refit further down runs on {dataset}")
+    print(
+        f"{curve_file} does not exist: the curves and the settings below are ML-100K's "
+        f"(python benchmarks/implicit.py --compact measures them on {dataset}); the live "
+        f"refit further down runs on {dataset}"
+    )
     curve_file = Path("../benchmarks/results/compact-ml-100k.json")
 bench = json.loads(curve_file.read_text())
 print(split.protocol)
-pd.Series({"users": data.n_users, "items": data.n_items,
-           "full tables, d=64": (data.n_users + data.n_items) * 64}, name=dataset)
+pd.Series(
+    {
+        "users": data.n_users,
+        "items": data.n_items,
+        "full tables, d=64": (data.n_users + data.n_items) * 64,
+    },
+    name=dataset,
+)
 
 # %% [markdown]
 # ## What a budget buys
@@ -165,22 +173,36 @@ rating.pivot_table(index="method", columns="ratio", values="rmse", sort=False).r
 # %%
 options = bench["meta"]["two_tower"]
 width = int(chosen.query("method == 'hash' and ratio == @ratio")["dim"].iloc[0])
-live = ranking_curve(split, model_options={**options, "device": device},
-                     methods=("hash", "small dim"), ratios=(ratio,),
-                     embedding_options=bench["meta"]["embedding_options"],
-                     widths={"hash": (width,)}, progress=False)
+live = ranking_curve(
+    split,
+    model_options={**options, "device": device},
+    methods=("hash", "small dim"),
+    ratios=(ratio,),
+    embedding_options=bench["meta"]["embedding_options"],
+    widths={"hash": (width,)},
+    progress=False,
+)
 live["ndcg_loss"] = 1 - live["ndcg@20"] / live["ndcg@20"].iloc[0]
 for row in live.to_dict("records"):
-    log.add(f"TwoTower, {row['method']} {row['ratio']:.0%}", "ndcg@20", row["ndcg@20"],
-            dataset=dataset, protocol=split.protocol)
+    log.add(
+        f"TwoTower, {row['method']} {row['ratio']:.0%}",
+        "ndcg@20",
+        row["ndcg@20"],
+        dataset=dataset,
+        protocol=split.protocol,
+    )
 live.round(4)
 
 # %%
 train, test = rating_folds(data, seed=seed)[0][0]
-live_rmse = rating_curve(train, test, model_options={**bench["meta"]["biased_mf"],
-                                                     "device": device},
-                         ratios=(ratio,), embedding_options=bench["meta"]["embedding_options"],
-                         progress=False)
+live_rmse = rating_curve(
+    train,
+    test,
+    model_options={**bench["meta"]["biased_mf"], "device": device},
+    ratios=(ratio,),
+    embedding_options=bench["meta"]["embedding_options"],
+    progress=False,
+)
 live_rmse.round(4)
 
 # %% [markdown]

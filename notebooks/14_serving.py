@@ -106,14 +106,20 @@ table.drop(columns=["params", "folds"]).round(4) if len(table) else table
 # %%
 artifact = pipeline.train_artifact(choice, data, split=train_split, seed=seed, device=device)
 path = artifact.save(workdir / "model")
-print(f"same as: mfutils train {choice} --dataset {dataset} --split {train_split} "
-      f"--seed {seed} --out {path}")
+print(
+    f"same as: mfutils train {choice} --dataset {dataset} --split {train_split} "
+    f"--seed {seed} --out {path}"
+)
 pd.Series(artifact.info["metrics"], name=artifact.info["protocol"], dtype=float).round(4)
 
 # %%
 manifest = json.loads((path / "manifest.json").read_text())
-print({key: manifest[key] for key in ("format", "format_version", "version", "created_at",
-                                      "mfutils_version")})
+print(
+    {
+        key: manifest[key]
+        for key in ("format", "format_version", "version", "created_at", "mfutils_version")
+    }
+)
 pd.DataFrame(manifest["files"]).T.assign(sha256=lambda f: f["sha256"].str[:16] + "...")
 
 # %% [markdown]
@@ -145,8 +151,11 @@ show(served)
 
 # %%
 sample = np.random.default_rng(seed).choice(local.model.user_ids, 50, replace=False)
-same = [[row["item"] for row in api.get(f"/users/{u}/recommendations?k=10").json()["items"]]
-        == local.recommend([u], 10)[0].items.tolist() for u in sample]
+same = [
+    [row["item"] for row in api.get(f"/users/{u}/recommendations?k=10").json()["items"]]
+    == local.recommend([u], 10)[0].items.tolist()
+    for u in sample
+]
 print(f"{sum(same)} of {len(same)} users get identical top-10 lists")
 
 # %% [markdown]
@@ -157,14 +166,18 @@ print(f"{sum(same)} of {len(same)} users get identical top-10 lists")
 
 # %%
 titles = local.items.set_index("item_id")["title"].dropna()
-trilogy = [titles.index[titles.str.startswith(name)]
-           for name in ("Star Wars", "Empire Strikes Back", "Return of the Jedi")]
+trilogy = [
+    titles.index[titles.str.startswith(name)]
+    for name in ("Star Wars", "Empire Strikes Back", "Return of the Jedi")
+]
 if all(len(found) for found in trilogy):
     trilogy = [int(found[0]) for found in trilogy]
 else:
     trilogy = [int(i) for i in data.item_ids[np.argsort(-data.item_counts(), kind="stable")[:3]]]
-    print("no Star Wars trilogy here: the three most rated movies instead,",
-          titles.reindex(trilogy).tolist())
+    print(
+        "no Star Wars trilogy here: the three most rated movies instead,",
+        titles.reindex(trilogy).tolist(),
+    )
 fan = {"ratings": [{"item": item, "rating": 5} for item in trilogy], "k": 10}
 new = api.post("/recommendations/new-user", json=fan).json()
 print(f"method: {new['method']}")
@@ -182,19 +195,26 @@ show(similar)
 bad = {
     "unknown user": api.get("/users/999999/recommendations"),
     "k out of range": api.get(f"/users/{showcase_user}/recommendations", params={"k": 0}),
-    "unknown item": api.post("/recommendations/new-user",
-                             json={"ratings": [{"item": 999999, "rating": 4}]}),
-    "malformed JSON": api.post("/recommendations", content=b'{"users": [1,',
-                               headers={"content-type": "application/json"}),
+    "unknown item": api.post(
+        "/recommendations/new-user", json={"ratings": [{"item": 999999, "rating": 4}]}
+    ),
+    "malformed JSON": api.post(
+        "/recommendations", content=b'{"users": [1,', headers={"content-type": "application/json"}
+    ),
 }
-pd.DataFrame({"status": {k: r.status_code for k, r in bad.items()},
-              "detail": {k: r.json()["detail"] for k, r in bad.items()}})
+pd.DataFrame(
+    {
+        "status": {k: r.status_code for k, r in bad.items()},
+        "detail": {k: r.json()["detail"] for k, r in bad.items()},
+    }
+)
 
 # %% [markdown]
 # ## An online update
 # The showcase user rates their three top recommendations 1 star. `POST /ratings` re-solves
 # their row from all their ratings, in place, under a write lock; the next request sees the
 # new list. Another user's list does not move.
+
 
 # %%
 def top10(user: int) -> list[dict]:
@@ -203,17 +223,26 @@ def top10(user: int) -> list[dict]:
 
 before = {user: top10(user) for user in (showcase_user, other_user)}
 disliked = [row["item"] for row in before[showcase_user][:3]]
-update = api.post("/ratings", json={"ratings": [
-    {"user": showcase_user, "item": item, "rating": 1} for item in disliked]})
+update = api.post(
+    "/ratings",
+    json={"ratings": [{"user": showcase_user, "item": item, "rating": 1} for item in disliked]},
+)
 after = {user: top10(user) for user in (showcase_user, other_user)}
 print(update.status_code, update.json())
-pd.DataFrame({"before": [row["title"] for row in before[showcase_user]],
-              "after": [row["title"] for row in after[showcase_user]]})
+pd.DataFrame(
+    {
+        "before": [row["title"] for row in before[showcase_user]],
+        "after": [row["title"] for row in after[showcase_user]],
+    }
+)
 
 # %%
 old_scores = {row["item"]: row["score"] for row in before[showcase_user]}
-rescored = [row["score"] != old_scores[row["item"]] for row in after[showcase_user]
-            if row["item"] in old_scores]
+rescored = [
+    row["score"] != old_scores[row["item"]]
+    for row in after[showcase_user]
+    if row["item"] in old_scores
+]
 moved = any(rescored) and not set(disliked) & {row["item"] for row in after[showcase_user]}
 unmoved = after[other_user] == before[other_user]
 {"showcase user re-scored, disliked items gone": moved, "other user's list unchanged": unmoved}
@@ -231,18 +260,31 @@ paths = [f"/users/{user}/recommendations?k=10" for user in users]
 http_seconds = measure_latency(server.url, paths)
 model_seconds = measure_calls(lambda user: local.recommend([user], 10), users)
 load = measure_throughput(server.url, paths, threads=client_threads)
-latency = pd.DataFrame({"HTTP, sequential": summarize(http_seconds),
-                        f"HTTP, {client_threads} clients": {k: load[k] for k in ("requests", "p50_ms",
-                                                                                 "p99_ms", "mean_ms")},
-                        "in-process recommend()": summarize(model_seconds)}).T
-print(f"{load['requests_per_s']:.0f} requests/s with {client_threads} client threads, "
-      f"{os.cpu_count()} cores")
+latency = pd.DataFrame(
+    {
+        "HTTP, sequential": summarize(http_seconds),
+        f"HTTP, {client_threads} clients": {
+            k: load[k] for k in ("requests", "p50_ms", "p99_ms", "mean_ms")
+        },
+        "in-process recommend()": summarize(model_seconds),
+    }
+).T
+print(
+    f"{load['requests_per_s']:.0f} requests/s with {client_threads} client threads, "
+    f"{os.cpu_count()} cores"
+)
 latency.round(2)
 
 # %%
 times = pd.DataFrame({"HTTP request": http_seconds * 1e3, "in-process": model_seconds * 1e3})
-ax = sns.histplot(times.melt(var_name="path", value_name="ms"), x="ms", hue="path",
-                  log_scale=True, bins=40, element="step")
+ax = sns.histplot(
+    times.melt(var_name="path", value_name="ms"),
+    x="ms",
+    hue="path",
+    log_scale=True,
+    bins=40,
+    element="step",
+)
 ax.set(title=f"top-10 latency, {choice} on {serve_device}", xlabel="milliseconds (log)")
 
 # %%
@@ -253,16 +295,33 @@ server.stop()
 # ## Results
 
 # %%
-protocol = (f"GET top-10, {n_requests} requests over loopback HTTP, service on "
-            f"{serve_device}, {os.cpu_count()} cores shared with the clients")
+protocol = (
+    f"GET top-10, {n_requests} requests over loopback HTTP, service on "
+    f"{serve_device}, {os.cpu_count()} cores shared with the clients"
+)
 for name, value in artifact.info["metrics"].items():
     log.add(choice, name, value, dataset=dataset, protocol=artifact.info["protocol"])
-log.add(choice, "latency_p50_ms", latency.loc["HTTP, sequential", "p50_ms"], dataset=dataset,
-        protocol=f"{protocol}, sequential")
-log.add(choice, "latency_p99_ms", latency.loc["HTTP, sequential", "p99_ms"], dataset=dataset,
-        protocol=f"{protocol}, sequential")
-log.add(choice, "requests_per_s", load["requests_per_s"], dataset=dataset,
-        protocol=f"{protocol}, {client_threads} client threads")
+log.add(
+    choice,
+    "latency_p50_ms",
+    latency.loc["HTTP, sequential", "p50_ms"],
+    dataset=dataset,
+    protocol=f"{protocol}, sequential",
+)
+log.add(
+    choice,
+    "latency_p99_ms",
+    latency.loc["HTTP, sequential", "p99_ms"],
+    dataset=dataset,
+    protocol=f"{protocol}, sequential",
+)
+log.add(
+    choice,
+    "requests_per_s",
+    load["requests_per_s"],
+    dataset=dataset,
+    protocol=f"{protocol}, {client_threads} client threads",
+)
 log.save()
 log.frame()
 

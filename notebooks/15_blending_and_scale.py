@@ -17,8 +17,7 @@ results_dir = None  # the series runner passes a folder; numbers are logged ther
 device = None  # None picks cuda, then mps, then cpu ($MFUTILS_DEVICE overrides)
 seed = 0
 # The blend members run here; None: every explicit model of the series (minutes per fold).
-models = ["BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-ALS", "ItemKNN", "SVDpp",
-          "TimeSVDpp"]
+models = ["BaselineEstimates-ALS", "BiasedMF-SGD", "BiasedMF-ALS", "ItemKNN", "SVDpp", "TimeSVDpp"]
 folds_to_run = [1]  # None: all five folds (u1..u5 on ML-100K); the all-fold table below is
 # read from a file (ML-100K's)
 valid_fraction = 0.1  # share of each training fold that learns the blend
@@ -94,8 +93,12 @@ data, device, protocol, members
 # %%
 per_fold, blends = blend_folds(
     series_models(members, device=device, seed=seed, n_seeds=n_seeds),
-    [folds[k - 1] for k in fold_ids], fold_names=[fold_names[k - 1] for k in fold_ids],
-    valid_fraction=valid_fraction, seed=seed, refit=refit)
+    [folds[k - 1] for k in fold_ids],
+    fold_names=[fold_names[k - 1] for k in fold_ids],
+    valid_fraction=valid_fraction,
+    seed=seed,
+    refit=refit,
+)
 table = per_fold.pivot(index="model", columns="fold", values="rmse")
 table = table.assign(mean=table.mean(axis=1)).sort_values("mean")
 table.round(4)
@@ -111,8 +114,9 @@ plt.show()
 # weights are similar across folds, which is what makes them trustworthy.
 
 # %%
-weights = pd.DataFrame({fold: pd.Series(b["Blend"].weights, index=b["Blend"].names)
-                        for fold, b in blends.items()})
+weights = pd.DataFrame(
+    {fold: pd.Series(b["Blend"].weights, index=b["Blend"].names) for fold, b in blends.items()}
+)
 ax = sns.heatmap(weights, annot=True, fmt=".2f", cmap="vlag", center=0)
 ax.set(title="Blend weights per fold", xlabel="fold", ylabel="")
 plt.show()
@@ -128,8 +132,9 @@ plt.show()
 record_path = benchmarks / f"blend-{dataset}.json"
 blend_record = json.loads(record_path.read_text()) if record_path.is_file() else None
 if blend_record is not None:
-    all_folds = pd.DataFrame({r["model"]: dict(zip(r["folds"], r["rmse"], strict=True))
-                              for r in blend_record["models"]}).T
+    all_folds = pd.DataFrame(
+        {r["model"]: dict(zip(r["folds"], r["rmse"], strict=True)) for r in blend_record["models"]}
+    ).T
     all_folds = all_folds.assign(mean=all_folds.mean(axis=1)).sort_values("mean")
     print(blend_record["meta"]["protocol"])
 else:
@@ -158,15 +163,23 @@ all_folds.round(4) if all_folds is not None else None
 # %%
 scale = json.loads((benchmarks / "scale-synthetic.json").read_text())
 runs = pd.DataFrame(scale["runs"]).dropna(subset=["seconds_per_epoch"])
-print(scale["meta"]["protocol"], "|", scale["meta"]["device"], scale["meta"]["threads"],
-      "thread(s), k =", scale["meta"]["factors"], "| load average during the runs:",
-      f"{runs['load_average'].min():.1f}-{runs['load_average'].max():.1f}")
+print(
+    scale["meta"]["protocol"],
+    "|",
+    scale["meta"]["device"],
+    scale["meta"]["threads"],
+    "thread(s), k =",
+    scale["meta"]["factors"],
+    "| load average during the runs:",
+    f"{runs['load_average'].min():.1f}-{runs['load_average'].max():.1f}",
+)
 sizes = [size for size in ("1M", "5M", "10M", "25M") if size in set(runs["size"])]
 runs.pivot(index="model", columns="size", values="seconds_per_epoch")[sizes].round(2)
 
 # %%
-ax = sns.lineplot(runs, x="n_ratings", y="seconds_per_epoch", hue="model", style="extrapolated",
-                  markers=True)
+ax = sns.lineplot(
+    runs, x="n_ratings", y="seconds_per_epoch", hue="model", style="extrapolated", markers=True
+)
 ax.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds per epoch")
 plt.show()
 memory = runs.pivot(index="model", columns="size", values="peak_rss_gb")[sizes]
@@ -197,8 +210,16 @@ memory.round(2)
 # 8 GB:
 
 # %%
-runs.query("size == '25M'")[["model", "seconds_per_epoch", "ratings_per_second",
-                             "peak_rss_gb", "extrapolated", "load_average"]].round(2)
+runs.query("size == '25M'")[
+    [
+        "model",
+        "seconds_per_epoch",
+        "ratings_per_second",
+        "peak_rss_gb",
+        "extrapolated",
+        "load_average",
+    ]
+].round(2)
 
 # %% [markdown]
 # ## Several processes: data-parallel training
@@ -223,17 +244,40 @@ runs.query("size == '25M'")[["model", "seconds_per_epoch", "ratings_per_second",
 # of the processes, a few seconds each).
 
 # %%
-demo = ["--ratings", str(ddp_ratings), "--users", str(ddp_ratings // 100),
-        "--items", str(ddp_ratings // 130), "--epochs", str(ddp_epochs),
-        "--batch-size", "16384", "--seed", str(seed)]
-ddp_runs = pd.DataFrame([
-    {"processes": n, "threads each": t, **launch(n, threads=t, args=demo)}
-    for n, t in ((1, 1), (2, 1))])
+demo = [
+    "--ratings",
+    str(ddp_ratings),
+    "--users",
+    str(ddp_ratings // 100),
+    "--items",
+    str(ddp_ratings // 130),
+    "--epochs",
+    str(ddp_epochs),
+    "--batch-size",
+    "16384",
+    "--seed",
+    str(seed),
+]
+ddp_runs = pd.DataFrame(
+    [
+        {"processes": n, "threads each": t, **launch(n, threads=t, args=demo)}
+        for n, t in ((1, 1), (2, 1))
+    ]
+)
 ddp_runs["seconds per epoch"] = ddp_runs["epoch_seconds"].map(lambda s: min(s[1:] or s))
 ddp_runs["final train loss"] = ddp_runs["train_loss"].map(lambda s: s[-1])
 ddp_runs["speed-up"] = ddp_runs["seconds per epoch"].iloc[0] / ddp_runs["seconds per epoch"]
-ddp_runs[["processes", "threads each", "backend", "seconds per epoch", "speed-up",
-          "final train loss", "test_rmse"]].round(6)
+ddp_runs[
+    [
+        "processes",
+        "threads each",
+        "backend",
+        "seconds per epoch",
+        "speed-up",
+        "final train loss",
+        "test_rmse",
+    ]
+].round(6)
 
 # %% [markdown]
 # The final loss and the test RMSE agree to about six digits: the two-process run is the
@@ -261,19 +305,33 @@ ddp_runs[["processes", "threads each", "backend", "seconds per epoch", "speed-up
 # %%
 fold_label = ", ".join(table.columns[:-1])
 for name, value in table["mean"].items():
-    log.add(name, "rmse", value, dataset=dataset,
-            protocol=f"{protocol} ({fold_label}) mean; members {', '.join(members)}; blend "
-                     f"learned on a {valid_fraction:.0%} validation split of each train fold, "
-                     f"seed {seed}" + (", models refit on the full train fold" if refit else "")
-                     + (f", members bagged over {n_seeds} seeds" if n_seeds > 1 else ""))
+    log.add(
+        name,
+        "rmse",
+        value,
+        dataset=dataset,
+        protocol=f"{protocol} ({fold_label}) mean; members {', '.join(members)}; blend "
+        f"learned on a {valid_fraction:.0%} validation split of each train fold, "
+        f"seed {seed}"
+        + (", models refit on the full train fold" if refit else "")
+        + (f", members bagged over {n_seeds} seeds" if n_seeds > 1 else ""),
+    )
 for name in ("Blend", "Blend + support") if blend_record is not None else ():
-    log.add(f"{name}, all models (benchmarks/blend.py)", "rmse", all_folds.loc[name, "mean"],
-            dataset=blend_record["meta"]["dataset"],
-            protocol=blend_record["meta"]["protocol"] + f" (read from {record_path.name})")
+    log.add(
+        f"{name}, all models (benchmarks/blend.py)",
+        "rmse",
+        all_folds.loc[name, "mean"],
+        dataset=blend_record["meta"]["dataset"],
+        protocol=blend_record["meta"]["protocol"] + f" (read from {record_path.name})",
+    )
 for _, run in ddp_runs.iterrows():
-    log.add(f"BiasedMF-Adam, {run['processes']} process(es) x {run['threads each']} thread(s)",
-            "seconds_per_epoch", run["seconds per epoch"], dataset="synthetic",
-            protocol=f"{ddp_ratings} ratings, batch 16384, {run['backend'] or 'no'} backend")
+    log.add(
+        f"BiasedMF-Adam, {run['processes']} process(es) x {run['threads each']} thread(s)",
+        "seconds_per_epoch",
+        run["seconds per epoch"],
+        dataset="synthetic",
+        protocol=f"{ddp_ratings} ratings, batch 16384, {run['backend'] or 'no'} backend",
+    )
 log.save()
 log.frame()
 

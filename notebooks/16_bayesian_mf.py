@@ -89,8 +89,14 @@ mu_u, lam_u = torch.zeros(f1), torch.eye(f1) * 4.0  # a prior N(mu_U, Lambda_U^-
 t = train.tensors("cpu")
 target = t["rating"] - train.global_mean - items_fixed[t["item"], -1]  # y_ui
 torch.manual_seed(seed)
-drawn = sample_rows(build_side(t["user"], t["item"], train.n_users, train.n_items), target,
-                    items_fixed[:, :-1], noise=alpha, mu=mu_u, precision=lam_u)
+drawn = sample_rows(
+    build_side(t["user"], t["item"], train.n_users, train.n_items),
+    target,
+    items_fixed[:, :-1],
+    noise=alpha,
+    mu=mu_u,
+    precision=lam_u,
+)
 torch.manual_seed(seed)
 z = torch.randn(train.n_users, f1, 1)  # the same normal draws, in the same order
 for u in range(3):
@@ -113,8 +119,9 @@ drawn[:3, :4]
 model = BayesianMF(n_factors, sweeps=sweeps, burn_in=burn_in, seed=seed, device=device)
 model.fit(train)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-model.history.plot(x="sweep", y="train_rmse", ax=axes[0], legend=False,
-                   ylabel="training RMSE of the sample")
+model.history.plot(
+    x="sweep", y="train_rmse", ax=axes[0], legend=False, ylabel="training RMSE of the sample"
+)
 model.history.plot(x="sweep", y="alpha", ax=axes[1], legend=False, ylabel="noise precision α")
 for ax in axes:
     ax.axvline(burn_in, color="grey", linestyle=":")
@@ -127,8 +134,13 @@ for ax in axes:
 
 # %%
 curve = model.sample_curve(test)
-ax = curve.plot(x="samples", y=["single", "mean"], figsize=(6, 3.5),
-                ylabel=f"test RMSE ({where})", xlabel="kept samples k")
+ax = curve.plot(
+    x="samples",
+    y=["single", "mean"],
+    figsize=(6, 3.5),
+    ylabel=f"test RMSE ({where})",
+    xlabel="kept samples k",
+)
 ax.legend(["sample k alone", "mean of the first k"])
 curve.iloc[[0, len(curve) // 2, -1]].round(4)
 
@@ -138,12 +150,26 @@ curve.iloc[[0, len(curve) // 2, -1]].round(4)
 # the same training fold; BayesianMF at its defaults chooses nothing on validation at all.
 
 # %%
-table = pd.concat([
-    evaluate_folds(lambda: BaselineEstimates(device=device), folds[:1], name="BaselineEstimates",
-                   fold_names=[fold]),
-    evaluate_folds(lambda: BiasedMF(method="als", seed=seed, device=device), folds[:1],
-                   name="BiasedMF-ALS", fold_names=[fold]),
-]).set_index("model").rmse
+table = (
+    pd.concat(
+        [
+            evaluate_folds(
+                lambda: BaselineEstimates(device=device),
+                folds[:1],
+                name="BaselineEstimates",
+                fold_names=[fold],
+            ),
+            evaluate_folds(
+                lambda: BiasedMF(method="als", seed=seed, device=device),
+                folds[:1],
+                name="BiasedMF-ALS",
+                fold_names=[fold],
+            ),
+        ]
+    )
+    .set_index("model")
+    .rmse
+)
 table["BayesianMF"] = rmse(model.predict_ratings(test), test.rating)
 table.round(4)
 
@@ -204,12 +230,21 @@ other = torch.randn(30, 2, generator=gen, dtype=torch.float64)  # the item side'
 target = torch.randn(30, generator=gen, dtype=torch.float64)
 prior_mean, prior_prec = torch.zeros(8, 3).double(), torch.full((8, 3), 2.0).double()
 torch.manual_seed(seed)
-drawn_fm, _ = sample_block(block, prior_mean, target, other, noise=alpha, prior_mean=prior_mean,
-                           prior_precision=prior_prec, cg_steps=200, cg_tol=1e-12)
+drawn_fm, _ = sample_block(
+    block,
+    prior_mean,
+    target,
+    other,
+    noise=alpha,
+    prior_mean=prior_mean,
+    prior_precision=prior_prec,
+    cg_steps=200,
+    cg_tol=1e-12,
+)
 torch.manual_seed(seed)
 h = torch.cat([other, torch.ones(30, 1).double()], 1)
 x = (block.design.to_dense()[entity][:, :, None] * h[:, None, :]).flatten(1)  # d y / d theta
-y_tilde = target + torch.randn(30, dtype=torch.float64) / alpha ** 0.5
+y_tilde = target + torch.randn(30, dtype=torch.float64) / alpha**0.5
 mean_tilde = prior_mean + torch.randn(8, 3, dtype=torch.float64) / prior_prec.sqrt()
 p = alpha * x.T @ x + torch.diag(prior_prec.flatten())
 by_hand = torch.linalg.solve(p, alpha * x.T @ y_tilde + (prior_prec * mean_tilde).flatten())
@@ -239,10 +274,20 @@ ladder = {
 rungs, fms = [], {}
 for name, options in ladder.items():
     start = time.perf_counter()
-    fms[name] = BayesianFM(**{"n_factors": n_factors, **options}, sweeps=sweeps,
-                           burn_in=burn_in, seed=seed, device=device).fit(train)
-    rungs.append({"model": name, "rmse": rmse(fms[name].predict_ratings(test), test.rating),
-                  "seconds": time.perf_counter() - start})
+    fms[name] = BayesianFM(
+        **{"n_factors": n_factors, **options},
+        sweeps=sweeps,
+        burn_in=burn_in,
+        seed=seed,
+        device=device,
+    ).fit(train)
+    rungs.append(
+        {
+            "model": name,
+            "rmse": rmse(fms[name].predict_ratings(test), test.rating),
+            "seconds": time.perf_counter() - start,
+        }
+    )
 rungs = pd.DataFrame(rungs).set_index("model")
 rungs.round(4)
 
@@ -255,10 +300,17 @@ rungs.round(4)
 best = fms[rungs.index[-1]]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
 best.history.plot(x="sweep", y="train_rmse", ax=axes[0], legend=False, ylabel="training RMSE")
-best.history.plot(x="sweep", y="cg_residual", ax=axes[1], legend=False, logy=True,
-                  ylabel="CG relative residual")
-best.sample_curve(test).plot(x="samples", y="mean", ax=axes[2], legend=False,
-                             ylabel=f"test RMSE ({where})", xlabel="kept samples k")
+best.history.plot(
+    x="sweep", y="cg_residual", ax=axes[1], legend=False, logy=True, ylabel="CG relative residual"
+)
+best.sample_curve(test).plot(
+    x="samples",
+    y="mean",
+    ax=axes[2],
+    legend=False,
+    ylabel=f"test RMSE ({where})",
+    xlabel="kept samples k",
+)
 axes[0].axvline(burn_in, color="grey", linestyle=":")
 
 # %% [markdown]
@@ -280,11 +332,11 @@ best_coverage.round(3)
 # %%
 if dataset == "ml-100k":
     bench = pd.DataFrame(json.loads(Path(benchmark).read_text())["models"]).set_index("model")
-    bayes = pd.DataFrame(json.loads(Path(bayes_benchmark).read_text())["models"]
-                         ).set_index("model")
+    bayes = pd.DataFrame(json.loads(Path(bayes_benchmark).read_text())["models"]).set_index("model")
     point = pd.concat([bench, bayes]).rmse.map(lambda folds: folds[0])
-    same_features = point.loc[["SVDpp", "TimeSVDpp", "FM-side", "IntegratedModel",
-                               "myFM-ids", "myFM-flipped", "myFM"]].round(4)
+    same_features = point.loc[
+        ["SVDpp", "TimeSVDpp", "FM-side", "IntegratedModel", "myFM-ids", "myFM-flipped", "myFM"]
+    ].round(4)
 else:
     same_features = "skipped: the benchmark files are ML-100K's"
 same_features
@@ -301,9 +353,23 @@ same_features
 if dataset == "ml-100k":
     bench = pd.DataFrame(json.loads(Path(benchmark).read_text())["models"]).set_index("model")
     five = pd.concat([bench, bayes]).loc[
-        ["BaselineEstimates-ALS", "BiasedMF-ALS", "IntegratedModel", "TimeSVDpp", "BayesianMF",
-         "BayesianFM-ids", "BayesianFM-flipped", "BayesianFM", "BayesianFM-ordinal", "myFM-ids",
-         "myFM-flipped", "myFM", "myFM-ordinal"], ["rmse_mean", "fit_seconds"]]
+        [
+            "BaselineEstimates-ALS",
+            "BiasedMF-ALS",
+            "IntegratedModel",
+            "TimeSVDpp",
+            "BayesianMF",
+            "BayesianFM-ids",
+            "BayesianFM-flipped",
+            "BayesianFM",
+            "BayesianFM-ordinal",
+            "myFM-ids",
+            "myFM-flipped",
+            "myFM",
+            "myFM-ordinal",
+        ],
+        ["rmse_mean", "fit_seconds"],
+    ]
     five["fit_seconds"] = five.fit_seconds.map(np.mean)
     five = five.round(4)
 else:
@@ -322,8 +388,12 @@ five
 
 # %%
 if dataset == "ml-100k":
-    blend = pd.DataFrame(json.loads(Path(blend_benchmark).read_text())["models"]).set_index(
-        "model").rmse_mean.rename("u1 RMSE").sort_values()
+    blend = (
+        pd.DataFrame(json.loads(Path(blend_benchmark).read_text())["models"])
+        .set_index("model")
+        .rmse_mean.rename("u1 RMSE")
+        .sort_values()
+    )
     blend_top = blend.head(6).round(4)
 else:
     blend_top = "skipped: the benchmark file is ML-100K's"
@@ -333,12 +403,21 @@ blend_top
 for name, value in table.items():
     log.add(name, "rmse", value, dataset=dataset, protocol=f"{where}, seed {seed}")
 for name, row in rungs.iterrows():
-    log.add(f"BayesianFM {name}", "rmse", row.rmse, dataset=dataset,
-            protocol=f"{where}, seed {seed}, rank {fms[name].config['n_factors']}, "
-                     f"{sweeps} sweeps")
+    log.add(
+        f"BayesianFM {name}",
+        "rmse",
+        row.rmse,
+        dataset=dataset,
+        protocol=f"{where}, seed {seed}, rank {fms[name].config['n_factors']}, {sweeps} sweeps",
+    )
 for row in coverage.itertuples():
-    log.add("BayesianMF", f"coverage@{row.level:g}", row.coverage, dataset=dataset,
-            protocol=f"{where}, central Gaussian predictive interval")
+    log.add(
+        "BayesianMF",
+        f"coverage@{row.level:g}",
+        row.coverage,
+        dataset=dataset,
+        protocol=f"{where}, central Gaussian predictive interval",
+    )
 log.save()
 log.frame()
 

@@ -51,5 +51,4 @@ def latest_small_full_replica_dir(tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def latest_small_full_replica(latest_small_full_replica_dir: Path) -> Ratings:
     """The full-size ml-latest-small replica (100,836 ratings, 610 users), loaded once."""
-    return load_movielens("ml-latest-small", data_dir=latest_small_full_replica_dir,
-                          download=False)
+    return load_movielens("ml-latest-small", data_dir=latest_small_full_replica_dir, download=False)

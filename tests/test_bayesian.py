@@ -44,7 +44,7 @@ def test_wishart_draws_have_the_wishart_mean_and_variance():
     draws = torch.stack([_wishart(scale, df=7) for _ in range(4000)])  # shape: (4000, 3, 3)
     torch.testing.assert_close(draws.mean(0), 7 * scale, atol=0.25, rtol=0.05)
     # Var(W_ij) = df (s_ij^2 + s_ii s_jj)
-    expected = 7 * (scale ** 2 + torch.outer(scale.diag(), scale.diag()))
+    expected = 7 * (scale**2 + torch.outer(scale.diag(), scale.diag()))
     torch.testing.assert_close(draws.var(0), expected, atol=1.0, rtol=0.1)
 
 
@@ -53,8 +53,9 @@ def test_hyperparameters_concentrate_on_many_rows():
     rows = torch.randn(20_000, 3) * torch.tensor([0.5, 1.0, 2.0]) + torch.tensor([1.0, 0, -1])
     mu, precision = _normal_wishart(rows, beta0=2.0)
     torch.testing.assert_close(mu, torch.tensor([1.0, 0.0, -1.0]), atol=0.05, rtol=0)
-    torch.testing.assert_close(torch.linalg.inv(precision).diag(),
-                               torch.tensor([0.25, 1.0, 4.0]), atol=0.0, rtol=0.05)
+    torch.testing.assert_close(
+        torch.linalg.inv(precision).diag(), torch.tensor([0.25, 1.0, 4.0]), atol=0.0, rtol=0.05
+    )
 
 
 def test_kept_sweeps_are_bounded_thinned_and_end_on_the_last():
@@ -71,8 +72,9 @@ def test_posterior_mean_beats_the_point_estimates(split, fitted):
     truth = test.rating
     bayes = rmse(fitted.predict_ratings(test), truth)
     assert bayes < rmse(BaselineEstimates(device="cpu").fit(train).predict_ratings(test), truth)
-    assert bayes < rmse(BiasedMF(4, method="als", device="cpu").fit(train)
-                        .predict_ratings(test), truth)
+    assert bayes < rmse(
+        BiasedMF(4, method="als", device="cpu").fit(train).predict_ratings(test), truth
+    )
     assert np.isfinite(fitted.history.train_rmse).all() and len(fitted.history) == 60
 
 
@@ -82,17 +84,23 @@ def test_prediction_is_the_mean_over_the_kept_samples(split, fitted):
     assert len(net.user_samples) == len(kept_sweeps(60, 10, 20))
     u = torch.as_tensor(test.user[:50])
     i = torch.as_tensor(test.item[:50])
-    per_sample = torch.stack([
-        (theta[u, :-1] * phi[i, :-1]).sum(1) + theta[u, -1] + phi[i, -1]
-        for theta, phi in zip(net.user_samples, net.item_samples, strict=True)])
+    per_sample = torch.stack(
+        [
+            (theta[u, :-1] * phi[i, :-1]).sum(1) + theta[u, -1] + phi[i, -1]
+            for theta, phi in zip(net.user_samples, net.item_samples, strict=True)
+        ]
+    )
     known = fitted.user_known[u] & fitted.item_known[i]
     expected = (fitted.mu + per_sample.mean(0)).clamp(*fitted.rating_scale)[known]
     got = torch.as_tensor(fitted.predict(test.user[:50], test.item[:50]))[known]
     torch.testing.assert_close(got, expected.float(), atol=1e-5, rtol=0)
     scores = fitted.score_items(torch.as_tensor(test.user[:5]))
-    torch.testing.assert_close(scores[torch.arange(5), torch.as_tensor(test.item[:5])],
-                               torch.as_tensor(fitted.predict(test.user[:5], test.item[:5])),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        scores[torch.arange(5), torch.as_tensor(test.item[:5])],
+        torch.as_tensor(fitted.predict(test.user[:5], test.item[:5])),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_predictive_intervals_cover_about_their_share(split, fitted):
@@ -108,8 +116,7 @@ def test_unknown_users_fall_back_to_the_sampled_item_biases(split, fitted):
     items = test.item[test.user == 5][:5]
     got = fitted.predict(np.full(len(items), 5), items)
     item_bias = fitted.net.item_samples[:, torch.as_tensor(items), -1].mean(0)
-    np.testing.assert_allclose(got, (fitted.mu + item_bias).clamp(*fitted.rating_scale),
-                               atol=1e-5)
+    np.testing.assert_allclose(got, (fitted.mu + item_bias).clamp(*fitted.rating_scale), atol=1e-5)
 
 
 def test_seeded_fits_are_reproducible_and_leave_the_global_rng_alone(split):
@@ -134,16 +141,18 @@ def test_checkpoint_round_trip_keeps_every_sample(split, fitted, tmp_path):
     mean, std = restored.predict(test.user, test.item, return_std=True)
     np.testing.assert_array_equal(std, fitted.predict(test.user, test.item, return_std=True)[1])
     with pytest.raises(ValueError, match="weights"):
-        BayesianMF(2, sweeps=3, burn_in=0, device="cpu").fit(split[0],
-                                                             weights=np.ones(len(split[0])))
+        BayesianMF(2, sweeps=3, burn_in=0, device="cpu").fit(
+            split[0], weights=np.ones(len(split[0]))
+        )
 
 
 def test_sample_curve_ends_at_the_prediction_and_averaging_helps(split, fitted):
     _, test = split
     curve = fitted.sample_curve(test)
     assert list(curve.samples) == list(range(1, len(fitted.net.user_samples) + 1))
-    assert curve["mean"].iloc[-1] == pytest.approx(rmse(fitted.predict_ratings(test),
-                                                        test.rating), abs=1e-5)
+    assert curve["mean"].iloc[-1] == pytest.approx(
+        rmse(fitted.predict_ratings(test), test.rating), abs=1e-5
+    )
     assert curve["mean"].iloc[-1] < curve["single"].mean()
 
 
@@ -191,13 +200,26 @@ def test_block_draws_have_the_dense_conditional_moments():
     precision = torch.rand(9, 3, generator=gen, dtype=torch.float64) + 0.5
     want_mean, want_cov = _dense_conditional(block, target, other, 2.0, mean, precision)
     torch.manual_seed(0)
-    draws = torch.stack([sample_block(block, theta, target, other, noise=2.0, prior_mean=mean,
-                                      prior_precision=precision, cg_steps=200, cg_tol=1e-10)[0]
-                         .flatten() for _ in range(6000)])  # shape: (6000, 27)
+    draws = torch.stack(
+        [
+            sample_block(
+                block,
+                theta,
+                target,
+                other,
+                noise=2.0,
+                prior_mean=mean,
+                prior_precision=precision,
+                cg_steps=200,
+                cg_tol=1e-10,
+            )[0].flatten()
+            for _ in range(6000)
+        ]
+    )  # shape: (6000, 27)
     torch.testing.assert_close(draws.mean(0), want_mean, atol=0.03, rtol=0)
     scale = want_cov.diag().sqrt()
     error = (torch.cov(draws.T) - want_cov) / torch.outer(scale, scale)  # shape: (27, 27)
-    assert float(error.abs().max()) < 5 / 6000 ** 0.5, error.abs().max()  # ~ 5 standard errors
+    assert float(error.abs().max()) < 5 / 6000**0.5, error.abs().max()  # ~ 5 standard errors
     ratio = torch.cov(draws.T).diag() / want_cov.diag()
     assert float((ratio - 1).abs().max()) < 0.1, ratio
 
@@ -225,8 +247,9 @@ def test_eliminating_own_features_then_cg_gives_the_dense_solve(monkeypatch, ids
     theta = torch.randn(n_features, 3, generator=gen, dtype=torch.float64)
     mean = torch.randn(n_features, 3, generator=gen, dtype=torch.float64) * 0.1
     precision = torch.rand(n_features, 3, generator=gen, dtype=torch.float64) + 0.5
-    options = dict(noise=2.0, prior_mean=mean, prior_precision=precision, cg_steps=200,
-                   cg_tol=1e-13)
+    options = dict(
+        noise=2.0, prior_mean=mean, prior_precision=precision, cg_steps=200, cg_tol=1e-13
+    )
     torch.manual_seed(3)
     dense, _ = sample_block(block, theta, target, other, **options)
     monkeypatch.setattr(bayesian, "DENSE_LIMIT", 0)
@@ -239,15 +262,32 @@ def test_eliminating_own_features_then_cg_gives_the_dense_solve(monkeypatch, ids
 def test_a_block_of_ids_is_drawn_exactly_without_cg_steps():
     gen = torch.Generator().manual_seed(1)
     entity = torch.randint(0, 5, (40,), generator=gen)
-    block = design_block("item", entity, torch.arange(5), torch.arange(5),
-                   torch.ones(5, dtype=torch.float64), 5, 5, start=0)
+    block = design_block(
+        "item",
+        entity,
+        torch.arange(5),
+        torch.arange(5),
+        torch.ones(5, dtype=torch.float64),
+        5,
+        5,
+        start=0,
+    )
     assert block.separable
     other = torch.randn(40, 2, generator=gen, dtype=torch.float64)
     target = torch.randn(40, generator=gen, dtype=torch.float64)
     mean = torch.zeros(5, 3, dtype=torch.float64)
     precision = torch.ones(5, 3, dtype=torch.float64)
-    rows, residual = sample_block(block, mean, target, other, noise=1.5, prior_mean=mean,
-                                  prior_precision=precision, cg_steps=1, cg_tol=0.5)
+    rows, residual = sample_block(
+        block,
+        mean,
+        target,
+        other,
+        noise=1.5,
+        prior_mean=mean,
+        prior_precision=precision,
+        cg_steps=1,
+        cg_tol=0.5,
+    )
     assert float(residual) < 1e-10
     want_mean, _ = _dense_conditional(block, target, other, 1.5, mean, precision)
     assert rows.shape == (5, 3) and torch.isfinite(rows).all()
@@ -263,21 +303,22 @@ def test_group_hyperparameters_concentrate_on_many_rows():
     for _ in range(3):  # precision given the current mean, then the mean: a few Gibbs rounds
         mean, precision = _normal_gamma(theta, group, 2, mean, shape=1.0, gamma0=1.0)
     torch.testing.assert_close(mean, torch.tensor([[1.0, 1.0], [0.0, 0.0]]), atol=0.05, rtol=0)
-    torch.testing.assert_close(precision, torch.tensor([[4.0, 4.0], [0.25, 0.25]]), rtol=0.05,
-                               atol=0)
+    torch.testing.assert_close(
+        precision, torch.tensor([[4.0, 4.0], [0.25, 0.25]]), rtol=0.05, atol=0
+    )
 
 
 @pytest.fixture(scope="module")
 def bfm(split):
-    return BayesianFM(4, sweeps=40, burn_in=10, max_samples=15, date_bins=4,
-                      device="cpu").fit(split[0])
+    return BayesianFM(4, sweeps=40, burn_in=10, max_samples=15, date_bins=4, device="cpu").fit(
+        split[0]
+    )
 
 
 def test_bayesian_fm_learns_and_keeps_its_samples(split, bfm):
     train, test = split
     got = rmse(bfm.predict_ratings(test), test.rating)
-    assert got < rmse(BaselineEstimates(device="cpu").fit(train).predict_ratings(test),
-                      test.rating)
+    assert got < rmse(BaselineEstimates(device="cpu").fit(train).predict_ratings(test), test.rating)
     assert len(bfm.net.w0) == len(kept_sweeps(40, 10, 15))
     assert np.isfinite(bfm.history.train_rmse).all() and (bfm.history.cg_residual < 1).all()
     assert {"user", "item", "weekday", "since_first"} <= set(bfm.fields_)  # the defaults
@@ -293,8 +334,12 @@ def test_bayesian_fm_without_timestamps_leaves_the_context_out(split, bfm):
     without = bfm.predict(test.user, test.item)
     assert not np.allclose(with_time, without)
     scores = bfm.score_items(torch.as_tensor(test.user[:4]))
-    torch.testing.assert_close(scores[torch.arange(4), torch.as_tensor(test.item[:4])],
-                               torch.as_tensor(without[:4]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        scores[torch.arange(4), torch.as_tensor(test.item[:4])],
+        torch.as_tensor(without[:4]),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_bayesian_fm_round_trip_and_reproducibility(split, bfm, tmp_path):
@@ -302,19 +347,26 @@ def test_bayesian_fm_round_trip_and_reproducibility(split, bfm, tmp_path):
     restored = ExplicitModel.load(bfm.save(tmp_path / "bfm.safetensors"), device="cpu")
     assert isinstance(restored, BayesianFM) and restored.fields_ == bfm.fields_
     np.testing.assert_array_equal(restored.predict_ratings(test), bfm.predict_ratings(test))
-    again = BayesianFM(4, sweeps=40, burn_in=10, max_samples=15, date_bins=4,
-                       device="cpu").fit(train)
+    again = BayesianFM(4, sweeps=40, burn_in=10, max_samples=15, date_bins=4, device="cpu").fit(
+        train
+    )
     np.testing.assert_array_equal(again.predict_ratings(test), bfm.predict_ratings(test))
 
 
 def test_bayesian_fm_on_ids_alone_is_bayesian_biased_mf(split):
     train, test = split
-    ids = BayesianFM(4, fields=("user", "item"), bags=(), sweeps=60, burn_in=10,
-                     max_samples=20, device="cpu").fit(train)
+    ids = BayesianFM(
+        4, fields=("user", "item"), bags=(), sweeps=60, burn_in=10, max_samples=20, device="cpu"
+    ).fit(train)
     bpmf = BayesianMF(4, sweeps=60, burn_in=10, max_samples=20, device="cpu").fit(train)
     assert (ids.history.cg_residual < 1e-4).all()  # two separable blocks: exact draws
-    assert abs(rmse(ids.predict_ratings(test), test.rating)
-               - rmse(bpmf.predict_ratings(test), test.rating)) < 0.02
+    assert (
+        abs(
+            rmse(ids.predict_ratings(test), test.rating)
+            - rmse(bpmf.predict_ratings(test), test.rating)
+        )
+        < 0.02
+    )
 
 
 def test_bayesian_fm_rejects_bad_options():
@@ -347,13 +399,21 @@ def test_ordinal_probit_recovers_cutpoints_and_draws_latents_inside_them():
 
 def test_ordinal_bayesian_fm_predicts_expected_ratings(split, tmp_path):
     train, test = split
-    model = BayesianFM(4, fields=("user", "item"), output="ordinal", sweeps=40, burn_in=10,
-                       max_samples=10, device="cpu").fit(train)
+    model = BayesianFM(
+        4,
+        fields=("user", "item"),
+        output="ordinal",
+        sweeps=40,
+        burn_in=10,
+        max_samples=10,
+        device="cpu",
+    ).fit(train)
     pred = model.predict_ratings(test)
     low, high = train.rating_scale
     assert ((pred >= low) & (pred <= high)).all()
     assert rmse(pred, test.rating) < rmse(
-        BaselineEstimates(device="cpu").fit(train).predict_ratings(test), test.rating)
+        BaselineEstimates(device="cpu").fit(train).predict_ratings(test), test.rating
+    )
     assert (model.cutpoints.diff(dim=1) > 0).all()
     assert model.levels.tolist() == sorted(set(train.rating.tolist()))
     restored = ExplicitModel.load(model.save(tmp_path / "ordinal.safetensors"), device="cpu")

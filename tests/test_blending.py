@@ -123,13 +123,15 @@ MODELS = {
 @pytest.mark.parametrize("refit", [True, False])
 def test_blend_never_fits_on_the_test_ratings(refit):
     train, test = _toy_fold()
-    garbled = test.with_ratings(np.random.default_rng(1).uniform(1, 5, len(test)).astype(
-        np.float32))
+    garbled = test.with_ratings(
+        np.random.default_rng(1).uniform(1, 5, len(test)).astype(np.float32)
+    )
     table, blends = blend_folds(MODELS, [(train, test)], refit=refit, progress=False)
     _, garbled_blends = blend_folds(MODELS, [(train, garbled)], refit=refit, progress=False)
     for name in ("Blend", "Blend + support"):
-        np.testing.assert_array_equal(blends["u1"][name].weights,
-                                      garbled_blends["u1"][name].weights)
+        np.testing.assert_array_equal(
+            blends["u1"][name].weights, garbled_blends["u1"][name].weights
+        )
     assert set(table["model"]) == {"baseline", "mf", "Blend", "Blend + support"}
     rmse = table.set_index("model")["rmse"]
     assert rmse["Blend"] <= min(rmse["baseline"], rmse["mf"]) + 0.01

@@ -62,23 +62,30 @@ def test_every_page_renders_in_chromium(book, browser):
     for path in _pages(book):
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         errors = []
-        page.on("console", lambda message, e=errors: e.append(message.text)
-                if message.type == "error" else None)
+        page.on(
+            "console",
+            lambda message, e=errors: e.append(message.text) if message.type == "error" else None,
+        )
         page.on("pageerror", lambda error, e=errors: e.append(str(error)))
         page.goto(path.as_uri(), wait_until="load")
-        page.wait_for_function("() => !window.MathJax || (MathJax.startup && "
-                               "MathJax.startup.document && MathJax.startup.promise)")
+        page.wait_for_function(
+            "() => !window.MathJax || (MathJax.startup && "
+            "MathJax.startup.document && MathJax.startup.promise)"
+        )
         page.evaluate("() => window.MathJax ? MathJax.startup.promise : null")
         name = path.name
         problems += [f"{name}: console error {text}" for text in errors]
-        images = page.evaluate("() => Array.from(document.images).map("
-                               "i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0])")
+        images = page.evaluate(
+            "() => Array.from(document.images).map("
+            "i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0])"
+        )
         problems += [f"{name}: image {src} did not load" for src, width in images if not width]
         text = page.inner_text("body")
         if "$$" in text or "\\frac" in text:
             problems.append(f"{name}: raw TeX left in the page")
-        links = page.evaluate("() => Array.from(document.querySelectorAll('a[href]'))"
-                              ".map(a => a.href)")
+        links = page.evaluate(
+            "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+        )
         for link in links:
             url = urlparse(link)
             if url.scheme == "file" and not Path(unquote(url.path)).exists():

@@ -40,7 +40,7 @@ def blocks():
     anything ranks first."""
     n_users, n_items = 40, 20
     user = np.repeat(np.arange(n_users), n_items // 2)
-    item = (np.tile(np.arange(n_items // 2), n_users) * 2 + user % 2)  # the user's half
+    item = np.tile(np.arange(n_items // 2), n_users) * 2 + user % 2  # the user's half
     withheld = (user // 2) % (n_items // 2) * 2 + user % 2
     keep = item != withheld
     triples = [(u, i, 1.0) for u, i in zip(user[keep], item[keep], strict=True)]
@@ -65,8 +65,11 @@ def test_the_model_learns_the_obvious(name, ratings, blocks):
     if model.kind == "explicit":
         train, test = ratings
         baseline = registry.create("BaselineEstimates", device="cpu").fit(train)
-        reference = (np.full(len(test), train.global_mean) if name == "BaselineEstimates"
-                     else baseline.predict_ratings(test))
+        reference = (
+            np.full(len(test), train.global_mean)
+            if name == "BaselineEstimates"
+            else baseline.predict_ratings(test)
+        )
         assert rmse(model.predict_ratings(test), test.rating) < rmse(reference, test.rating)
     elif name != "MostPopular":  # not personalised: it ranks by popularity
         train, withheld = blocks
@@ -102,8 +105,11 @@ def test_save_load_and_the_config_round_trip(name, ratings, blocks, tmp_path):
     assert type(model)(**model.config, device="cpu").config == model.config
     if model.kind == "explicit":  # score_items is predict over the catalogue
         items = np.arange(model.n_items)
-        np.testing.assert_allclose(model.score_items(torch.tensor([3]))[0].numpy(),
-                                   model.predict(np.full(model.n_items, 3), items), rtol=1e-5)
+        np.testing.assert_allclose(
+            model.score_items(torch.tensor([3]))[0].numpy(),
+            model.predict(np.full(model.n_items, 3), items),
+            rtol=1e-5,
+        )
 
 
 @pytest.mark.parametrize("name", registry.names())
@@ -122,8 +128,9 @@ def test_the_model_runs_on_cuda(name, ratings, blocks):
     model.fit(ratings[0] if model.kind == "explicit" else blocks[0])
     cpu = _fit(name, ratings, blocks)
     users = torch.arange(5)
-    torch.testing.assert_close(model.score_items(users).cpu(), cpu.score_items(users),
-                               rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(
+        model.score_items(users).cpu(), cpu.score_items(users), rtol=1e-3, atol=1e-3
+    )
 
 
 def test_the_registry_names_resolves_and_refuses():

@@ -145,7 +145,9 @@ def test_tiny_ml100k(tmp_path):
     assert data.items.loc[3, "title"] == "Café Society (1995)"
     assert data.items["year"].tolist() == [1995, 1995, 1995, 1996]  # date first, else title
     assert data.items.loc[0, ["genre_Animation", "genre_Children's", "genre_Action"]].tolist() == [
-        1, 1, 0,
+        1,
+        1,
+        0,
     ]
     assert data.users.loc[3, "zip"] == "01002"
 
@@ -272,7 +274,10 @@ def test_repeated_item_id(tmp_path):
 def test_data_format_error_pickles():
     error = pickle.loads(pickle.dumps(DataFormatError("x/u.data", 7, "bad")))
     assert (error.path, error.line, error.reason, str(error)) == (
-        Path("x/u.data"), 7, "bad", "x/u.data, line 7: bad"
+        Path("x/u.data"),
+        7,
+        "bad",
+        "x/u.data, line 7: bad",
     )
 
 

@@ -69,11 +69,27 @@ def two_process_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     script = out / "worker.py"
     script.write_text(textwrap.dedent(WORKER.format(tests=str(ROOT / "tests"), out=str(out))))
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script)], capture_output=True, text=True, timeout=240, env=env, check=False)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "report.json").read_text())
 
@@ -105,8 +121,22 @@ def test_one_process_helpers_are_neutral():
 
 
 def test_launch_runs_the_cli_under_torchrun_and_matches_one_process():
-    args = ["--ratings", "4000", "--users", "150", "--items", "90", "--factors", "4",
-            "--epochs", "2", "--batch-size", "512", "--seed", "2"]
+    args = [
+        "--ratings",
+        "4000",
+        "--users",
+        "150",
+        "--items",
+        "90",
+        "--factors",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "512",
+        "--seed",
+        "2",
+    ]
     two = parallel_fit.launch(2, threads=1, args=args, timeout=120)
     one = parallel_fit.main([*args, "--device", "cpu"])
     assert (two["processes"], two["backend"], two["threads"]) == (2, "gloo", 1)

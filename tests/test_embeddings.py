@@ -34,21 +34,27 @@ from mfutils.embeddings import (
 from mfutils.experiments import ranking_split
 from mfutils.models import TwoTower
 
-_SCRIPT = ("import torch; from mfutils.embeddings import hash_ids; "
-           "print(hash_ids(torch.arange(0, 2**31 - 1, 2**21), 1000, seed=7, n_hashes=3)"
-           ".flatten().tolist())")
+_SCRIPT = (
+    "import torch; from mfutils.embeddings import hash_ids; "
+    "print(hash_ids(torch.arange(0, 2**31 - 1, 2**21), 1000, seed=7, n_hashes=3)"
+    ".flatten().tolist())"
+)
 
 
 def test_hashes_are_stable_across_processes():
     here = hash_ids(torch.arange(0, 2**31 - 1, 2**21), 1000, seed=7, n_hashes=3)
     # a fresh interpreter with another hash salt must give the same buckets
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
-                         check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, check=True, env=env
+    )
     assert json.loads(out.stdout) == here.flatten().tolist()
     # pinned values: a change of the hash function is a change of every trained model
     assert hash_ids(torch.tensor([0, 1, 2]), 100, seed=0, n_hashes=2).tolist() == [
-        [77, 6], [65, 83], [36, 21]]
+        [77, 6],
+        [65, 83],
+        [36, 21],
+    ]
 
 
 def test_hashes_are_seeded_uniform_and_checked():
@@ -155,15 +161,17 @@ def test_bloom_is_a_sum_of_rows_and_collisions_match_theory():
 
 def test_compact_models_train_and_count_their_tables():
     data = make_synthetic(n_users=60, n_items=40, n_ratings=1200, seed=0)
-    model = TwoTower(dim=8, epochs=2, embedding="hash", embedding_options={"ratio": 0.5},
-                     device="cpu").fit(data)
+    model = TwoTower(
+        dim=8, epochs=2, embedding="hash", embedding_options={"ratio": 0.5}, device="cpu"
+    ).fit(data)
     assert table_parameters(model.net) <= 0.5 * (60 + 40) * 8
     assert model.score_items(torch.arange(3)).shape == (3, 40)
     assert table_parameters(TwoTower(dim=8, epochs=1, device="cpu").fit(data).net) == 800
     with pytest.raises(ValueError, match="embedding="):
         TwoTower(embedding="lsh")
-    mf = CompactBiasedMF(4, embedding="bloom", embedding_options={"ratio": 0.5}, epochs=2,
-                         device="cpu").fit(data)
+    mf = CompactBiasedMF(
+        4, embedding="bloom", embedding_options={"ratio": 0.5}, epochs=2, device="cpu"
+    ).fit(data)
     pred = mf.predict([0, 1, 10**6], [0, 1, 2])  # an unknown user gets the item baseline
     assert np.isfinite(pred).all() and mf.n_parameters <= 0.5 * 100 * 4
 
@@ -171,9 +179,14 @@ def test_compact_models_train_and_count_their_tables():
 def test_curves_tables_and_width_choice():
     data = make_synthetic(n_users=60, n_items=40, n_ratings=1500, seed=1)
     split = ranking_split(data, seed=0)
-    curve = ranking_curve(split, model_options={"dim": 8, "epochs": 1, "device": "cpu"},
-                          methods=("hash", "small dim"), ratios=(0.5,),
-                          widths={"hash": (8, 4)}, progress=False)
+    curve = ranking_curve(
+        split,
+        model_options={"dim": 8, "epochs": 1, "device": "cpu"},
+        methods=("hash", "small dim"),
+        ratios=(0.5,),
+        widths={"hash": (8, 4)},
+        progress=False,
+    )
     assert list(curve["method"]) == ["full", "hash", "hash", "small dim"]
     assert list(curve["dim"]) == [8, 8, 4, 4]
     assert (curve["relative"].iloc[1:] <= 0.5).all() and curve["relative"].iloc[0] == 1.0

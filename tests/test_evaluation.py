@@ -56,8 +56,13 @@ class Constant:
 
 def test_oracle_zero_and_constant_half(split: tuple[Ratings, Ratings]) -> None:
     train, test = split
-    res = koren_topk({"oracle": Oracle(test), "const": Constant(test.n_items)}, train, test,
-                     n_negatives=30, seed=3)
+    res = koren_topk(
+        {"oracle": Oracle(test), "const": Constant(test.n_items)},
+        train,
+        test,
+        n_negatives=30,
+        seed=3,
+    )
     assert (res.ranks["oracle"] == 0).all()
     np.testing.assert_allclose(res.ranks["const"], 0.5)
     assert res.mean_rank["oracle"] == 0 and res.mean_rank["const"] == pytest.approx(0.5)
@@ -67,8 +72,14 @@ def test_oracle_zero_and_constant_half(split: tuple[Ratings, Ratings]) -> None:
 
 def test_shapes_negatives_and_protocol(split: tuple[Ratings, Ratings]) -> None:
     train, test = split
-    res = koren_topk({"const": Constant(test.n_items)}, train, test, n_negatives=30, seed=0,
-                     thresholds=(0.0, 0.1))
+    res = koren_topk(
+        {"const": Constant(test.n_items)},
+        train,
+        test,
+        n_negatives=30,
+        seed=0,
+        thresholds=(0.0, 0.1),
+    )
     m = int((test.rating >= 5).sum())
     assert res.negatives.shape == (m, 30)
     assert len(res.ranks) == m and list(res.cdf.index) == [0.0, 0.1]
@@ -90,8 +101,9 @@ def test_shared_negatives_and_determinism(split: tuple[Ratings, Ratings]) -> Non
     train, test = split
     mf = BiasedMF(4, epochs=3, device="cpu", clip=False).fit(train)
     one = koren_topk({"mf": mf}, train, test, n_negatives=25, seed=7)
-    two = koren_topk({"pop": ItemPopularity().fit(train), "mf": mf}, train, test,
-                     n_negatives=25, seed=7)
+    two = koren_topk(
+        {"pop": ItemPopularity().fit(train), "mf": mf}, train, test, n_negatives=25, seed=7
+    )
     other = koren_topk({"mf": mf}, train, test, n_negatives=25, seed=8)
     assert torch.equal(one.negatives, two.negatives)  # same negatives whatever the models
     np.testing.assert_array_equal(one.ranks["mf"], two.ranks["mf"])
@@ -133,8 +145,9 @@ def test_errors(split: tuple[Ratings, Ratings]) -> None:
 
 def test_plot_percentile_cdf(split: tuple[Ratings, Ratings]) -> None:
     train, test = split
-    res = koren_topk({"oracle": Oracle(test), "const": Constant(test.n_items)}, train, test,
-                     n_negatives=30)
+    res = koren_topk(
+        {"oracle": Oracle(test), "const": Constant(test.n_items)}, train, test, n_negatives=30
+    )
     ax = plot_percentile_cdf(res.ranks)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["oracle", "const", "random ranker"]
@@ -149,8 +162,12 @@ def test_recommended_popularity(split: tuple[Ratings, Ratings]) -> None:
     pop = ItemPopularity().fit(train)
     users = np.unique(test.user)
     top_pop = recommended_popularity(pop.score_items, train=train, users=users, k=5)
-    rand = recommended_popularity(lambda u: torch.rand(len(u), train.n_items, generator=torch.
-                                  Generator().manual_seed(0)), train=train, users=users, k=5)
+    rand = recommended_popularity(
+        lambda u: torch.rand(len(u), train.n_items, generator=torch.Generator().manual_seed(0)),
+        train=train,
+        users=users,
+        k=5,
+    )
     assert top_pop > rand > 0
     # a single user: the mean count of that user's 5 most popular unseen items, by hand
     counts = train.item_counts().astype(float)
@@ -163,8 +180,13 @@ def test_recommended_popularity(split: tuple[Ratings, Ratings]) -> None:
 
 def test_sampled_hit_rate(split: tuple[Ratings, Ratings]) -> None:
     train, test = split
-    res = koren_topk({"oracle": Oracle(test), "const": Constant(test.n_items)}, train, test,
-                     n_negatives=30, seed=3)
+    res = koren_topk(
+        {"oracle": Oracle(test), "const": Constant(test.n_items)},
+        train,
+        test,
+        n_negatives=30,
+        seed=3,
+    )
     hits = sampled_hit_rate(res, 10)
     assert hits["oracle"] == 1.0
     # all ties: half of a row's negatives "beat" the positive
@@ -178,8 +200,9 @@ def test_sampled_hit_rate(split: tuple[Ratings, Ratings]) -> None:
 def test_alignment_uniformity_against_direct_formulas() -> None:
     gen = torch.Generator().manual_seed(0)
     users, items = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
-    pairs = Ratings.from_triples([(0, 2, 1.0), (1, 0, 1.0), (4, 3, 1.0), (4, 0, 1.0)],
-                                  n_users=5, n_items=4)
+    pairs = Ratings.from_triples(
+        [(0, 2, 1.0), (1, 0, 1.0), (4, 3, 1.0), (4, 0, 1.0)], n_users=5, n_items=4
+    )
     got = alignment_uniformity(users, items, pairs)
 
     def unit(x):
@@ -187,8 +210,12 @@ def test_alignment_uniformity_against_direct_formulas() -> None:
 
     def uniform(x):
         x = unit(x)
-        d = [float((x[a] - x[b]).pow(2).sum()) for a in range(len(x)) for b in range(len(x))
-             if a != b]
+        d = [
+            float((x[a] - x[b]).pow(2).sum())
+            for a in range(len(x))
+            for b in range(len(x))
+            if a != b
+        ]
         return float(np.log(np.mean(np.exp(-2.0 * np.array(d)))))
 
     u, i = unit(users), unit(items)
@@ -196,7 +223,9 @@ def test_alignment_uniformity_against_direct_formulas() -> None:
     align = np.mean([float((u[a] - i[b]).pow(2).sum()) for a, b in pairs_list])
     assert got["alignment"] == pytest.approx(align, rel=1e-5)
     assert got["uniformity"] == pytest.approx(
-        0.5 * (uniform(users[[0, 1, 4]]) + uniform(items[[0, 2, 3]])), rel=1e-5)
-    same = alignment_uniformity(users, users[:4], Ratings.from_triples(
-        [(0, 0, 1.0), (1, 1, 1.0)], n_users=5, n_items=4))
+        0.5 * (uniform(users[[0, 1, 4]]) + uniform(items[[0, 2, 3]])), rel=1e-5
+    )
+    same = alignment_uniformity(
+        users, users[:4], Ratings.from_triples([(0, 0, 1.0), (1, 1, 1.0)], n_users=5, n_items=4)
+    )
     assert same["alignment"] == pytest.approx(0.0, abs=1e-6)

@@ -16,8 +16,10 @@ from mfutils.experiments import rating_folds
 from mfutils.metrics import rmse
 from mfutils.models import FactorizationMachine
 
-MODELS = {**series_models(device="cpu"),
-          "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), device="cpu")}
+MODELS = {
+    **series_models(device="cpu"),
+    "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), device="cpu"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +51,25 @@ def test_the_replica_has_the_shape_that_broke_the_defaults(latest_small_full_rep
 WEAK = {"NNMF"}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(reason="defaults not yet robust on weak-signal "
-                                                       "data; see WEAK", strict=False))
-    if name in WEAK else name for name in MODELS if name != "BaselineEstimates-ALS"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                reason="defaults not yet robust on weak-signal data; see WEAK", strict=False
+            ),
+        )
+        if name in WEAK
+        else name
+        for name in MODELS
+        if name != "BaselineEstimates-ALS"
+    ],
+)
 def test_model_fits_at_defaults_and_beats_the_baseline(name, split, baseline_rmse):
     train, test = split
     model = MODELS[name]().fit(train)
     pred = model.predict_ratings(test)
     assert np.isfinite(pred).all()
     assert pred.min() >= 0.5 and pred.max() <= 5.0
-    assert rmse(pred, test.rating) < baseline_rmse, (name, rmse(pred, test.rating),
-                                                     baseline_rmse)
+    assert rmse(pred, test.rating) < baseline_rmse, (name, rmse(pred, test.rating), baseline_rmse)

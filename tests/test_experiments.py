@@ -34,10 +34,12 @@ def test_rating_folds_fall_back_to_seeded_kfold(data, ml100k):
 
 def test_evaluate_and_summarize_folds(data):
     folds, _ = rating_folds(data)
-    per_fold = pd.concat([
-        evaluate_folds(lambda: BaselineEstimates(device="cpu"), folds[:2], name="base"),
-        evaluate_folds(lambda: BiasedMF(3, epochs=3, device="cpu"), folds[:2], name="mf"),
-    ])
+    per_fold = pd.concat(
+        [
+            evaluate_folds(lambda: BaselineEstimates(device="cpu"), folds[:2], name="base"),
+            evaluate_folds(lambda: BiasedMF(3, epochs=3, device="cpu"), folds[:2], name="mf"),
+        ]
+    )
     assert list(per_fold.fold) == ["u1", "u2"] * 2
     summary = summarize_folds(per_fold)
     assert list(summary.model) == ["base", "mf"] and (summary.folds == 2).all()
@@ -47,8 +49,9 @@ def test_evaluate_and_summarize_folds(data):
 def test_validation_grid_is_sorted_best_first(data):
     fit_part, valid_part = validation_split(data, fraction=0.2, seed=0)
     grid = [{"reg_item": r, "reg_user": r} for r in (0, 5, 50)]
-    table = validation_grid(lambda **o: BaselineEstimates(device="cpu", **o), grid,
-                            fit_part, valid_part)
+    table = validation_grid(
+        lambda **o: BaselineEstimates(device="cpu", **o), grid, fit_part, valid_part
+    )
     assert table.valid_rmse.is_monotonic_increasing and len(table) == 3
 
 

@@ -29,8 +29,10 @@ def encoder(split):
 
 def test_field_offsets_never_collide(encoder, split):
     train, test = split
-    ranges = sorted((encoder.field_offsets[f], encoder.field_offsets[f] + encoder.field_sizes[f])
-                    for f in encoder.fields)
+    ranges = sorted(
+        (encoder.field_offsets[f], encoder.field_offsets[f] + encoder.field_sizes[f])
+        for f in encoder.fields
+    )
     assert ranges[0][0] == 0 and ranges[-1][1] == encoder.n_features
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # contiguous
     columns = encoder.field_columns()
@@ -44,8 +46,9 @@ def test_field_offsets_never_collide(encoder, split):
 
 def test_genres_are_weighted_one_over_their_number(encoder, split):
     train, _ = split
-    encoded = encoder.encode(torch.zeros(train.n_items, dtype=torch.long),
-                             torch.arange(train.n_items))
+    encoded = encoder.encode(
+        torch.zeros(train.n_items, dtype=torch.long), torch.arange(train.n_items)
+    )
     cols = encoder.field_columns()["genres"]
     index, value = encoded["index"][:, cols], encoded["value"][:, cols]
     flags = train.items.filter(like="genre_").to_numpy() > 0  # shape: (n_items, G)
@@ -57,8 +60,11 @@ def test_genres_are_weighted_one_over_their_number(encoder, split):
         np.testing.assert_allclose(value[item][active].numpy(), 1.0 / n, rtol=1e-6)
         assert float(value[item].sum()) == pytest.approx(1.0)
         # global index -> genre: local ids number the genres seen in training, in column order
-        seen = [g for g in genre_names if flags[:, genre_names.index(g)][
-            np.isin(np.arange(train.n_items), train.item)].any()]
+        seen = [
+            g
+            for g in genre_names
+            if flags[:, genre_names.index(g)][np.isin(np.arange(train.n_items), train.item)].any()
+        ]
         got = sorted(seen[int(i) - offset - 1] for i in index[item][active])
         assert got == sorted(np.asarray(genre_names)[flags[item]])
 
@@ -133,9 +139,14 @@ def test_vocabularies_come_from_the_training_fold(split):
     train, test = split
     enc = FieldEncoder().fit(train)
     assert enc.describe().equals(FieldEncoder().fit(train).describe())  # deterministic
-    both = replace(train, user=np.r_[train.user, test.user], item=np.r_[train.item, test.item],
-                   rating=np.r_[train.rating, test.rating],
-                   timestamp=np.r_[train.timestamp, test.timestamp], fold=None)
+    both = replace(
+        train,
+        user=np.r_[train.user, test.user],
+        item=np.r_[train.item, test.item],
+        rating=np.r_[train.rating, test.rating],
+        timestamp=np.r_[train.timestamp, test.timestamp],
+        fold=None,
+    )
     with_test = FieldEncoder().fit(both)
     user_col = enc.field_columns()["user"]
     seven = torch.tensor([7])
@@ -157,13 +168,22 @@ def test_default_fields_are_those_the_data_carries(split, caplog):
         enc = FieldEncoder(None).fit(replace(train, users=None))
     assert enc.fields == ("user", "item", "genres", "year", "weekday", "since_first")
     notes = [r.getMessage() for r in caplog.records if r.name == "mfutils.features"]
-    assert notes == [f"default field {f!r} left out: the Ratings has no users side table"
-                     for f in ("gender", "occupation")]
-    assert FieldEncoder(None).fit(replace(train, users=train.users.drop(columns="gender"))
-                                  ).fields == tuple(f for f in DEFAULT_FIELDS if f != "gender")
+    assert notes == [
+        f"default field {f!r} left out: the Ratings has no users side table"
+        for f in ("gender", "occupation")
+    ]
+    assert FieldEncoder(None).fit(
+        replace(train, users=train.users.drop(columns="gender"))
+    ).fields == tuple(f for f in DEFAULT_FIELDS if f != "gender")
     no_time = replace(train, timestamp=np.zeros_like(train.timestamp))
-    assert FieldEncoder(None).fit(no_time).fields == ("user", "gender", "occupation", "item",
-                                                      "genres", "year")
+    assert FieldEncoder(None).fit(no_time).fields == (
+        "user",
+        "gender",
+        "occupation",
+        "item",
+        "genres",
+        "year",
+    )
     assert "since_first" in FieldEncoder(("user", "since_first")).fit(no_time).fields
     with pytest.raises(RuntimeError, match="fields=None"):
         FieldEncoder(None).n_fields  # noqa: B018 - unresolved before fit
@@ -175,8 +195,9 @@ def test_explicit_fields_the_data_lacks_are_one_line_errors(split):
         FieldEncoder(("user", "item", "gender")).fit(replace(train, users=None))
     assert "\n" not in str(err.value)
     users = train.users.drop(columns="occupation")
-    with pytest.raises(ValueError, match="field 'occupation' needs a 'occupation' column in the "
-                                         "users side table") as err:
+    with pytest.raises(
+        ValueError, match="field 'occupation' needs a 'occupation' column in the users side table"
+    ) as err:
         FieldEncoder(("user", "occupation")).fit(replace(train, users=users))
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="field 'year' needs the items side table"):
@@ -187,12 +208,22 @@ def test_ml1m_codes_and_a_release_without_users(tmp_path):
     # ML-1M: age and occupation are the release's integer codes (age 1 = "under 18").
     ages = [1, 18, 25, 35, 45, 50, 56]
     folder = tmp_path / "ml-1m"
-    _write(folder / "users.dat", [f"{u + 1}::{'FM'[u % 2]}::{a}::{u % 3}::4806{u}"
-                                  for u, a in enumerate(ages)])
-    _write(folder / "movies.dat", ["10::Toy Story (1995)::Animation|Children's|Comedy",
-                                   "20::Star Wars (1977)::Action|Sci-Fi"], encoding="latin-1")
-    _write(folder / "ratings.dat", [f"{u + 1}::{10 * (1 + u % 2)}::{1 + u % 5}::97830{u}760"
-                                    for u in range(len(ages))])
+    _write(
+        folder / "users.dat",
+        [f"{u + 1}::{'FM'[u % 2]}::{a}::{u % 3}::4806{u}" for u, a in enumerate(ages)],
+    )
+    _write(
+        folder / "movies.dat",
+        [
+            "10::Toy Story (1995)::Animation|Children's|Comedy",
+            "20::Star Wars (1977)::Action|Sci-Fi",
+        ],
+        encoding="latin-1",
+    )
+    _write(
+        folder / "ratings.dat",
+        [f"{u + 1}::{10 * (1 + u % 2)}::{1 + u % 5}::97830{u}760" for u in range(len(ages))],
+    )
     ml1m = load_movielens("ml-1m", data_dir=tmp_path, download=False)
     assert available_fields(ml1m) == DEFAULT_FIELDS
     enc = FieldEncoder(("user", "age", "occupation")).fit(ml1m)
@@ -203,15 +234,33 @@ def test_ml1m_codes_and_a_release_without_users(tmp_path):
     assert enc.field_sizes["occupation"] == 4  # codes 0, 1, 2 and the reserved bucket
     # ml-latest-small: ratings and movies (genres, a year in the title), no users table.
     folder = tmp_path / "ml-latest-small"
-    _write(folder / "ratings.csv", ["userId,movieId,rating,timestamp", "1,1,4.0,964982703",
-                                    "2,3,0.5,964981247", "2,1,3.0,964981250"])
-    _write(folder / "movies.csv", ["movieId,title,genres",
-                                   "1,Toy Story (1995),Adventure|Animation|Children",
-                                   '3,"American President, The (1995)",Comedy|Drama|Romance'])
+    _write(
+        folder / "ratings.csv",
+        [
+            "userId,movieId,rating,timestamp",
+            "1,1,4.0,964982703",
+            "2,3,0.5,964981247",
+            "2,1,3.0,964981250",
+        ],
+    )
+    _write(
+        folder / "movies.csv",
+        [
+            "movieId,title,genres",
+            "1,Toy Story (1995),Adventure|Animation|Children",
+            '3,"American President, The (1995)",Comedy|Drama|Romance',
+        ],
+    )
     small = load_movielens("ml-latest-small", data_dir=tmp_path, download=False)
     assert small.users is None
-    assert FieldEncoder(None).fit(small).fields == ("user", "item", "genres", "year",
-                                                    "weekday", "since_first")
+    assert FieldEncoder(None).fit(small).fields == (
+        "user",
+        "item",
+        "genres",
+        "year",
+        "weekday",
+        "since_first",
+    )
 
 
 @pytest.mark.slow

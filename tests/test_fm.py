@@ -40,8 +40,17 @@ def _naive_fm(net: FMNet, index: torch.Tensor, value: torch.Tensor) -> torch.Ten
 
 def test_linear_time_identity_equals_the_pairwise_sum():
     gen = torch.Generator().manual_seed(0)
-    net = FMNet(30, 4, column_field=torch.tensor([0, 1, 2, 2, 2]), reserved=torch.tensor([0]),
-                bias=0.3, reg_linear=0.0, reg_factors=0.0, init_std=0.5, generator=gen)
+    net = FMNet(
+        30,
+        4,
+        column_field=torch.tensor([0, 1, 2, 2, 2]),
+        reserved=torch.tensor([0]),
+        bias=0.3,
+        reg_linear=0.0,
+        reg_factors=0.0,
+        init_std=0.5,
+        generator=gen,
+    )
     with torch.no_grad():
         net.linear.weight.normal_(generator=gen)
     index = torch.randint(1, 30, (12, 5), generator=gen)
@@ -53,8 +62,13 @@ def test_linear_time_identity_equals_the_pairwise_sum():
     torch.testing.assert_close(fast, _naive_fm(net, index, value), rtol=1e-5, atol=1e-5)
     # The per-field pooling is EmbeddingBag's weighted sum, one bag per (row, field).
     offsets = (torch.arange(12)[:, None] * 5 + torch.tensor([0, 1, 2])).reshape(-1)
-    bags = F.embedding_bag(index.reshape(-1), net.factors.weight, offsets, mode="sum",
-                           per_sample_weights=value.reshape(-1)).view(12, 3, 4)
+    bags = F.embedding_bag(
+        index.reshape(-1),
+        net.factors.weight,
+        offsets,
+        mode="sum",
+        per_sample_weights=value.reshape(-1),
+    ).view(12, 3, 4)
     with torch.no_grad():
         torch.testing.assert_close(net.field_embeddings(index, value), bags)
 
@@ -76,8 +90,9 @@ def test_field_embeddings_pool_each_field(split):
 
 def test_ids_only_fm_is_biased_matrix_factorization(split):
     train, test = split
-    model = FactorizationMachine(3, fields=("user", "item"), epochs=3, device="cpu",
-                                 clip=False).fit(train)
+    model = FactorizationMachine(
+        3, fields=("user", "item"), epochs=3, device="cpu", clip=False
+    ).fit(train)
     enc, net = model.encoder, model.net
     u, i = torch.as_tensor(test.user[:20]), torch.as_tensor(test.item[:20])
     known = torch.as_tensor(train.user_counts() > 0)[u]
@@ -85,20 +100,25 @@ def test_ids_only_fm_is_biased_matrix_factorization(split):
     rows_i = i + 1 + enc.field_offsets["item"]
     w, v = net.linear.weight.detach()[:, 0], net.factors.weight.detach()
     expected = net.bias.detach() + w[rows_u] + w[rows_i] + (v[rows_u] * v[rows_i]).sum(1)
-    np.testing.assert_allclose(model.predict(test.user[:20], test.item[:20]), expected.numpy(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(test.user[:20], test.item[:20]), expected.numpy(), rtol=1e-5, atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("make", [
-    lambda: FactorizationMachine(4, epochs=15, batch_size=256, device="cpu"),
-    lambda: DeepFM(4, hidden=(16, 16), dropout=0.1, epochs=15, batch_size=256, device="cpu"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FactorizationMachine(4, epochs=15, batch_size=256, device="cpu"),
+        lambda: DeepFM(4, hidden=(16, 16), dropout=0.1, epochs=15, batch_size=256, device="cpu"),
+    ],
+)
 def test_training_beats_the_baseline_and_handles_unknown_ids(split, make):
     train, test = split
     model = make().fit(train)
     baseline = BaselineEstimates(device="cpu").fit(train)
     assert rmse(model.predict_ratings(test), test.rating) < rmse(
-        baseline.predict_ratings(test), test.rating)
+        baseline.predict_ratings(test), test.rating
+    )
     pred = model.predict([-1, 10_000, 7, 0, 7], [3, 3, 3, -5, 10_000])
     assert np.isfinite(pred).all() and pred.shape == (5,)
     items, scores = model.recommend([0, 7, -1], k=5)
@@ -110,8 +130,14 @@ def test_training_beats_the_baseline_and_handles_unknown_ids(split, make):
 
 def test_cold_users_keep_their_side_features(split):
     train, _ = split
-    model = FactorizationMachine(4, fields=("user", "item", "age", "gender", "occupation"),
-                                 epochs=10, lr=0.02, device="cpu", clip=False).fit(train)
+    model = FactorizationMachine(
+        4,
+        fields=("user", "item", "age", "gender", "occupation"),
+        epochs=10,
+        lr=0.02,
+        device="cpu",
+        clip=False,
+    ).fit(train)
     # User 7 never rated in training: the id feature is dropped, age/gender/occupation stay.
     cold = model.predict(np.full(train.n_items, 7), np.arange(train.n_items))
     anonymous = model.predict(np.full(train.n_items, -1), np.arange(train.n_items))
@@ -124,15 +150,16 @@ def test_cold_fraction_trains_the_reserved_id_buckets(split):
     train, _ = split
     fields = ("user", "item", "gender", "occupation", "since_first")
     plain = FactorizationMachine(4, fields=fields, epochs=3, device="cpu").fit(train)
-    model = FactorizationMachine(4, fields=fields, epochs=3, cold_fraction=0.2,
-                                 device="cpu").fit(train)
+    model = FactorizationMachine(4, fields=fields, epochs=3, cold_fraction=0.2, device="cpu").fit(
+        train
+    )
     enc = model.encoder
     data = enc.transform(train)
     augmented = model._with_anonymous_copies(data)
     n_copies = round(0.2 * len(train))
     assert len(augmented["rating"]) == len(train) + 2 * n_copies
     user_col = enc.field_columns()["user"]
-    copies = augmented["index"][len(train):]
+    copies = augmented["index"][len(train) :]
     assert (copies[:n_copies, user_col] == enc.field_offsets["user"]).all()  # user hidden
     since_col = enc.field_columns()["since_first"]
     assert (copies[:n_copies, since_col] == enc.field_offsets["since_first"]).all()
@@ -149,19 +176,27 @@ def test_cold_fraction_trains_the_reserved_id_buckets(split):
 def test_binary_head_gives_probabilities(split):
     train, test = split
     liked, test_liked = train.with_ratings(train.rating >= 4), test.with_ratings(test.rating >= 4)
-    for model in (FactorizationMachine(4, binary=True, epochs=10, lr=0.02, device="cpu"),
-                  DeepFM(4, hidden=(8,), binary=True, epochs=10, lr=0.02, device="cpu")):
+    for model in (
+        FactorizationMachine(4, binary=True, epochs=10, lr=0.02, device="cpu"),
+        DeepFM(4, hidden=(8,), binary=True, epochs=10, lr=0.02, device="cpu"),
+    ):
         model.fit(liked, valid=test_liked)
         prob = model.predict_ratings(test_liked)
         assert ((prob > 0) & (prob < 1)).all()
         assert auc(prob, test_liked.rating) > 0.6
         assert log_loss(prob, test_liked.rating) < log_loss(
-            np.full(len(prob), liked.rating.mean()), test_liked.rating)
+            np.full(len(prob), liked.rating.mean()), test_liked.rating
+        )
         assert "valid" in model.history
 
 
-@pytest.mark.parametrize("make", [lambda: FactorizationMachine(3, epochs=2, device="cpu"),
-                                  lambda: DeepFM(3, hidden=(8,), epochs=2, device="cpu")])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FactorizationMachine(3, epochs=2, device="cpu"),
+        lambda: DeepFM(3, hidden=(8,), epochs=2, device="cpu"),
+    ],
+)
 def test_checkpoint_round_trip(split, make, tmp_path):
     train, test = split
     model = make().fit(train)
@@ -192,8 +227,13 @@ def test_fm_side_features_on_ml100k_u1(ml100k):
 
 
 # ---------------------------------------------------------------------- default fields
-@pytest.mark.parametrize("make", [lambda: FactorizationMachine(3, epochs=1, device="cpu"),
-                                  lambda: DeepFM(3, hidden=(8,), epochs=1, device="cpu")])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FactorizationMachine(3, epochs=1, device="cpu"),
+        lambda: DeepFM(3, hidden=(8,), epochs=1, device="cpu"),
+    ],
+)
 def test_default_fields_follow_the_data(split, make, caplog, tmp_path):
     train, test = split
     assert make().config["fields"] is None
@@ -213,8 +253,7 @@ def test_default_fields_follow_the_data(split, make, caplog, tmp_path):
     assert restored.fields_ == model.fields_
     artifact = Artifact.load(Artifact.from_training(model, no_users).save(tmp_path / "art"))
     assert artifact.model.fields_ == model.fields_
-    np.testing.assert_array_equal(artifact.model.predict_ratings(test),
-                                  model.predict_ratings(test))
+    np.testing.assert_array_equal(artifact.model.predict_ratings(test), model.predict_ratings(test))
 
 
 @pytest.mark.parametrize("cls", [FactorizationMachine, DeepFM])
@@ -237,17 +276,18 @@ def test_default_fields_fit_as_the_explicit_default_fields(split):
 
 def test_deepfm_first_phase_is_the_fm_and_a_harmful_joint_phase_is_dropped(split):
     train, test = split
-    common = dict(n_factors=4, fields=("user", "item"), epochs=6, batch_size=256, device="cpu",
-                  clip=False)
+    common = dict(
+        n_factors=4, fields=("user", "item"), epochs=6, batch_size=256, device="cpu", clip=False
+    )
     fm = FactorizationMachine(**common).fit(train)
     fm_only = DeepFM(**common, hidden=(8,), joint_epochs=0).fit(train)
-    np.testing.assert_allclose(fm_only.predict_ratings(test), fm.predict_ratings(test),
-                               atol=1e-5)
+    np.testing.assert_allclose(fm_only.predict_ratings(test), fm.predict_ratings(test), atol=1e-5)
     wild = DeepFM(**common, hidden=(8,), joint_epochs=3, joint_lr=1.0, valid_fraction=0.0)
     wild.fit(train, valid=test)
     assert wild.joint_epochs_ == 0 and list(wild.history.phase.unique()) == ["fm", "joint"]
     np.testing.assert_allclose(wild.predict_ratings(test), fm.predict_ratings(test), atol=1e-5)
-    assert DeepFM(**common, hidden=(8,), joint_epochs=3, joint_lr=1.0).fit(
-        train).joint_epochs_ == 0  # chosen on a tenth of train, then refitted
+    assert (
+        DeepFM(**common, hidden=(8,), joint_epochs=3, joint_lr=1.0).fit(train).joint_epochs_ == 0
+    )  # chosen on a tenth of train, then refitted
     one_run = DeepFM(**common, hidden=(8,), warm_start=False).fit(train)
     assert "phase" not in one_run.history and one_run.joint_epochs_ == 6

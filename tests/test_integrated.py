@@ -17,8 +17,9 @@ def fitted():
     data = make_synthetic(60, 40, 1500, rank=3, seed=5)
     test = np.random.default_rng(1).random(len(data)) < 0.2
     train = data.subset(~test)
-    model = IntegratedModel(3, k=10, epochs=2, batch_size=256, device="cpu", clip=False,
-                            **OPTIONS).fit(train)
+    model = IntegratedModel(
+        3, k=10, epochs=2, batch_size=256, device="cpu", clip=False, **OPTIONS
+    ).fit(train)
     return model, train, data.subset(test)
 
 
@@ -29,10 +30,13 @@ def test_prediction_is_the_sum_of_the_three_tiers(fitted):
     item = torch.as_tensor(test.item)
     with torch.no_grad():
         z = factors.user_vectors(user)  # p_u + |N(u)|^-1/2 sum y_j, one row per rating
-        expected = (float(model.mu) + factors.user_bias.weight[user, 0]
-                    + factors.item_bias.weight[item, 0]
-                    + (factors.item_factors.weight[item] * z).sum(1)
-                    + neighbors.neighborhood(user, item))
+        expected = (
+            float(model.mu)
+            + factors.user_bias.weight[user, 0]
+            + factors.item_bias.weight[item, 0]
+            + (factors.item_factors.weight[item] * z).sum(1)
+            + neighbors.neighborhood(user, item)
+        )
     np.testing.assert_allclose(model.predict_ratings(test), expected.numpy(), atol=1e-5)
 
 
@@ -88,11 +92,17 @@ def test_stagewise_fit_starts_at_svdpp(fitted):
     from mfutils.models import SVDpp
 
     _, train, test = fitted
-    still = IntegratedModel(3, k=10, neighbor_epochs=1, neighbor_lr=1e-12, device="cpu",
-                            clip=False, svdpp_options={"epochs": 2}).fit(train)
+    still = IntegratedModel(
+        3,
+        k=10,
+        neighbor_epochs=1,
+        neighbor_lr=1e-12,
+        device="cpu",
+        clip=False,
+        svdpp_options={"epochs": 2},
+    ).fit(train)
     svdpp = SVDpp(3, epochs=2, device="cpu", clip=False).fit(train)
-    np.testing.assert_allclose(still.predict_ratings(test), svdpp.predict_ratings(test),
-                               atol=1e-4)
+    np.testing.assert_allclose(still.predict_ratings(test), svdpp.predict_ratings(test), atol=1e-4)
     assert list(still.history.stage.unique()) == ["neighbourhood"]
 
 
@@ -106,8 +116,13 @@ def test_step_two_is_korens_rule_on_the_svdpp_offset(fitted):
     batch = {k: v[rows] for k, v in train.tensors().items() if k in ("user", "item", "rating")}
     batch["offset"] = torch.linspace(3.0, 4.0, 16)
     loss = batch_loss(net, batch).sum()
-    grads = dict(zip(("weights", "implicit"), torch.autograd.grad(
-        loss, [net.weights, net.implicit]), strict=True))
+    grads = dict(
+        zip(
+            ("weights", "implicit"),
+            torch.autograd.grad(loss, [net.weights, net.implicit]),
+            strict=True,
+        )
+    )
     net.funk_step(batch, 0.05)
     for name, p in net.named_parameters():
         expected = before[name] - 0.05 * grads[name] if name in grads else before[name]
@@ -119,8 +134,7 @@ def test_step_two_is_korens_rule_on_the_svdpp_offset(fitted):
 
 def test_tiers_schedule_and_bad_options():
     data = make_synthetic(40, 30, 700, rank=2, seed=1)
-    model = IntegratedModel(2, k=5, schedule="tiers", epochs=1, device="cpu",
-                            **OPTIONS).fit(data)
+    model = IntegratedModel(2, k=5, schedule="tiers", epochs=1, device="cpu", **OPTIONS).fit(data)
     assert list(model.history.stage.unique()) == ["joint"]
     assert np.isfinite(model.predict_ratings(data)).all()
     with pytest.raises(ValueError, match="schedule"):

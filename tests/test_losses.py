@@ -48,8 +48,20 @@ def _sim(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     return dot / (a.norm() * b.norm()) if kind == "cosine" else dot
 
 
-def _reference(row_formula, user_emb, pos_emb, neg_emb, *, similarity, temperature=1.0,
-               neg_mask=None, pos_logq=None, neg_logq=None, sample_weight=None, k=None):
+def _reference(
+    row_formula,
+    user_emb,
+    pos_emb,
+    neg_emb,
+    *,
+    similarity,
+    temperature=1.0,
+    neg_mask=None,
+    pos_logq=None,
+    neg_logq=None,
+    sample_weight=None,
+    k=None,
+):
     """Loop over rows and negatives; legal negatives only; top-k after logQ and masking."""
     losses = []
     for b in range(len(user_emb)):
@@ -91,6 +103,7 @@ def _ccl(margin, weight):
         terms = [torch.clamp(n - margin, min=0) for n in negs]
         neg = (sum(terms) if weight is None else weight * _mean(terms, pos)) if terms else 0
         return torch.clamp(1 - pos, min=0) + neg
+
     return formula
 
 
@@ -102,6 +115,7 @@ def _infonce_plus(lam, eps):
     def formula(pos, negs):
         partition = eps * torch.exp(pos) + sum(torch.exp(n) for n in negs)
         return -pos + lam * torch.log(partition) if float(partition.detach()) > 0 else -pos
+
     return formula
 
 
@@ -111,14 +125,26 @@ CASES = {
     "bpr-cosine": (lambda: BPRLoss(similarity="cosine", temperature=0.5), _bpr, "cosine", 0.5),
     "hinge": (lambda: make_loss("hinge"), _hinge, "dot", 1.0),
     "ccl": (lambda: CCLLoss(margin=0.1), _ccl(0.1, 150.0), "cosine", 1.0),
-    "ccl-sum": (lambda: CCLLoss(margin=-0.2, negative_weight=None), _ccl(-0.2, None),
-                "cosine", 1.0),
+    "ccl-sum": (
+        lambda: CCLLoss(margin=-0.2, negative_weight=None),
+        _ccl(-0.2, None),
+        "cosine",
+        1.0,
+    ),
     "ssm": (lambda: SampledSoftmaxLoss(), _ssm, "cosine", 0.1),
     "softmax": (lambda: make_loss("softmax"), _ssm, "dot", 1.0),
-    "infonce+": (lambda: InfoNCEPlusLoss(lam=1.1, epsilon=0.3), _infonce_plus(1.1, 0.3),
-                 "cosine", 0.1),
-    "mine+": (lambda: MINEPlusLoss(lam=0.9, temperature=0.2), _infonce_plus(0.9, 0.0),
-              "cosine", 0.2),
+    "infonce+": (
+        lambda: InfoNCEPlusLoss(lam=1.1, epsilon=0.3),
+        _infonce_plus(1.1, 0.3),
+        "cosine",
+        0.1,
+    ),
+    "mine+": (
+        lambda: MINEPlusLoss(lam=0.9, temperature=0.2),
+        _infonce_plus(0.9, 0.0),
+        "cosine",
+        0.2,
+    ),
 }
 
 
@@ -159,12 +185,14 @@ def test_loss_with_mask_logq_weights_and_hard_negatives(case, shared):
     loss = make()
     if loss.supports_logq:
         options["pos_logq"] = -torch.rand(B, generator=g, dtype=torch.float64) * 3
-        options["neg_logq"] = -torch.rand(shape[1:] if shared else shape, generator=g,
-                                          dtype=torch.float64) * 3
+        options["neg_logq"] = (
+            -torch.rand(shape[1:] if shared else shape, generator=g, dtype=torch.float64) * 3
+        )
     loss.hard_negatives = 3
     value = loss(**batch, **options)
-    ref = _reference(formula, **batch, **options, similarity=similarity,
-                     temperature=temperature, k=3)
+    ref = _reference(
+        formula, **batch, **options, similarity=similarity, temperature=temperature, k=3
+    )
     _compare(value, ref, list(batch.values()))
 
 
@@ -178,8 +206,7 @@ def test_gradcheck(name):
     def fn(user_emb, pos_emb, neg_emb):
         return loss(user_emb, pos_emb, neg_emb, neg_mask=mask)
 
-    assert torch.autograd.gradcheck(fn, tuple(t.detach().requires_grad_() for t in
-                                              batch.values()))
+    assert torch.autograd.gradcheck(fn, tuple(t.detach().requires_grad_() for t in batch.values()))
 
 
 def test_infonce_plus_special_cases():
@@ -196,15 +223,21 @@ def test_masking_removes_exactly_the_accidental_hits():
     row on its legal negatives alone."""
     batch = _batch(shared=False, seed=5)
     pos_items = torch.tensor([3, 8, 5, 1])
-    neg_items = torch.tensor([[3, 9, 3, 2, 4, 6], [0, 8, 7, 8, 9, 2],
-                              [5, 5, 5, 5, 5, 0], [2, 4, 6, 7, 9, 0]])
+    neg_items = torch.tensor(
+        [[3, 9, 3, 2, 4, 6], [0, 8, 7, 8, 9, 2], [5, 5, 5, 5, 5, 0], [2, 4, 6, 7, 9, 0]]
+    )
     for loss in (SampledSoftmaxLoss(), BPRLoss(), MINEPlusLoss()):
         value = loss(**batch, neg_items=neg_items, pos_items=pos_items)
         rows = []
         for b in range(B):
             keep = neg_items[b] != pos_items[b]
-            rows.append(loss(batch["user_emb"][b:b + 1], batch["pos_emb"][b:b + 1],
-                             batch["neg_emb"][b:b + 1, keep]))
+            rows.append(
+                loss(
+                    batch["user_emb"][b : b + 1],
+                    batch["pos_emb"][b : b + 1],
+                    batch["neg_emb"][b : b + 1, keep],
+                )
+            )
         assert torch.allclose(value, torch.stack(rows).mean())
         explicit = loss(**batch, neg_mask=neg_items == pos_items[:, None])
         assert torch.allclose(value, explicit)
@@ -218,14 +251,23 @@ def test_in_batch_softmax_equals_tfrs_diagonal_cross_entropy():
     users, items = torch.tensor([0, 1, 0, 2]), torch.tensor([10, 11, 12, 10])
     log_p = torch.log(torch.rand(20, generator=torch.Generator().manual_seed(0)))
     cand = in_batch_negatives(items, item_log_p=log_p)
-    value = SoftmaxLoss()(user_emb, pos_emb, pos_emb, neg_items=cand.items, pos_items=items,
-                          user_idx=users, pos_logq=cand.log_q[:B], neg_logq=cand.log_q)
+    value = SoftmaxLoss()(
+        user_emb,
+        pos_emb,
+        pos_emb,
+        neg_items=cand.items,
+        pos_items=items,
+        user_idx=users,
+        pos_logq=cand.log_q[:B],
+        neg_logq=cand.log_q,
+    )
     logits = user_emb @ pos_emb.T - log_p[items][None, :]  # shape: (B, B)
     # column c is illegal for row b when its item is a positive of b's user in the batch
     # (item 10 of row 3 is user 0's positive in row 0, so row 2 masks it too)
     same_user = users[:, None] == users[None, :]
-    hits = torch.tensor([[bool((same_user[b] & (items == items[c])).any()) for c in range(B)]
-                         for b in range(B)])
+    hits = torch.tensor(
+        [[bool((same_user[b] & (items == items[c])).any()) for c in range(B)] for b in range(B)]
+    )
     assert bool(hits[2, 3]) and not bool((users[:, None] == users[None, :])[2, 3])
     hits.fill_diagonal_(False)
     logits = logits.masked_fill(hits, -math.inf)
@@ -242,8 +284,9 @@ def test_logq_changes_logits_by_exactly_minus_log_q(shared):
     neg_logq = torch.rand(shape[1:] if shared else shape, dtype=torch.float64).log()
     pos_logq = torch.rand(B, dtype=torch.float64).log()
     pos0, neg0, _ = prepare_logits(**batch, similarity="cosine", temperature=0.1)
-    pos1, neg1, _ = prepare_logits(**batch, similarity="cosine", temperature=0.1,
-                                   pos_logq=pos_logq, neg_logq=neg_logq)
+    pos1, neg1, _ = prepare_logits(
+        **batch, similarity="cosine", temperature=0.1, pos_logq=pos_logq, neg_logq=neg_logq
+    )
     assert torch.allclose(pos1 - pos0, -pos_logq)
     assert torch.allclose(neg1 - neg0, -neg_logq.expand(shape))
 
@@ -255,10 +298,10 @@ def test_pipeline_order_temperature_logq_mask_then_mining():
     # raw order 0 > 2 > 1 > 3; logQ lifts item 3 above all; mask removes item 0
     neg_logq = torch.tensor([[0.0, 0.0, 0.0, -2.0]], dtype=torch.float64)
     mask = torch.tensor([[True, False, False, False]])
-    _, neg, valid = prepare_logits(user, pos, negs, temperature=0.5, neg_logq=neg_logq,
-                                   neg_mask=mask, hard_negatives=2)
-    assert torch.allclose(neg, torch.tensor([[0.1 / 0.5 + 2.0, 0.8 / 0.5]],
-                                            dtype=torch.float64))
+    _, neg, valid = prepare_logits(
+        user, pos, negs, temperature=0.5, neg_logq=neg_logq, neg_mask=mask, hard_negatives=2
+    )
+    assert torch.allclose(neg, torch.tensor([[0.1 / 0.5 + 2.0, 0.8 / 0.5]], dtype=torch.float64))
     assert bool(valid.all())
 
 
@@ -269,12 +312,18 @@ def test_hard_negatives_keep_the_top_k_in_the_loss():
     hard = SampledSoftmaxLoss(similarity="dot", temperature=1.0, hard_negatives=k)
     logits = (batch["user_emb"] @ batch["neg_emb"].T).detach()  # shape: (B, C)
     top = logits.topk(k, dim=1).indices
-    manual = torch.stack([
-        full(batch["user_emb"][b:b + 1], batch["pos_emb"][b:b + 1], batch["neg_emb"][top[b]])
-        for b in range(B)]).mean()
+    manual = torch.stack(
+        [
+            full(
+                batch["user_emb"][b : b + 1], batch["pos_emb"][b : b + 1], batch["neg_emb"][top[b]]
+            )
+            for b in range(B)
+        ]
+    ).mean()
     assert torch.allclose(hard(**batch), manual)
-    assert torch.allclose(SampledSoftmaxLoss(hard_negatives=100)(**batch),
-                          SampledSoftmaxLoss()(**batch))
+    assert torch.allclose(
+        SampledSoftmaxLoss(hard_negatives=100)(**batch), SampledSoftmaxLoss()(**batch)
+    )
 
 
 # ---------------------------------------------------------------- DirectAU and MAWU
@@ -292,7 +341,8 @@ def test_directau_matches_official_formula():
     _compare(value, ref, [user_emb, pos_emb])
     weights = torch.tensor([1.0, 0.0, 2.0, 1.0], dtype=torch.float64)
     ref_w = (weights * align).sum() / weights.sum() + 0.7 * (
-        _official_uniformity(user_emb) + _official_uniformity(pos_emb)) / 2
+        _official_uniformity(user_emb) + _official_uniformity(pos_emb)
+    ) / 2
     assert torch.allclose(loss(user_emb, pos_emb, sample_weight=weights), ref_w)
 
 
@@ -312,8 +362,11 @@ def _mawu_reference(loss, user_emb, pos_emb, users, items):
         cos = _sim(user_emb[b], pos_emb[b], "cosine").clamp(-1 + 1e-7, 1 - 1e-7)
         angle = torch.arccos(cos) + 1 - torch.sigmoid(margin[b])
         rows.append(-torch.cos(angle.clamp(0, math.pi)))
-    return (torch.stack(rows).mean() + loss.gamma1 * _official_uniformity(user_emb)
-            + loss.gamma2 * _official_uniformity(pos_emb))
+    return (
+        torch.stack(rows).mean()
+        + loss.gamma1 * _official_uniformity(user_emb)
+        + loss.gamma2 * _official_uniformity(pos_emb)
+    )
 
 
 def test_mawu_matches_formula_and_margins_learn():
@@ -347,14 +400,25 @@ def test_mawu_margins_are_clamped_in_training_only():
     loss(batch["user_emb"], batch["pos_emb"], user_idx=torch.arange(4), item_idx=torch.arange(4))
     weight = loss.user_margin.weight[:, 0]
     assert torch.equal(weight, torch.tensor([0.0, 0.5, 1.0, 1.0]))
-    assert [name for name, _ in loss.named_parameters()] == ["user_margin.weight",
-                                                            "item_margin.weight"]
+    assert [name for name, _ in loss.named_parameters()] == [
+        "user_margin.weight",
+        "item_margin.weight",
+    ]
 
 
 # ---------------------------------------------------------------- errors
 def test_make_loss_names_and_errors():
-    assert set(LOSSES) == {"bpr", "hinge", "ccl", "ssm", "softmax", "directau", "mawu",
-                           "infonce+", "mine+"}
+    assert set(LOSSES) == {
+        "bpr",
+        "hinge",
+        "ccl",
+        "ssm",
+        "softmax",
+        "directau",
+        "mawu",
+        "infonce+",
+        "mine+",
+    }
     assert isinstance(make_loss("SSM", temperature=0.05), SampledSoftmaxLoss)
     with pytest.raises(ValueError, match="unknown loss 'warp'"):
         make_loss("warp")
@@ -397,14 +461,17 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="needs user_idx and item_idx"):
         MAWULoss(n_users=4, n_items=4).double()(u, p)
     with pytest.raises(ValueError, match="item_idx must lie in"):
-        MAWULoss(n_users=4, n_items=4).double()(u, p, user_idx=torch.arange(4),
-                                                 item_idx=torch.tensor([0, 1, 2, 9]))
+        MAWULoss(n_users=4, n_items=4).double()(
+            u, p, user_idx=torch.arange(4), item_idx=torch.tensor([0, 1, 2, 9])
+        )
 
 
 # ---------------------------------------------------------------- devices
 def _all_losses():
-    return [make_loss(name, **({"n_users": 8, "n_items": 8} if name == "mawu" else {}))
-            for name in LOSSES]
+    return [
+        make_loss(name, **({"n_users": 8, "n_items": 8} if name == "mawu" else {}))
+        for name in LOSSES
+    ]
 
 
 def _run_on(device: torch.device) -> None:
@@ -417,8 +484,16 @@ def _run_on(device: torch.device) -> None:
         loss = loss.to(device)
         if loss.needs_negatives:
             extra = {"neg_logq": torch.zeros(B, N, device=device)} if loss.supports_logq else {}
-            value = loss(u, p, negs, neg_items=neg_items, pos_items=ids, user_idx=ids,
-                         sample_weight=torch.ones(B, device=device), **extra)
+            value = loss(
+                u,
+                p,
+                negs,
+                neg_items=neg_items,
+                pos_items=ids,
+                user_idx=ids,
+                sample_weight=torch.ones(B, device=device),
+                **extra,
+            )
         else:
             value = loss(u, p, user_idx=ids, item_idx=ids)
         assert value.device.type == device.type and value.dim() == 0
@@ -442,19 +517,32 @@ def test_losses_create_no_tensor_off_device():
     u, p = torch.randn(B, D, device=meta), torch.randn(B, D, device=meta)
     ids = torch.arange(B, device=meta)
     for name in sorted(set(LOSSES) - {"mawu"}):
-        for negs, neg_items in ((torch.randn(B, N, D, device=meta),
-                                 torch.randint(8, (B, N), device=meta)),
-                                (torch.randn(C, D, device=meta),
-                                 torch.randint(8, (C,), device=meta))):
+        for negs, neg_items in (
+            (torch.randn(B, N, D, device=meta), torch.randint(8, (B, N), device=meta)),
+            (torch.randn(C, D, device=meta), torch.randint(8, (C,), device=meta)),
+        ):
             loss = make_loss(name)
             if not loss.needs_negatives:
                 assert loss(u, p).device == meta
                 continue
             loss.hard_negatives = 2
-            extra = ({"neg_logq": torch.zeros(neg_items.shape, device=meta),
-                      "pos_logq": torch.zeros(B, device=meta)} if loss.supports_logq else {})
-            value = loss(u, p, negs, neg_items=neg_items, pos_items=ids, user_idx=ids,
-                         neg_mask=torch.zeros(B, neg_items.shape[-1], dtype=torch.bool,
-                                              device=meta),
-                         sample_weight=torch.ones(B, device=meta), **extra)
+            extra = (
+                {
+                    "neg_logq": torch.zeros(neg_items.shape, device=meta),
+                    "pos_logq": torch.zeros(B, device=meta),
+                }
+                if loss.supports_logq
+                else {}
+            )
+            value = loss(
+                u,
+                p,
+                negs,
+                neg_items=neg_items,
+                pos_items=ids,
+                user_idx=ids,
+                neg_mask=torch.zeros(B, neg_items.shape[-1], dtype=torch.bool, device=meta),
+                sample_weight=torch.ones(B, device=meta),
+                **extra,
+            )
             assert value.device == meta

@@ -101,14 +101,17 @@ def csr_from_sets(sets, n_items):
     user = [u for u, items in enumerate(sets) for _ in items]
     item = [i for items in sets for i in sorted(items)]
     return UserItemCSR.from_pairs(
-        np.asarray(user, dtype=np.int64), np.asarray(item, dtype=np.int64),
-        n_users=len(sets), n_items=n_items,
+        np.asarray(user, dtype=np.int64),
+        np.asarray(item, dtype=np.int64),
+        n_users=len(sets),
+        n_items=n_items,
     )
 
 
 def table_score_fn(scores: torch.Tensor):
     def score_fn(users: torch.Tensor) -> torch.Tensor:
         return scores[users]
+
     return score_fn
 
 
@@ -121,8 +124,8 @@ def random_case(seed, n_users=13, n_items=9, overlap=False):
         n_te = int(rng.integers(0, n_items - n_tr + 1))
         n_ex = int(rng.integers(0, n_items - n_tr - n_te + 1))
         tr = set(perm[:n_tr])
-        te = set(perm[n_tr:n_tr + n_te])
-        ex = set(perm[n_tr + n_te:n_tr + n_te + n_ex])
+        te = set(perm[n_tr : n_tr + n_te])
+        ex = set(perm[n_tr + n_te : n_tr + n_te + n_ex])
         if overlap and tr and rng.random() < 0.5:
             te.add(next(iter(tr)))  # a training item that is also a test item
         train.append(tr)
@@ -204,11 +207,16 @@ def test_topk_hand_case():
     train, test, _ = hand_csrs()
     got = topk_metrics(table_score_fn(HAND_SCORES), train=train, test=test, ks=(2, 3))
     want = {
-        "recall@2": (0.5 + 0 + 1) / 3, "ndcg@2": (1 / D3 + 0 + 1) / 3,
-        "hitrate@2": 2 / 3, "precision@2": (0.5 + 0 + 1) / 3,
-        "recall@3": (0.5 + 0 + 1) / 3, "ndcg@3": (1 / D3 + 0 + 1) / 3,
-        "hitrate@3": 2 / 3, "precision@3": (1 / 3 + 0 + 2 / 3) / 3,
-        "mrr": (1 + 1 / 8 + 1) / 3, "n_users": 3,
+        "recall@2": (0.5 + 0 + 1) / 3,
+        "ndcg@2": (1 / D3 + 0 + 1) / 3,
+        "hitrate@2": 2 / 3,
+        "precision@2": (0.5 + 0 + 1) / 3,
+        "recall@3": (0.5 + 0 + 1) / 3,
+        "ndcg@3": (1 / D3 + 0 + 1) / 3,
+        "hitrate@3": 2 / 3,
+        "precision@3": (1 / 3 + 0 + 2 / 3) / 3,
+        "mrr": (1 + 1 / 8 + 1) / 3,
+        "n_users": 3,
     }
     assert list(got) == list(want)  # key order: per k, then mrr, n_users
     assert_metrics_close(got, want)
@@ -313,8 +321,9 @@ def test_topk_random_without_exclude_and_float32_scores():
     empty = [set() for _ in tr]
     train, test = csr_from_sets(tr, 15), csr_from_sets(te, 15)
     _, want = ref_topk(scores.tolist(), tr, te, empty, (2, 10))
-    got = topk_metrics(table_score_fn(scores.float()), train=train, test=test, ks=(2, 10),
-                       chunk_size=3)
+    got = topk_metrics(
+        table_score_fn(scores.float()), train=train, test=test, ks=(2, 10), chunk_size=3
+    )
     for name in want:
         assert got[name] == pytest.approx(want[name], abs=1e-6), name
 
@@ -328,12 +337,25 @@ def test_topk_users_subset_skips_users_without_test_items():
     train, test, excl = (csr_from_sets(s, n_items) for s in (tr, te, ex))
     subset = [5, 2, 2, 9]  # duplicates are dropped
     _, want = ref_topk(scores.tolist(), tr, te, ex, (3,), users=subset)
-    got = topk_metrics(table_score_fn(scores), train=train, test=test, ks=3, exclude=excl,
-                       users=np.asarray(subset), chunk_size=1)
+    got = topk_metrics(
+        table_score_fn(scores),
+        train=train,
+        test=test,
+        ks=3,
+        exclude=excl,
+        users=np.asarray(subset),
+        chunk_size=1,
+    )
     assert got["n_users"] == want["n_users"] == 2
     assert_metrics_close(got, want)
-    frame = topk_metrics_per_user(table_score_fn(scores), train=train, test=test, ks=3,
-                                  exclude=excl, users=torch.tensor(subset))
+    frame = topk_metrics_per_user(
+        table_score_fn(scores),
+        train=train,
+        test=test,
+        ks=3,
+        exclude=excl,
+        users=torch.tensor(subset),
+    )
     assert 5 not in frame["user"].tolist()
 
 
@@ -387,8 +409,10 @@ def test_topk_errors():
 # ====================================================================== sampled negatives
 def known_case(seed=0, n_users=6, n_items=30):
     rng = np.random.default_rng(seed)
-    sets = [set(rng.choice(n_items, size=int(rng.integers(0, n_items)), replace=False).tolist())
-            for _ in range(n_users)]
+    sets = [
+        set(rng.choice(n_items, size=int(rng.integers(0, n_items)), replace=False).tolist())
+        for _ in range(n_users)
+    ]
     sets[0] = set(range(n_items)) - {3, 17}  # rated almost everything
     sets[1] = set()
     return sets, csr_from_sets(sets, n_items)
@@ -399,8 +423,9 @@ def test_sample_negatives_valid_unique_padded(n_negatives):
     sets, known = known_case()
     n_items = 30
     test_users = np.array([0, 1, 2, 3, 4, 5, 0, 2, 2, 5, 1])
-    neg = sample_negatives(test_users=test_users, known=known, n_items=n_items,
-                           n_negatives=n_negatives, seed=3)
+    neg = sample_negatives(
+        test_users=test_users, known=known, n_items=n_items, n_negatives=n_negatives, seed=3
+    )
     assert neg.dtype == torch.long and neg.shape == (len(test_users), n_negatives)
     for row, u in zip(neg.tolist(), test_users.tolist(), strict=True):
         n_avail = n_items - len(sets[u])
@@ -445,8 +470,9 @@ def test_sample_negatives_chunked(monkeypatch):
 
 def test_sample_negatives_roughly_uniform():
     known = csr_from_sets([set(range(5))], 10)  # items 5..9 available
-    neg = sample_negatives(test_users=np.zeros(4000, dtype=np.int64), known=known, n_items=10,
-                           n_negatives=2, seed=0)
+    neg = sample_negatives(
+        test_users=np.zeros(4000, dtype=np.int64), known=known, n_items=10, n_negatives=2, seed=0
+    )
     freq = np.bincount(neg.reshape(-1).numpy(), minlength=10) / 4000
     assert np.all(freq[:5] == 0)
     assert np.allclose(freq[5:], 2 / 5, atol=0.03)
@@ -465,12 +491,14 @@ def test_sample_negatives_errors():
 # ====================================================================== percentile ranks
 def test_percentile_ranks_hand_ties():
     pos = torch.tensor([0.5, 0.5, 2.0, 0.0])
-    neg = torch.tensor([
-        [0.9, 0.5, 0.1, 0.5],  # 1 above + 2 ties -> 2 / 4
-        [0.9, 0.5, 0.1, 0.5],  # valid: 0.9, 0.1 -> 1 / 2
-        [1.0, 1.0, 1.0, 1.0],  # beats all -> 0
-        [0.0, 0.0, 0.0, 0.0],  # all tied -> 0.5
-    ])
+    neg = torch.tensor(
+        [
+            [0.9, 0.5, 0.1, 0.5],  # 1 above + 2 ties -> 2 / 4
+            [0.9, 0.5, 0.1, 0.5],  # valid: 0.9, 0.1 -> 1 / 2
+            [1.0, 1.0, 1.0, 1.0],  # beats all -> 0
+            [0.0, 0.0, 0.0, 0.0],  # all tied -> 0.5
+        ]
+    )
     valid = torch.tensor([[True] * 4, [True, False, True, False], [True] * 4, [True] * 4])
     got = percentile_ranks(pos, neg, valid)
     assert got.tolist() == pytest.approx([0.5, 0.5, 0.0, 0.5])
@@ -486,8 +514,10 @@ def test_percentile_ranks_random_against_reference():
     valid = torch.rand(40, 17, generator=g) < 0.8
     valid[:, 0] = True
     got = percentile_ranks(pos, neg, valid)
-    want = [ref_percentile_rank(p, n, v)
-            for p, n, v in zip(pos.tolist(), neg.tolist(), valid.tolist(), strict=True)]
+    want = [
+        ref_percentile_rank(p, n, v)
+        for p, n, v in zip(pos.tolist(), neg.tolist(), valid.tolist(), strict=True)
+    ]
     assert got.tolist() == pytest.approx(want, abs=1e-7)
 
 
@@ -549,19 +579,24 @@ def test_cuda_matches_cpu():
     want = topk_metrics(table_score_fn(scores), train=train, test=test, exclude=excl, **kwargs)
     cuda_scores = scores.cuda()
     # CPU CSRs, model on CUDA: ids handed over on CUDA, CSRs moved once
-    got = topk_metrics(table_score_fn(cuda_scores), train=train, test=test, exclude=excl,
-                       device="cuda", **kwargs)
+    got = topk_metrics(
+        table_score_fn(cuda_scores), train=train, test=test, exclude=excl, device="cuda", **kwargs
+    )
     assert_metrics_close(got, want)
     # CSRs already on CUDA
-    got = topk_metrics(table_score_fn(cuda_scores), train=train.to("cuda"),
-                       test=test.to("cuda"), exclude=excl.to("cuda"), **kwargs)
+    got = topk_metrics(
+        table_score_fn(cuda_scores),
+        train=train.to("cuda"),
+        test=test.to("cuda"),
+        exclude=excl.to("cuda"),
+        **kwargs,
+    )
     assert_metrics_close(got, want)
 
     sets, known = known_case()
     users = np.array([0, 2, 3, 5])
     neg_cpu = sample_negatives(test_users=users, known=known, n_items=30, n_negatives=7)
-    neg_gpu = sample_negatives(test_users=users, known=known.to("cuda"), n_items=30,
-                               n_negatives=7)
+    neg_gpu = sample_negatives(test_users=users, known=known.to("cuda"), n_items=30, n_negatives=7)
     assert neg_gpu.is_cuda and torch.equal(neg_gpu.cpu(), neg_cpu)
     pos = torch.rand(4, device="cuda")
     neg = torch.rand(4, 7, device="cuda")

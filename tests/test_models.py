@@ -20,10 +20,14 @@ def synthetic():
 def _ratings(triples, n_users, n_items):
     arr = np.asarray(triples, dtype=np.float64)
     return Ratings(
-        user=arr[:, 0].astype(np.int64), item=arr[:, 1].astype(np.int64),
-        rating=arr[:, 2].astype(np.float32), timestamp=np.zeros(len(arr), dtype=np.int64),
-        n_users=n_users, n_items=n_items,
-        user_ids=np.arange(1, n_users + 1), item_ids=np.arange(1, n_items + 1),
+        user=arr[:, 0].astype(np.int64),
+        item=arr[:, 1].astype(np.int64),
+        rating=arr[:, 2].astype(np.float32),
+        timestamp=np.zeros(len(arr), dtype=np.int64),
+        n_users=n_users,
+        n_items=n_items,
+        user_ids=np.arange(1, n_users + 1),
+        item_ids=np.arange(1, n_items + 1),
     )
 
 
@@ -33,8 +37,9 @@ SLIDES = [(0, 0, 2), (0, 2, 1), (1, 1, 4), (1, 2, 3), (2, 0, 1)]
 
 def test_baseline_worked_example_from_the_slides():
     data = _ratings(SLIDES, 3, 3)
-    model = BaselineEstimates(method="shrunk", reg_item=0, reg_user=0, device="cpu",
-                              clip=False).fit(data)
+    model = BaselineEstimates(
+        method="shrunk", reg_item=0, reg_user=0, device="cpu", clip=False
+    ).fit(data)
     assert float(model.mu) == pytest.approx(2.2)
     # item 1 is rated 2 and 1: b_1 = 1.5 - 2.2; user 2's residuals after b_i: (0 + 1) / 2
     assert model.item_bias[0] == pytest.approx(-0.7, abs=1e-6)
@@ -44,13 +49,17 @@ def test_baseline_worked_example_from_the_slides():
 
 def test_baseline_als_converges_to_regularized_least_squares():
     rng = np.random.default_rng(3)
-    triples = {(int(u), int(i)): int(r) for u, i, r in
-               zip(rng.integers(0, 6, 40), rng.integers(0, 5, 40), rng.integers(1, 6, 40),
-                   strict=True)}
+    triples = {
+        (int(u), int(i)): int(r)
+        for u, i, r in zip(
+            rng.integers(0, 6, 40), rng.integers(0, 5, 40), rng.integers(1, 6, 40), strict=True
+        )
+    }
     data = _ratings([(u, i, r) for (u, i), r in triples.items()], 6, 5)
     lam = 2.0
-    model = BaselineEstimates(method="als", reg_item=lam, reg_user=lam, n_iters=300,
-                              device="cpu", clip=False).fit(data)
+    model = BaselineEstimates(
+        method="als", reg_item=lam, reg_user=lam, n_iters=300, device="cpu", clip=False
+    ).fit(data)
     # Direct solve of min sum (r - mu - b_u - b_i)^2 + lam (|b_u|^2 + |b_i|^2).
     design = np.zeros((len(data), 11))
     design[np.arange(len(data)), data.user] = 1
@@ -63,8 +72,9 @@ def test_baseline_als_converges_to_regularized_least_squares():
 
 def test_als_sweep_equals_per_user_closed_form(synthetic):
     train, _ = synthetic
-    model = BiasedMF(3, method="als", epochs=1, reg=0.1, weighted_reg=True, device="cpu",
-                     clip=False)
+    model = BiasedMF(
+        3, method="als", epochs=1, reg=0.1, weighted_reg=True, device="cpu", clip=False
+    )
     init = BiasedMF(3, method="als", epochs=1, reg=0.1, device="cpu")
     init._build(train.n_users, train.n_items)
     q0 = init.net.item_factors.weight.detach().numpy().astype(np.float64)
@@ -92,8 +102,9 @@ def test_als_solve_side_in_blocks_equals_dense_solve(monkeypatch):
     other = torch.randn(4, 2, generator=gen, dtype=torch.float64)
     monkeypatch.setattr(als, "BLOCK_ELEMENTS", 27)  # (f+1)^2 = 9: three rows a block
     side = als.build_side(rows, cols, 9, 4)
-    theta = als.solve_side(side, conf, conf * target, other, reg=0.3, reg_bias=0.1,
-                           weighted_reg=True)
+    theta = als.solve_side(
+        side, conf, conf * target, other, reg=0.3, reg_bias=0.1, weighted_reg=True
+    )
     x = torch.cat([other, torch.ones(4, 1, dtype=torch.float64)], dim=1)
     for u in range(9):
         mask = rows == u
@@ -112,12 +123,13 @@ def test_confidence_weights_scale_the_squared_error_only(synthetic):
     train, test = synthetic
     twos = np.full(len(train), 2.0, dtype=np.float32)
     for method, epochs in (("als", 3), ("sgd", 2)):
-        weighted = BiasedMF(4, method=method, epochs=epochs, reg=0.2, lr=0.005,
-                            device="cpu").fit(train, weights=twos)
-        plain = BiasedMF(4, method=method, epochs=epochs, reg=0.1, lr=0.01,
-                         device="cpu").fit(train)
-        np.testing.assert_allclose(weighted.predict(test.user, test.item),
-                                   plain.predict(test.user, test.item), atol=1e-4)
+        weighted = BiasedMF(4, method=method, epochs=epochs, reg=0.2, lr=0.005, device="cpu").fit(
+            train, weights=twos
+        )
+        plain = BiasedMF(4, method=method, epochs=epochs, reg=0.1, lr=0.01, device="cpu").fit(train)
+        np.testing.assert_allclose(
+            weighted.predict(test.user, test.item), plain.predict(test.user, test.item), atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("method", ["sgd", "adam", "als"])
@@ -137,8 +149,9 @@ def test_unknown_ids_fall_back_to_the_baseline(synthetic):
     b_i = model.net.item_bias.weight[:, 0].detach().numpy()
     b_u = model.net.user_bias.weight[:, 0].detach().numpy()
     pred = model.predict([-1, 10_000, 5, 0, -1], [3, 3, 3, 10_000, -7])
-    np.testing.assert_allclose(pred, [mu + b_i[3], mu + b_i[3], mu + b_i[3], mu + b_u[0], mu],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        pred, [mu + b_i[3], mu + b_i[3], mu + b_i[3], mu + b_u[0], mu], atol=1e-6
+    )
     items, _ = model.recommend([-1, 5, 10_000], k=5)
     assert items.shape == (3, 5)
     raw_item = train.item_ids[0]
@@ -153,8 +166,9 @@ def test_recommend_excludes_training_items_and_matches_predict(synthetic):
     for row, u in enumerate(users):
         seen = set(train.item[train.user == u])
         assert not seen & set(items[row])
-        np.testing.assert_allclose(scores[row], model.predict(np.full(10, u), items[row]),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            scores[row], model.predict(np.full(10, u), items[row]), atol=1e-5
+        )
         assert np.all(np.diff(scores[row]) <= 1e-6)
     with pytest.raises(ValueError, match="k="):
         model.recommend([0], k=0)
@@ -186,8 +200,7 @@ def test_checkpoint_round_trip_and_mismatches(synthetic, tmp_path):
 def test_pretrained_and_frozen_embeddings(synthetic):
     train, _ = synthetic
     items = np.random.default_rng(0).normal(size=(train.n_items, 3)).astype(np.float32)
-    model = BiasedMF(3, item_embeddings=items, freeze_items=True, epochs=3,
-                     device="cpu").fit(train)
+    model = BiasedMF(3, item_embeddings=items, freeze_items=True, epochs=3, device="cpu").fit(train)
     np.testing.assert_array_equal(model.item_embeddings, items)
     with pytest.raises(ValueError, match="item_embeddings has shape"):
         BiasedMF(4, item_embeddings=items, device="cpu").fit(train)
@@ -230,15 +243,19 @@ def test_quality_on_ml100k_u1(ml100k):
     from mfutils.data import canonical_folds
 
     train, test = canonical_folds(ml100k)[0]
-    expected = {BaselineEstimates(device="cpu"): 0.955, BiasedMF(method="sgd", device="cpu"): 0.930,
-                BiasedMF(method="als", device="cpu"): 0.932}
+    expected = {
+        BaselineEstimates(device="cpu"): 0.955,
+        BiasedMF(method="sgd", device="cpu"): 0.930,
+        BiasedMF(method="als", device="cpu"): 0.932,
+    }
     for model, threshold in expected.items():
         score = rmse(model.fit(train).predict_ratings(test), test.rating)
         assert score <= threshold, (type(model).__name__, model.config.get("method"), score)
 
 
-@pytest.mark.parametrize("make", [lambda: BaselineEstimates(device="cpu"),
-                                  lambda: BiasedMF(3, epochs=2, device="cpu")])
+@pytest.mark.parametrize(
+    "make", [lambda: BaselineEstimates(device="cpu"), lambda: BiasedMF(3, epochs=2, device="cpu")]
+)
 def test_score_items_matches_predict_for_every_item(synthetic, make):
     train, _ = synthetic
     model = make().fit(train.subset(train.user != 4))
@@ -248,5 +265,7 @@ def test_score_items_matches_predict_for_every_item(synthetic, make):
     np.testing.assert_allclose(generic, scores, atol=1e-5)
     for row, u in enumerate(users.tolist()):
         np.testing.assert_allclose(
-            scores[row], model.predict(np.full(train.n_items, u), np.arange(train.n_items)),
-            atol=1e-5)
+            scores[row],
+            model.predict(np.full(train.n_items, u), np.arange(train.n_items)),
+            atol=1e-5,
+        )

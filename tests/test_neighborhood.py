@@ -51,11 +51,17 @@ def test_shrunk_pearson_matches_per_pair_reference(form):
     mask[0, 5] = True  # item 5 has one rater: no pair reaches n_ij >= 2
     z = rng.normal(size=(9, 6)) * mask
     expected = _slow_pearson(z, mask, 3.0, form)
-    got = shrunk_pearson(torch.tensor(z, dtype=torch.float32), torch.tensor(mask),
-                         shrinkage=3.0, form=form)
+    got = shrunk_pearson(
+        torch.tensor(z, dtype=torch.float32), torch.tensor(mask), shrinkage=3.0, form=form
+    )
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
-    chunked = shrunk_pearson(torch.tensor(z, dtype=torch.float32), torch.tensor(mask),
-                             shrinkage=3.0, form=form, chunk_size=4)
+    chunked = shrunk_pearson(
+        torch.tensor(z, dtype=torch.float32),
+        torch.tensor(mask),
+        shrinkage=3.0,
+        form=form,
+        chunk_size=4,
+    )
     np.testing.assert_allclose(chunked.numpy(), got.numpy(), atol=1e-6)
     assert np.all(got.numpy()[5] == 0) and np.all(np.diag(got.numpy()) == 0)
 
@@ -79,8 +85,9 @@ def _slow_knn(train, model, users, items):
     return np.array(out)
 
 
-@pytest.mark.parametrize("options", [dict(k=5), dict(k=3, denominator_reg=0.5),
-                                     dict(k=8, positive_only=False)])
+@pytest.mark.parametrize(
+    "options", [dict(k=5), dict(k=3, denominator_reg=0.5), dict(k=8, positive_only=False)]
+)
 def test_item_knn_matches_per_rating_reference(synthetic, options):
     train, test = synthetic
     model = ItemKNN(shrinkage=10.0, device="cpu", clip=False, **options).fit(train)
@@ -130,14 +137,21 @@ def _net(seed=0):
     keys = torch.unique(user * n_items + item)  # shape: (nnz,) sorted
     net = GlobalNeighborhoodNet(
         torch.stack([torch.randperm(n_items, generator=gen)[:k] for _ in range(n_items)]),
-        keys, torch.randn(len(keys), generator=gen), n_users=n_users, mu=3.0, reg=0.05,
-        reg_bias=0.02)
+        keys,
+        torch.randn(len(keys), generator=gen),
+        n_users=n_users,
+        mu=3.0,
+        reg=0.05,
+        reg_bias=0.02,
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.3, generator=gen)
-    batch = {"user": torch.randint(0, n_users, (25,), generator=gen),
-             "item": torch.randint(0, n_items, (25,), generator=gen),
-             "rating": torch.randint(1, 6, (25,), generator=gen).float()}
+    batch = {
+        "user": torch.randint(0, n_users, (25,), generator=gen),
+        "item": torch.randint(0, n_items, (25,), generator=gen),
+        "rating": torch.randint(1, 6, (25,), generator=gen).float(),
+    }
     return net, batch
 
 
@@ -147,8 +161,11 @@ def test_funk_step_equals_autograd_sgd(weights):
     auto, _ = _net()
     # No user or item repeats (repeats are scaled to sequential SGD, see test_train.py).
     gen = torch.Generator().manual_seed(3)
-    batch = {"user": torch.randperm(7, generator=gen)[:6], "item": torch.randperm(6, generator=gen),
-             "rating": batch["rating"][:6]}
+    batch = {
+        "user": torch.randperm(7, generator=gen)[:6],
+        "item": torch.randperm(6, generator=gen),
+        "rating": batch["rating"][:6],
+    }
     if weights:
         batch["weight"] = torch.linspace(0.5, 2.0, 6)
     manual_loss = manual.funk_step(batch, 0.05)
@@ -179,16 +196,18 @@ def test_funk_step_with_one_rating_is_korens_rule():
     assert new_b_u == pytest.approx(b_u + 0.1 * (err - 0.02 * b_u), abs=1e-6)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ItemKNN(5, shrinkage=10.0, device="cpu"),
-    lambda: GlobalNeighborhood(6, epochs=2, device="cpu"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ItemKNN(5, shrinkage=10.0, device="cpu"),
+        lambda: GlobalNeighborhood(6, epochs=2, device="cpu"),
+    ],
+)
 def test_predictions_do_not_depend_on_batching(synthetic, make):
     train, test = synthetic
     model = make().fit(train)
     full = model.predict(test.user, test.item)
-    np.testing.assert_allclose(model.predict(test.user, test.item, batch_size=7), full,
-                               atol=1e-6)
+    np.testing.assert_allclose(model.predict(test.user, test.item, batch_size=7), full, atol=1e-6)
     if isinstance(model, ItemKNN):
         model.config["predict_batch"] = 3
         np.testing.assert_allclose(model.predict(test.user, test.item), full, atol=1e-6)
@@ -223,18 +242,22 @@ def test_unknown_ids_and_users_without_neighbours_fall_back(cls):
     assert np.isfinite(scores).all() and 3 not in items[0]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ItemKNN(5, shrinkage=10.0, denominator_reg=0.1, device="cpu"),
-    lambda: GlobalNeighborhood(6, epochs=2, device="cpu"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ItemKNN(5, shrinkage=10.0, denominator_reg=0.1, device="cpu"),
+        lambda: GlobalNeighborhood(6, epochs=2, device="cpu"),
+    ],
+)
 def test_checkpoint_round_trip(synthetic, make, tmp_path):
     train, test = synthetic
     model = make().fit(train)
     path = model.save(tmp_path / "model.pt")
     loaded = ExplicitModel.load(path, device="cpu")
     assert type(loaded) is type(model) and loaded.config == model.config
-    np.testing.assert_array_equal(loaded.predict(test.user, test.item),
-                                  model.predict(test.user, test.item))
+    np.testing.assert_array_equal(
+        loaded.predict(test.user, test.item), model.predict(test.user, test.item)
+    )
 
 
 def test_quality_on_ml100k_u1(ml100k):

@@ -24,8 +24,17 @@ def split():
 @pytest.fixture(scope="module")
 def fitted(split):
     train, _ = split
-    return NNMF(latent_dim=3, prime_dim=5, hidden=(8, 8), reg=1.0, epochs=40, batch_size=256,
-                lr=3e-3, patience=8, device="cpu").fit(train)
+    return NNMF(
+        latent_dim=3,
+        prime_dim=5,
+        hidden=(8, 8),
+        reg=1.0,
+        epochs=40,
+        batch_size=256,
+        lr=3e-3,
+        patience=8,
+        device="cpu",
+    ).fit(train)
 
 
 def test_network_input_is_u_v_and_the_elementwise_product(fitted):
@@ -60,8 +69,8 @@ def test_penalty_over_an_epoch_is_the_papers_regularizer(split, fitted):
         net.item_share.copy_(1 / item_counts.clamp(min=1))
         total = net.penalty(train.tensors()).sum()
         rated_u, rated_i = user_counts > 0, item_counts > 0
-        users = (net.user_latent.weight.pow(2).sum(1) + net.user_prime.weight.pow(2).sum(1))
-        items = (net.item_latent.weight.pow(2).sum(1) + net.item_prime.weight.pow(2).sum(1))
+        users = net.user_latent.weight.pow(2).sum(1) + net.user_prime.weight.pow(2).sum(1)
+        items = net.item_latent.weight.pow(2).sum(1) + net.item_prime.weight.pow(2).sum(1)
         paper = net.reg * (users[rated_u].sum() + items[rated_i].sum())
     torch.testing.assert_close(total, 0.5 * paper, rtol=1e-4, atol=1e-4)
 
@@ -82,10 +91,16 @@ class _Product(nn.Module):
 
 def test_alternating_steps_update_one_block_after_the_other():
     net = _Product()
-    data = {"user": torch.zeros(1, dtype=torch.long), "x": torch.ones(1),
-            "rating": torch.tensor([3.0])}
-    fit(net, data, config=TrainConfig(epochs=1, optimizer="sgd", lr=0.1, alternate=True,
-                                      progress=False))
+    data = {
+        "user": torch.zeros(1, dtype=torch.long),
+        "x": torch.ones(1),
+        "rating": torch.tensor([3.0]),
+    }
+    fit(
+        net,
+        data,
+        config=TrainConfig(epochs=1, optimizer="sgd", lr=0.1, alternate=True, progress=False),
+    )
     a0, b0, lr = 1.0, 2.0, 0.1
     a1 = a0 + lr * (3 - a0 * b0) * b0  # step on a with b fixed
     b1 = b0 + lr * (3 - a1 * b0) * a1  # then on b with the new a, loss recomputed
@@ -97,8 +112,10 @@ def test_alternating_steps_update_one_block_after_the_other():
 
 def test_training_beats_the_mean_and_unknown_ids_fall_back(split, fitted):
     train, test = split
-    assert rmse(fitted.predict_ratings(test), test.rating) < rmse(
-        np.full(len(test), train.global_mean), test.rating) - 0.05
+    assert (
+        rmse(fitted.predict_ratings(test), test.rating)
+        < rmse(np.full(len(test), train.global_mean), test.rating) - 0.05
+    )
     assert fitted.history["valid"].notna().all()  # 2% held out for early stopping
     pred = fitted.predict([4, -1, 10_000, 0], [0, 0, 0, -1])
     assert np.isfinite(pred).all()

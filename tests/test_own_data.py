@@ -28,12 +28,19 @@ def frame() -> pd.DataFrame:
     n = 900
     users = np.array([f"v{u:02d}" for u in rng.integers(0, 60, n)])
     items = np.array([f"p-{i}" for i in rng.integers(0, 25, n)])
-    taste = (pd.Series(users).str[1:].astype(int) % 5 + pd.Series(items).str[2:].astype(int)
-             % 5).to_numpy()
+    taste = (
+        pd.Series(users).str[1:].astype(int) % 5 + pd.Series(items).str[2:].astype(int) % 5
+    ).to_numpy()
     stars = np.clip(1 + taste // 2 + rng.integers(0, 2, n), 1, 5).astype(float)
     when = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s")
-    return pd.DataFrame({"visitor": users, "product": items, "stars": stars,
-                         "time": when.strftime("%Y-%m-%d %H:%M:%S")})
+    return pd.DataFrame(
+        {
+            "visitor": users,
+            "product": items,
+            "stars": stars,
+            "time": when.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +59,19 @@ def test_a_csv_with_string_ids_loads_like_a_release(frame, csv_file):
     assert list(data.user_ids) == sorted(set(frame.visitor))  # compact ids in raw-id order
     pairs = frame.drop_duplicates(["visitor", "product"])
     assert len(data) == len(pairs)  # one rating per pair: the latest kept
-    latest = frame.assign(t=pd.to_datetime(frame.time)).sort_values("t").groupby(
-        ["visitor", "product"]).stars.last()
-    got = pd.Series(data.rating, index=pd.MultiIndex.from_arrays(
-        [data.user_ids[data.user], data.item_ids[data.item]]))
-    pd.testing.assert_series_equal(got.sort_index(), latest.sort_index(), check_names=False,
-                                   check_dtype=False)
+    latest = (
+        frame.assign(t=pd.to_datetime(frame.time))
+        .sort_values("t")
+        .groupby(["visitor", "product"])
+        .stars.last()
+    )
+    got = pd.Series(
+        data.rating,
+        index=pd.MultiIndex.from_arrays([data.user_ids[data.user], data.item_ids[data.item]]),
+    )
+    pd.testing.assert_series_equal(
+        got.sort_index(), latest.sort_index(), check_names=False, check_dtype=False
+    )
     assert data.rating_scale == (1.0, 5.0)
     assert data.timestamp.min() >= pd.Timestamp("2024-01-01").timestamp()
 
@@ -83,17 +97,26 @@ def test_default_column_names_and_integer_ids(tmp_path):
     assert data.rating_scale == (0.5, 5.0) and data.timestamp.tolist() == [100, 200, 300]
 
 
-@pytest.mark.parametrize("text, options, message", [
-    ("user,item,rating\nu1,i1,4\nu2,i1,x\n", {}, r"line 3: column 'rating': the rating 'x'"),
-    ("user,item,rating\nu1,,4\n", {}, r"line 2: column 'item': the id is empty"),
-    ("user,item,rating\nu1,i1,7\n", {"rating_scale": (1, 5)}, r"line 2: the rating 7 lies"),
-    ("user,item,rating\nu1,i1,4\nu1,i1,5\n", {"duplicates": "error"},
-     r"line 3: user u1 rated item i1 already on line 2"),
-    ("visitor,item\nu1,i1\n", {}, r"line 1: no user column: name it with user="),
-    ("user,item,when\nu1,i1,yesterday\n", {"timestamp": "when"},
-     r"line 2: column 'when': the timestamp 'yesterday'"),
-    ("user,item\nu1,i1\n", {"rating": "stars"}, r"line 1: no column 'stars' for the rating"),
-])
+@pytest.mark.parametrize(
+    "text, options, message",
+    [
+        ("user,item,rating\nu1,i1,4\nu2,i1,x\n", {}, r"line 3: column 'rating': the rating 'x'"),
+        ("user,item,rating\nu1,,4\n", {}, r"line 2: column 'item': the id is empty"),
+        ("user,item,rating\nu1,i1,7\n", {"rating_scale": (1, 5)}, r"line 2: the rating 7 lies"),
+        (
+            "user,item,rating\nu1,i1,4\nu1,i1,5\n",
+            {"duplicates": "error"},
+            r"line 3: user u1 rated item i1 already on line 2",
+        ),
+        ("visitor,item\nu1,i1\n", {}, r"line 1: no user column: name it with user="),
+        (
+            "user,item,when\nu1,i1,yesterday\n",
+            {"timestamp": "when"},
+            r"line 2: column 'when': the timestamp 'yesterday'",
+        ),
+        ("user,item\nu1,i1\n", {"rating": "stars"}, r"line 1: no column 'stars' for the rating"),
+    ],
+)
 def test_bad_input_names_file_line_and_column(text, options, message, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -115,16 +138,20 @@ def test_events_fit_ranking_models_only(tmp_path):
 
 
 def test_side_tables_feed_the_feature_models(frame, csv_file, tmp_path):
-    items = pd.DataFrame({"product": [f"p-{i}" for i in range(25)],
-                          "title": [f"Thing {i} ({2000 + i % 7})" for i in range(25)],
-                          "genres": ["a|b" if i % 2 else "c" for i in range(25)]})
-    users = pd.DataFrame({"visitor": sorted(set(frame.visitor)), "gender": "F",
-                          "age": 30})
+    items = pd.DataFrame(
+        {
+            "product": [f"p-{i}" for i in range(25)],
+            "title": [f"Thing {i} ({2000 + i % 7})" for i in range(25)],
+            "genres": ["a|b" if i % 2 else "c" for i in range(25)],
+        }
+    )
+    users = pd.DataFrame({"visitor": sorted(set(frame.visitor)), "gender": "F", "age": 30})
     data = load_ratings(csv_file, **COLUMNS, items=items, users=users)
     assert list(data.items.columns) == ["title", "year", "genre_a", "genre_b", "genre_c"]
     assert data.items.loc[0, "year"] == 2000 and data.users["gender"].eq("F").all()
-    model = FactorizationMachine(fields=("user", "item", "genres", "year", "gender"),
-                                 epochs=2, device="cpu").fit(data)
+    model = FactorizationMachine(
+        fields=("user", "item", "genres", "year", "gender"), epochs=2, device="cpu"
+    ).fit(data)
     assert np.isfinite(model.predict_ratings(data)).all()
 
 
@@ -137,8 +164,23 @@ def test_parse_columns():
 def test_the_cli_trains_recommends_and_serves_own_data(frame, csv_file, tmp_path, capsys):
     out = tmp_path / "mf"
     columns = "user=visitor,item=product,rating=stars,timestamp=time"
-    assert main(["train", "BiasedMF-ALS", "--ratings", str(csv_file), "--columns", columns,
-                 "-p", "n_factors=4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "BiasedMF-ALS",
+                "--ratings",
+                str(csv_file),
+                "--columns",
+                columns,
+                "-p",
+                "n_factors=4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     info = Artifact.load(out).info
     assert info["data"]["dataset"] == "ratings" and info["data"]["split"] == "random"
     assert "rmse" in info["metrics"]
@@ -151,8 +193,10 @@ def test_the_cli_trains_recommends_and_serves_own_data(frame, csv_file, tmp_path
     assert main(["recommend", str(out), "--rated", "p-1=5", "p-2=1", "-k", "2"]) == 0
     assert "fold-in" in capsys.readouterr().out
     rec = Recommender(out, device="cpu")
-    with BackgroundServer(create_app(rec)) as server, httpx.Client(base_url=server.url,
-                                                                   timeout=30) as client:
+    with (
+        BackgroundServer(create_app(rec)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         reply = client.get("/users/v03/recommendations", params={"k": 3}).json()
         assert reply["user"] == "v03"
         expected = rec.recommend(["v03"], 3)[0].items.tolist()
@@ -166,13 +210,39 @@ def test_the_cli_trains_a_ranking_model_on_a_parquet_event_log(frame, tmp_path, 
     parquet = tmp_path / "events.parquet"
     frame[["visitor", "product", "time"]].to_parquet(parquet)
     out = tmp_path / "ials"
-    assert main(["train", "iALS", "--ratings", str(parquet), "--columns",
-                 "user=visitor,item=product", "--split", "per-user", "-p", "factors=4",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "iALS",
+                "--ratings",
+                str(parquet),
+                "--columns",
+                "user=visitor,item=product",
+                "--split",
+                "per-user",
+                "-p",
+                "factors=4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "ndcg@20" in Artifact.load(out).info["metrics"]
     with pytest.raises(SystemExit) as exit_:
-        main(["train", "BiasedMF", "--ratings", str(parquet), "--columns",
-              "user=visitor,item=product", "--out", str(tmp_path / "no")])
+        main(
+            [
+                "train",
+                "BiasedMF",
+                "--ratings",
+                str(parquet),
+                "--columns",
+                "user=visitor,item=product",
+                "--out",
+                str(tmp_path / "no"),
+            ]
+        )
     assert exit_.value.code == 2
     assert "holds events without ratings" in capsys.readouterr().err
 
@@ -186,8 +256,23 @@ def test_the_readme_command_on_the_fixture(kind, tmp_path, capsys):
         pd.read_csv(source).to_parquet(tmp_path / "events.parquet")
         source = tmp_path / "events.parquet"
     out = tmp_path / "a"
-    assert main(["train", "BiasedMF-SGD", "--ratings", str(source), "--columns",
-                 "user=uid,item=sku,rating=stars", "--split", "random", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "BiasedMF-SGD",
+                "--ratings",
+                str(source),
+                "--columns",
+                "user=uid,item=sku,rating=stars",
+                "--split",
+                "random",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["recommend", str(out), "--user", "u_17", "-k", "5"]) == 0
     table = capsys.readouterr().out
     assert "top-5 for user u_17" in table and table.count("sku-") == 5

@@ -58,8 +58,7 @@ def test_rating_distribution_one_bar_per_value(data):
 
 def test_rating_distribution_half_stars_and_given_ax():
     _, ax = plt.subplots()
-    out = plotting.plot_rating_distribution(np.array([0.5, 1.0, 3.5, 3.5]), normalize=False,
-                                            ax=ax)
+    out = plotting.plot_rating_distribution(np.array([0.5, 1.0, 3.5, 3.5]), normalize=False, ax=ax)
     assert out is ax
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "3.5"]
     assert "2" in [t.get_text() for t in ax.texts]  # the count above the 3.5 bar
@@ -130,8 +129,14 @@ def test_genre_counts_movies_and_ratings(data):
 
 def _history(values, seconds_per_epoch=0.5):
     epochs = np.arange(1, len(values) + 1)
-    return pd.DataFrame({"epoch": epochs, "valid": values, "train_loss": values,
-                         "seconds": seconds_per_epoch * epochs})
+    return pd.DataFrame(
+        {
+            "epoch": epochs,
+            "valid": values,
+            "train_loss": values,
+            "seconds": seconds_per_epoch * epochs,
+        }
+    )
 
 
 def test_learning_curves_one_line_per_label():
@@ -153,10 +158,17 @@ def test_learning_curves_missing_column():
 
 def _per_fold():
     rng = np.random.default_rng(0)
-    rows = [{"model": model, "fold": f"u{k}", "rmse": base + 0.01 * rng.normal(),
-             "mae": 0.75, "fit_seconds": 1.0}
-            for model, base in (("baseline", 0.94), ("MF", 0.91), ("SVD++", 0.90))
-            for k in range(1, 6)]
+    rows = [
+        {
+            "model": model,
+            "fold": f"u{k}",
+            "rmse": base + 0.01 * rng.normal(),
+            "mae": 0.75,
+            "fit_seconds": 1.0,
+        }
+        for model, base in (("baseline", 0.94), ("MF", 0.91), ("SVD++", 0.90))
+        for k in range(1, 6)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -173,8 +185,13 @@ def test_fold_results_dots_and_means():
 
 
 def test_heatmap_cells_and_best_outline():
-    table = pd.DataFrame([{"factors": f, "reg": r, "valid_rmse": 1 - 0.01 * f + r}
-                          for f in (10, 20, 50) for r in (0.01, 0.1)])
+    table = pd.DataFrame(
+        [
+            {"factors": f, "reg": r, "valid_rmse": 1 - 0.01 * f + r}
+            for f in (10, 20, 50)
+            for r in (0.01, 0.1)
+        ]
+    )
     ax = plotting.plot_heatmap(table, index="factors", columns="reg", values="valid_rmse")
     assert len(ax.texts) == 6
     assert {t.get_text() for t in ax.texts} >= {"0.5100", "1.0000"}  # best and worst cells
@@ -216,8 +233,10 @@ def test_embeddings_scatter_and_highlight():
 
 
 def test_plot_alignment_uniformity_labels_each_point():
-    frame = pd.DataFrame({"alignment": [0.8, 1.1], "uniformity": [-3.0, -2.5],
-                          "ndcg@20": [0.4, 0.3]}, index=["bpr", "ssm"])
+    frame = pd.DataFrame(
+        {"alignment": [0.8, 1.1], "uniformity": [-3.0, -2.5], "ndcg@20": [0.4, 0.3]},
+        index=["bpr", "ssm"],
+    )
     ax = plotting.plot_alignment_uniformity(frame, hue="ndcg@20")
     assert [t.get_text() for t in ax.texts] == ["bpr", "ssm"]
     assert "alignment" in ax.get_ylabel()

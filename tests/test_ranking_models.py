@@ -32,8 +32,16 @@ def _closed_form(fixed, x, alpha, reg):
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_one_sweep_equals_the_closed_form_solve(events, solver):
-    model = ImplicitALS(factors=4, reg=0.5, alpha=3.0, iterations=1, solver=solver,
-                        cg_steps=40, init_std=0.3, device="cpu")
+    model = ImplicitALS(
+        factors=4,
+        reg=0.5,
+        alpha=3.0,
+        iterations=1,
+        solver=solver,
+        cg_steps=40,
+        init_std=0.3,
+        device="cpu",
+    )
     gen = torch.Generator().manual_seed(0)  # the initial factors fit() draws
     torch.randn(events.n_users, 4, generator=gen)
     item0 = (0.3 * torch.randn(events.n_items, 4, generator=gen)).double().numpy()
@@ -57,8 +65,9 @@ def test_small_chunks_give_the_same_factors(events):
     pieces = ImplicitALS(factors=4, iterations=2, chunk_floats=64, device="cpu").fit(events)
     torch.testing.assert_close(pieces.user_factors, whole.user_factors)
     exact = ImplicitALS(factors=4, iterations=2, solver="cholesky", device="cpu").fit(events)
-    exact_pieces = ImplicitALS(factors=4, iterations=2, solver="cholesky", chunk_floats=64,
-                               device="cpu").fit(events)
+    exact_pieces = ImplicitALS(
+        factors=4, iterations=2, solver="cholesky", chunk_floats=64, device="cpu"
+    ).fit(events)
     torch.testing.assert_close(exact_pieces.item_factors, exact.item_factors)
 
 
@@ -118,8 +127,12 @@ def test_ranking_split_is_per_user_and_disjoint():
 
 def test_ranking_grid_sorts_by_validation_ndcg():
     split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
-    table = ranking_grid(lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
-                         [{"reg": 1.0}, {"reg": 1e4}], split, progress=False)
+    table = ranking_grid(
+        lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
+        [{"reg": 1.0}, {"reg": 1e4}],
+        split,
+        progress=False,
+    )
     assert list(table.columns) == ["reg", "valid_ndcg@20", "fit_seconds"]
     assert table["valid_ndcg@20"].is_monotonic_decreasing
 
@@ -127,8 +140,12 @@ def test_ranking_grid_sorts_by_validation_ndcg():
 def test_ranking_grid_returns_the_best_fitted_model():
     split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
     table, best, options = ranking_grid(
-        lambda **o: ImplicitALS(iterations=3, device="cpu", **o), [{"reg": 1e4}, {"reg": 1.0}],
-        split, progress=False, return_best=True)
+        lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
+        [{"reg": 1e4}, {"reg": 1.0}],
+        split,
+        progress=False,
+        return_best=True,
+    )
     assert best.config["reg"] == table.loc[0, "reg"] == options["reg"]
     again = evaluate_ranking(best, train=split.fit, test=split.valid, ks=(20,))["ndcg@20"]
     assert again == pytest.approx(table.loc[0, "valid_ndcg@20"])
@@ -140,11 +157,19 @@ def test_tune_and_test_refits_the_early_stopped_epochs_on_the_whole_train_part()
 
     def make(**options):
         seen.append(options)
-        return TwoTower(**{"dim": 8, "epochs": 6, "patience": 2, "batch_size": 256,
-                           "lr": 1e-2, "device": "cpu", **options})
+        return TwoTower(
+            **{
+                "dim": 8,
+                "epochs": 6,
+                "patience": 2,
+                "batch_size": 256,
+                "lr": 1e-2,
+                "device": "cpu",
+                **options,
+            }
+        )
 
-    tuned = tune_and_test(make, [{"reg": 0.0}, {"reg": 1.0}], split, name="bpr",
-                          progress=False)
+    tuned = tune_and_test(make, [{"reg": 0.0}, {"reg": 1.0}], split, name="bpr", progress=False)
     best_epoch = int(tuned.valid_model.history.attrs["best_epoch"])
     assert tuned.options == {**seen[-1]} and tuned.options["epochs"] == best_epoch
     assert tuned.options["patience"] is None and len(tuned.model.history) == best_epoch
@@ -154,10 +179,15 @@ def test_tune_and_test_refits_the_early_stopped_epochs_on_the_whole_train_part()
 
 def test_ials_beats_popularity_on_ml100k(ml100k):
     split = ranking_split(ml100k, seed=0)
-    scores = {name: evaluate_ranking(model.fit(split.train), train=split.train,
-                                     test=split.test, ks=(20,))["ndcg@20"]
-              for name, model in {"pop": MostPopular(device="cpu"),
-                                  "ials": ImplicitALS(device="cpu")}.items()}
+    scores = {
+        name: evaluate_ranking(
+            model.fit(split.train), train=split.train, test=split.test, ks=(20,)
+        )["ndcg@20"]
+        for name, model in {
+            "pop": MostPopular(device="cpu"),
+            "ials": ImplicitALS(device="cpu"),
+        }.items()
+    }
     assert scores["pop"] > 0.2
     assert scores["ials"] > 0.43
 

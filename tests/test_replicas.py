@@ -10,7 +10,11 @@ from mfutils.data import DATASETS, RELEASE_SHAPES, Ratings, load_movielens, writ
 
 # the smallest scales at which each release keeps its shape (users need 20+ distinct movies)
 SMALL_SCALES = {
-    "ml-100k": 0.1, "ml-1m": 0.1, "ml-10m": 0.03, "ml-20m": 0.012, "ml-25m": 0.006,
+    "ml-100k": 0.1,
+    "ml-1m": 0.1,
+    "ml-10m": 0.03,
+    "ml-20m": 0.012,
+    "ml-25m": 0.006,
     "ml-latest-small": 0.2,
 }
 HAS_USERS = {"ml-100k", "ml-1m"}
@@ -101,13 +105,17 @@ def _written(root, name, scale, seed=0):
 def test_csv_files_have_the_release_layout(latest_small_replica_dir):
     folder = latest_small_replica_dir / "ml-latest-small"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "README.txt", "links.csv", "movies.csv", "ratings.csv", "tags.csv",
+        "README.txt",
+        "links.csv",
+        "movies.csv",
+        "ratings.csv",
+        "tags.csv",
     ]
     lines = (folder / "ratings.csv").read_text().splitlines()
     assert lines[0] == "userId,movieId,rating,timestamp"
     assert lines[1].split(",")[2] in {f"{0.5 * k:.1f}" for k in range(1, 11)}
     movies = (folder / "movies.csv").read_text()
-    assert movies.startswith("movieId,title,genres\n") and ', The (' in movies
+    assert movies.startswith("movieId,title,genres\n") and ", The (" in movies
     assert '"' in movies and "(no genres listed)" in movies
     tags = pd.read_csv(folder / "tags.csv")
     assert list(tags.columns) == ["userId", "movieId", "tag", "timestamp"]
@@ -123,8 +131,7 @@ def test_latest_small_keeps_its_shape(tmp_path, latest_small_replica, scale):
         data = latest_small_replica
     else:
         data = load_movielens(
-            "ml-latest-small", data_dir=_written(tmp_path, "ml-latest-small", 1.0),
-            download=False,
+            "ml-latest-small", data_dir=_written(tmp_path, "ml-latest-small", 1.0), download=False
         )
         assert (data.n_users, data.n_items, len(data)) == (610, 9742, 100_836)
         assert (data.item_counts() > 0).sum() == 9724

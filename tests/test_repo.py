@@ -50,17 +50,22 @@ def test_notebook_is_paired_stripped_and_parameterized(path):
     paired = jupytext.read(script)
     sources = [(c.cell_type, c.source.strip()) for c in notebook.cells]
     assert sources == [(c.cell_type, c.source.strip()) for c in paired.cells], (
-        f"{path.name} and {script.name} differ; run jupytext --sync {path}")
+        f"{path.name} and {script.name} differ; run jupytext --sync {path}"
+    )
     raw = json.loads(path.read_text())
     assert all(not c.get("outputs") for c in raw["cells"] if c["cell_type"] == "code"), (
-        f"{path.name} is committed with outputs; clear them")
+        f"{path.name} is committed with outputs; clear them"
+    )
     assert raw["metadata"].get("kernelspec", {}).get("language") == "python", (
-        f"{path.name} has no Python kernelspec: papermill (make run) cannot execute it")
+        f"{path.name} has no Python kernelspec: papermill (make run) cannot execute it"
+    )
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []), (
-        f"the first code cell of {path.name} must be the papermill 'parameters' cell")
+        f"the first code cell of {path.name} must be the papermill 'parameters' cell"
+    )
     assert re.search(r"^assert ", "\n".join(c.source for c in code), re.MULTILINE), (
-        f"{path.name} never asserts its headline metric")
+        f"{path.name} never asserts its headline metric"
+    )
 
 
 # The package's one import direction, lowest layer first: a module may import its own layer

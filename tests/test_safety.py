@@ -47,36 +47,45 @@ def model(data):
 @pytest.fixture(scope="module")
 def artifact_dir(model, data, tmp_path_factory):
     return Artifact.from_training(model, data, split="full").save(
-        tmp_path_factory.mktemp("art") / "mf")
+        tmp_path_factory.mktemp("art") / "mf"
+    )
 
 
 def _rewrite_checksums(folder: Path) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     for name in manifest["files"]:
         blob = (folder / name).read_bytes()
-        manifest["files"][name] = {"sha256": hashlib.sha256(blob).hexdigest(),
-                                   "bytes": len(blob)}
+        manifest["files"][name] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-def _legacy_copy(artifact_dir: Path, model: ExplicitModel, target: Path,
-                 payload: object | None = None) -> Path:
+def _legacy_copy(
+    artifact_dir: Path, model: ExplicitModel, target: Path, payload: object | None = None
+) -> Path:
     """The artifact as format version 1 wrote it: a torch.save pickle named model.pt."""
     shutil.copytree(artifact_dir, target)
     (target / "model.safetensors").unlink()
-    ckpt = {"format": 1, "model": type(model).__name__, "config": dict(model.config),
-            "state": {k: v.cpu() for k, v in model.state_dict().items()},
-            "n_users": model.n_users, "n_items": model.n_items,
-            "rating_scale": tuple(model.rating_scale), "user_ids": model.user_ids,
-            "item_ids": model.item_ids,
-            "train_csr": {"indptr": model.train_csr.indptr, "indices": model.train_csr.indices}}
+    ckpt = {
+        "format": 1,
+        "model": type(model).__name__,
+        "config": dict(model.config),
+        "state": {k: v.cpu() for k, v in model.state_dict().items()},
+        "n_users": model.n_users,
+        "n_items": model.n_items,
+        "rating_scale": tuple(model.rating_scale),
+        "user_ids": model.user_ids,
+        "item_ids": model.item_ids,
+        "train_csr": {"indptr": model.train_csr.indptr, "indices": model.train_csr.indices},
+    }
     if payload is not None:
         ckpt["extra"] = payload
     torch.save(ckpt, target / "model.pt")
     manifest = json.loads((target / "manifest.json").read_text())
     manifest["format_version"] = 1
-    manifest["files"] = {"model.pt": {}, **{k: v for k, v in manifest["files"].items()
-                                            if k != "model.safetensors"}}
+    manifest["files"] = {
+        "model.pt": {},
+        **{k: v for k, v in manifest["files"].items() if k != "model.safetensors"},
+    }
     (target / "manifest.json").write_text(json.dumps(manifest))
     _rewrite_checksums(target)
     return target
@@ -99,8 +108,7 @@ def test_a_malicious_model_file_runs_nothing_and_fails_cleanly(artifact_dir, tmp
     assert not marker.exists()
 
 
-def test_a_malicious_legacy_artifact_is_refused_by_the_upgrade_too(artifact_dir, model,
-                                                                    tmp_path):
+def test_a_malicious_legacy_artifact_is_refused_by_the_upgrade_too(artifact_dir, model, tmp_path):
     marker = tmp_path / "pwned"
     old = _legacy_copy(artifact_dir, model, tmp_path / "old", payload=_Payload(marker))
     with pytest.raises(ArtifactError, match="mfutils upgrade"):
@@ -110,13 +118,13 @@ def test_a_malicious_legacy_artifact_is_refused_by_the_upgrade_too(artifact_dir,
     assert not marker.exists() and not (tmp_path / "new").exists()
 
 
-def test_a_legacy_artifact_upgrades_to_the_same_model(artifact_dir, model, data, tmp_path,
-                                                      capsys):
+def test_a_legacy_artifact_upgrades_to_the_same_model(artifact_dir, model, data, tmp_path, capsys):
     old = _legacy_copy(artifact_dir, model, tmp_path / "old")
     assert main(["upgrade", str(old), "--out", str(tmp_path / "new")]) == 0
     new = Artifact.load(tmp_path / "new")
-    assert np.array_equal(new.model.predict(data.user, data.item),
-                          model.predict(data.user, data.item))
+    assert np.array_equal(
+        new.model.predict(data.user, data.item), model.predict(data.user, data.item)
+    )
     assert new.info["version"] == 1
 
 
@@ -173,10 +181,12 @@ def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     folder = root / "ml-100k"
     folder.mkdir()
-    (folder / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t3\t881250950\n"
-                                   "2\t1\t4\t881250951\n")
-    (folder / "u.item").write_text("".join(f"{i}|Movie {i} (1995)|01-Jan-1995|||"
-                                           + "|".join(["0"] * 19) + "\n" for i in (1, 2)))
+    (folder / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t3\t881250950\n2\t1\t4\t881250951\n")
+    (folder / "u.item").write_text(
+        "".join(
+            f"{i}|Movie {i} (1995)|01-Jan-1995|||" + "|".join(["0"] * 19) + "\n" for i in (1, 2)
+        )
+    )
     (folder / "u.user").write_text("1|30|M|other|12345\n2|25|F|writer|54321\n")
     return root
 
@@ -191,9 +201,20 @@ def _one_line_error(argv: list[str], capsys) -> str:
 
 
 def _train(data_dir: Path, out: Path, *params: str) -> list[str]:
-    return ["train", "BiasedMF-ALS", "--dataset", "ml-100k", "--no-download", "--data-dir",
-            str(data_dir), "--split", "full", "--out", str(out),
-            *(x for p in params for x in ("-p", p))]
+    return [
+        "train",
+        "BiasedMF-ALS",
+        "--dataset",
+        "ml-100k",
+        "--no-download",
+        "--data-dir",
+        str(data_dir),
+        "--split",
+        "full",
+        "--out",
+        str(out),
+        *(x for p in params for x in ("-p", p)),
+    ]
 
 
 def test_a_malformed_data_file_is_one_line_naming_file_and_line(data_dir, tmp_path, capsys):
@@ -240,12 +261,15 @@ def test_permission_denied_is_one_line(data_dir, tmp_path, capsys, monkeypatch):
     assert "Permission denied" in err and "u.data" in err
 
 
-@pytest.mark.parametrize("param, message", [
-    ("lr=nan", "'lr' must be a finite number"),
-    ("reg=-1", "'reg' must be >= 0"),
-    ("n_factors=0", "'n_factors' must be > 0"),
-    ("epochs=inf", "'epochs' must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "param, message",
+    [
+        ("lr=nan", "'lr' must be a finite number"),
+        ("reg=-1", "'reg' must be >= 0"),
+        ("n_factors=0", "'n_factors' must be > 0"),
+        ("epochs=inf", "'epochs' must be a finite number"),
+    ],
+)
 def test_bad_parameter_values_are_one_line(param, message, data_dir, tmp_path, capsys):
     argv = _train(data_dir, tmp_path / "out", param)
     argv[1] = "BiasedMF-SGD"
@@ -273,7 +297,8 @@ def test_an_out_of_range_user_id_is_an_argument_error(artifact_dir, capsys):
     with pytest.raises(SystemExit):
         main(["recommend", str(artifact_dir), "--user", "99999999999999999999"])
     assert "user id 99999999999999999999 is out of range (ids are 64-bit integers)" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_a_fit_worse_than_the_mean_warns(model, data):

@@ -65,11 +65,14 @@ def test_uniform_edge_cases_and_reproducibility():
     sampler = UniformNegatives(N_ITEMS, seen=seen)
     everything = sampler.sample(torch.tensor([3]), 500, generator=torch.Generator().manual_seed(1))
     assert bool(((everything >= 0) & (everything < N_ITEMS)).all())  # no free item: fallback
-    draw = [sampler.sample(torch.tensor([0, 2]), 7, generator=torch.Generator().manual_seed(5))
-            for _ in range(2)]
+    draw = [
+        sampler.sample(torch.tensor([0, 2]), 7, generator=torch.Generator().manual_seed(5))
+        for _ in range(2)
+    ]
     assert torch.equal(draw[0], draw[1])
-    plain = UniformNegatives(N_ITEMS).sample(torch.zeros(3, dtype=torch.long), 3000,
-                                             generator=torch.Generator().manual_seed(2))
+    plain = UniformNegatives(N_ITEMS).sample(
+        torch.zeros(3, dtype=torch.long), 3000, generator=torch.Generator().manual_seed(2)
+    )
     assert _chi_square_ok(torch.bincount(plain.reshape(-1), minlength=N_ITEMS).double())
     assert torch.allclose(sampler.log_q(torch.tensor([1, 2])), torch.full((2,), -math.log(50)))
 
@@ -91,10 +94,12 @@ def test_popularity_sampler_follows_count_power():
     counts = np.array([0, 1, 4, 9, 16, 70])
     sampler = PopularityNegatives(counts, alpha=0.5)
     q = np.sqrt(counts) / np.sqrt(counts).sum()
-    assert torch.allclose(sampler.log_q(torch.arange(1, 6)).exp(),
-                          torch.tensor(q[1:], dtype=torch.float32))
-    draws = sampler.sample(torch.zeros(20, dtype=torch.long), 1000,
-                           generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(
+        sampler.log_q(torch.arange(1, 6)).exp(), torch.tensor(q[1:], dtype=torch.float32)
+    )
+    draws = sampler.sample(
+        torch.zeros(20, dtype=torch.long), 1000, generator=torch.Generator().manual_seed(0)
+    )
     assert draws.shape == (20, 1000)
     freq = torch.bincount(draws.reshape(-1), minlength=6).double() / draws.numel()
     assert freq[0] == 0  # count 0 is never drawn
@@ -120,22 +125,29 @@ def test_item_log_frequencies_are_exact():
 def test_mixed_negatives_candidates_and_mixture_log_q():
     pos = torch.tensor([4, 1, 4])
     log_p = item_log_frequencies(torch.arange(1.0, 11.0))  # p_j = (j + 1) / 55
-    cand = mixed_negatives(pos, n_uniform=5, n_items=10, item_log_p=log_p,
-                           generator=torch.Generator().manual_seed(0))
+    cand = mixed_negatives(
+        pos, n_uniform=5, n_items=10, item_log_p=log_p, generator=torch.Generator().manual_seed(0)
+    )
     assert cand.items.shape == (8,) and torch.equal(cand.items[:3], pos)
     assert bool(((cand.items >= 0) & (cand.items < 10)).all())
     p = log_p.exp()[cand.items]
     expected = torch.log(3 / 8 * p + 5 / 8 / 10)
     assert torch.allclose(cand.log_q, expected)
     # a callable gives the same; no probabilities give no log_q
-    again = mixed_negatives(pos, n_uniform=5, n_items=10, item_log_p=lambda i: log_p[i],
-                            generator=torch.Generator().manual_seed(0))
+    again = mixed_negatives(
+        pos,
+        n_uniform=5,
+        n_items=10,
+        item_log_p=lambda i: log_p[i],
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(again.items, cand.items) and torch.allclose(again.log_q, cand.log_q)
     assert mixed_negatives(pos, n_uniform=2, n_items=10).log_q is None
     in_batch = in_batch_negatives(pos, item_log_p=log_p)
     assert torch.equal(in_batch.items, pos) and torch.allclose(in_batch.log_q, log_p[pos])
-    assert torch.allclose(mixed_negatives(pos, n_uniform=0, n_items=10, item_log_p=log_p).log_q,
-                          in_batch.log_q)
+    assert torch.allclose(
+        mixed_negatives(pos, n_uniform=0, n_items=10, item_log_p=log_p).log_q, in_batch.log_q
+    )
     with pytest.raises(ValueError, match="n_uniform"):
         mixed_negatives(pos, n_uniform=-1, n_items=10)
 
@@ -165,10 +177,14 @@ def test_accidental_hit_mask_per_row_and_errors():
     pos = torch.tensor([1, 2])
     neg = torch.tensor([[1, 3, 2, 1], [0, 2, 1, 4]])
     users = torch.tensor([8, 8])
-    assert torch.equal(accidental_hit_mask(pos, neg),
-                       torch.tensor([[True, False, False, True], [False, True, False, False]]))
-    assert torch.equal(accidental_hit_mask(pos, neg, users=users),
-                       torch.tensor([[True, False, True, True], [False, True, True, False]]))
+    assert torch.equal(
+        accidental_hit_mask(pos, neg),
+        torch.tensor([[True, False, False, True], [False, True, False, False]]),
+    )
+    assert torch.equal(
+        accidental_hit_mask(pos, neg, users=users),
+        torch.tensor([[True, False, True, True], [False, True, True, False]]),
+    )
     with pytest.raises(ValueError, match="candidates must be"):
         accidental_hit_mask(pos, torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="needs users"):
@@ -196,8 +212,9 @@ def test_streaming_estimator_converges_to_true_frequencies():
     generator = torch.Generator().manual_seed(0)
     p = 1 / torch.arange(1, n_items + 1, dtype=torch.float64)
     p /= p.sum()
-    stream = torch.multinomial(p, steps * batch, replacement=True,
-                               generator=generator).view(steps, batch)
+    stream = torch.multinomial(p, steps * batch, replacement=True, generator=generator).view(
+        steps, batch
+    )
     copies = batch * p  # expected copies of an item per batch (Yi et al.: about B p_j)
     estimator = StreamingFrequencyEstimator(64, n_hashes=2, seed=1)
     for step in range(steps):
@@ -216,8 +233,9 @@ def test_streaming_estimator_equals_algorithm_2_one_occurrence_at_a_time():
     gap, last = [0.0] * n_buckets, [0] * n_buckets
     generator = torch.Generator().manual_seed(0)
     for step in range(1, 60):
-        items = torch.randint(20, (int(torch.randint(1, 12, (1,), generator=generator)),),
-                              generator=generator)
+        items = torch.randint(
+            20, (int(torch.randint(1, 12, (1,), generator=generator)),), generator=generator
+        )
         for bucket in estimator._flat_buckets(items)[0].tolist():
             delta = step - last[bucket]
             gap[bucket] = (1 - alpha) * gap[bucket] + alpha * delta if last[bucket] else delta
@@ -231,17 +249,21 @@ def test_streaming_estimator_update_rule_state_and_hash():
     assert list(estimator.parameters()) == []
     assert set(estimator.state_dict()) == {"hash_a", "hash_b", "last_step", "gap", "step"}
     estimator.update(torch.tensor([7, 7, 9]), 2)  # first sighting: gap = 2; 7's copy: gap 0
-    assert torch.allclose(estimator.log_q(torch.tensor([7, 9])),
-                          torch.tensor([-math.log(0.5 * 2), -math.log(2)]))
+    assert torch.allclose(
+        estimator.log_q(torch.tensor([7, 9])), torch.tensor([-math.log(0.5 * 2), -math.log(2)])
+    )
     estimator.update(torch.tensor([7]), 6)  # gap 0.5 * 1 + 0.5 * (6 - 2) = 2.5
     assert math.isclose(float(estimator.log_q(torch.tensor([7]))), -math.log(2.5), rel_tol=1e-6)
     # an item never seen: the gap is the steps so far (no collision with 7 and 9 here)
-    assert estimator._flat_buckets(torch.tensor([11]))[0, 0] not in \
-        estimator._flat_buckets(torch.tensor([7, 9]))[0]
+    assert (
+        estimator._flat_buckets(torch.tensor([11]))[0, 0]
+        not in estimator._flat_buckets(torch.tensor([7, 9]))[0]
+    )
     assert math.isclose(float(estimator.log_q(torch.tensor([11]))), -math.log(6), rel_tol=1e-6)
     same = StreamingFrequencyEstimator(1000, alpha=0.5, seed=3)
-    assert torch.equal(same._flat_buckets(torch.arange(100)),
-                       estimator._flat_buckets(torch.arange(100)))
+    assert torch.equal(
+        same._flat_buckets(torch.arange(100)), estimator._flat_buckets(torch.arange(100))
+    )
     copy = StreamingFrequencyEstimator(1000, alpha=0.5, seed=99)
     copy.load_state_dict(estimator.state_dict())
     assert torch.equal(copy.log_q(torch.arange(20)), estimator.log_q(torch.arange(20)))
@@ -256,8 +278,7 @@ def test_sampling_creates_no_tensor_off_device():
     meta = torch.device("meta")
     pos = torch.randint(10, (4,), device=meta)
     users = torch.randint(3, (4,), device=meta)
-    cand = mixed_negatives(pos, n_uniform=3, n_items=10,
-                           item_log_p=torch.zeros(10, device=meta))
+    cand = mixed_negatives(pos, n_uniform=3, n_items=10, item_log_p=torch.zeros(10, device=meta))
     assert cand.items.device == meta and cand.log_q.device == meta
     mask = accidental_hit_mask(pos, cand.items, users=users)
     assert mask.shape == (4, 7) and mask.device == meta
@@ -274,7 +295,8 @@ def test_samplers_run_on_cuda():
     assert draws.device.type == "cuda"
     assert not bool(seen.to_dense()[users[:, None], draws].any())
     cpu_gen = UniformNegatives(N_ITEMS, seen=seen).sample(
-        users, 5, generator=torch.Generator().manual_seed(0))
+        users, 5, generator=torch.Generator().manual_seed(0)
+    )
     assert cpu_gen.device.type == "cuda"
     pop = PopularityNegatives(torch.arange(1.0, 11.0, device=cuda))
     assert pop.sample(users, 4).device.type == "cuda"

@@ -31,8 +31,10 @@ LIGHT = {  # smaller grids than the defaults; every notebook still runs every se
 }
 
 if not hasattr(mfutils.data, "write_release"):
-    pytest.skip("mfutils.data.write_release (the MovieLens-shaped replicas) is not available "
-                "yet", allow_module_level=True)
+    pytest.skip(
+        "mfutils.data.write_release (the MovieLens-shaped replicas) is not available yet",
+        allow_module_level=True,
+    )
 papermill = pytest.importorskip("papermill")
 
 
@@ -47,21 +49,27 @@ def replica(latest_small_full_replica_dir) -> Path:
 def test_notebook_runs_on_ml_latest_small(name, replica, tmp_path, monkeypatch):
     # the kernels inherit the environment: the replica, this checkout's mfutils, one thread
     monkeypatch.setenv("MFUTILS_DATA_DIR", str(replica))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    )
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", INLINE_BACKEND)  # as `make run`: figures, not "<Axes>"
     monkeypatch.setenv("MFUTILS_DEVICE", "cpu")
     results = tmp_path / "results"
     out = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
-        str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out), kernel_name="python3",
+        str(NOTEBOOK_DIR / f"{name}.ipynb"),
+        str(out),
+        kernel_name="python3",
         parameters={"dataset": DATASET, "results_dir": str(results), **LIGHT[name]},
-        cwd=str(NOTEBOOK_DIR), progress_bar=False,
+        cwd=str(NOTEBOOK_DIR),
+        progress_bar=False,
     )
     text = "\n".join(
-        "".join(output.get("text", "")) for cell in json.loads(out.read_text())["cells"]
-        for output in cell.get("outputs", ()))
+        "".join(output.get("text", ""))
+        for cell in json.loads(out.read_text())["cells"]
+        for output in cell.get("outputs", ())
+    )
     assert missing_figures(out) == [], "a drawing cell of the executed notebook has no image"
     if name != "00_movielens":  # the others log numbers, under this release's protocol
         logged = (results / f"{name}.csv").read_text()

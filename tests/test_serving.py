@@ -42,22 +42,23 @@ UNRATED = N_ITEMS - 1  # compact id of an item in the id space without training 
 def data():
     """Synthetic ratings with raw ids unlike the compact ones (users 1000, 1010, ...)."""
     base = make_synthetic(N_USERS, N_ITEMS, 1500, seed=0)
-    shifted = dataclasses.replace(base, user_ids=base.user_ids * 10 + 1000,
-                                  item_ids=base.item_ids * 7 + 500)
+    shifted = dataclasses.replace(
+        base, user_ids=base.user_ids * 10 + 1000, item_ids=base.item_ids * 7 + 500
+    )
     return shifted.subset(shifted.item != UNRATED)
 
 
 def _mf(data, **options):
-    options = {"n_factors": 4, "method": "als", "epochs": 4, "seed": 0, "device": "cpu",
-               **options}
+    options = {"n_factors": 4, "method": "als", "epochs": 4, "seed": 0, "device": "cpu", **options}
     return BiasedMF(**options).fit(data)
 
 
 @pytest.fixture(scope="module")
 def artifact_dir(data, tmp_path_factory):
     path = tmp_path_factory.mktemp("artifacts") / "mf"
-    Artifact.from_training(_mf(data), data, name="BiasedMF-ALS", split="full",
-                           metrics={"rmse": 0.9}).save(path)
+    Artifact.from_training(
+        _mf(data), data, name="BiasedMF-ALS", split="full", metrics={"rmse": 0.9}
+    ).save(path)
     return path
 
 
@@ -90,13 +91,19 @@ def test_artifact_round_trip_preserves_predictions(data, tmp_path):
     artifact.save(tmp_path / "a")
     loaded = Artifact.load(tmp_path / "a", device="cpu")
     users, items = np.meshgrid(np.arange(N_USERS), np.arange(N_ITEMS))
-    assert np.array_equal(loaded.model.predict(users.ravel(), items.ravel()),
-                          model.predict(users.ravel(), items.ravel()))
-    assert np.array_equal(loaded.model.recommend(np.arange(N_USERS), 5)[0],
-                          model.recommend(np.arange(N_USERS), 5)[0])
+    assert np.array_equal(
+        loaded.model.predict(users.ravel(), items.ravel()),
+        model.predict(users.ravel(), items.ravel()),
+    )
+    assert np.array_equal(
+        loaded.model.recommend(np.arange(N_USERS), 5)[0], model.recommend(np.arange(N_USERS), 5)[0]
+    )
     assert loaded.items["title"].tolist() == data.items["title"].tolist()
-    assert loaded.items.loc[0, "genres"] == [g.removeprefix("genre_") for g in data.items.columns
-                                             if g.startswith("genre_") and data.items.loc[0, g]]
+    assert loaded.items.loc[0, "genres"] == [
+        g.removeprefix("genre_")
+        for g in data.items.columns
+        if g.startswith("genre_") and data.items.loc[0, g]
+    ]
     assert loaded.info["version"] == 1 and loaded.info["model"]["name"] == "BiasedMF-SGD"
     assert loaded.info["data"]["n_ratings"] == len(data)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no temporary directory left
@@ -132,12 +139,15 @@ def test_corrupted_file_is_rejected_by_checksum(artifact_dir, tmp_path):
         Artifact.load(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"format_version": 99}, "format version 99, written by a newer mfutils"),
-    ({"format_version": 0}, "export the model again"),
-    ({"format_version": "1"}, "not an integer"),
-    ({"format": "something-else"}, "does not describe an 'mfutils-artifact'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format_version": 99}, "format version 99, written by a newer mfutils"),
+        ({"format_version": 0}, "export the model again"),
+        ({"format_version": "1"}, "not an integer"),
+        ({"format": "something-else"}, "does not describe an 'mfutils-artifact'"),
+    ],
+)
 def test_format_mismatch_is_rejected(artifact_dir, tmp_path, change, message):
     path = _copy(artifact_dir, tmp_path)
     _edit_manifest(path, **change)
@@ -161,8 +171,10 @@ def test_id_table_disagreeing_with_the_model_is_rejected(artifact_dir, tmp_path)
     path = _copy(artifact_dir, tmp_path)
     (path / "users.csv").write_text("user_id\n" + "\n".join(map(str, range(N_USERS))) + "\n")
     files = json.loads((path / "manifest.json").read_text())["files"]
-    files["users.csv"] = {"sha256": hashlib.sha256((path / "users.csv").read_bytes()).hexdigest(),
-                          "bytes": (path / "users.csv").stat().st_size}
+    files["users.csv"] = {
+        "sha256": hashlib.sha256((path / "users.csv").read_bytes()).hexdigest(),
+        "bytes": (path / "users.csv").stat().st_size,
+    }
     _edit_manifest(path, files=files)
     with pytest.raises(ArtifactError, match="users.csv .* disagrees with the model"):
         Artifact.load(path)
@@ -172,23 +184,27 @@ def test_manifest_declaring_another_model_is_rejected(artifact_dir, tmp_path):
     path = _copy(artifact_dir, tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
     _edit_manifest(path, model={**manifest["model"], "class": "SVDpp"})
-    with pytest.raises(ArtifactError,
-                       match="declares a SVDpp but model.safetensors holds a BiasedMF"):
+    with pytest.raises(
+        ArtifactError, match="declares a SVDpp but model.safetensors holds a BiasedMF"
+    ):
         Artifact.load(path)
 
 
 @pytest.mark.parametrize("name", list(pipeline.registered_models(kind=None)))
 def test_every_registered_model_serves_after_a_round_trip(name, data, tmp_path):
-    options = {"epochs": 1} if "epochs" in pipeline.model_options(
-        pipeline.resolve_model(name)[0]) else {}
+    options = (
+        {"epochs": 1} if "epochs" in pipeline.model_options(pipeline.resolve_model(name)[0]) else {}
+    )
     model = pipeline.build_model(name, options, device="cpu").fit(data)
     Artifact.from_training(model, data).save(tmp_path / "a")
     rec = Recommender(tmp_path / "a", device="cpu")
     users = torch.arange(N_USERS)
     assert torch.equal(rec.model.score_items(users), model.score_items(users))
     assert len(rec.recommend(data.user_ids[:2], 3)) == 2
-    assert rec.recommend_new_user(data.item_ids[[1, 2]], [5.0, 2.0], 4).method == (
-        rec.capabilities()["new_user"])
+    assert (
+        rec.recommend_new_user(data.item_ids[[1, 2]], [5.0, 2.0], 4).method
+        == (rec.capabilities()["new_user"])
+    )
     assert len(rec.similar_items(data.item_ids[2], 4).items) == 4
 
 
@@ -196,13 +212,17 @@ def test_the_service_serves_a_ranking_model(data, tmp_path):
     model = pipeline.build_model("iALS", {"factors": 8}, device="cpu").fit(data)
     Artifact.from_training(model, data, split="full").save(tmp_path / "ials")
     rec = Recommender(tmp_path / "ials", device="cpu")
-    with BackgroundServer(create_app(rec)) as server, httpx.Client(base_url=server.url,
-                                                                   timeout=30) as client:
+    with (
+        BackgroundServer(create_app(rec)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         user = int(data.user_ids[0])
         body = client.get(f"/users/{user}/recommendations", params={"k": 3}).json()
         assert [row["item"] for row in body["items"]] == _raw_top(rec, user, 3)[0]
-        new = client.post("/recommendations/new-user", json={
-            "ratings": [{"item": int(data.item_ids[1]), "rating": 5.0}], "k": 3})
+        new = client.post(
+            "/recommendations/new-user",
+            json={"ratings": [{"item": int(data.item_ids[1]), "rating": 5.0}], "k": 3},
+        )
         assert new.status_code == 200 and new.json()["method"] == "fold-in"
         assert client.get("/metadata").json()["capabilities"]["online_updates"] is False
 
@@ -213,8 +233,13 @@ def test_fold_in_solves_the_models_ridge_problem(data, method):
     model = _mf(data, method=method, epochs=3, weighted_reg=method == "sgd")
     ridge = ridge_penalties(model)["user"]
     items, ratings = np.array([0, 3, 5, 8, 13, 21]), np.array([5.0, 4, 1, 3, 2, 5])
-    p, b = fold_in_users(model, torch.zeros(6, dtype=torch.long), torch.as_tensor(items),
-                         torch.as_tensor(ratings, dtype=torch.float32), n_users=1)
+    p, b = fold_in_users(
+        model,
+        torch.zeros(6, dtype=torch.long),
+        torch.as_tensor(items),
+        torch.as_tensor(ratings, dtype=torch.float32),
+        n_users=1,
+    )
     q = model.item_embeddings[items]
     x = np.hstack([q, np.ones((6, 1))]).astype(np.float64)
     y = ratings - float(model.mu) - model.net.item_bias.weight[items, 0].detach().numpy()
@@ -273,8 +298,9 @@ def test_similar_items_by_factors_and_by_co_occurrence(data):
 
 # ---------------------------------------------------------------------- online updates
 def test_rating_store_keeps_the_latest_rating_of_a_pair():
-    store = RatingStore(torch.tensor([0, 0, 1]), torch.tensor([1, 2, 1]),
-                        torch.tensor([3.0, 4.0, 5.0]))
+    store = RatingStore(
+        torch.tensor([0, 0, 1]), torch.tensor([1, 2, 1]), torch.tensor([3.0, 4.0, 5.0])
+    )
     store.add(torch.tensor([0, 2]), torch.tensor([2, 0]), torch.tensor([1.0, 2.0]))
     triples = zip(store.user.tolist(), store.item.tolist(), store.rating.tolist(), strict=True)
     pairs = {(u, i): r for u, i, r in triples}
@@ -320,8 +346,10 @@ def test_new_user_and_new_item_grow_the_model_and_save_as_a_new_version(data, tm
     assert saved.info["version"] == 2 and saved.info["parent"]["version"] == 1
     loaded = Recommender(tmp_path / "v2", device="cpu")
     assert loaded.artifact.info["online_updates"] == {"ratings": 4, "users": 1, "items": 1}
-    assert torch.equal(loaded.model.score_items(torch.arange(N_USERS + 1)),
-                       rec.model.score_items(torch.arange(N_USERS + 1)))
+    assert torch.equal(
+        loaded.model.score_items(torch.arange(N_USERS + 1)),
+        rec.model.score_items(torch.arange(N_USERS + 1)),
+    )
     assert loaded.items["title"].iloc[-1] is None
 
 
@@ -337,8 +365,11 @@ def test_bad_online_input(artifact_dir, data):
     with pytest.raises(ValueError, match="rates item 500 more than once in this batch"):
         rec.add_ratings([data.user_ids[0]] * 2, [500, 500], [3.0, 4.0])
     rec.add_ratings([7, 8], [data.item_ids[0]] * 2, [3.0, 4.0], max_new_users=2)
-    with pytest.raises(GrowthLimitError, match=r"1 new users would pass the limit of 2 new users "
-                                               r"since start-up \(2 added so far\)"):
+    with pytest.raises(
+        GrowthLimitError,
+        match=r"1 new users would pass the limit of 2 new users "
+        r"since start-up \(2 added so far\)",
+    ):
         rec.add_ratings([9], [data.item_ids[0]], [3.0], max_new_users=2)
     assert rec.model.n_users == N_USERS + 2  # a refused batch changes nothing
 
@@ -347,15 +378,19 @@ def test_a_batch_gives_the_same_model_in_any_order(artifact_dir, data):
     """New users, new items and an item without training ratings, in three orders."""
     rng = np.random.default_rng(0)
     users = np.concatenate([rng.choice(data.user_ids, 60), rng.integers(5000, 5020, 60)])
-    items = np.concatenate([rng.choice(data.item_ids, 80), rng.integers(9000, 9015, 30),
-                            np.full(10, data.item_ids[UNRATED])])
+    items = np.concatenate(
+        [
+            rng.choice(data.item_ids, 80),
+            rng.integers(9000, 9015, 30),
+            np.full(10, data.item_ids[UNRATED]),
+        ]
+    )
     rng.shuffle(items)
     keep = np.unique(users * 100_000 + items, return_index=True)[1]
     users, items = users[keep], items[keep]
     ratings = rng.integers(1, 6, len(users)).astype(float)
     models = []
-    for order in (np.arange(len(users)), np.arange(len(users))[::-1],
-                  rng.permutation(len(users))):
+    for order in (np.arange(len(users)), np.arange(len(users))[::-1], rng.permutation(len(users))):
         rec = Recommender(artifact_dir, device="cpu")
         rec.add_ratings(users[order], items[order], ratings[order])
         models.append(rec.model)
@@ -371,8 +406,12 @@ def test_health_and_metadata(client, served):
     assert client.get("/health").json()["status"] == "ok"
     meta = client.get("/metadata").json()
     assert meta["model"]["name"] == "BiasedMF-ALS" and meta["version"] == 1
-    assert meta["capabilities"] == {"known_user": "model", "new_user": "fold-in",
-                                    "similar_items": "item-factors", "online_updates": True}
+    assert meta["capabilities"] == {
+        "known_user": "model",
+        "new_user": "fold-in",
+        "similar_items": "item-factors",
+        "online_updates": True,
+    }
     assert meta["metrics"] == {"rmse": 0.9} and meta["n_items"] == N_ITEMS
 
 
@@ -384,8 +423,9 @@ def test_known_user_equals_the_models_recommend(client, served, data):
         assert [row["item"] for row in body["items"]] == items
         assert np.array_equal(np.float32([row["score"] for row in body["items"]]), scores)
         assert body["method"] == "model" and body["items"][0]["title"].startswith("Synthetic")
-    seen = client.get(f"/users/{data.user_ids[0]}/recommendations",
-                      params={"k": N_ITEMS, "exclude_seen": False}).json()
+    seen = client.get(
+        f"/users/{data.user_ids[0]}/recommendations", params={"k": N_ITEMS, "exclude_seen": False}
+    ).json()
     assert len(seen["items"]) == N_ITEMS
 
 
@@ -408,30 +448,54 @@ def test_new_user_fold_in_over_http(client, served, data):
 def test_similar_items_over_http(client, served, data):
     body = client.get(f"/items/{data.item_ids[2]}/similar", params={"k": 3}).json()
     assert [r["item"] for r in body["items"]] == served[1].similar_items(
-        data.item_ids[2], 3).items.tolist()
+        data.item_ids[2], 3
+    ).items.tolist()
 
 
-@pytest.mark.parametrize("method, path, payload, status, message", [
-    ("get", "/users/99999/recommendations", None, 404, "unknown user id 99999: POST their"),
-    ("get", "/users/1000/recommendations?k=0", None, 422, "greater than or equal to 1"),
-    ("get", f"/users/1000/recommendations?k={N_ITEMS + 1}", None, 422, "catalogue size"),
-    ("get", "/users/1000/recommendations?k=ten", None, 422, "query.k: Input should be a valid"),
-    ("get", "/users/abc/recommendations", None, 404, "unknown user id abc"),
-    ("get", "/items/1/similar", None, 404, "unknown item id 1"),
-    ("get", f"/items/{10**30}/similar", None, 422, "out of range"),
-    ("post", "/recommendations", {"users": [1000, 4], "k": 3}, 422, "unknown user id 4"),
-    ("post", "/recommendations", {"users": []}, 422, "at least 1 item"),
-    ("post", "/recommendations", {"users": [1000], "kk": 3}, 422, "body.kk: Extra inputs"),
-    ("post", "/recommendations/new-user", {"ratings": [{"item": 3, "rating": 4}]}, 422,
-     "unknown item id 3"),
-    ("post", "/recommendations/new-user", {"ratings": [{"item": 500, "rating": 7}]}, 422,
-     r"scale [1.0, 5.0]"),
-    ("post", "/recommendations/new-user", {"ratings": [{"item": 500}]}, 422,
-     "body.ratings.0.rating: Field required"),
-    ("post", "/ratings", {"ratings": [{"user": 1000, "item": 500, "rating": 3}]}, 403,
-     "writes are disabled: start the service with --allow-updates"),
-    ("post", "/artifact/save", None, 403, "--allow-updates, or with --token"),
-])
+@pytest.mark.parametrize(
+    "method, path, payload, status, message",
+    [
+        ("get", "/users/99999/recommendations", None, 404, "unknown user id 99999: POST their"),
+        ("get", "/users/1000/recommendations?k=0", None, 422, "greater than or equal to 1"),
+        ("get", f"/users/1000/recommendations?k={N_ITEMS + 1}", None, 422, "catalogue size"),
+        ("get", "/users/1000/recommendations?k=ten", None, 422, "query.k: Input should be a valid"),
+        ("get", "/users/abc/recommendations", None, 404, "unknown user id abc"),
+        ("get", "/items/1/similar", None, 404, "unknown item id 1"),
+        ("get", f"/items/{10**30}/similar", None, 422, "out of range"),
+        ("post", "/recommendations", {"users": [1000, 4], "k": 3}, 422, "unknown user id 4"),
+        ("post", "/recommendations", {"users": []}, 422, "at least 1 item"),
+        ("post", "/recommendations", {"users": [1000], "kk": 3}, 422, "body.kk: Extra inputs"),
+        (
+            "post",
+            "/recommendations/new-user",
+            {"ratings": [{"item": 3, "rating": 4}]},
+            422,
+            "unknown item id 3",
+        ),
+        (
+            "post",
+            "/recommendations/new-user",
+            {"ratings": [{"item": 500, "rating": 7}]},
+            422,
+            r"scale [1.0, 5.0]",
+        ),
+        (
+            "post",
+            "/recommendations/new-user",
+            {"ratings": [{"item": 500}]},
+            422,
+            "body.ratings.0.rating: Field required",
+        ),
+        (
+            "post",
+            "/ratings",
+            {"ratings": [{"user": 1000, "item": 500, "rating": 3}]},
+            403,
+            "writes are disabled: start the service with --allow-updates",
+        ),
+        ("post", "/artifact/save", None, 403, "--allow-updates, or with --token"),
+    ],
+)
 def test_bad_requests_get_clear_4xx(client, method, path, payload, status, message):
     response = client.request(method.upper(), path, json=payload)
     assert response.status_code == status, response.text
@@ -439,8 +503,11 @@ def test_bad_requests_get_clear_4xx(client, method, path, payload, status, messa
 
 
 def test_malformed_json_is_a_422(client):
-    response = client.post("/recommendations", content=b'{"users": [1000,',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/recommendations",
+        content=b'{"users": [1000,',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 422
     assert "JSON decode error" in response.json()["detail"]
 
@@ -465,6 +532,7 @@ def test_reads_stay_consistent_during_online_updates(artifact_dir, data):
     rec = Recommender(artifact_dir, device="cpu")
     users = data.user_ids[:10].tolist()
     with BackgroundServer(create_app(rec, allow_updates=True)) as server:
+
         def read(n):
             response = httpx.get(f"{server.url}/users/{users[n % 10]}/recommendations?k=5")
             return response.status_code
@@ -481,33 +549,50 @@ def test_reads_stay_consistent_during_online_updates(artifact_dir, data):
 
 def test_online_update_over_http_then_save(artifact_dir, data, tmp_path):
     rec = Recommender(artifact_dir, device="cpu")
-    with BackgroundServer(create_app(rec, allow_updates=True,
-                                     save_dir=tmp_path / "saved")) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as session:
+    with (
+        BackgroundServer(
+            create_app(rec, allow_updates=True, save_dir=tmp_path / "saved")
+        ) as server,
+        httpx.Client(base_url=server.url, timeout=30) as session,
+    ):
         user, other = int(data.user_ids[3]), int(data.user_ids[4])
-        before = {u: session.get(f"/users/{u}/recommendations?k=10&exclude_seen=false").json()
-                  for u in (user, other)}
+        before = {
+            u: session.get(f"/users/{u}/recommendations?k=10&exclude_seen=false").json()
+            for u in (user, other)
+        }
         worst = before[user]["items"][0]["item"]
-        response = session.post("/ratings", json={"ratings": [
-            {"user": user, "item": worst, "rating": 1}, {"user": user, "item": 507, "rating": 1}]})
+        response = session.post(
+            "/ratings",
+            json={
+                "ratings": [
+                    {"user": user, "item": worst, "rating": 1},
+                    {"user": user, "item": 507, "rating": 1},
+                ]
+            },
+        )
         assert response.status_code == 200, response.text
         assert response.json()["users"] == [user]
-        after = {u: session.get(f"/users/{u}/recommendations?k=10&exclude_seen=false").json()
-                 for u in (user, other)}
+        after = {
+            u: session.get(f"/users/{u}/recommendations?k=10&exclude_seen=false").json()
+            for u in (user, other)
+        }
         assert after[other] == before[other]
         assert after[user]["items"] != before[user]["items"]
         saved = session.post("/artifact/save").json()
         assert saved["version"] == 2
     reloaded = Recommender(tmp_path / "saved", device="cpu")
-    assert torch.equal(reloaded.model.score_items(torch.arange(N_USERS)),
-                       rec.model.score_items(torch.arange(N_USERS)))
+    assert torch.equal(
+        reloaded.model.score_items(torch.arange(N_USERS)),
+        rec.model.score_items(torch.arange(N_USERS)),
+    )
 
 
 def test_read_only_service_refuses_updates_and_saves(artifact_dir):
     app = create_app(artifact_dir, device="cpu", read_only=True, allow_updates=True)
     with BackgroundServer(app) as server:
-        update = httpx.post(f"{server.url}/ratings",
-                            json={"ratings": [{"user": 1000, "item": 500, "rating": 3}]})
+        update = httpx.post(
+            f"{server.url}/ratings", json={"ratings": [{"user": 1000, "item": 500, "rating": 3}]}
+        )
         save = httpx.post(f"{server.url}/artifact/save")
     assert update.status_code == 409 and "read-only" in update.json()["detail"]
     assert save.status_code == 409 and "read-only" in save.json()["detail"]
@@ -531,27 +616,33 @@ def _small_json(response, limit=1000):
 
 def test_oversized_bodies_get_a_quick_small_413(client):
     start = time.perf_counter()
-    response = client.post("/recommendations", content=b" " * 2_000_000,
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/recommendations", content=b" " * 2_000_000, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and time.perf_counter() - start < 5
     assert "262144-byte limit" in _small_json(response)["detail"]
     chunks = (b" " * 100_000 for _ in range(20))  # no Content-Length: counted as it streams
-    streamed = client.post("/recommendations", content=chunks,
-                           headers={"content-type": "application/json"})
+    streamed = client.post(
+        "/recommendations", content=chunks, headers={"content-type": "application/json"}
+    )
     assert streamed.status_code == 413 and "--max-body-bytes" in _small_json(streamed)["detail"]
     assert client.get("/health").status_code == 200  # the connection and server carry on
 
 
-@pytest.mark.parametrize("body", [
-    '{"ratings": [{"item": 500, "rating": NaN}]}',
-    '{"ratings": [{"item": 500, "rating": Infinity}]}',
-    '{"ratings": [{"item": 500, "rating": -Infinity}]}',
-    '{"ratings": [{"item": 500, "rating": 1e309}]}',
-    '{"ratings": [{"item": 1e309, "rating": 3}]}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"ratings": [{"item": 500, "rating": NaN}]}',
+        '{"ratings": [{"item": 500, "rating": Infinity}]}',
+        '{"ratings": [{"item": 500, "rating": -Infinity}]}',
+        '{"ratings": [{"item": 500, "rating": 1e309}]}',
+        '{"ratings": [{"item": 1e309, "rating": 3}]}',
+    ],
+)
 def test_non_finite_numbers_get_a_422(client, body):
-    response = client.post("/recommendations/new-user", content=body,
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/recommendations/new-user", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422, response.text
     assert "numbers must be finite" in _small_json(response)["detail"]
 
@@ -569,16 +660,21 @@ def test_host_header_is_checked(client, served, artifact_dir):
     for host in ("localhost:8000", "[::1]:8000", f"127.0.0.1:{served[0].port}"):
         assert client.get("/health", headers={"host": host}).status_code == 200, host
     assert serving_hosts("0.0.0.0") == LOOPBACK_HOSTS
-    assert serving_hosts("10.1.2.3", ["recs.example"]) == (*LOOPBACK_HOSTS, "10.1.2.3",
-                                                          "recs.example")
+    assert serving_hosts("10.1.2.3", ["recs.example"]) == (
+        *LOOPBACK_HOSTS,
+        "10.1.2.3",
+        "recs.example",
+    )
     app = create_app(served[1], allowed_hosts=["*"])
     with BackgroundServer(app) as server:
         assert httpx.get(f"{server.url}/health", headers={"host": "evil.example"}).is_success
 
 
 def test_token_guards_writes(artifact_dir):
-    with BackgroundServer(create_app(artifact_dir, device="cpu", token="s3cret")) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as session:
+    with (
+        BackgroundServer(create_app(artifact_dir, device="cpu", token="s3cret")) as server,
+        httpx.Client(base_url=server.url, timeout=30) as session,
+    ):
         missing = session.post("/ratings", json=RATING)
         wrong = session.post("/ratings", json=RATING, headers={"authorization": "Bearer s3cre"})
         scheme = session.post("/ratings", json=RATING, headers={"authorization": "Basic s3cret"})
@@ -598,8 +694,7 @@ def test_online_growth_is_bounded(artifact_dir, data):
         ratings = [{"user": u, "item": i, "rating": 3} for u, i in pairs]
         return session.post("/ratings", json={"ratings": ratings, **options})
 
-    with BackgroundServer(app) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as session:
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as session:
         assert post([(1, known_item), (2, known_item), (3, known_item)]).status_code == 200
         over = post([(4, known_item)])
         assert over.status_code == 409
@@ -611,8 +706,10 @@ def test_online_growth_is_bounded(artifact_dir, data):
             refused = post([(bad, known_item)])
             assert refused.status_code == 422 and "[1, 2147483647]" in refused.json()["detail"]
         assert "out of range" in post([(10**30, known_item)]).json()["detail"]
-        assert "body.update: Input should be 'users' or" in post(
-            [(known_user, known_item)], update="all").json()["detail"]
+        assert (
+            "body.update: Input should be 'users' or"
+            in post([(known_user, known_item)], update="all").json()["detail"]
+        )
         meta = session.get("/metadata").json()
     assert (meta["n_users"], meta["n_items"]) == (N_USERS + 3, N_ITEMS + 2)
     assert meta["writes"] == "open" and meta["limits"]["max_new_users"] == 3
@@ -637,8 +734,10 @@ def test_workers_take_their_options_from_the_environment(artifact_dir, monkeypat
     monkeypatch.setenv("MFUTILS_MAX_BODY_BYTES", "100")
     monkeypatch.setenv("MFUTILS_ALLOWED_HOSTS", "recs.example,127.0.0.1")
     monkeypatch.setenv("MFUTILS_TOKEN", "s3cret")
-    with BackgroundServer(create_app_from_env()) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as session:
+    with (
+        BackgroundServer(create_app_from_env()) as server,
+        httpx.Client(base_url=server.url, timeout=30) as session,
+    ):
         meta = session.get("/metadata").json()
         large = session.post("/recommendations", json={"users": [1000] * 50})
         host = session.get("/health", headers={"host": "recs.example"})

@@ -156,7 +156,7 @@ def test_cold_user_split_keeps_few_ratings_of_chosen_users(data):
     train, test = random_holdout(data, seed=1)
     cold_train, cold_test = cold_user_split(train, test, n_users=40, max_train=3, seed=2)
     assert_partition(data, cold_train, cold_test)
-    assert np.array_equal(keys(cold_test)[:len(test)], keys(test))  # the test part grows
+    assert np.array_equal(keys(cold_test)[: len(test)], keys(test))  # the test part grows
     before, after = train.user_counts(), cold_train.user_counts()
     changed = np.flatnonzero(after != before)
     assert 0 < len(changed) <= 40 and np.isin(changed, test.user).all()

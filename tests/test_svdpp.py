@@ -49,8 +49,9 @@ def _reference(model, train, users, items):
 def test_prediction_matches_the_per_rating_formula(split, cls):
     train, test = split
     model = cls(4, epochs=3, batch_size=128, device="cpu", clip=False).fit(train)
-    np.testing.assert_allclose(model.predict_ratings(test),
-                               _reference(model, train, test.user, test.item), atol=1e-4)
+    np.testing.assert_allclose(
+        model.predict_ratings(test), _reference(model, train, test.user, test.item), atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("cls", [SVDpp, AsymmetricSVD])
@@ -63,8 +64,10 @@ def test_batching_and_all_item_scores_agree(split, cls):
     scores = model.score_items(torch.tensor([0, 3])).numpy()
     for row, u in enumerate([0, 3]):
         np.testing.assert_allclose(
-            scores[row], model.predict(np.full(train.n_items, u), np.arange(train.n_items)),
-            atol=1e-5)
+            scores[row],
+            model.predict(np.full(train.n_items, u), np.arange(train.n_items)),
+            atol=1e-5,
+        )
 
 
 def test_penalty_is_korens_per_rating_sum(split):
@@ -76,10 +79,13 @@ def test_penalty_is_korens_per_rating_sum(split):
     expected = []
     for u, i in zip(batch["user"].tolist(), batch["item"].tolist(), strict=True):
         rated = train.item[train.user == u]
-        factors = float(net.user_factors.weight[u].detach().pow(2).sum()
-                        + net.item_factors.weight[i].detach().pow(2).sum())
-        biases = float(net.user_bias.weight[u].detach() ** 2
-                       + net.item_bias.weight[i].detach() ** 2)
+        factors = float(
+            net.user_factors.weight[u].detach().pow(2).sum()
+            + net.item_factors.weight[i].detach().pow(2).sum()
+        )
+        biases = float(
+            net.user_bias.weight[u].detach() ** 2 + net.item_bias.weight[i].detach() ** 2
+        )
         expected.append(0.5 * (0.2 * factors + 0.05 * y2[rated].sum() + 0.1 * biases))
     np.testing.assert_allclose(net.penalty(batch).detach().numpy(), expected, rtol=1e-5)
     assert batch_loss(net, batch).shape == (9,)
@@ -91,7 +97,8 @@ def test_learns_beyond_the_baseline_and_handles_unknown_ids(split):
     model = SVDpp(3, epochs=30, batch_size=256, device="cpu", clip=False).fit(train.subset(keep))
     baseline = BaselineEstimates(device="cpu").fit(train.subset(keep))
     assert rmse(model.predict_ratings(test), test.rating) < rmse(
-        baseline.predict_ratings(test), test.rating)
+        baseline.predict_ratings(test), test.rating
+    )
     mu, b_i = float(model.mu), model.net.item_bias.weight[:, 0].detach().numpy()
     np.testing.assert_allclose(model.predict([2, -1, 999], [5, 5, 5]), mu + b_i[5], atol=1e-6)
     assert np.isfinite(model.predict([0], [-3])).all()
@@ -125,10 +132,12 @@ def test_asymmetric_explanations_add_up_to_the_prediction(split):
     table = model.explain(user, item)
     assert sorted(table.item) == sorted(train.item[train.user == user])
     net = model.net
-    bias = float(model.mu + net.user_bias.weight[user, 0].detach()
-                 + net.item_bias.weight[item, 0].detach())
-    assert bias + table.contribution.sum() == pytest.approx(model.predict([user], [item])[0],
-                                                            abs=1e-4)
+    bias = float(
+        model.mu + net.user_bias.weight[user, 0].detach() + net.item_bias.weight[item, 0].detach()
+    )
+    assert bias + table.contribution.sum() == pytest.approx(
+        model.predict([user], [item])[0], abs=1e-4
+    )
 
 
 def test_asymmetric_new_user_needs_no_retraining(split):
@@ -149,8 +158,11 @@ def test_asymmetric_new_user_needs_no_retraining(split):
     other = train.user == 9
     both = model.predict_new_users(
         np.r_[np.full(rows.sum(), 70), np.full(other.sum(), 71)],
-        np.r_[train.item[rows], train.item[other]], np.r_[train.rating[rows], train.rating[other]],
-        np.r_[np.full(5, 71), np.full(5, 70)], np.r_[targets[:5], targets[:5]])
+        np.r_[train.item[rows], train.item[other]],
+        np.r_[train.rating[rows], train.rating[other]],
+        np.r_[np.full(5, 71), np.full(5, 70)],
+        np.r_[targets[:5], targets[:5]],
+    )
     np.testing.assert_allclose(both[5:], fresh[:5], atol=1e-5)
     alone = model.predict_new_user(train.item[other], train.rating[other], targets[:5])
     np.testing.assert_allclose(both[:5], alone, atol=1e-5)
@@ -164,8 +176,16 @@ ATTRIBUTES = ("age", "gender", "occupation")
 def with_attributes(split):
     train, test = split
     keep = ~np.isin(train.user, [2, 5])  # users 2 and 5 have no training rating: cold start
-    model = SVDpp(4, user_attributes=ATTRIBUTES, attribute_biases=True, reg_attributes=0.001,
-                  epochs=4, batch_size=128, device="cpu", clip=False).fit(train.subset(keep))
+    model = SVDpp(
+        4,
+        user_attributes=ATTRIBUTES,
+        attribute_biases=True,
+        reg_attributes=0.001,
+        epochs=4,
+        batch_size=128,
+        device="cpu",
+        clip=False,
+    ).fit(train.subset(keep))
     return model, train.subset(keep), test
 
 
@@ -176,8 +196,11 @@ def test_attribute_encoding_buckets_age_and_offsets_fields(split):
     for column, name in enumerate(ATTRIBUTES):  # each attribute has its own block of ids
         assert all(labels[i].startswith(f"{name}:") for i in np.unique(ids[:, column]))
     age = train.users["age"].to_numpy()
-    expected = np.select([age < 18, age < 25, age < 35, age < 45, age < 50, age < 56],
-                         ["<18", "18-24", "25-34", "35-44", "45-49", "50-55"], "56+")
+    expected = np.select(
+        [age < 18, age < 25, age < 35, age < 45, age < 50, age < 56],
+        ["<18", "18-24", "25-34", "35-44", "45-49", "50-55"],
+        "56+",
+    )
     assert [labels[i] for i in ids[:, 0]] == [f"age:{e}" for e in expected]
 
 
@@ -195,8 +218,9 @@ def test_attribute_prediction_matches_the_per_rating_formula(with_attributes):
         expected[row] += b_a[ids[u]].sum() + q[i] @ y_a[ids[u]].sum(0)  # + sum b_a + q_i^T sum y_a
     np.testing.assert_allclose(model.predict(users, items), expected, atol=1e-4)
     scores = model.score_items(torch.tensor([2, 0])).numpy()
-    np.testing.assert_allclose(scores[0], model.predict(np.full(train.n_items, 2),
-                                                        np.arange(train.n_items)), atol=1e-5)
+    np.testing.assert_allclose(
+        scores[0], model.predict(np.full(train.n_items, 2), np.arange(train.n_items)), atol=1e-5
+    )
 
 
 def _reference_svdpp_without_attributes(model, train, users, items):
@@ -223,8 +247,9 @@ def test_cold_users_are_scored_through_their_attributes(with_attributes):
     assert np.isfinite(cold).all()
     assert np.abs(cold - (float(model.mu) + b_i[[0, 1, 7]])).max() > 1e-3  # not mu + b_i
     # ids outside the id space still get mu + b_i
-    np.testing.assert_allclose(model.predict([-1, 999], [7, 7]), float(model.mu) + b_i[7],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict([-1, 999], [7, 7]), float(model.mu) + b_i[7], atol=1e-6
+    )
 
 
 def test_one_sgd_step_on_an_attribute_vector(with_attributes):
@@ -242,10 +267,15 @@ def test_one_sgd_step_on_an_attribute_vector(with_attributes):
         y_a = net.attribute_factors.weight[a]  # shape: (3, f)
         expected = -(err * net.item_factors.weight[i] - net.reg_attributes * y_a)
         b_a = net.attribute_bias.weight[a, 0]  # shape: (3,)
-    np.testing.assert_allclose(net.attribute_factors.weight.grad[a].numpy(), expected.numpy(),
-                               rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(net.attribute_bias.weight.grad[a, 0].numpy(),
-                               (-(err - net.reg_attributes * b_a)).numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        net.attribute_factors.weight.grad[a].numpy(), expected.numpy(), rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        net.attribute_bias.weight.grad[a, 0].numpy(),
+        (-(err - net.reg_attributes * b_a)).numpy(),
+        rtol=1e-4,
+        atol=1e-6,
+    )
     net.zero_grad()
 
 
@@ -270,8 +300,15 @@ def test_attribute_warm_start_keeps_the_biased_mf_predictions(split):
 
     train, test = split
     mf = BiasedMF(3, device="cpu", clip=False, **SVDPP_WARM_START).fit(train)
-    still = SVDpp(3, user_attributes=ATTRIBUTES, attribute_biases=True, epochs=1, lr=1e-9,
-                  device="cpu", clip=False).fit(train)
+    still = SVDpp(
+        3,
+        user_attributes=ATTRIBUTES,
+        attribute_biases=True,
+        epochs=1,
+        lr=1e-9,
+        device="cpu",
+        clip=False,
+    ).fit(train)
     np.testing.assert_allclose(still.predict_ratings(test), mf.predict_ratings(test), atol=1e-4)
     assert float(still.net.attribute_factors.weight.detach().abs().max()) > 1e-3
     plain = SVDpp(3, user_attributes=ATTRIBUTES, epochs=1, device="cpu").fit(train)
@@ -289,16 +326,19 @@ def test_auto_attributes_are_those_the_users_table_carries(split, caplog, tmp_pa
         bare = SVDpp(3, user_attributes="auto", **options).fit(replace(train, users=None))
     assert bare.user_attributes_ == () and not bare.net.has_attributes
     assert [r.getMessage() for r in caplog.records if r.name == "mfutils.models.svdpp"] == [
-        f"user attribute {a!r} left out: the Ratings has no users side table"
-        for a in ATTRIBUTES]
+        f"user attribute {a!r} left out: the Ratings has no users side table" for a in ATTRIBUTES
+    ]
     plain = SVDpp(3, **options).fit(train)  # the default: no attributes
     np.testing.assert_array_equal(bare.predict_ratings(test), plain.predict_ratings(test))
     partial = SVDpp(3, user_attributes="auto", **options).fit(
-        replace(train, users=train.users.drop(columns="age")))
+        replace(train, users=train.users.drop(columns="age"))
+    )
     assert partial.user_attributes_ == ("gender", "occupation")
     for model in (auto, bare, partial):
         loaded = ExplicitModel.load(model.save(tmp_path / "auto.pt"))
         assert loaded.user_attributes_ == model.user_attributes_
         assert loaded.config["user_attributes"] == "auto"
-        np.testing.assert_array_equal(loaded.predict(np.r_[test.user, 2], np.r_[test.item, 0]),
-                                      model.predict(np.r_[test.user, 2], np.r_[test.item, 0]))
+        np.testing.assert_array_equal(
+            loaded.predict(np.r_[test.user, 2], np.r_[test.item, 0]),
+            model.predict(np.r_[test.user, 2], np.r_[test.item, 0]),
+        )

@@ -14,10 +14,17 @@ from mfutils.models.timesvdpp import TIME_PARAMETERS, TimeSVDpp
 from mfutils.train import batch_loss
 
 DAY = 86_400
-ALL_ON = dict(item_bins=3, user_drift=True, user_day_bias=True, scale=True, factor_drift=True,
-              factor_day=True)
-ALL_OFF = dict(item_bins=None, user_drift=False, user_day_bias=False, scale=False,
-               factor_drift=False, factor_day=False)
+ALL_ON = dict(
+    item_bins=3, user_drift=True, user_day_bias=True, scale=True, factor_drift=True, factor_day=True
+)
+ALL_OFF = dict(
+    item_bins=None,
+    user_drift=False,
+    user_day_bias=False,
+    scale=False,
+    factor_drift=False,
+    factor_day=False,
+)
 TERMS = ["item_bins", "user_drift", "user_day_bias", "scale", "factor_drift", "factor_day"]
 
 
@@ -28,22 +35,31 @@ def split():
     # 60 days of ratings, a few sessions per user, some ratings at fractional times of day
     session = rng.integers(0, 4, len(data))
     day = (data.user * 7 + session * 13) % 60
-    data = replace(data, timestamp=1_000_000_000 - (1_000_000_000 % DAY) + day * DAY
-                   + rng.integers(0, DAY, len(data)))
+    data = replace(
+        data,
+        timestamp=1_000_000_000
+        - (1_000_000_000 % DAY)
+        + day * DAY
+        + rng.integers(0, DAY, len(data)),
+    )
     test = rng.random(len(data)) < 0.2
     return data.subset(~test), data.subset(test)
 
 
 def _fit(train, **options):
-    model = TimeSVDpp(3, epochs=3, batch_size=128, warm_start="none", device="cpu", clip=False,
-                      **options)
+    model = TimeSVDpp(
+        3, epochs=3, batch_size=128, warm_start="none", device="cpu", clip=False, **options
+    )
     model.fit(train)
     net = model.net
     with torch.no_grad():  # give the neutral-initialised time terms visible values
         for name in TIME_PARAMETERS:
             if hasattr(net, name):
-                raw = (getattr(net.parametrizations, name).original
-                       if parametrize.is_parametrized(net, name) else getattr(net, name))
+                raw = (
+                    getattr(net.parametrizations, name).original
+                    if parametrize.is_parametrized(net, name)
+                    else getattr(net, name)
+                )
                 raw.add_(torch.randn_like(raw) * 0.3)
     return model
 
@@ -51,14 +67,21 @@ def _fit(train, **options):
 def _reference(model, train, users, items, stamps):
     """Per-rating loops straight from the Handbook §5.3.3 prediction rule."""
     net, c = model.net, model.config
-    w = {k: getattr(net, k).detach().numpy().astype(np.float64) for k in TIME_PARAMETERS
-         if hasattr(net, k)}
-    w.update({k: v.weight.detach().numpy().astype(np.float64) for k, v in net.named_children()
-              if isinstance(v, torch.nn.Embedding)})
+    w = {
+        k: getattr(net, k).detach().numpy().astype(np.float64)
+        for k in TIME_PARAMETERS
+        if hasattr(net, k)
+    }
+    w.update(
+        {
+            k: v.weight.detach().numpy().astype(np.float64)
+            for k, v in net.named_children()
+            if isinstance(v, torch.nn.Embedding)
+        }
+    )
     day0 = train.timestamp.min() // DAY
     n_days = train.timestamp.max() // DAY - day0 + 1
-    pairs = sorted({(u, d) for u, d in zip(train.user, train.timestamp // DAY - day0,
-                                            strict=True)})
+    pairs = sorted({(u, d) for u, d in zip(train.user, train.timestamp // DAY - day0, strict=True)})
     out = []
     for u, i, s in zip(users, items, stamps, strict=True):
         mask = train.user == u
@@ -94,7 +117,9 @@ def test_prediction_matches_the_per_rating_formula(split, off):
     for data in (train.subset(np.arange(50)), test):  # seen days and (some) unseen days
         np.testing.assert_allclose(
             model.predict_ratings(data),
-            _reference(model, train, data.user, data.item, data.timestamp), atol=1e-4)
+            _reference(model, train, data.user, data.item, data.timestamp),
+            atol=1e-4,
+        )
 
 
 def test_all_terms_off_is_svdpp(split):
@@ -102,10 +127,10 @@ def test_all_terms_off_is_svdpp(split):
     model = TimeSVDpp(3, epochs=2, warm_start="mf", device="cpu", **ALL_OFF).fit(train)
     svdpp = SVDpp(3, epochs=1, device="cpu").fit(train)
     svdpp.load_state_dict(model.state_dict(), strict=False)  # same net, fewer buffers
-    np.testing.assert_allclose(model.predict_ratings(test), svdpp.predict_ratings(test),
-                               atol=1e-5)
-    np.testing.assert_allclose(model.predict(test.user, test.item),
-                               svdpp.predict(test.user, test.item), atol=1e-5)
+    np.testing.assert_allclose(model.predict_ratings(test), svdpp.predict_ratings(test), atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(test.user, test.item), svdpp.predict(test.user, test.item), atol=1e-5
+    )
 
 
 def test_unseen_days_and_out_of_span_times_use_the_defaults(split):
@@ -137,14 +162,16 @@ def test_unknown_users_and_items_fall_back(split):
 
 def test_batching_invariance_and_static_prediction(split):
     train, test = split
-    model = TimeSVDpp(3, epochs=2, batch_size=64, warm_start="none", device="cpu",
-                      **ALL_ON).fit(train)
+    model = TimeSVDpp(3, epochs=2, batch_size=64, warm_start="none", device="cpu", **ALL_ON).fit(
+        train
+    )
     whole = model.predict_ratings(test)
     pieces = model.predict(test.user, test.item, timestamps=test.timestamp, batch_size=7)
     np.testing.assert_allclose(pieces, whole, atol=1e-5)
     scores = model.score_items(torch.tensor([0, 3])).numpy()
-    np.testing.assert_allclose(scores[1], model.predict(np.full(train.n_items, 3),
-                                                        np.arange(train.n_items)), atol=1e-5)
+    np.testing.assert_allclose(
+        scores[1], model.predict(np.full(train.n_items, 3), np.arange(train.n_items)), atol=1e-5
+    )
 
 
 def test_penalty_adds_the_time_terms(split):
@@ -153,17 +180,22 @@ def test_penalty_adds_the_time_terms(split):
     net = model.net
     batch = model._time_batch(train.subset(np.arange(9)), None)
     base = TimeSVDpp(3, epochs=1, device="cpu", warm_start="none", **ALL_OFF).fit(train).net
-    base.load_state_dict({k: v for k, v in net.state_dict().items()
-                          if k in base.state_dict()})
+    base.load_state_dict({k: v for k, v in net.state_dict().items() if k in base.state_dict()})
     ud, u, i, b = batch["user_day"], batch["user"], batch["item"], batch["bin"]
-    s2 = net.dev_scale ** 2
-    time = (net.item_bin_bias[i, b] ** 2 + s2 * net.alpha_u[u] ** 2 + net.b_ud[ud] ** 2
-            + (net.c_u[u] - 1) ** 2 + net.c_ud[ud] ** 2)
+    s2 = net.dev_scale**2
+    time = (
+        net.item_bin_bias[i, b] ** 2
+        + s2 * net.alpha_u[u] ** 2
+        + net.b_ud[ud] ** 2
+        + (net.c_u[u] - 1) ** 2
+        + net.c_ud[ud] ** 2
+    )
     factors = s2 * net.alpha_uk[u].pow(2).sum(1) + net.p_ud[ud].pow(2).sum(1)
     day = net.b_ud[ud] ** 2 + net.c_ud[ud] ** 2 + net.p_ud[ud].pow(2).sum(1)
     shrink = net.reg_day / net.user_day_count[ud]  # the first rows' days are seen
-    expected = base.penalty(batch) + 0.5 * (net.reg_time * time + net.reg_time_factors * factors
-                                            + shrink * day)
+    expected = base.penalty(batch) + 0.5 * (
+        net.reg_time * time + net.reg_time_factors * factors + shrink * day
+    )
     torch.testing.assert_close(net.penalty(batch), expected)
     assert batch_loss(net, batch).shape == (9,)
 
@@ -174,16 +206,16 @@ def test_checkpoint_round_trip_with_timestamps(split, tmp_path):
     loaded = ExplicitModel.load(model.save(tmp_path / "t.pt"))
     assert type(loaded) is TimeSVDpp
     np.testing.assert_array_equal(loaded.predict_ratings(test), model.predict_ratings(test))
-    np.testing.assert_array_equal(loaded.predict(test.user, test.item),
-                                  model.predict(test.user, test.item))
+    np.testing.assert_array_equal(
+        loaded.predict(test.user, test.item), model.predict(test.user, test.item)
+    )
 
 
 def test_warm_start_from_svdpp_begins_at_its_fit(split):
     train, test = split
     svdpp = SVDpp(3, device="cpu", clip=False).fit(train)
     still = TimeSVDpp(3, epochs=1, lr=1e-9, device="cpu", clip=False).fit(train)
-    np.testing.assert_allclose(still.predict_ratings(test), svdpp.predict_ratings(test),
-                               atol=1e-4)
+    np.testing.assert_allclose(still.predict_ratings(test), svdpp.predict_ratings(test), atol=1e-4)
     with pytest.raises(ValueError, match="warm_start"):
         TimeSVDpp(warm_start="als")
 
@@ -192,12 +224,10 @@ def test_epochs_that_hurt_held_out_ratings_are_not_kept(split):
     """The warm start competes as epoch 0: a time phase that only hurts leaves SVD++."""
     train, test = split
     svdpp = SVDpp(3, device="cpu", clip=False).fit(train)
-    wild = dict(epochs=2, lr=0.5, lr_time=50.0, reg_time=0.0, reg_day=0.0, device="cpu",
-                clip=False)
+    wild = dict(epochs=2, lr=0.5, lr_time=50.0, reg_time=0.0, reg_day=0.0, device="cpu", clip=False)
     model = TimeSVDpp(3, valid_fraction=0.0, **wild).fit(train, valid=test)
     assert model.epochs_ == 0 and model.history.attrs["best_epoch"] == 0
-    np.testing.assert_allclose(model.predict_ratings(test), svdpp.predict_ratings(test),
-                               atol=1e-4)
+    np.testing.assert_allclose(model.predict_ratings(test), svdpp.predict_ratings(test), atol=1e-4)
     chosen = TimeSVDpp(3, **wild).fit(train)  # held out of train itself, then refitted
     assert chosen.epochs_ == 0 and len(chosen.history) == 0
     every = TimeSVDpp(3, valid_fraction=0.0, **wild).fit(train)

@@ -18,8 +18,17 @@ from mfutils.train import (
 
 def _net(n_factors=4, seed=0, **kwargs):
     generator = torch.Generator().manual_seed(seed)
-    return BiasedMFNet(7, 9, n_factors, mu=3.0, reg=0.05, reg_bias=0.02, device="cpu",
-                       generator=generator, **kwargs)
+    return BiasedMFNet(
+        7,
+        9,
+        n_factors,
+        mu=3.0,
+        reg=0.05,
+        reg_bias=0.02,
+        device="cpu",
+        generator=generator,
+        **kwargs,
+    )
 
 
 def _batch(n=32, seed=1, weights=False):
@@ -58,8 +67,11 @@ def test_funk_step_scales_a_repeated_row_to_sequential_sgd():
     # land on exactly that point, where the plain sum of the k steps overshoots.
     net = BiasedMFNet(1, 9, 0, mu=3.0, reg=0.05, reg_bias=0.02, device="cpu", freeze_items=True)
     k, lr, rating = 200, 0.03, 4.5
-    batch = {"user": torch.zeros(k, dtype=torch.long), "item": torch.arange(k) % 9,
-             "rating": torch.full((k,), rating)}
+    batch = {
+        "user": torch.zeros(k, dtype=torch.long),
+        "item": torch.arange(k) % 9,
+        "rating": torch.full((k,), rating),
+    }
     optimum = (rating - 3.0) / (1 + 0.02)
     net.funk_step(batch, lr)
     expected = optimum * (1 - (1 - lr * 1.02) ** k)
@@ -88,13 +100,22 @@ def test_heavy_user_batches_converge_like_per_rating_sgd(monkeypatch):
 
     rng = np.random.default_rng(0)
     user = np.concatenate([np.zeros(800, np.int64), np.repeat(np.arange(1, 60), 20)])
-    item = np.concatenate([rng.choice(1000, 800, replace=False)]
-                          + [rng.choice(1000, 20, replace=False) for _ in range(59)])
+    item = np.concatenate(
+        [rng.choice(1000, 800, replace=False)]
+        + [rng.choice(1000, 20, replace=False) for _ in range(59)]
+    )
     p, q = rng.normal(0, 0.5, (60, 4)), rng.normal(0, 0.5, (1000, 4))
     score = 3.6 + (p[user] * q[item]).sum(1) + rng.normal(0, 0.5, len(user)) + 0.8 * (user == 0)
-    data = Ratings(user=user, item=item, rating=np.clip(np.round(score), 1, 5).astype(np.float32),
-                   timestamp=np.zeros(len(user), np.int64), n_users=60, n_items=1000,
-                   user_ids=np.arange(60), item_ids=np.arange(1000))
+    data = Ratings(
+        user=user,
+        item=item,
+        rating=np.clip(np.round(score), 1, 5).astype(np.float32),
+        timestamp=np.zeros(len(user), np.int64),
+        n_users=60,
+        n_items=1000,
+        user_ids=np.arange(60),
+        item_ids=np.arange(1000),
+    )
 
     def train_rmse(batch_size):
         model = BiasedMF(4, method="sgd", lr=0.03, batch_size=batch_size, epochs=3, device="cpu")
@@ -102,8 +123,7 @@ def test_heavy_user_batches_converge_like_per_rating_sgd(monkeypatch):
 
     sequential, batched = train_rmse(1), train_rmse(4096)
     assert abs(batched - sequential) < 0.01, (batched, sequential)
-    monkeypatch.setattr(nets, "sequential_step_scale",
-                        lambda index, c, lr, **_: torch.ones_like(c))
+    monkeypatch.setattr(nets, "sequential_step_scale", lambda index, c, lr, **_: torch.ones_like(c))
     try:
         plain = train_rmse(4096)
     except TrainingDiverged:
@@ -145,8 +165,7 @@ def test_divergence_stops_with_advice():
 
 def test_divergence_from_a_negative_penalty_names_it():
     generator = torch.Generator().manual_seed(0)
-    net = BiasedMFNet(7, 9, 4, mu=3.0, reg=-50.0, reg_bias=0.02, device="cpu",
-                      generator=generator)
+    net = BiasedMFNet(7, 9, 4, mu=3.0, reg=-50.0, reg_bias=0.02, device="cpu", generator=generator)
     config = TrainConfig(epochs=50, optimizer="funk", lr=0.05, progress=False)
     with pytest.raises(TrainingDiverged, match=r"negative penalty \(reg=-50\)"):
         fit(net, _batch(200), config=config)
@@ -185,15 +204,25 @@ def test_early_stopping_restores_the_best_epoch():
 
 
 def test_lr_decay_and_history():
-    history = fit(_net(), _batch(100), config=TrainConfig(
-        epochs=3, optimizer="funk", lr=0.1, lr_decay=0.5, progress=False))
+    history = fit(
+        _net(),
+        _batch(100),
+        config=TrainConfig(epochs=3, optimizer="funk", lr=0.1, lr_decay=0.5, progress=False),
+    )
     assert history["lr"].tolist() == pytest.approx([0.1, 0.05, 0.025])
 
 
-@pytest.mark.parametrize("bad", [
-    {"optimizer": "lbfgs"}, {"loss": "hinge"}, {"epochs": 0}, {"lr": -1.0},
-    {"reduction": "max"}, {"optimizer": "funk", "loss": "bce"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"optimizer": "lbfgs"},
+        {"loss": "hinge"},
+        {"epochs": 0},
+        {"lr": -1.0},
+        {"reduction": "max"},
+        {"optimizer": "funk", "loss": "bce"},
+    ],
+)
 def test_bad_config_is_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         TrainConfig(**bad)
@@ -212,8 +241,11 @@ def test_device_helper(monkeypatch):
         with pytest.raises(ValueError, match="CUDA is not available"):
             get_device("cuda")
     monkeypatch.delenv("MFUTILS_DEVICE")
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if torch.backends.mps.is_available() else "cpu")
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else ("mps" if torch.backends.mps.is_available() else "cpu")
+    )
     assert get_device().type == expected
 
 
@@ -221,8 +253,11 @@ def test_training_is_reproducible_with_a_seed():
     runs = []
     for _ in range(2):
         net = _net(seed=5)
-        fit(net, _batch(300), config=TrainConfig(epochs=3, optimizer="adam", seed=11,
-                                                progress=False))
+        fit(
+            net,
+            _batch(300),
+            config=TrainConfig(epochs=3, optimizer="adam", seed=11, progress=False),
+        )
         runs.append(np.concatenate([p.detach().numpy().ravel() for p in net.parameters()]))
     np.testing.assert_array_equal(runs[0], runs[1])
 
@@ -231,9 +266,13 @@ def test_training_is_reproducible_with_a_seed():
 def test_every_optimizer_lowers_the_loss(optimizer):
     net = _net(sparse=optimizer == "sparse_adam")
     lr = 0.01 if optimizer == "sgd" else 0.05
-    history = fit(net, _batch(400), config=TrainConfig(
-        epochs=15, batch_size=64, optimizer=optimizer, lr=lr, weight_decay=0.01,
-        progress=False))
+    history = fit(
+        net,
+        _batch(400),
+        config=TrainConfig(
+            epochs=15, batch_size=64, optimizer=optimizer, lr=lr, weight_decay=0.01, progress=False
+        ),
+    )
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
 
 
@@ -247,10 +286,11 @@ def test_user_grouped_batches_keep_each_users_rows_together():
     assert sorted(rows.tolist()) == list(range(500))
     owners = [set(data["user"][b].tolist()) for b in batches]
     for i, a in enumerate(owners):
-        for b in owners[i + 1:]:
+        for b in owners[i + 1 :]:
             assert not a & b  # a user's rows never straddle two batches
     again = _batches(data, config, torch.Generator().manual_seed(1))
     assert [len(b) for b in again] != [len(b) for b in batches] or not all(
-        torch.equal(x, y) for x, y in zip(again, batches, strict=False))
+        torch.equal(x, y) for x, y in zip(again, batches, strict=False)
+    )
     with pytest.raises(ValueError, match="batch_by"):
         TrainConfig(batch_by="item")

@@ -58,10 +58,8 @@ def test_search_space_rejects_malformed_specs(monkeypatch):
 
 
 def test_tune_is_reproducible_and_its_options_reproduce_the_score(data):
-    first = tune("BiasedMF-SGD", data, trials=3, seed=0, fixed=FAST, progress=False,
-                 device="cpu")
-    again = tune("BiasedMF-SGD", data, trials=3, seed=0, fixed=FAST, progress=False,
-                 device="cpu")
+    first = tune("BiasedMF-SGD", data, trials=3, seed=0, fixed=FAST, progress=False, device="cpu")
+    again = tune("BiasedMF-SGD", data, trials=3, seed=0, fixed=FAST, progress=False, device="cpu")
     assert first.options == again.options and first.value == again.value
     assert first.n_trials == 3 and len(first.trials) == 3 and first.options["n_factors"] == 4
     assert first.value == first.trials["value"].min()
@@ -69,8 +67,9 @@ def test_tune_is_reproducible_and_its_options_reproduce_the_score(data):
     fit, valid = tuning.validation_split(data, fraction=0.1, seed=0)
     for row in first.trials.itertuples():
         model = make_model("BiasedMF-SGD", row.options, device="cpu").fit(fit)
-        assert rmse(model.predict_ratings(valid), valid.rating) == pytest.approx(row.value,
-                                                                                 abs=1e-5)
+        assert rmse(model.predict_ratings(valid), valid.rating) == pytest.approx(
+            row.value, abs=1e-5
+        )
 
 
 def test_tune_reads_only_the_data_it_is_given(data, monkeypatch):
@@ -98,8 +97,9 @@ def test_tune_reads_only_the_data_it_is_given(data, monkeypatch):
     tune("BiasedMF-ALS", train, trials=2, fixed=FAST, progress=False, device="cpu")
 
     def rows(part):
-        return set(zip(part.user.tolist(), part.item.tolist(), part.timestamp.tolist(),
-                       strict=True))
+        return set(
+            zip(part.user.tolist(), part.item.tolist(), part.timestamp.tolist(), strict=True)
+        )
 
     train_rows, test_rows = rows(train), rows(test)
     assert seen and all(rows(part) <= train_rows for part in seen)
@@ -128,9 +128,17 @@ def test_preset_round_trip_and_errors(data, tmp_path):
     assert preset["metric"] == "rmse" and preset["value"] == result.value
     assert load_preset(path) == ("BiasedMF-ALS", result.options)
 
-    fm = tuning.TuneResult(name="FM-ids", options={"fields": ("user", "item"), "lr": 0.02},
-                           value=1.0, metric="rmse", trials=result.trials, n_trials=1, seed=0,
-                           dataset="synthetic", valid_fraction=0.1)
+    fm = tuning.TuneResult(
+        name="FM-ids",
+        options={"fields": ("user", "item"), "lr": 0.02},
+        value=1.0,
+        metric="rmse",
+        trials=result.trials,
+        n_trials=1,
+        seed=0,
+        dataset="synthetic",
+        valid_fraction=0.1,
+    )
     assert load_preset(fm.save(tmp_path / "fm.json"))[1]["fields"] == ("user", "item")
 
     bad = tmp_path / "bad.json"
@@ -174,16 +182,24 @@ class PruneAfterFirst(optuna.pruners.BasePruner):
 
 
 def test_pruner_stops_trials_through_the_hook(data):
-    result = tune("BiasedMF-SGD", data, trials=3, fixed=FAST, progress=False, device="cpu",
-                  pruner=PruneAfterFirst())
+    result = tune(
+        "BiasedMF-SGD",
+        data,
+        trials=3,
+        fixed=FAST,
+        progress=False,
+        device="cpu",
+        pruner=PruneAfterFirst(),
+    )
     assert result.trials["state"].tolist() == ["COMPLETE", "PRUNED", "PRUNED"]
     assert result.n_trials == 3 and result.value == result.trials.loc[0, "value"]
 
 
 # ---------------------------------------------------------------------- the benchmark
 def _benchmark(monkeypatch, data):
-    spec = importlib.util.spec_from_file_location("explicit_bench",
-                                                  ROOT / "benchmarks" / "explicit.py")
+    spec = importlib.util.spec_from_file_location(
+        "explicit_bench", ROOT / "benchmarks" / "explicit.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "load_movielens", lambda name, data_dir=None: data)
@@ -197,16 +213,31 @@ def test_benchmark_survives_a_failing_model(data, tmp_path, monkeypatch):
     def broken():
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(bench, "package_models",
-                        lambda device: {**models(device), "Broken": broken})
+    monkeypatch.setattr(
+        bench, "package_models", lambda device: {**models(device), "Broken": broken}
+    )
     out = tmp_path / "bench.json"
-    summary = bench.main(["--models", "BaselineEstimates-ALS", "Broken", "ItemKNN",
-                          "--folds", "1", "2", "--device", "cpu", "--output", str(out)])
+    summary = bench.main(
+        [
+            "--models",
+            "BaselineEstimates-ALS",
+            "Broken",
+            "ItemKNN",
+            "--folds",
+            "1",
+            "2",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+        ]
+    )
     payload = json.loads(out.read_text())
     assert [r["model"] for r in payload["models"]] == ["BaselineEstimates-ALS", "ItemKNN"]
     assert all(r["folds"] == ["u1", "u2"] for r in payload["models"])
-    assert payload["failures"] == [{"model": "Broken", "fold": f, "error": "RuntimeError: boom"}
-                                   for f in ("u1", "u2")]
+    assert payload["failures"] == [
+        {"model": "Broken", "fold": f, "error": "RuntimeError: boom"} for f in ("u1", "u2")
+    ]
     status = dict(zip(summary["model"], summary["status"], strict=True))
     assert status["Broken"] == "u1 failed (RuntimeError), u2 failed (RuntimeError)"
     assert status["ItemKNN"] == "ok" and len(summary.attrs["failures"]) == 2
@@ -222,15 +253,29 @@ def test_benchmark_nested_tuning_uses_each_training_fold_only(data, tmp_path, mo
 
     monkeypatch.setattr(bench, "tune", spy)
     out = tmp_path / "tuned.json"
-    bench.main(["--tune", "2", "--models", "BiasedMF-ALS", "--folds", "1", "--device", "cpu",
-                "--output", str(out)])
+    bench.main(
+        [
+            "--tune",
+            "2",
+            "--models",
+            "BiasedMF-ALS",
+            "--folds",
+            "1",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+        ]
+    )
     payload = json.loads(out.read_text())
     folds, _ = bench.rating_folds(data, seed=0)
     assert tuned_on == [len(folds[0][0])]
     record = payload["models"][0]
     assert record["options"][0]["n_factors"] == 4 and len(record["valid_rmse"]) == 1
-    assert "nested: tuned per fold on a validation part of its training data (2 trials)" in (
-        payload["meta"]["protocol"])
+    assert (
+        "nested: tuned per fold on a validation part of its training data (2 trials)"
+        in (payload["meta"]["protocol"])
+    )
     assert "failures" not in payload
 
 
@@ -239,8 +284,8 @@ def test_benchmark_runs_presets(data, tmp_path, monkeypatch):
     result = tune("BiasedMF-ALS", data, trials=1, fixed=FAST, progress=False)
     preset = result.save(tmp_path / "als.json")
     out = tmp_path / "preset.json"
-    bench.main(["--preset", str(preset), "--folds", "1", "--device", "cpu",
-                "--output", str(out)])
+    bench.main(["--preset", str(preset), "--folds", "1", "--device", "cpu", "--output", str(out)])
     record = json.loads(out.read_text())["models"][0]
     assert record["model"] == "BiasedMF-ALS" and record["options"] == [
-        tuning._jsonable(result.options)]
+        tuning._jsonable(result.options)
+    ]

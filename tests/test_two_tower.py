@@ -68,8 +68,11 @@ def test_reg_penalises_user_positive_and_negative_as_bprs_sgd(split):
         neg = net._negatives(batch["user"], batch["item"])[0]  # shape: (4, 1)
         penalised = objective(0.5)
     table = net.items(torch.arange(net.n_items))
-    norms = (net.users(batch["user"]).pow(2).sum(1) + table[batch["item"]].pow(2).sum(1)
-             + table[neg[:, 0]].pow(2).sum(1))  # ||w_u||^2 + ||h_i||^2 + ||h_j||^2 per triple
+    norms = (
+        net.users(batch["user"]).pow(2).sum(1)
+        + table[batch["item"]].pow(2).sum(1)
+        + table[neg[:, 0]].pow(2).sum(1)
+    )  # ||w_u||^2 + ||h_i||^2 + ||h_j||^2 per triple
     torch.testing.assert_close(penalised - plain, 0.5 * norms.mean().detach())
 
 
@@ -77,9 +80,13 @@ def test_shared_mask_removes_seen_items_and_the_positive(split):
     model = _fit(split, loss="softmax", negatives="in-batch")
     net = model.net
     users = torch.tensor([0, 0, 1])
-    pos = torch.tensor([int(split.fit.item[split.fit.user == 0][0]),
-                        int(split.fit.item[split.fit.user == 0][1]),
-                        int(split.fit.item[split.fit.user == 1][0])])
+    pos = torch.tensor(
+        [
+            int(split.fit.item[split.fit.user == 0][0]),
+            int(split.fit.item[split.fit.user == 0][1]),
+            int(split.fit.item[split.fit.user == 1][0]),
+        ]
+    )
     cand = torch.arange(split.fit.n_items)
     mask = net._shared_mask(users, pos, cand)
     seen = model.train_csr.to_dense()
@@ -112,8 +119,9 @@ def test_side_feature_bags_are_added_to_the_towers(split):
     from mfutils.data import UserItemCSR
 
     n_items = split.fit.n_items
-    genre = UserItemCSR.from_pairs(np.arange(n_items), np.arange(n_items) % 3, n_users=n_items,
-                                   n_items=3)
+    genre = UserItemCSR.from_pairs(
+        np.arange(n_items), np.arange(n_items) % 3, n_users=n_items, n_items=3
+    )
     model = _fit(split, loss="bpr", item_features=genre)
     net = model.net
     items = torch.tensor([0, 3])  # same genre

@@ -61,18 +61,24 @@ class Ratings:
         n = len(self.user)
         for label in ("item", "rating", "timestamp") + (("fold",) if self.fold is not None else ()):
             if len(getattr(self, label)) != n:
-                raise ValueError(f"Ratings.{label} has {len(getattr(self, label))} rows; "
-                                 f"user has {n}")
+                raise ValueError(
+                    f"Ratings.{label} has {len(getattr(self, label))} rows; user has {n}"
+                )
         for label, size in (("user", self.n_users), ("item", self.n_items)):
             ids = getattr(self, label)
             if n and (ids.min() < 0 or ids.max() >= size):
-                raise ValueError(f"{label} ids must lie in [0, {size}); "
-                                 f"got {ids.min()}..{ids.max()}")
+                raise ValueError(
+                    f"{label} ids must lie in [0, {size}); got {ids.min()}..{ids.max()}"
+                )
 
     @classmethod
     def from_triples(
-        cls, triples: list[tuple[int, int, float]], *, n_users: int | None = None,
-        n_items: int | None = None, name: str = "toy",
+        cls,
+        triples: list[tuple[int, int, float]],
+        *,
+        n_users: int | None = None,
+        n_items: int | None = None,
+        name: str = "toy",
         rating_scale: tuple[float, float] = (1.0, 5.0),
     ) -> Ratings:
         """Small hand-made data from ``(user, item, rating)`` triples with compact ids."""
@@ -81,9 +87,15 @@ class Ratings:
         n_users = int(user.max()) + 1 if n_users is None else n_users
         n_items = int(item.max()) + 1 if n_items is None else n_items
         return cls(
-            user=user, item=item, rating=arr[:, 2].astype(np.float32),
-            timestamp=np.zeros(len(arr), dtype=np.int64), n_users=n_users, n_items=n_items,
-            user_ids=np.arange(n_users), item_ids=np.arange(n_items), name=name,
+            user=user,
+            item=item,
+            rating=arr[:, 2].astype(np.float32),
+            timestamp=np.zeros(len(arr), dtype=np.int64),
+            n_users=n_users,
+            n_items=n_items,
+            user_ids=np.arange(n_users),
+            item_ids=np.arange(n_items),
+            name=name,
             rating_scale=rating_scale,
         )
 
@@ -126,8 +138,14 @@ class Ratings:
     # ------------------------------------------------------------------ views
     def to_frame(self, *, original_ids: bool = False) -> pd.DataFrame:
         """Ratings as a DataFrame with columns ``user, item, rating, timestamp``."""
-        frame = pd.DataFrame({"user": self.user, "item": self.item, "rating": self.rating,
-                              "timestamp": self.timestamp})
+        frame = pd.DataFrame(
+            {
+                "user": self.user,
+                "item": self.item,
+                "rating": self.rating,
+                "timestamp": self.timestamp,
+            }
+        )
         if original_ids:
             frame["user"] = self.user_ids[self.user]
             frame["item"] = self.item_ids[self.item]
@@ -153,8 +171,12 @@ class Ratings:
     def csr(self, device: torch.device | str | None = None) -> UserItemCSR:
         """The user -> items structure of these ratings (see :class:`UserItemCSR`)."""
         return UserItemCSR.from_pairs(
-            self.user, self.item, n_users=self.n_users, n_items=self.n_items,
-            values=self.rating, device=device,
+            self.user,
+            self.item,
+            n_users=self.n_users,
+            n_items=self.n_items,
+            values=self.rating,
+            device=device,
         )
 
     # ------------------------------------------------------------------ ids
@@ -212,12 +234,16 @@ class UserItemCSR:
         return cls(indptr=indptr, indices=item_t[order], values=values_t[order], n_items=n_items)
 
     @classmethod
-    def empty(cls, n_users: int, n_items: int, *, device: torch.device | str | None = None
-              ) -> UserItemCSR:
+    def empty(
+        cls, n_users: int, n_items: int, *, device: torch.device | str | None = None
+    ) -> UserItemCSR:
         """No entries: every one of ``n_users`` users has an empty row."""
-        return cls(torch.zeros(n_users + 1, dtype=torch.long, device=device),
-                   torch.zeros(0, dtype=torch.long, device=device),
-                   torch.zeros(0, device=device), n_items)
+        return cls(
+            torch.zeros(n_users + 1, dtype=torch.long, device=device),
+            torch.zeros(0, dtype=torch.long, device=device),
+            torch.zeros(0, device=device),
+            n_items,
+        )
 
     @property
     def n_users(self) -> int:
@@ -252,7 +278,8 @@ class UserItemCSR:
         starts = self.indptr[users]  # shape: (B,)
         counts = self.indptr[users + 1] - starts  # shape: (B,)
         position = torch.repeat_interleave(
-            torch.arange(len(users), device=users.device), counts)  # shape: (nnz_B,)
+            torch.arange(len(users), device=users.device), counts
+        )  # shape: (nnz_B,)
         first = torch.cumsum(counts, 0) - counts  # shape: (B,) output offset of each user
         offset = torch.arange(position.numel(), device=users.device) - first[position]
         return position, starts[position] + offset

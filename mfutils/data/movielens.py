@@ -193,15 +193,20 @@ def _find_folder(root: Path, info: DatasetInfo) -> Path | None:
 def _missing_error(root: Path, info: DatasetInfo, *, note: str = "") -> FileNotFoundError:
     files = ", ".join(_LAYOUTS[info.format].files)
     folders = " or ".join(str(root / f) for f in info.folders)
-    where = (f"Download {info.url} and extract it so that these files lie in "
-             f"{root / info.name}, or point data_dir= or the {DATA_DIR_ENV} environment "
-             f"variable at the folder that holds {info.name}/")
+    where = (
+        f"Download {info.url} and extract it so that these files lie in "
+        f"{root / info.name}, or point data_dir= or the {DATA_DIR_ENV} environment "
+        f"variable at the folder that holds {info.name}/"
+    )
     if note:  # the download was tried: say why it failed first, not "download=True"
-        return FileNotFoundError(f"MovieLens {info.name!r} not found in {folders} and {note} "
-                                 f"{where}.")
-    return FileNotFoundError(f"MovieLens {info.name!r} not found: looked for {files} in "
-                             f"{folders}. {where}, or call load_movielens({info.name!r}, "
-                             "download=True).")
+        return FileNotFoundError(
+            f"MovieLens {info.name!r} not found in {folders} and {note} {where}."
+        )
+    return FileNotFoundError(
+        f"MovieLens {info.name!r} not found: looked for {files} in "
+        f"{folders}. {where}, or call load_movielens({info.name!r}, "
+        "download=True)."
+    )
 
 
 def _download(root: Path, info: DatasetInfo) -> None:
@@ -209,8 +214,7 @@ def _download(root: Path, info: DatasetInfo) -> None:
     known_hash = None if info.md5 is None else f"md5:{info.md5}"
     try:
         archive = pooch.retrieve(
-            info.url, known_hash=known_hash, fname=f"{info.name}.zip", path=root,
-            progressbar=True,
+            info.url, known_hash=known_hash, fname=f"{info.name}.zip", path=root, progressbar=True
         )
     except (requests.RequestException, OSError) as err:
         raise _missing_error(root, info, note=f"downloading it failed ({err}).") from err
@@ -298,8 +302,14 @@ def _read_side_file(folder: Path, name: str, spec: TableSpec) -> tuple[pd.DataFr
     return table, np.sort(ids.to_numpy(dtype=np.int64))
 
 
-def _refuse_repeated_pairs(user: np.ndarray, item: np.ndarray, n_items: int, path: Path,
-                           spec: TableSpec, frame: pd.DataFrame) -> None:
+def _refuse_repeated_pairs(
+    user: np.ndarray,
+    item: np.ndarray,
+    n_items: int,
+    path: Path,
+    spec: TableSpec,
+    frame: pd.DataFrame,
+) -> None:
     """A (user, item) pair rated twice is an error naming both lines: no release has one,
     so it means an edited or concatenated file, and no choice between the two is safe."""
     key = pd.Series(user.astype(np.int64) * n_items + item)
@@ -307,10 +317,13 @@ def _refuse_repeated_pairs(user: np.ndarray, item: np.ndarray, n_items: int, pat
     if repeated.any():
         row = int(np.argmax(repeated))
         first = int(np.argmax(key.to_numpy() == key.iloc[row]))
-        raise DataFormatError(path, spec.line_of(row),
-                              f"user {frame['user'].iloc[row]} rated item "
-                              f"{frame['item'].iloc[row]} already on line {spec.line_of(first)}"
-                              " (each pair must appear once; remove one of the two)")
+        raise DataFormatError(
+            path,
+            spec.line_of(row),
+            f"user {frame['user'].iloc[row]} rated item "
+            f"{frame['item'].iloc[row]} already on line {spec.line_of(first)}"
+            " (each pair must appear once; remove one of the two)",
+        )
 
 
 def _encode_known(

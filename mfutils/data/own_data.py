@@ -47,8 +47,10 @@ def parse_columns(text: str) -> dict[str, str]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in DEFAULT_COLUMNS or not value.strip():
-            raise ValueError(f"--columns {text!r}: {part!r} is not ROLE=COLUMN with ROLE one "
-                             f"of {', '.join(DEFAULT_COLUMNS)}")
+            raise ValueError(
+                f"--columns {text!r}: {part!r} is not ROLE=COLUMN with ROLE one "
+                f"of {', '.join(DEFAULT_COLUMNS)}"
+            )
         mapping[key.strip()] = value.strip()
     return mapping
 
@@ -119,42 +121,82 @@ def load_ratings(
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates={duplicates!r}; choose one of {DUPLICATES}")
     frame, where, first_line = _read(source, sep=sep, chunksize=chunksize, progress=progress)
-    columns = _columns(frame, where, 1 if first_line else None, user=user, item=item,
-                       rating=rating, timestamp=timestamp)
+    columns = _columns(
+        frame,
+        where,
+        1 if first_line else None,
+        user=user,
+        item=item,
+        rating=rating,
+        timestamp=timestamp,
+    )
     implicit = columns["rating"] is None
     raw_user = _ids(frame[columns["user"]], where, first_line)
     raw_item = _ids(frame[columns["item"]], where, first_line)
-    values = (np.ones(len(frame), dtype=np.float32) if implicit
-              else _numbers(frame[columns["rating"]], where, first_line))
-    times = (np.zeros(len(frame), dtype=np.int64) if columns["timestamp"] is None
-             else _seconds(frame[columns["timestamp"]], where, first_line))
+    values = (
+        np.ones(len(frame), dtype=np.float32)
+        if implicit
+        else _numbers(frame[columns["rating"]], where, first_line)
+    )
+    times = (
+        np.zeros(len(frame), dtype=np.int64)
+        if columns["timestamp"] is None
+        else _seconds(frame[columns["timestamp"]], where, first_line)
+    )
     scale = _scale(values, rating_scale, where, first_line, implicit=implicit)
     if len(frame) == 0:
         raise DataFormatError(where, None, "holds no rows")
     user_codes, user_ids = pd.factorize(raw_user, sort=True)
     item_codes, item_ids = pd.factorize(raw_item, sort=True)
-    keep = (np.ones(len(frame), dtype=bool) if implicit else
-            _one_per_pair(user_codes, item_codes, times, len(item_ids), duplicates, where,
-                          first_line, raw_user, raw_item))
+    keep = (
+        np.ones(len(frame), dtype=bool)
+        if implicit
+        else _one_per_pair(
+            user_codes,
+            item_codes,
+            times,
+            len(item_ids),
+            duplicates,
+            where,
+            first_line,
+            raw_user,
+            raw_item,
+        )
+    )
     user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
     data = Ratings(
-        user=user_codes[keep].astype(np.int64), item=item_codes[keep].astype(np.int64),
-        rating=values[keep], timestamp=times[keep], n_users=len(user_ids),
-        n_items=len(item_ids), user_ids=user_ids, item_ids=item_ids,
+        user=user_codes[keep].astype(np.int64),
+        item=item_codes[keep].astype(np.int64),
+        rating=values[keep],
+        timestamp=times[keep],
+        n_users=len(user_ids),
+        n_items=len(item_ids),
+        user_ids=user_ids,
+        item_ids=item_ids,
         users=None if users is None else _user_table(users, user, user_ids),
         items=None if items is None else _item_table(items, item, item_ids),
-        name=name or (Path(where).name.split(".")[0] if not isinstance(source, pd.DataFrame)
-                      else "dataframe"),
-        rating_scale=scale, implicit=implicit,
+        name=name
+        or (
+            Path(where).name.split(".")[0] if not isinstance(source, pd.DataFrame) else "dataframe"
+        ),
+        rating_scale=scale,
+        implicit=implicit,
     )
-    log.info("%s: %d %s by %d users on %d items", where, len(data),
-             "events" if implicit else "ratings", data.n_users, data.n_items)
+    log.info(
+        "%s: %d %s by %d users on %d items",
+        where,
+        len(data),
+        "events" if implicit else "ratings",
+        data.n_users,
+        data.n_items,
+    )
     return data
 
 
 # ---------------------------------------------------------------------- reading
-def _read(source: str | Path | pd.DataFrame, *, sep: str | None, chunksize: int,
-          progress: bool) -> tuple[pd.DataFrame, str, int]:
+def _read(
+    source: str | Path | pd.DataFrame, *, sep: str | None, chunksize: int, progress: bool
+) -> tuple[pd.DataFrame, str, int]:
     """The table, how errors name it, and the line of its first row (2: after a header)."""
     if isinstance(source, pd.DataFrame):
         return source.reset_index(drop=True), "<DataFrame>", 0
@@ -166,18 +208,27 @@ def _read(source: str | Path | pd.DataFrame, *, sep: str | None, chunksize: int,
         try:
             return pd.read_parquet(path).reset_index(drop=True), str(path), 2
         except ImportError as err:
-            raise ImportError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)"
-                              ) from err
+            raise ImportError(
+                f"{path}: reading Parquet needs pyarrow (pip install pyarrow)"
+            ) from err
     if sep is None:
         sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
     try:
-        reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
-                             chunksize=chunksize, compression="infer")
-        parts = list(tqdm(reader, desc=path.name, unit="chunk", disable=not progress,
-                          leave=False))
+        reader = pd.read_csv(
+            path,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            chunksize=chunksize,
+            compression="infer",
+        )
+        parts = list(tqdm(reader, desc=path.name, unit="chunk", disable=not progress, leave=False))
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataFormatError(path, _line_in(str(err)), f"not a {sep!r}-separated table: "
-                              f"{str(err).strip().splitlines()[-1]}") from err
+        raise DataFormatError(
+            path,
+            _line_in(str(err)),
+            f"not a {sep!r}-separated table: {str(err).strip().splitlines()[-1]}",
+        ) from err
     except pd.errors.EmptyDataError as err:
         raise DataFormatError(path, None, "is empty (not even a header)") from err
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -189,8 +240,9 @@ def _line_in(message: str) -> int | None:
     return digits[0] if "line" in message and digits else None
 
 
-def _columns(frame: pd.DataFrame, where: str, header: int | None,
-             **named: str | bool | None) -> dict[str, str | None]:
+def _columns(
+    frame: pd.DataFrame, where: str, header: int | None, **named: str | bool | None
+) -> dict[str, str | None]:
     """Each role's column: the one named, else the first default present, else ``None``
     (an error for the ids)."""
     by_lower = {str(c).lower(): c for c in frame.columns}
@@ -200,17 +252,24 @@ def _columns(frame: pd.DataFrame, where: str, header: int | None,
             found[role] = None
         elif isinstance(choice, str):
             if choice not in frame.columns:
-                raise DataFormatError(where, header, f"no column {choice!r} for the {role} "
-                                      f"(columns: {', '.join(map(str, frame.columns))})")
+                raise DataFormatError(
+                    where,
+                    header,
+                    f"no column {choice!r} for the {role} "
+                    f"(columns: {', '.join(map(str, frame.columns))})",
+                )
             found[role] = choice
         else:
-            found[role] = next((by_lower[c] for c in DEFAULT_COLUMNS[role] if c in by_lower),
-                               None)
+            found[role] = next((by_lower[c] for c in DEFAULT_COLUMNS[role] if c in by_lower), None)
     for role in ("user", "item"):
         if found[role] is None:
-            raise DataFormatError(where, header, f"no {role} column: name it with {role}=... "
-                                  f"(CLI: --columns {role}=NAME); columns: "
-                                  f"{', '.join(map(str, frame.columns))}")
+            raise DataFormatError(
+                where,
+                header,
+                f"no {role} column: name it with {role}=... "
+                f"(CLI: --columns {role}=NAME); columns: "
+                f"{', '.join(map(str, frame.columns))}",
+            )
     return found
 
 
@@ -227,8 +286,11 @@ def _ids(column: pd.Series, where: str, first_line: int) -> pd.Series:
         return column.astype(np.int64)
     text = column.astype(str).str.strip()
     numbers = pd.to_numeric(text, errors="coerce")
-    if numbers.notna().all() and (numbers == numbers.round()).all() and text.str.fullmatch(
-            r"[+-]?\d+").all():
+    if (
+        numbers.notna().all()
+        and (numbers == numbers.round()).all()
+        and text.str.fullmatch(r"[+-]?\d+").all()
+    ):
         return numbers.astype(np.int64)
     return text
 
@@ -238,8 +300,13 @@ def _numbers(column: pd.Series, where: str, first_line: int) -> np.ndarray:
     bad = (values.isna() | ~np.isfinite(values.astype(float))).to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
-        raise _error(where, first_line, row, column.name,
-                     f"the rating {column.iloc[row]!r} is not a finite number")
+        raise _error(
+            where,
+            first_line,
+            row,
+            column.name,
+            f"the rating {column.iloc[row]!r} is not a finite number",
+        )
     return values.to_numpy(dtype=np.float32)
 
 
@@ -252,32 +319,57 @@ def _seconds(column: pd.Series, where: str, first_line: int) -> np.ndarray:
     bad = stamps.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
-        raise _error(where, first_line, row, column.name,
-                     f"the timestamp {column.iloc[row]!r} is neither Unix seconds nor a date")
+        raise _error(
+            where,
+            first_line,
+            row,
+            column.name,
+            f"the timestamp {column.iloc[row]!r} is neither Unix seconds nor a date",
+        )
     return ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(
-        dtype=np.int64)
+        dtype=np.int64
+    )
 
 
-def _scale(values: np.ndarray, scale: tuple[float, float] | None, where: str,
-           first_line: int, *, implicit: bool) -> tuple[float, float]:
+def _scale(
+    values: np.ndarray,
+    scale: tuple[float, float] | None,
+    where: str,
+    first_line: int,
+    *,
+    implicit: bool,
+) -> tuple[float, float]:
     if scale is None:
-        return (1.0, 1.0) if implicit or not len(values) else (float(values.min()),
-                                                                 float(values.max()))
+        return (
+            (1.0, 1.0)
+            if implicit or not len(values)
+            else (float(values.min()), float(values.max()))
+        )
     low, high = (float(x) for x in scale)
     if not low <= high:
         raise ValueError(f"rating_scale={scale}: low must not exceed high")
     off = (values < low) | (values > high)
     if not implicit and off.any():
         row = int(np.argmax(off))
-        raise DataFormatError(where, _line(first_line, row),
-                              f"the rating {values[row]:g} lies outside rating_scale "
-                              f"[{low:g}, {high:g}]")
+        raise DataFormatError(
+            where,
+            _line(first_line, row),
+            f"the rating {values[row]:g} lies outside rating_scale [{low:g}, {high:g}]",
+        )
     return low, high
 
 
-def _one_per_pair(user: np.ndarray, item: np.ndarray, times: np.ndarray, n_items: int,
-                  policy: str, where: str, first_line: int, raw_user: pd.Series,
-                  raw_item: pd.Series) -> np.ndarray:
+def _one_per_pair(
+    user: np.ndarray,
+    item: np.ndarray,
+    times: np.ndarray,
+    n_items: int,
+    policy: str,
+    where: str,
+    first_line: int,
+    raw_user: pd.Series,
+    raw_item: pd.Series,
+) -> np.ndarray:
     """Rows kept: one per (user, item) pair, the latest (``"last"``), or an error."""
     key = user.astype(np.int64) * n_items + item
     order = np.lexsort((np.arange(len(key)), times, key))  # by pair, then time, then row
@@ -289,12 +381,18 @@ def _one_per_pair(user: np.ndarray, item: np.ndarray, times: np.ndarray, n_items
         repeated = pd.Series(key).duplicated().to_numpy()
         row = int(np.argmax(repeated))
         first = int(np.argmax(key == key[row]))
-        raise DataFormatError(where, _line(first_line, row),
-                              f"user {raw_user.iloc[row]} rated item {raw_item.iloc[row]} "
-                              f"already on line {_line(first_line, first)} (duplicates='last' "
-                              "keeps the latest rating)")
-    log.info("%s: %d repeated (user, item) ratings dropped, the latest of each pair kept",
-             where, int((~last).sum()))
+        raise DataFormatError(
+            where,
+            _line(first_line, row),
+            f"user {raw_user.iloc[row]} rated item {raw_item.iloc[row]} "
+            f"already on line {_line(first_line, first)} (duplicates='last' "
+            "keeps the latest rating)",
+        )
+    log.info(
+        "%s: %d repeated (user, item) ratings dropped, the latest of each pair kept",
+        where,
+        int((~last).sum()),
+    )
     return last
 
 
@@ -302,8 +400,7 @@ def _line(first_line: int, row: int) -> int:
     return first_line + row if first_line else row
 
 
-def _error(where: str, first_line: int, row: int, column: object, reason: str
-           ) -> DataFormatError:
+def _error(where: str, first_line: int, row: int, column: object, reason: str) -> DataFormatError:
     place = f"column {column!r}"
     if not first_line:  # a DataFrame: rows, not lines
         return DataFormatError(where, None, f"row {row}, {place}: {reason}")
@@ -311,8 +408,9 @@ def _error(where: str, first_line: int, row: int, column: object, reason: str
 
 
 # ---------------------------------------------------------------------- side tables
-def _side(source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray, what: str
-          ) -> pd.DataFrame:
+def _side(
+    source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray, what: str
+) -> pd.DataFrame:
     """The side table's rows for the compact ids (raw ``ids`` in order), indexed 0..n-1."""
     frame, where, first_line = _read(source, sep=None, chunksize=1 << 20, progress=False)
     column = key if key in frame.columns else frame.columns[0] if len(frame.columns) else None
@@ -321,8 +419,13 @@ def _side(source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray, w
     raw = _ids(frame[column], where, first_line)
     repeated = raw.duplicated().to_numpy()
     if repeated.any():
-        raise _error(where, first_line, int(np.argmax(repeated)), column,
-                     f"{what} id {raw.iloc[int(np.argmax(repeated))]} appears twice")
+        raise _error(
+            where,
+            first_line,
+            int(np.argmax(repeated)),
+            column,
+            f"{what} id {raw.iloc[int(np.argmax(repeated))]} appears twice",
+        )
     integer = pd.api.types.is_integer_dtype
     if not (integer(raw.dtype) and integer(np.asarray(ids).dtype)):  # match ids as text
         raw = raw.astype(str)
@@ -331,8 +434,9 @@ def _side(source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray, w
     return table.reset_index(drop=True)
 
 
-def _user_table(source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray
-                ) -> pd.DataFrame:
+def _user_table(
+    source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray
+) -> pd.DataFrame:
     table = _side(source, key, ids, "user")
     if "age" in table:
         table["age"] = pd.to_numeric(table["age"], errors="coerce")
@@ -340,8 +444,9 @@ def _user_table(source: str | Path | pd.DataFrame, key: str | None, ids: np.ndar
     return table
 
 
-def _item_table(source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray
-                ) -> pd.DataFrame:
+def _item_table(
+    source: str | Path | pd.DataFrame, key: str | None, ids: np.ndarray
+) -> pd.DataFrame:
     table = _side(source, key, ids, "item")
     title = table["title"] if "title" in table else pd.Series([None] * len(table))
     if "year" in table:
@@ -351,11 +456,16 @@ def _item_table(source: str | Path | pd.DataFrame, key: str | None, ids: np.ndar
     parts: list[pd.DataFrame | pd.Series] = [title.rename("title"), year.rename("year")]
     flags = [c for c in table.columns if str(c).startswith("genre_")]
     if flags:
-        parts.append(table[flags].apply(pd.to_numeric, errors="coerce").fillna(0)
-                     .astype(np.int8))
+        parts.append(table[flags].apply(pd.to_numeric, errors="coerce").fillna(0).astype(np.int8))
     elif "genres" in table:
-        parts.append(table["genres"].fillna("").astype(str).str.get_dummies(sep="|")
-                     .add_prefix("genre_").astype(np.int8))
+        parts.append(
+            table["genres"]
+            .fillna("")
+            .astype(str)
+            .str.get_dummies(sep="|")
+            .add_prefix("genre_")
+            .astype(np.int8)
+        )
     out = pd.concat(parts, axis=1)
     out.index.name = "item"
     return out

@@ -122,15 +122,16 @@ ML100K_ITEMS = TableSpec(
     optional=("release_date", "video_release_date", "imdb_url"),
 )
 ML100K_USERS = TableSpec(
-    ("user", "age", "gender", "occupation", "zip"), "|", encoding="latin-1",
-    integer=("user", "age"),
+    ("user", "age", "gender", "occupation", "zip"), "|", encoding="latin-1", integer=("user", "age")
 )
 DAT_RATINGS = TableSpec(
     _RATING_COLUMNS, "::", integer=("user", "item", "timestamp"), numeric=("rating",)
 )
 DAT_MOVIES = TableSpec(("item", "title", "genres"), "::", encoding="latin-1", integer=("item",))
 ML1M_USERS = TableSpec(
-    ("user", "gender", "age", "occupation", "zip"), "::", encoding="latin-1",
+    ("user", "gender", "age", "occupation", "zip"),
+    "::",
+    encoding="latin-1",
     integer=("user", "age", "occupation"),
 )
 CSV_RATINGS = TableSpec(
@@ -194,8 +195,7 @@ def _actual_encoding(path: Path, spec: TableSpec) -> TableSpec:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         return spec
-    _log.warning("%s is UTF-8, not the release's latin-1 (was it re-encoded?): read as UTF-8",
-                 path)
+    _log.warning("%s is UTF-8, not the release's latin-1 (was it re-encoded?): read as UTF-8", path)
     return dataclasses.replace(spec, encoding="utf-8")
 
 
@@ -297,17 +297,13 @@ def _check_line(raw: bytes, spec: TableSpec, scale: tuple[float, float] | None) 
         text = raw.decode(spec.encoding).rstrip("\r\n")
     except UnicodeDecodeError as err:
         return (
-            f"cannot decode byte 0x{raw[err.start]:02x} (column {err.start + 1}) "
-            f"as {spec.encoding}"
+            f"cannot decode byte 0x{raw[err.start]:02x} (column {err.start + 1}) as {spec.encoding}"
         )
     if not text.strip():
         return "empty line"
     fields = next(csv.reader([text])) if spec.sep == "," else text.split(spec.sep)
     if len(fields) != len(spec.columns):
-        return (
-            f"expected {len(spec.columns)} fields separated by {spec.sep!r}, "
-            f"found {len(fields)}"
-        )
+        return f"expected {len(spec.columns)} fields separated by {spec.sep!r}, found {len(fields)}"
     for name, value in zip(spec.columns, fields, strict=True):
         reason = _check_field(name, value, spec)
         if reason is not None:

@@ -183,51 +183,130 @@ class ReleaseShape:
 
 RELEASE_SHAPES: dict[str, ReleaseShape] = {
     "ml-100k": ReleaseShape(
-        "ml-100k", 943, 943, 1682, 1682, 1682, 100_000, (6110, 11370, 27145, 34174, 21201),
-        user_median=65, user_max=737, top10_share=0.0551, single_items=141,
-        item_sigma=0.9, item_sigma_low=1.6, item_knee=1.2,
-        start="1997-09-20", end="1998-04-22",
-        interaction_std=0.49, noise_std=0.84,
+        "ml-100k",
+        943,
+        943,
+        1682,
+        1682,
+        1682,
+        100_000,
+        (6110, 11370, 27145, 34174, 21201),
+        user_median=65,
+        user_max=737,
+        top10_share=0.0551,
+        single_items=141,
+        item_sigma=0.9,
+        item_sigma_low=1.6,
+        item_knee=1.2,
+        start="1997-09-20",
+        end="1998-04-22",
+        interaction_std=0.49,
+        noise_std=0.84,
     ),
     "ml-1m": ReleaseShape(
-        "ml-1m", 6040, 6040, 3883, 3952, 3706, 1_000_209,
+        "ml-1m",
+        6040,
+        6040,
+        3883,
+        3952,
+        3706,
+        1_000_209,
         (56174, 107557, 261197, 348971, 226310),
-        user_median=96, user_max=2314, top10_share=0.0158, single_items=114,
-        item_sigma=1.0, item_sigma_low=1.6, item_knee=1.1,
-        start="2000-04-25", end="2003-02-28",
+        user_median=96,
+        user_max=2314,
+        top10_share=0.0158,
+        single_items=114,
+        item_sigma=1.0,
+        item_sigma_low=1.6,
+        item_knee=1.1,
+        start="2000-04-25",
+        end="2003-02-28",
         # the default signal spreads: ML-1M's calibration
     ),
     "ml-10m": ReleaseShape(
-        "ml-10M100K", 69878, 71567, 10681, 65133, 10677, 10_000_054,
+        "ml-10M100K",
+        69878,
+        71567,
+        10681,
+        65133,
+        10677,
+        10_000_054,
         (94988, 384180, 118278, 790306, 370178, 2356676, 879764, 2875850, 585022, 1544812),
-        user_median=69, user_max=7359, top10_share=0.0050, single_items=126,
-        item_sigma=1.0, item_sigma_low=1.6, item_knee=1.1,
-        start="1995-01-09", end="2009-01-05", n_tags=95580,
+        user_median=69,
+        user_max=7359,
+        top10_share=0.0050,
+        single_items=126,
+        item_sigma=1.0,
+        item_sigma_low=1.6,
+        item_knee=1.1,
+        start="1995-01-09",
+        end="2009-01-05",
+        n_tags=95580,
         # ML-1M's signal spreads (the defaults): not calibrated, see the module notes
     ),
     "ml-20m": ReleaseShape(
-        "ml-20m", 138493, 138493, 27278, 131262, 26744, 20_000_263,
+        "ml-20m",
+        138493,
+        138493,
+        27278,
+        131262,
+        26744,
+        20_000_263,
         (239125, 680732, 279252, 1430997, 883398, 4291193, 2200156, 5561926, 1534824, 2898660),
-        user_median=68, user_max=9254, top10_share=0.0033, single_items=3972,
-        item_sigma=2.0, item_sigma_low=2.0, item_knee=0.0,
-        start="1995-01-09", end="2015-03-31", n_tags=465564,
+        user_median=68,
+        user_max=9254,
+        top10_share=0.0033,
+        single_items=3972,
+        item_sigma=2.0,
+        item_sigma_low=2.0,
+        item_knee=0.0,
+        start="1995-01-09",
+        end="2015-03-31",
+        n_tags=465564,
         # ML-1M's signal spreads (the defaults): not calibrated, see the module notes
     ),
     "ml-25m": ReleaseShape(
-        "ml-25m", 162541, 162541, 62423, 209171, 59047, 25_000_095,
+        "ml-25m",
+        162541,
+        162541,
+        62423,
+        209171,
+        59047,
+        25_000_095,
         (393068, 776815, 399490, 1640868, 1262797, 4896928, 3177318, 6639798, 2200539, 3612474),
-        user_median=71, user_max=32202, top10_share=0.0067, single_items=10298,
-        item_sigma=2.2, item_sigma_low=2.6, item_knee=0.0,
-        start="1995-01-09", end="2019-11-21", n_tags=1093360,
+        user_median=71,
+        user_max=32202,
+        top10_share=0.0067,
+        single_items=10298,
+        item_sigma=2.2,
+        item_sigma_low=2.6,
+        item_knee=0.0,
+        start="1995-01-09",
+        end="2019-11-21",
+        n_tags=1093360,
         # ML-1M's signal spreads (the defaults): not calibrated, see the module notes
     ),
     "ml-latest-small": ReleaseShape(
-        "ml-latest-small", 610, 610, 9742, 193609, 9724, 100_836,
+        "ml-latest-small",
+        610,
+        610,
+        9742,
+        193609,
+        9724,
+        100_836,
         (1370, 2811, 1791, 7551, 5550, 20047, 13136, 26818, 8551, 13211),
-        user_median=70.5, user_max=2698, top10_share=0.16, single_items=3446,
-        item_sigma=1.4, item_sigma_low=2.2, item_knee=0.0,
-        start="1996-03-29", end="2018-09-24", n_tags=3683,
-        interaction_std=0.5, noise_std=0.8,
+        user_median=70.5,
+        user_max=2698,
+        top10_share=0.16,
+        single_items=3446,
+        item_sigma=1.4,
+        item_sigma_low=2.2,
+        item_knee=0.0,
+        start="1996-03-29",
+        end="2018-09-24",
+        n_tags=3683,
+        interaction_std=0.5,
+        noise_std=0.8,
     ),
 }
 
@@ -441,20 +520,25 @@ def _draw_release(
     genres = _DAT_GENRES if info.format in ("ml-100k", "ml-1m") else _CSV_GENRES
     users = _user_table(rng, user_factors).reset_index(drop=True)
     users.insert(0, "user", user_ids)
-    items = _movies(
-        rng, item_factors, item_ids, genres, shape, no_genres=len(genres) > 18
-    )
+    items = _movies(rng, item_factors, item_ids, genres, shape, no_genres=len(genres) > 18)
     popularity = np.bincount(item, minlength=sizes.n_items).astype(np.float64)
     tags = _tags(rng, sizes.n_tags, user_ids, counts, item_ids, popularity, shape, days)
     return _Release(
-        user=user_ids[user], item=item_ids[item], rating=grid[level], timestamp=timestamp,
-        grid=grid, users=users, items=items, genres=genres, tags=tags, rng=rng,
+        user=user_ids[user],
+        item=item_ids[item],
+        rating=grid[level],
+        timestamp=timestamp,
+        grid=grid,
+        users=users,
+        items=items,
+        genres=genres,
+        tags=tags,
+        rng=rng,
     )
 
 
 def _draw_scores(
-    rng: np.random.Generator, shape: ReleaseShape, sizes: _Sizes, user: np.ndarray,
-    item: np.ndarray,
+    rng: np.random.Generator, shape: ReleaseShape, sizes: _Sizes, user: np.ndarray, item: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latent score of each rating, and the user and movie factors (for the side tables).
 
@@ -560,12 +644,14 @@ def _movies(
         flags[rng.random(n) < 0.004] = False  # "(no genres listed)"
     day = pd.Series(rng.integers(1, 29, n)).astype(str).str.zfill(2)
     month = pd.Series(np.asarray(_MONTHS)[rng.integers(0, 12, n)])
-    table = pd.DataFrame({
-        "item": item_ids,
-        "title": title,
-        "year": year,
-        "release_date": day + "-" + month + "-" + pd.Series(year).astype(str),
-    })
+    table = pd.DataFrame(
+        {
+            "item": item_ids,
+            "title": title,
+            "year": year,
+            "release_date": day + "-" + month + "-" + pd.Series(year).astype(str),
+        }
+    )
     return pd.concat([table, pd.DataFrame(flags.astype(np.int8), columns=list(genres))], axis=1)
 
 
@@ -592,18 +678,21 @@ def _tags(
     n_taggers = max(1, round(0.1 * len(user_ids)))
     taggers = rng.choice(len(user_ids), n_taggers, replace=False, p=counts / counts.sum())
     who = taggers[_zipf_draws(rng, n_taggers, n_tags, 1.2)]
-    what = np.minimum(np.cumsum(popularity / popularity.sum()).searchsorted(rng.random(n_tags)),
-                      len(item_ids) - 1)
+    what = np.minimum(
+        np.cumsum(popularity / popularity.sum()).searchsorted(rng.random(n_tags)), len(item_ids) - 1
+    )
     tag = np.asarray(_TAGS)[_zipf_draws(rng, len(_TAGS), n_tags, 0.8)]
     first = pd.Timestamp(shape.start).value // 10**9
     stamp = first + rng.integers(0, days * 86_400, n_tags)
     order = np.lexsort((stamp, item_ids[what], user_ids[who]))
-    return pd.DataFrame({
-        "user": user_ids[who][order],
-        "item": item_ids[what][order],
-        "tag": tag[order],
-        "timestamp": stamp[order],
-    })
+    return pd.DataFrame(
+        {
+            "user": user_ids[who][order],
+            "item": item_ids[what][order],
+            "tag": tag[order],
+            "timestamp": stamp[order],
+        }
+    )
 
 
 def _zipf_draws(rng: np.random.Generator, n: int, size: int, exponent: float) -> np.ndarray:
@@ -617,7 +706,10 @@ def _write_table(path: Path, table: pd.DataFrame, sep: str, *, header: bool = Fa
     """Delimited text; ``"::"`` via a one-character stand-in, CSV with minimal quoting."""
     stand_in = "\x1f" if sep == "::" else sep
     text = table.to_csv(
-        sep=stand_in, header=header, index=False, lineterminator="\n",
+        sep=stand_in,
+        header=header,
+        index=False,
+        lineterminator="\n",
         quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
     )
     path.write_bytes(text.replace(stand_in, sep).encode("latin-1" if sep != "," else "utf-8"))
@@ -626,12 +718,14 @@ def _write_table(path: Path, table: pd.DataFrame, sep: str, *, header: bool = Fa
 def _rating_frame(release: _Release, labels: list[str], *, by_user: bool) -> pd.DataFrame:
     """user, item, rating (as ``labels`` of the grid), timestamp; sorted by user and item."""
     level = np.rint((release.rating - release.grid[0]) / (release.grid[1] - release.grid[0]))
-    frame = pd.DataFrame({
-        "user": release.user,
-        "item": release.item,
-        "rating": pd.Categorical.from_codes(level.astype(np.int64), labels),
-        "timestamp": release.timestamp,
-    })
+    frame = pd.DataFrame(
+        {
+            "user": release.user,
+            "item": release.item,
+            "rating": pd.Categorical.from_codes(level.astype(np.int64), labels),
+            "timestamp": release.timestamp,
+        }
+    )
     if by_user:
         frame = frame.iloc[np.lexsort((release.item, release.user))].reset_index(drop=True)
     return frame
@@ -642,14 +736,16 @@ def _write_ml100k(folder: Path, release: _Release) -> None:
     _write_table(folder / "u.data", ratings, "\t")
     items = release.items
     title = items["title"]
-    table = pd.DataFrame({
-        "item": items["item"],
-        "title": title,
-        "release_date": items["release_date"],
-        "video_release_date": "",
-        "imdb_url": "http://us.imdb.com/M/title-exact?" + title.str.replace(" ", "%20"),
-        "unknown": 0,
-    })
+    table = pd.DataFrame(
+        {
+            "item": items["item"],
+            "title": title,
+            "release_date": items["release_date"],
+            "video_release_date": "",
+            "imdb_url": "http://us.imdb.com/M/title-exact?" + title.str.replace(" ", "%20"),
+            "unknown": 0,
+        }
+    )
     table = pd.concat([table, items[list(release.genres)]], axis=1)
     _write_table(folder / "u.item", table, "|")
     _write_table(folder / "u.user", release.users, "|")
@@ -693,19 +789,27 @@ def _write_ml1m(folder: Path, release: _Release) -> None:
     users = release.users
     age = _ML1M_AGE_CODES[np.digitize(users["age"].to_numpy(), _ML1M_AGE_CODES[1:])]
     occupation = release.rng.integers(0, 21, len(users))  # ML-1M's codes 0..20
-    table = pd.DataFrame({
-        "user": users["user"], "gender": users["gender"], "age": age,
-        "occupation": occupation, "zip": users["zip"],
-    })
+    table = pd.DataFrame(
+        {
+            "user": users["user"],
+            "gender": users["gender"],
+            "age": age,
+            "occupation": occupation,
+            "zip": users["zip"],
+        }
+    )
     _write_table(folder / "users.dat", table, "::")
 
 
 def _write_dat_movies(folder: Path, release: _Release) -> None:
     items = release.items
-    table = pd.DataFrame({
-        "item": items["item"], "title": items["title"],
-        "genres": _genre_text(items, release.genres),
-    })
+    table = pd.DataFrame(
+        {
+            "item": items["item"],
+            "title": items["title"],
+            "genres": _genre_text(items, release.genres),
+        }
+    )
     _write_table(folder / "movies.dat", table, "::")
 
 
@@ -721,10 +825,13 @@ def _write_csv(folder: Path, release: _Release) -> None:
     ratings.columns = ["userId", "movieId", "rating", "timestamp"]
     _write_table(folder / "ratings.csv", ratings, ",", header=True)
     items = release.items
-    movies = pd.DataFrame({
-        "movieId": items["item"], "title": items["title"],
-        "genres": _genre_text(items, release.genres),
-    })
+    movies = pd.DataFrame(
+        {
+            "movieId": items["item"],
+            "title": items["title"],
+            "genres": _genre_text(items, release.genres),
+        }
+    )
     _write_table(folder / "movies.csv", movies, ",", header=True)
     tags = release.tags.set_axis(["userId", "movieId", "tag", "timestamp"], axis=1)
     _write_table(folder / "tags.csv", tags, ",", header=True)
@@ -732,11 +839,13 @@ def _write_csv(folder: Path, release: _Release) -> None:
     imdb = np.sort(rng.choice(9_000_000, len(items), replace=False)) + 1
     tmdb = pd.array(rng.choice(600_000, len(items), replace=False) + 1, dtype="Int64")
     tmdb[rng.random(len(items)) < 0.001] = pd.NA
-    links = pd.DataFrame({
-        "movieId": items["item"],
-        "imdbId": pd.Series(imdb).astype(str).str.zfill(7),
-        "tmdbId": tmdb,
-    })
+    links = pd.DataFrame(
+        {
+            "movieId": items["item"],
+            "imdbId": pd.Series(imdb).astype(str).str.zfill(7),
+            "tmdbId": tmdb,
+        }
+    )
     _write_table(folder / "links.csv", links, ",", header=True)
 
 
@@ -753,5 +862,9 @@ def _write_readme(folder: Path, name: str, scale: float, seed: int) -> None:
     (folder / _README[DATASETS[name].format]).write_text(text, encoding="utf-8")
 
 
-_WRITERS = {"ml-100k": _write_ml100k, "ml-1m": _write_ml1m, "ml-10m": _write_ml10m,
-            "csv": _write_csv}
+_WRITERS = {
+    "ml-100k": _write_ml100k,
+    "ml-1m": _write_ml1m,
+    "ml-10m": _write_ml10m,
+    "csv": _write_csv,
+}

@@ -216,7 +216,7 @@ def validation_split(
 
 
 def cold_user_split(
-    train: Ratings, test: Ratings, *, n_users: int = 200, max_train: int = 5, seed: int = 0,
+    train: Ratings, test: Ratings, *, n_users: int = 200, max_train: int = 5, seed: int = 0
 ) -> Split:
     """Make ``n_users`` random test users (nearly) new: they keep at most ``max_train`` ratings.
 
@@ -247,8 +247,9 @@ def cold_user_split(
     """
     test_users = np.unique(test.user)
     if not 1 <= n_users <= len(test_users):
-        raise ValueError(f"n_users={n_users} must lie in [1, {len(test_users)}] (the users "
-                         "with test ratings)")
+        raise ValueError(
+            f"n_users={n_users} must lie in [1, {len(test_users)}] (the users with test ratings)"
+        )
     if max_train < 0:
         raise ValueError(f"max_train={max_train} must be >= 0")
     rng = np.random.default_rng(seed)
@@ -259,10 +260,16 @@ def cold_user_split(
     n_drop[cold] = counts[cold] - keep
     drop = _last_of_each_user(train, rng.random(len(train)), n_drop)  # shape: (n,)
     moved = train.subset(drop)
-    joined = replace(test, **{name: np.concatenate([getattr(test, name), getattr(moved, name)])
-                              for name in ("user", "item", "rating", "timestamp")},
-                     fold=None if test.fold is None or moved.fold is None
-                     else np.concatenate([test.fold, moved.fold]))
+    joined = replace(
+        test,
+        **{
+            name: np.concatenate([getattr(test, name), getattr(moved, name)])
+            for name in ("user", "item", "rating", "timestamp")
+        },
+        fold=None
+        if test.fold is None or moved.fold is None
+        else np.concatenate([test.fold, moved.fold]),
+    )
     return train.subset(~drop), joined
 
 

@@ -77,9 +77,17 @@ def make_synthetic(
 ) -> Ratings:
     """MovieLens-like ratings with name ``"synthetic"``; see :func:`make_synthetic_with_truth`."""
     ratings, _ = make_synthetic_with_truth(
-        n_users, n_items, n_ratings, rank=rank, seed=seed, noise=noise,
-        popularity_exponent=popularity_exponent, rating_scale=rating_scale, integer=integer,
-        start=start, days=days,
+        n_users,
+        n_items,
+        n_ratings,
+        rank=rank,
+        seed=seed,
+        noise=noise,
+        popularity_exponent=popularity_exponent,
+        rating_scale=rating_scale,
+        integer=integer,
+        start=start,
+        days=days,
     )
     return ratings
 
@@ -340,12 +348,14 @@ def _user_table(rng: np.random.Generator, factors: np.ndarray) -> pd.DataFrame:
     age = 33 + 6 * trait[:, 0] + 9 * rng.standard_normal(n_users)
     gender_score = trait[:, -1] + rng.standard_normal(n_users)
     zip_code = rng.integers(0, 100_000, n_users)
-    table = pd.DataFrame({
-        "age": np.clip(np.rint(age), 7, 73).astype(np.int64),
-        "gender": np.where(gender_score > np.quantile(gender_score, 0.29), "M", "F"),
-        "occupation": np.asarray(_OCCUPATIONS)[rng.integers(0, len(_OCCUPATIONS), n_users)],
-        "zip": pd.Series(zip_code).astype(str).str.zfill(5),
-    })
+    table = pd.DataFrame(
+        {
+            "age": np.clip(np.rint(age), 7, 73).astype(np.int64),
+            "gender": np.where(gender_score > np.quantile(gender_score, 0.29), "M", "F"),
+            "occupation": np.asarray(_OCCUPATIONS)[rng.integers(0, len(_OCCUPATIONS), n_users)],
+            "zip": pd.Series(zip_code).astype(str).str.zfill(5),
+        }
+    )
     table.index.name = "user"
     return table
 

@@ -33,12 +33,7 @@ from mfutils.losses._common import (
 from mfutils.losses.alignment import DirectAULoss, MAWULoss, uniformity
 from mfutils.losses.ccl import CCLLoss
 from mfutils.losses.pairwise import BPRLoss, HingeLoss
-from mfutils.losses.softmax import (
-    InfoNCEPlusLoss,
-    MINEPlusLoss,
-    SampledSoftmaxLoss,
-    SoftmaxLoss,
-)
+from mfutils.losses.softmax import InfoNCEPlusLoss, MINEPlusLoss, SampledSoftmaxLoss, SoftmaxLoss
 
 LOSSES: dict[str, type[ImplicitLoss]] = {
     "bpr": BPRLoss,
@@ -66,14 +61,22 @@ def make_loss(name: str, **options: object) -> ImplicitLoss:
     if key not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
     cls = LOSSES[key]
-    params = {p.name: p for p in inspect.signature(cls.__init__).parameters.values()
-              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    params = {
+        p.name: p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise ValueError(f"make_loss({name!r}): unknown option(s) {unknown}; "
-                         f"{cls.__name__} takes {sorted(params)}")
-    missing = sorted(p for p, spec in params.items()
-                     if spec.default is inspect.Parameter.empty and p not in options)
+        raise ValueError(
+            f"make_loss({name!r}): unknown option(s) {unknown}; "
+            f"{cls.__name__} takes {sorted(params)}"
+        )
+    missing = sorted(
+        p
+        for p, spec in params.items()
+        if spec.default is inspect.Parameter.empty and p not in options
+    )
     if missing:
         raise ValueError(f"make_loss({name!r}): missing required option(s) {missing}")
     return cls(**options)

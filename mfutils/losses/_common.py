@@ -99,52 +99,79 @@ class ImplicitLoss(nn.Module):
             raise ValueError(f"{name}: user_emb must be (B, d); got shape {tuple(user_emb.shape)}")
         batch, dim = user_emb.shape
         if pos_emb.shape != user_emb.shape:
-            raise ValueError(f"{name}: pos_emb must have user_emb's shape (B, d) = "
-                             f"{(batch, dim)}; got {tuple(pos_emb.shape)}")
+            raise ValueError(
+                f"{name}: pos_emb must have user_emb's shape (B, d) = "
+                f"{(batch, dim)}; got {tuple(pos_emb.shape)}"
+            )
         if not self.needs_negatives:
-            given = [arg for arg, value in (("neg_emb", neg_emb), ("neg_items", neg_items),
-                                            ("neg_mask", neg_mask), ("neg_logq", neg_logq),
-                                            ("pos_logq", pos_logq)) if value is not None]
+            given = [
+                arg
+                for arg, value in (
+                    ("neg_emb", neg_emb),
+                    ("neg_items", neg_items),
+                    ("neg_mask", neg_mask),
+                    ("neg_logq", neg_logq),
+                    ("pos_logq", pos_logq),
+                )
+                if value is not None
+            ]
             if given:
-                raise ValueError(f"{name} uses no negatives (needs_negatives=False); "
-                                 f"do not pass {', '.join(given)}")
+                raise ValueError(
+                    f"{name} uses no negatives (needs_negatives=False); "
+                    f"do not pass {', '.join(given)}"
+                )
         else:
             if neg_emb is None:
-                raise ValueError(f"{name} needs negatives: pass neg_emb, shape (C, d) or "
-                                 "(B, N, d)")
+                raise ValueError(f"{name} needs negatives: pass neg_emb, shape (C, d) or (B, N, d)")
             if neg_emb.dim() == 2 and neg_emb.shape[1] == dim:
                 logits_shape = (batch, neg_emb.shape[0])
                 logq_shape: tuple[int, ...] = (neg_emb.shape[0],)
             elif neg_emb.dim() == 3 and neg_emb.shape[0] == batch and neg_emb.shape[2] == dim:
                 logits_shape = logq_shape = (batch, neg_emb.shape[1])
             else:
-                raise ValueError(f"{name}: neg_emb must be (C, d) or (B, N, d) with B={batch}, "
-                                 f"d={dim}; got shape {tuple(neg_emb.shape)}")
+                raise ValueError(
+                    f"{name}: neg_emb must be (C, d) or (B, N, d) with B={batch}, "
+                    f"d={dim}; got shape {tuple(neg_emb.shape)}"
+                )
             if logits_shape[1] == 0:
                 raise ValueError(f"{name}: neg_emb holds no negatives")
-            if neg_mask is not None and (neg_mask.dtype != torch.bool
-                                         or tuple(neg_mask.shape) != logits_shape):
-                raise ValueError(f"{name}: neg_mask must be a bool tensor of the logits' shape "
-                                 f"{logits_shape}; got {neg_mask.dtype} {tuple(neg_mask.shape)}")
+            if neg_mask is not None and (
+                neg_mask.dtype != torch.bool or tuple(neg_mask.shape) != logits_shape
+            ):
+                raise ValueError(
+                    f"{name}: neg_mask must be a bool tensor of the logits' shape "
+                    f"{logits_shape}; got {neg_mask.dtype} {tuple(neg_mask.shape)}"
+                )
             if neg_items is not None and tuple(neg_items.shape) != logq_shape:
-                raise ValueError(f"{name}: neg_items must have shape {logq_shape}; got "
-                                 f"{tuple(neg_items.shape)}")
+                raise ValueError(
+                    f"{name}: neg_items must have shape {logq_shape}; got {tuple(neg_items.shape)}"
+                )
             if neg_items is not None and pos_items is None and item_idx is None:
-                raise ValueError(f"{name}: neg_items is used to mask accidental hits and needs "
-                                 "the positives' ids too (pos_items or item_idx)")
+                raise ValueError(
+                    f"{name}: neg_items is used to mask accidental hits and needs "
+                    "the positives' ids too (pos_items or item_idx)"
+                )
             if (pos_logq is not None or neg_logq is not None) and not self.supports_logq:
-                raise ValueError(f"{name} does not take pos_logq/neg_logq: the logQ correction "
-                                 "is defined for softmax-family losses (ssm, softmax, infonce+, "
-                                 "mine+)")
+                raise ValueError(
+                    f"{name} does not take pos_logq/neg_logq: the logQ correction "
+                    "is defined for softmax-family losses (ssm, softmax, infonce+, "
+                    "mine+)"
+                )
             if neg_logq is not None and tuple(neg_logq.shape) != logq_shape:
-                raise ValueError(f"{name}: neg_logq must have shape {logq_shape}; got "
-                                 f"{tuple(neg_logq.shape)}")
-        for arg, value in (("pos_items", pos_items), ("pos_logq", pos_logq),
-                           ("sample_weight", sample_weight), ("user_idx", user_idx),
-                           ("item_idx", item_idx)):
+                raise ValueError(
+                    f"{name}: neg_logq must have shape {logq_shape}; got {tuple(neg_logq.shape)}"
+                )
+        for arg, value in (
+            ("pos_items", pos_items),
+            ("pos_logq", pos_logq),
+            ("sample_weight", sample_weight),
+            ("user_idx", user_idx),
+            ("item_idx", item_idx),
+        ):
             if value is not None and tuple(value.shape) != (batch,):
-                raise ValueError(f"{name}: {arg} must have shape (B,) = ({batch},); got "
-                                 f"{tuple(value.shape)}")
+                raise ValueError(
+                    f"{name}: {arg} must have shape (B,) = ({batch},); got {tuple(value.shape)}"
+                )
 
 
 def check_similarity(similarity: str) -> str:
@@ -154,8 +181,11 @@ def check_similarity(similarity: str) -> str:
 
 
 def check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            value > 0 and math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value > 0 and math.isfinite(value))
+    ):
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     return float(value)
 
@@ -173,8 +203,7 @@ def pair_similarity(user_emb: torch.Tensor, item_emb: torch.Tensor, kind: str) -
     return (user_emb * item_emb).sum(-1)  # shape: (B,)
 
 
-def candidate_similarity(user_emb: torch.Tensor, neg_emb: torch.Tensor, kind: str
-                         ) -> torch.Tensor:
+def candidate_similarity(user_emb: torch.Tensor, neg_emb: torch.Tensor, kind: str) -> torch.Tensor:
     """Similarity of every row with its negatives: (B, C) for (C, d) candidates, (B, N) for
     (B, N, d) per-row negatives.
 
@@ -272,8 +301,7 @@ class ScoredLoss(ImplicitLoss):
     temperature: float
     hard_negatives: int | None
 
-    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
-                 ) -> torch.Tensor:
+    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Loss of each positive, shape (B,), from logits (B,), (B, K) and validity (B, K)."""
         raise NotImplementedError(f"{type(self).__name__} must implement row_loss")
 
@@ -292,17 +320,36 @@ class ScoredLoss(ImplicitLoss):
         user_idx: torch.Tensor | None = None,
         item_idx: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        self._check(user_emb, pos_emb, neg_emb, neg_items=neg_items, pos_items=pos_items,
-                    neg_mask=neg_mask, pos_logq=pos_logq, neg_logq=neg_logq,
-                    sample_weight=sample_weight, user_idx=user_idx, item_idx=item_idx)
+        self._check(
+            user_emb,
+            pos_emb,
+            neg_emb,
+            neg_items=neg_items,
+            pos_items=pos_items,
+            neg_mask=neg_mask,
+            pos_logq=pos_logq,
+            neg_logq=neg_logq,
+            sample_weight=sample_weight,
+            user_idx=user_idx,
+            item_idx=item_idx,
+        )
         pos_items = item_idx if pos_items is None else pos_items
         mask = combined_mask(neg_mask, neg_items, pos_items, user_idx)
         pos, neg, valid = prepare_logits(
-            user_emb, pos_emb, neg_emb, similarity=self.similarity,
-            temperature=self.temperature, pos_logq=pos_logq, neg_logq=neg_logq,
-            neg_mask=mask, hard_negatives=self.hard_negatives)
+            user_emb,
+            pos_emb,
+            neg_emb,
+            similarity=self.similarity,
+            temperature=self.temperature,
+            pos_logq=pos_logq,
+            neg_logq=neg_logq,
+            neg_mask=mask,
+            hard_negatives=self.hard_negatives,
+        )
         return weighted_mean(self.row_loss(pos, neg, valid), sample_weight)
 
     def extra_repr(self) -> str:
-        return (f"similarity={self.similarity!r}, temperature={self.temperature}, "
-                f"hard_negatives={self.hard_negatives}")
+        return (
+            f"similarity={self.similarity!r}, temperature={self.temperature}, "
+            f"hard_negatives={self.hard_negatives}"
+        )

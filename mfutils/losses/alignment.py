@@ -84,9 +84,19 @@ class DirectAULoss(_AlignmentLoss):
         user_idx: torch.Tensor | None = None,
         item_idx: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        self._check(user_emb, pos_emb, neg_emb, neg_items=neg_items, pos_items=pos_items,
-                    neg_mask=neg_mask, pos_logq=pos_logq, neg_logq=neg_logq,
-                    sample_weight=sample_weight, user_idx=user_idx, item_idx=item_idx)
+        self._check(
+            user_emb,
+            pos_emb,
+            neg_emb,
+            neg_items=neg_items,
+            pos_items=pos_items,
+            neg_mask=neg_mask,
+            pos_logq=pos_logq,
+            neg_logq=neg_logq,
+            sample_weight=sample_weight,
+            user_idx=user_idx,
+            item_idx=item_idx,
+        )
         diff = F.normalize(user_emb, dim=-1) - F.normalize(pos_emb, dim=-1)  # shape: (B, d)
         align = weighted_mean(diff.pow(2).sum(-1), sample_weight)
         uniform = (uniformity(user_emb, t=self.t) + uniformity(pos_emb, t=self.t)) / 2
@@ -131,8 +141,15 @@ class MAWULoss(_AlignmentLoss):
 
     needs_ids = True
 
-    def __init__(self, *, n_users: int, n_items: int, gamma1: float = 0.8,
-                 gamma2: float = 0.6, t: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        n_users: int,
+        n_items: int,
+        gamma1: float = 0.8,
+        gamma2: float = 0.6,
+        t: float = 2.0,
+    ) -> None:
         super().__init__()
         for name, value in (("n_users", n_users), ("n_items", n_items)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -171,28 +188,49 @@ class MAWULoss(_AlignmentLoss):
         user_idx: torch.Tensor | None = None,
         item_idx: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        self._check(user_emb, pos_emb, neg_emb, neg_items=neg_items, pos_items=pos_items,
-                    neg_mask=neg_mask, pos_logq=pos_logq, neg_logq=neg_logq,
-                    sample_weight=sample_weight, user_idx=user_idx, item_idx=item_idx)
+        self._check(
+            user_emb,
+            pos_emb,
+            neg_emb,
+            neg_items=neg_items,
+            pos_items=pos_items,
+            neg_mask=neg_mask,
+            pos_logq=pos_logq,
+            neg_logq=neg_logq,
+            sample_weight=sample_weight,
+            user_idx=user_idx,
+            item_idx=item_idx,
+        )
         item_idx = pos_items if item_idx is None else item_idx
         if user_idx is None or item_idx is None:
-            raise ValueError("MAWULoss needs user_idx and item_idx (or pos_items): its margins "
-                             "are per user and per item")
-        for name, ids, size in (("user_idx", user_idx, self.user_margin.num_embeddings),
-                                ("item_idx", item_idx, self.item_margin.num_embeddings)):
+            raise ValueError(
+                "MAWULoss needs user_idx and item_idx (or pos_items): its margins "
+                "are per user and per item"
+            )
+        for name, ids, size in (
+            ("user_idx", user_idx, self.user_margin.num_embeddings),
+            ("item_idx", item_idx, self.item_margin.num_embeddings),
+        ):
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
-                raise ValueError(f"MAWULoss: {name} must lie in [0, {size}); got "
-                                 f"{int(ids.min())}..{int(ids.max())}")
+                raise ValueError(
+                    f"MAWULoss: {name} must lie in [0, {size}); got "
+                    f"{int(ids.min())}..{int(ids.max())}"
+                )
         if self.training:
             self.clamp_margins_()
         cos = (F.normalize(user_emb, dim=-1) * F.normalize(pos_emb, dim=-1)).sum(-1)
         theta = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))  # shape: (B,)
         shifted = (theta + self.angular_margin(user_idx, item_idx)).clamp(0.0, math.pi)
         align = weighted_mean(-torch.cos(shifted), sample_weight)
-        return (align + self.gamma1 * uniformity(user_emb, t=self.t)
-                + self.gamma2 * uniformity(pos_emb, t=self.t))
+        return (
+            align
+            + self.gamma1 * uniformity(user_emb, t=self.t)
+            + self.gamma2 * uniformity(pos_emb, t=self.t)
+        )
 
     def extra_repr(self) -> str:
-        return (f"n_users={self.user_margin.num_embeddings}, "
-                f"n_items={self.item_margin.num_embeddings}, gamma1={self.gamma1}, "
-                f"gamma2={self.gamma2}, t={self.t}")
+        return (
+            f"n_users={self.user_margin.num_embeddings}, "
+            f"n_items={self.item_margin.num_embeddings}, gamma1={self.gamma1}, "
+            f"gamma2={self.gamma2}, t={self.t}"
+        )

@@ -36,9 +36,14 @@ class CCLLoss(ScoredLoss):
         Keep only the ``k`` most similar legal negatives of each row.
     """
 
-    def __init__(self, *, similarity: str = "cosine", margin: float = 0.9,
-                 negative_weight: float | None = 150.0, hard_negatives: int | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        *,
+        similarity: str = "cosine",
+        margin: float = 0.9,
+        negative_weight: float | None = 150.0,
+        hard_negatives: int | None = None,
+    ) -> None:
         super().__init__()
         self.similarity = check_similarity(similarity)
         self.temperature = 1.0
@@ -50,8 +55,7 @@ class CCLLoss(ScoredLoss):
         self.negative_weight = None if negative_weight is None else float(negative_weight)
         self.hard_negatives = check_hard_negatives(hard_negatives)
 
-    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
-                 ) -> torch.Tensor:
+    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         pos_term = F.relu(1.0 - pos)  # shape: (B,)
         neg_terms = F.relu(neg - self.margin)  # shape: (B, K); masked entries give 0
         if self.negative_weight is None:
@@ -61,5 +65,7 @@ class CCLLoss(ScoredLoss):
         return pos_term + neg_term  # shape: (B,)
 
     def extra_repr(self) -> str:
-        return (f"similarity={self.similarity!r}, margin={self.margin}, "
-                f"negative_weight={self.negative_weight}, hard_negatives={self.hard_negatives}")
+        return (
+            f"similarity={self.similarity!r}, margin={self.margin}, "
+            f"negative_weight={self.negative_weight}, hard_negatives={self.hard_negatives}"
+        )

@@ -42,15 +42,19 @@ class BPRLoss(ScoredLoss):
         Keep only the ``k`` highest-scoring legal negatives of each row.
     """
 
-    def __init__(self, *, similarity: str = "dot", temperature: float = 1.0,
-                 hard_negatives: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        similarity: str = "dot",
+        temperature: float = 1.0,
+        hard_negatives: int | None = None,
+    ) -> None:
         super().__init__()
         self.similarity = check_similarity(similarity)
         self.temperature = check_positive("temperature", temperature)
         self.hard_negatives = check_hard_negatives(hard_negatives)
 
-    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
-                 ) -> torch.Tensor:
+    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         terms = F.softplus(neg - pos[:, None])  # shape: (B, K) = -log sigmoid(pos - neg)
         return masked_row_mean(terms, valid)  # shape: (B,)
 
@@ -70,19 +74,21 @@ class HingeLoss(ScoredLoss):
         Keep only the ``k`` highest-scoring legal negatives of each row.
     """
 
-    def __init__(self, *, similarity: str = "dot", margin: float = 1.0,
-                 hard_negatives: int | None = None) -> None:
+    def __init__(
+        self, *, similarity: str = "dot", margin: float = 1.0, hard_negatives: int | None = None
+    ) -> None:
         super().__init__()
         self.similarity = check_similarity(similarity)
         self.temperature = 1.0
         self.margin = check_positive("margin", margin)
         self.hard_negatives = check_hard_negatives(hard_negatives)
 
-    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
-                 ) -> torch.Tensor:
+    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         terms = F.relu(self.margin - pos[:, None] + neg)  # shape: (B, K)
         return masked_row_mean(terms, valid)  # shape: (B,)
 
     def extra_repr(self) -> str:
-        return (f"similarity={self.similarity!r}, margin={self.margin}, "
-                f"hard_negatives={self.hard_negatives}")
+        return (
+            f"similarity={self.similarity!r}, margin={self.margin}, "
+            f"hard_negatives={self.hard_negatives}"
+        )

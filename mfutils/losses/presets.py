@@ -37,37 +37,56 @@ class LossGrid:
 
 LOSS_GRIDS: dict[str, LossGrid] = {
     # Rendle et al. 2009: one uniform negative, L2 on the rows a batch uses
-    "bpr": LossGrid({"loss": "bpr", "negatives": "uniform", "lr": 3e-3},
-                    [{"reg": 1e-3}, {"reg": 1e-2}]),
-    "hinge": LossGrid({"loss": "hinge", "negatives": "uniform", "lr": 3e-3},
-                      [{"reg": 1e-3}, {"reg": 1e-2}]),
+    "bpr": LossGrid(
+        {"loss": "bpr", "negatives": "uniform", "lr": 3e-3}, [{"reg": 1e-3}, {"reg": 1e-2}]
+    ),
+    "hinge": LossGrid(
+        {"loss": "hinge", "negatives": "uniform", "lr": 3e-3}, [{"reg": 1e-3}, {"reg": 1e-2}]
+    ),
     # Mao et al. 2021: cosine, margin and negative weight (paper: 0.9 and 150 on sparse data)
-    "ccl": LossGrid({"loss": "ccl", **_SHARED_UNIFORM, "lr": 3e-3},
-                    [{"loss_options": {"margin": 0.5, "negative_weight": 10.0}},
-                     {"loss_options": {"margin": 0.3, "negative_weight": 50.0}}]),
+    "ccl": LossGrid(
+        {"loss": "ccl", **_SHARED_UNIFORM, "lr": 3e-3},
+        [
+            {"loss_options": {"margin": 0.5, "negative_weight": 10.0}},
+            {"loss_options": {"margin": 0.3, "negative_weight": 50.0}},
+        ],
+    ),
     # Wu et al.: cosine over a temperature, tau ~ 0.05-0.2
     # (0.2 beat 0.1 and 0.3 on ML-100K's validation part); the grid: which of the two samplers.
     # Also tried on validation, none clear of the seed noise (about +-0.002 NDCG@20): d=128
     # or 256 with tau 0.15-0.25, lr 1e-3, batch 256 or 2048, 4096 candidates, popularity
     # candidates with logQ, per-user row weights, user-vector dropout, a SimpleX history tower.
-    "ssm": LossGrid({"loss": "ssm", "loss_options": {"temperature": 0.2}, "lr": 3e-3},
-                    [_SHARED_UNIFORM, {"negatives": "uniform", "n_negatives": 64}]),
+    "ssm": LossGrid(
+        {"loss": "ssm", "loss_options": {"temperature": 0.2}, "lr": 3e-3},
+        [_SHARED_UNIFORM, {"negatives": "uniform", "n_negatives": 64}],
+    ),
     # the plain (dot-product) sampled softmax of Yi et al. / Covington et al.
     # per-row L2 (frequent rows penalised more) or a global weight decay
-    "softmax": LossGrid({"loss": "softmax", **_SHARED_UNIFORM, "lr": 3e-3},
-                        [{"reg": 1e-2}, {"weight_decay": 1e-4}]),
+    "softmax": LossGrid(
+        {"loss": "softmax", **_SHARED_UNIFORM, "lr": 3e-3}, [{"reg": 1e-2}, {"weight_decay": 1e-4}]
+    ),
     # Li, Jin & Ren 2023: lambda ~ 1 weighs the log-partition term
-    "infonce+": LossGrid({"loss": "infonce+", **_SHARED_UNIFORM, "lr": 3e-3},
-                         [{"loss_options": {"lam": 0.9}}, {"loss_options": {"lam": 1.1}}]),
-    "mine+": LossGrid({"loss": "mine+", **_SHARED_UNIFORM, "lr": 3e-3},
-                      [{"loss_options": {"lam": 0.9}}, {"loss_options": {"lam": 1.1}}]),
+    "infonce+": LossGrid(
+        {"loss": "infonce+", **_SHARED_UNIFORM, "lr": 3e-3},
+        [{"loss_options": {"lam": 0.9}}, {"loss_options": {"lam": 1.1}}],
+    ),
+    "mine+": LossGrid(
+        {"loss": "mine+", **_SHARED_UNIFORM, "lr": 3e-3},
+        [{"loss_options": {"lam": 0.9}}, {"loss_options": {"lam": 1.1}}],
+    ),
     # Wang et al. 2022: gamma weighs uniformity (searched over 0.01..10 in the paper); Adam's
     # weight decay as in the official code (1e-6..1e-4 there): the loss sees only directions,
     # so the decay is what ties an item's norm (its raw-dot score) to how often it is trained
-    "directau": LossGrid({"loss": "directau", "lr": 1e-3, "weight_decay": 1e-3},
-                         [{"loss_options": {"gamma": 0.5}}, {"loss_options": {"gamma": 1.0}}]),
+    "directau": LossGrid(
+        {"loss": "directau", "lr": 1e-3, "weight_decay": 1e-3},
+        [{"loss_options": {"gamma": 0.5}}, {"loss_options": {"gamma": 1.0}}],
+    ),
     # Park et al. 2023: separate uniformity weights of users and items, decay as DirectAU
-    "mawu": LossGrid({"loss": "mawu", "lr": 1e-3, "weight_decay": 1e-3},
-                     [{"loss_options": {"gamma1": 1.0, "gamma2": 0.1}},
-                      {"loss_options": {"gamma1": 0.8, "gamma2": 0.6}}]),
+    "mawu": LossGrid(
+        {"loss": "mawu", "lr": 1e-3, "weight_decay": 1e-3},
+        [
+            {"loss_options": {"gamma1": 1.0, "gamma2": 0.1}},
+            {"loss_options": {"gamma1": 0.8, "gamma2": 0.6}},
+        ],
+    ),
 }

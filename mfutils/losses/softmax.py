@@ -39,15 +39,19 @@ class SampledSoftmaxLoss(ScoredLoss):
 
     supports_logq = True
 
-    def __init__(self, *, similarity: str = "cosine", temperature: float = 0.1,
-                 hard_negatives: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        similarity: str = "cosine",
+        temperature: float = 0.1,
+        hard_negatives: int | None = None,
+    ) -> None:
         super().__init__()
         self.similarity = check_similarity(similarity)
         self.temperature = check_positive("temperature", temperature)
         self.hard_negatives = check_hard_negatives(hard_negatives)
 
-    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
-                 ) -> torch.Tensor:
+    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         logits = torch.cat([pos[:, None], neg], dim=1)  # shape: (B, 1 + K)
         return torch.logsumexp(logits, dim=1) - pos  # shape: (B,)
 
@@ -62,10 +66,16 @@ class SoftmaxLoss(SampledSoftmaxLoss):
     :math:`\tau=1` by default.
     """
 
-    def __init__(self, *, similarity: str = "dot", temperature: float = 1.0,
-                 hard_negatives: int | None = None) -> None:
-        super().__init__(similarity=similarity, temperature=temperature,
-                         hard_negatives=hard_negatives)
+    def __init__(
+        self,
+        *,
+        similarity: str = "dot",
+        temperature: float = 1.0,
+        hard_negatives: int | None = None,
+    ) -> None:
+        super().__init__(
+            similarity=similarity, temperature=temperature, hard_negatives=hard_negatives
+        )
 
 
 class InfoNCEPlusLoss(ScoredLoss):
@@ -95,34 +105,45 @@ class InfoNCEPlusLoss(ScoredLoss):
 
     supports_logq = True
 
-    def __init__(self, *, similarity: str = "cosine", temperature: float = 0.1,
-                 lam: float = 1.0, epsilon: float = 1.0, hard_negatives: int | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        *,
+        similarity: str = "cosine",
+        temperature: float = 0.1,
+        lam: float = 1.0,
+        epsilon: float = 1.0,
+        hard_negatives: int | None = None,
+    ) -> None:
         super().__init__()
         self.similarity = check_similarity(similarity)
         self.temperature = check_positive("temperature", temperature)
         self.lam = check_positive("lam", lam)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not (
-                epsilon >= 0 and math.isfinite(epsilon)):
+        if (
+            isinstance(epsilon, bool)
+            or not isinstance(epsilon, int | float)
+            or not (epsilon >= 0 and math.isfinite(epsilon))
+        ):
             raise ValueError(f"epsilon must be a finite number >= 0; got {epsilon!r}")
         self.epsilon = float(epsilon)
         self.hard_negatives = check_hard_negatives(hard_negatives)
 
-    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor
-                 ) -> torch.Tensor:
+    def row_loss(self, pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         if self.epsilon > 0:
             shifted = (pos + math.log(self.epsilon))[:, None]  # shape: (B, 1)
             log_partition = torch.logsumexp(torch.cat([shifted, neg], dim=1), dim=1)
         else:
             # masked logits hold the dtype's minimum and add nothing; an empty row gives 0
             log_partition = torch.logsumexp(neg, dim=1)  # shape: (B,)
-            log_partition = torch.where(valid.any(1), log_partition,
-                                        torch.zeros_like(log_partition))
+            log_partition = torch.where(
+                valid.any(1), log_partition, torch.zeros_like(log_partition)
+            )
         return self.lam * log_partition - pos  # shape: (B,)
 
     def extra_repr(self) -> str:
-        return (f"similarity={self.similarity!r}, temperature={self.temperature}, "
-                f"lam={self.lam}, epsilon={self.epsilon}, hard_negatives={self.hard_negatives}")
+        return (
+            f"similarity={self.similarity!r}, temperature={self.temperature}, "
+            f"lam={self.lam}, epsilon={self.epsilon}, hard_negatives={self.hard_negatives}"
+        )
 
 
 class MINEPlusLoss(InfoNCEPlusLoss):
@@ -146,11 +167,24 @@ class MINEPlusLoss(InfoNCEPlusLoss):
     hard_negatives : int, optional
     """
 
-    def __init__(self, *, similarity: str = "cosine", temperature: float = 0.1,
-                 lam: float = 1.0, hard_negatives: int | None = None) -> None:
-        super().__init__(similarity=similarity, temperature=temperature, lam=lam,
-                         epsilon=0.0, hard_negatives=hard_negatives)
+    def __init__(
+        self,
+        *,
+        similarity: str = "cosine",
+        temperature: float = 0.1,
+        lam: float = 1.0,
+        hard_negatives: int | None = None,
+    ) -> None:
+        super().__init__(
+            similarity=similarity,
+            temperature=temperature,
+            lam=lam,
+            epsilon=0.0,
+            hard_negatives=hard_negatives,
+        )
 
     def extra_repr(self) -> str:
-        return (f"similarity={self.similarity!r}, temperature={self.temperature}, "
-                f"lam={self.lam}, hard_negatives={self.hard_negatives}")
+        return (
+            f"similarity={self.similarity!r}, temperature={self.temperature}, "
+            f"lam={self.lam}, hard_negatives={self.hard_negatives}"
+        )

@@ -17,9 +17,28 @@ from mfutils.models.svdpp import AsymmetricSVD, SVDpp
 from mfutils.models.timesvdpp import TimeSVDpp
 from mfutils.models.two_tower import TwoTower
 
-__all__ = ["EASE", "NNMF", "AsymmetricSVD", "BaselineEstimates", "BayesianFM", "BayesianMF",
-           "BiasedMF",
-           "CheckpointError", "DeepFM", "ExplicitModel", "FactorizationMachine",
-           "GlobalNeighborhood", "ImplicitALS", "IntegratedModel", "ItemKNN", "MostPopular",
-           "Model", "RankingModel", "SVDpp", "TimeSVDpp", "TwoTower", "registry",
-           "shrunk_pearson"]
+__all__ = [
+    "EASE",
+    "NNMF",
+    "AsymmetricSVD",
+    "BaselineEstimates",
+    "BayesianFM",
+    "BayesianMF",
+    "BiasedMF",
+    "CheckpointError",
+    "DeepFM",
+    "ExplicitModel",
+    "FactorizationMachine",
+    "GlobalNeighborhood",
+    "ImplicitALS",
+    "IntegratedModel",
+    "ItemKNN",
+    "MostPopular",
+    "Model",
+    "RankingModel",
+    "SVDpp",
+    "TimeSVDpp",
+    "TwoTower",
+    "registry",
+    "shrunk_pearson",
+]

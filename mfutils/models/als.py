@@ -58,8 +58,7 @@ class Side:
         """Ratings per row, shape (n_rows,)."""
         return self.crow.diff()
 
-    def matrix(self, values: torch.Tensor, start: int = 0, stop: int | None = None
-               ) -> torch.Tensor:
+    def matrix(self, values: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Rows ``start:stop`` of the sparse CSR matrix holding ``values`` (rating order)."""
         stop = self.n_rows if stop is None else stop
         first, last = int(self.crow[start]), int(self.crow[stop])
@@ -67,8 +66,12 @@ class Side:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             return torch.sparse_csr_tensor(
-                self.crow[start:stop + 1] - first, self.col[first:last], values[entries],
-                (stop - start, self.n_cols), check_invariants=False)
+                self.crow[start : stop + 1] - first,
+                self.col[first:last],
+                values[entries],
+                (stop - start, self.n_cols),
+                check_invariants=False,
+            )
 
 
 def build_side(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> Side:
@@ -83,7 +86,7 @@ def build_side(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int)
 
 
 def normal_equations(
-    side: Side, confidence: torch.Tensor, weighted_target: torch.Tensor, other: torch.Tensor,
+    side: Side, confidence: torch.Tensor, weighted_target: torch.Tensor, other: torch.Tensor
 ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """Blocks of every row's unpenalised normal equations against the fixed ``other`` side.
 
@@ -154,6 +157,7 @@ def solve_side(
         chol, info = torch.linalg.cholesky_ex(gram)
         if bool((info != 0).any()):
             raise FloatingPointError(
-                "ALS: a ridge system is not positive definite; raise reg/reg_bias above 0")
+                "ALS: a ridge system is not positive definite; raise reg/reg_bias above 0"
+            )
         theta[start:stop] = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
     return theta

@@ -36,10 +36,16 @@ def _check_penalties(model: str, options: dict[str, Any], prefix: str = "") -> N
     for name, value in options.items():
         if isinstance(value, dict):
             _check_penalties(model, value, prefix=f"{prefix}{name}.")
-        elif (name.startswith("reg") and isinstance(value, int | float)
-              and not isinstance(value, bool) and not (value >= 0 and np.isfinite(value))):
-            raise ValueError(f"{model}: {prefix}{name}={value} must be a finite number >= 0 "
-                             "(a penalty; a negative one rewards large parameters)")
+        elif (
+            name.startswith("reg")
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and not (value >= 0 and np.isfinite(value))
+        ):
+            raise ValueError(
+                f"{model}: {prefix}{name}={value} must be a finite number >= 0 "
+                "(a penalty; a negative one rewards large parameters)"
+            )
 
 
 class CheckpointError(ValueError):
@@ -108,7 +114,7 @@ class Model(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def recommend(
-        self, users: np.ndarray | list[int], k: int = 10, *, exclude_seen: bool = True,
+        self, users: np.ndarray | list[int], k: int = 10, *, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items per user by score.
 
@@ -157,16 +163,25 @@ class Model(nn.Module, abc.ABC):
         self._require_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"state.{k}": v.detach().cpu().clone().contiguous()
-                   for k, v in self.state_dict().items()}
-        tensors.update({f"extra.{k}": v.detach().cpu().clone().contiguous()
-                        for k, v in self._checkpoint_tensors().items()})
+        tensors = {
+            f"state.{k}": v.detach().cpu().clone().contiguous()
+            for k, v in self.state_dict().items()
+        }
+        tensors.update(
+            {
+                f"extra.{k}": v.detach().cpu().clone().contiguous()
+                for k, v in self._checkpoint_tensors().items()
+            }
+        )
         tensors["train_csr.indptr"] = self.train_csr.indptr.cpu().contiguous()
         tensors["train_csr.indices"] = self.train_csr.indices.cpu().contiguous()
         header: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT, "model": type(self).__name__,
+            "format": CHECKPOINT_FORMAT,
+            "model": type(self).__name__,
             "config": _json_config(type(self).__name__, self.config),
-            "n_users": self.n_users, "n_items": self.n_items, **self._checkpoint_header(),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            **self._checkpoint_header(),
         }
         for key, ids in (("user_ids", self.user_ids), ("item_ids", self.item_ids)):
             if ids is None:
@@ -184,8 +199,7 @@ class Model(nn.Module, abc.ABC):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device | None = None
-             ) -> Model:
+    def load(cls, path: str | Path, *, device: str | torch.device | None = None) -> Model:
         """Rebuild the model saved at ``path``; its scores are reproduced exactly.
 
         Raises
@@ -212,15 +226,21 @@ class Model(nn.Module, abc.ABC):
         """Load the checkpoint at ``path`` into this model, which must have the same config."""
         ckpt = _read_checkpoint(path)
         if ckpt["model"] != type(self).__name__:
-            raise CheckpointError(f"{path} holds a {ckpt['model']} checkpoint; this model is a "
-                                  f"{type(self).__name__}")
+            raise CheckpointError(
+                f"{path} holds a {ckpt['model']} checkpoint; this model is a {type(self).__name__}"
+            )
         mine = _json_config(type(self).__name__, self.config)
         saved = _json_config(type(self).__name__, dict(ckpt["config"]))
         if saved != mine:
-            diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
-                    if saved.get(k) != mine.get(k)}
-            raise CheckpointError(f"{path} was saved with another configuration "
-                                  f"(option: (checkpoint, this model)) {diff}")
+            diff = {
+                k: (saved.get(k), mine.get(k))
+                for k in set(saved) | set(mine)
+                if saved.get(k) != mine.get(k)
+            }
+            raise CheckpointError(
+                f"{path} was saved with another configuration "
+                f"(option: (checkpoint, this model)) {diff}"
+            )
         self._restore(ckpt, path)
         return self
 
@@ -238,12 +258,15 @@ class Model(nn.Module, abc.ABC):
         try:
             self.load_state_dict(ckpt["state"])
         except RuntimeError as err:
-            raise CheckpointError(f"{path}: parameters do not match {type(self).__name__}"
-                                  f"({self.config}): {err}") from err
+            raise CheckpointError(
+                f"{path}: parameters do not match {type(self).__name__}({self.config}): {err}"
+            ) from err
         csr = {key: value.to(self.device) for key, value in ckpt["train_csr"].items()}
         self.train_csr = UserItemCSR(
-            csr["indptr"], csr["indices"],
-            torch.ones(len(csr["indices"]), device=self.device), self.n_items,
+            csr["indptr"],
+            csr["indices"],
+            torch.ones(len(csr["indices"]), device=self.device),
+            self.n_items,
         )
         self.to(self.device)
         self.eval()
@@ -273,11 +296,7 @@ class ExplicitModel(Model):
 
     # ------------------------------------------------------------------ fitting
     def fit(
-        self,
-        train: Ratings,
-        *,
-        valid: Ratings | None = None,
-        weights: np.ndarray | None = None,
+        self, train: Ratings, *, valid: Ratings | None = None, weights: np.ndarray | None = None
     ) -> ExplicitModel:
         """Learn from ``train``; ``valid`` (carved from training data) drives early stopping.
 
@@ -296,22 +315,27 @@ class ExplicitModel(Model):
                 f"{type(self).__name__} predicts ratings, and {train.name!r} holds events "
                 "without ratings: fit a ranking model (ImplicitALS, EASE, TwoTower, "
                 "MostPopular), or load the data with its rating column (rating=NAME; CLI: "
-                "--columns rating=NAME)")
+                "--columns rating=NAME)"
+            )
         _check_penalties(type(self).__name__, self.config)
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float32)
             if weights.shape != (len(train),):
-                raise ValueError(f"weights has shape {weights.shape}; expected ({len(train)},), "
-                                 "one weight per training rating")
+                raise ValueError(
+                    f"weights has shape {weights.shape}; expected ({len(train)},), "
+                    "one weight per training rating"
+                )
             if not np.isfinite(weights).all() or (weights < 0).any():
                 raise ValueError("weights must be finite and non-negative")
         self._set_id_space(train)
         self._build(train.n_users, train.n_items)
         self.register_buffer("mu", torch.tensor(train.global_mean, device=self.device))
-        self.register_buffer("user_known", torch.as_tensor(
-            train.user_counts() > 0, device=self.device))
-        self.register_buffer("item_known", torch.as_tensor(
-            train.item_counts() > 0, device=self.device))
+        self.register_buffer(
+            "user_known", torch.as_tensor(train.user_counts() > 0, device=self.device)
+        )
+        self.register_buffer(
+            "item_known", torch.as_tensor(train.item_counts() > 0, device=self.device)
+        )
         self.to(self.device)
         self._fit(train, valid=valid, weights=weights)
         self.eval()
@@ -326,10 +350,14 @@ class ExplicitModel(Model):
         """
         c = self._resolved_config()
         held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"])
-        probe = type(self)(**{**c, "valid_fraction": 0.0, "progress": False, "clip": False},
-                           device=self.device)
-        return probe.fit(train.subset(~held), valid=train.subset(held),
-                         weights=None if weights is None else weights[~held])
+        probe = type(self)(
+            **{**c, "valid_fraction": 0.0, "progress": False, "clip": False}, device=self.device
+        )
+        return probe.fit(
+            train.subset(~held),
+            valid=train.subset(held),
+            weights=None if weights is None else weights[~held],
+        )
 
     def _resolved_config(self) -> dict[str, Any]:
         """``config`` with the options resolved from the training data (``"auto"`` columns,
@@ -342,8 +370,11 @@ class ExplicitModel(Model):
 
     @abc.abstractmethod
     def _predict_known(
-        self, user: torch.Tensor, item: torch.Tensor,
-        user_known: torch.Tensor, item_known: torch.Tensor,
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        user_known: torch.Tensor,
+        item_known: torch.Tensor,
     ) -> torch.Tensor:
         """Predictions for safe (in-range) ids; drop the terms of unknown users/items."""
 
@@ -381,7 +412,10 @@ class ExplicitModel(Model):
         return pred
 
     def predict(
-        self, users: np.ndarray | list[int], items: np.ndarray | list[int], *,
+        self,
+        users: np.ndarray | list[int],
+        items: np.ndarray | list[int],
+        *,
         batch_size: int = 1 << 18,
     ) -> np.ndarray:
         """Predicted ratings for pairs of compact ids, as a float32 array.
@@ -393,8 +427,10 @@ class ExplicitModel(Model):
         user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
         item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=self.device)
         if user.shape != item.shape or user.dim() != 1:
-            raise ValueError(f"users and items must be 1-d and equally long; got "
-                             f"{tuple(user.shape)} and {tuple(item.shape)}")
+            raise ValueError(
+                f"users and items must be 1-d and equally long; got "
+                f"{tuple(user.shape)} and {tuple(item.shape)}"
+            )
         parts = [
             self.predict_tensor(user[lo : lo + batch_size], item[lo : lo + batch_size])
             for lo in range(0, len(user), batch_size)
@@ -441,13 +477,16 @@ def holdout_mask(n: int, *, fraction: float, seed: int, min_count: int = 0) -> n
 
 def _json_config(model: str, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as plain JSON values (tuples become lists); anything else is refused."""
+
     def plain(value: Any) -> Any:
         return value.item() if isinstance(value, np.generic) else value
+
     try:
         return json.loads(json.dumps(config, default=plain))
     except TypeError as err:
-        raise CheckpointError(f"{model}: an option is not a plain value and cannot be saved "
-                              f"({err})") from err
+        raise CheckpointError(
+            f"{model}: an option is not a plain value and cannot be saved ({err})"
+        ) from err
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -468,31 +507,49 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is a pickle checkpoint (torch.save, checkpoint format 1 of mfutils 0.1); "
             "this mfutils opens only safetensors checkpoints, because unpickling can run code: "
             "convert it once with `mfutils upgrade PATH` (or mfutils.models.base."
-            "upgrade_checkpoint), which reads it with torch's weights-only unpickler")
+            "upgrade_checkpoint), which reads it with torch's weights-only unpickler"
+        )
     try:
         with safe_open(path, framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
         header = json.loads(metadata[HEADER_KEY])
     except (SafetensorError, OSError, KeyError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable mfutils checkpoint "
-                              f"(safetensors with an {HEADER_KEY!r} header): {err}") from err
+        raise CheckpointError(
+            f"{path} is not a readable mfutils checkpoint "
+            f"(safetensors with an {HEADER_KEY!r} header): {err}"
+        ) from err
     if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an mfutils checkpoint of format "
-                              f"{CHECKPOINT_FORMAT} (its header says "
-                              f"{header.get('format') if isinstance(header, dict) else None!r})")
+        raise CheckpointError(
+            f"{path} is not an mfutils checkpoint of format "
+            f"{CHECKPOINT_FORMAT} (its header says "
+            f"{header.get('format') if isinstance(header, dict) else None!r})"
+        )
     try:
         ckpt = {key: header[key] for key in ("model", "config", "n_users", "n_items")}
         ckpt["rating_scale"] = header.get("rating_scale")
-        ckpt["state"] = {key.removeprefix("state."): value for key, value in tensors.items()
-                         if key.startswith("state.")}
-        ckpt["extra"] = {key.removeprefix("extra."): value for key, value in tensors.items()
-                         if key.startswith("extra.")}
-        ckpt["train_csr"] = {"indptr": tensors["train_csr.indptr"],
-                             "indices": tensors["train_csr.indices"]}
+        ckpt["state"] = {
+            key.removeprefix("state."): value
+            for key, value in tensors.items()
+            if key.startswith("state.")
+        }
+        ckpt["extra"] = {
+            key.removeprefix("extra."): value
+            for key, value in tensors.items()
+            if key.startswith("extra.")
+        }
+        ckpt["train_csr"] = {
+            "indptr": tensors["train_csr.indptr"],
+            "indices": tensors["train_csr.indices"],
+        }
         for key in ("user_ids", "item_ids"):
-            ckpt[key] = (tensors[key].numpy() if key in tensors
-                         else np.asarray(header[key], dtype=object) if key in header else None)
+            ckpt[key] = (
+                tensors[key].numpy()
+                if key in tensors
+                else np.asarray(header[key], dtype=object)
+                if key in header
+                else None
+            )
     except KeyError as err:
         raise CheckpointError(f"{path}: the checkpoint lacks {err}") from err
     return ckpt
@@ -512,16 +569,22 @@ def upgrade_checkpoint(source: str | Path, target: str | Path) -> Path:
     # numpy arrays of the old id mappings: an ndarray rebuilt from bytes and a dtype
     # (numpy 2 pickles name numpy._core, numpy 1 numpy.core; pyproject allows both)
     core = getattr(np, "_core", None) or np.core
-    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype,
-               *(type(np.dtype(t)) for t in (np.int64, np.int32, np.float32, np.float64))]
+    allowed = [
+        core.multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        *(type(np.dtype(t)) for t in (np.int64, np.int32, np.float32, np.float64)),
+    ]
     try:
         with torch.serialization.safe_globals(allowed):
             ckpt = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - the unpickler's refusal, whatever its class
-        raise CheckpointError(f"{source} holds more than weights and is refused "
-                              f"(nothing in it was run): {str(err).splitlines()[0]}") from err
+        raise CheckpointError(
+            f"{source} holds more than weights and is refused "
+            f"(nothing in it was run): {str(err).splitlines()[0]}"
+        ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
         raise CheckpointError(f"{source} is not a format-1 mfutils checkpoint")
     try:

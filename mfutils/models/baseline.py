@@ -49,16 +49,24 @@ class BaselineEstimates(ExplicitModel):
     SEARCH_SPACE = {
         "shrunk": {"reg_item": ("log", 2.5, 250.0), "reg_user": ("log", 1.0, 100.0)},
         "als": {"reg_item": ("log", 0.2, 20.0), "reg_user": ("log", 0.5, 50.0)},
-        "sgd": {"reg": ("log", 0.002, 0.2), "lr": ("log", 0.0005, 0.05),
-                "epochs": ("int", 5, 60)},
+        "sgd": {"reg": ("log", 0.002, 0.2), "lr": ("log", 0.0005, 0.05), "epochs": ("int", 5, 60)},
     }
 
     def __init__(
-        self, *, method: str = "als", reg_item: float | None = None,
+        self,
+        *,
+        method: str = "als",
+        reg_item: float | None = None,
         reg_user: float | None = None,
-        n_iters: int | None = None, reg: float = 0.02, lr: float = 0.005, epochs: int = 20,
-        batch_size: int = 256, seed: int = 0, progress: bool = False,
-        device: str | torch.device | None = None, clip: bool = True,
+        n_iters: int | None = None,
+        reg: float = 0.02,
+        lr: float = 0.005,
+        epochs: int = 20,
+        batch_size: int = 256,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if method not in METHODS:
@@ -71,14 +79,24 @@ class BaselineEstimates(ExplicitModel):
         n_iters = n_iters if n_iters is not None else (1 if method == "shrunk" else 10)
         if n_iters < 1:
             raise ValueError(f"n_iters={n_iters} must be >= 1")
-        self.config.update(method=method, reg_item=reg_item, reg_user=reg_user, n_iters=n_iters,
-                           reg=reg, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                           progress=progress)
+        self.config.update(
+            method=method,
+            reg_item=reg_item,
+            reg_user=reg_user,
+            n_iters=n_iters,
+            reg=reg,
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
-        self.net = BiasedMFNet(n_users, n_items, 0, mu=0.0, reg=c["reg"], reg_bias=c["reg"],
-                               device=self.device)
+        self.net = BiasedMFNet(
+            n_users, n_items, 0, mu=0.0, reg=c["reg"], reg_bias=c["reg"], device=self.device
+        )
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
@@ -87,10 +105,20 @@ class BaselineEstimates(ExplicitModel):
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=self.device)
         if c["method"] == "sgd":
-            config = TrainConfig(epochs=c["epochs"], batch_size=c["batch_size"], optimizer="funk",
-                                 lr=c["lr"], seed=c["seed"], progress=c["progress"])
-            self.history = fit(self.net, data, config=config,
-                               valid=None if valid is None else valid.tensors(self.device))
+            config = TrainConfig(
+                epochs=c["epochs"],
+                batch_size=c["batch_size"],
+                optimizer="funk",
+                lr=c["lr"],
+                seed=c["seed"],
+                progress=c["progress"],
+            )
+            self.history = fit(
+                self.net,
+                data,
+                config=config,
+                valid=None if valid is None else valid.tensors(self.device),
+            )
             return
         self._fit_alternating(data)
 
@@ -104,10 +132,12 @@ class BaselineEstimates(ExplicitModel):
         user_den = torch.bincount(user, weights=weight, minlength=self.n_users) + c["reg_user"]
         b_u = torch.zeros(self.n_users, device=self.device)
         for _ in range(c["n_iters"]):
-            b_i = torch.bincount(item, weights=weight * (residual - b_u[user]),
-                                 minlength=self.n_items) / item_den.clamp(min=1e-12)
-            b_u = torch.bincount(user, weights=weight * (residual - b_i[item]),
-                                 minlength=self.n_users) / user_den.clamp(min=1e-12)
+            b_i = torch.bincount(
+                item, weights=weight * (residual - b_u[user]), minlength=self.n_items
+            ) / item_den.clamp(min=1e-12)
+            b_u = torch.bincount(
+                user, weights=weight * (residual - b_i[item]), minlength=self.n_users
+            ) / user_den.clamp(min=1e-12)
         self.net.user_bias.weight[:, 0] = b_u
         self.net.item_bias.weight[:, 0] = b_i
 

@@ -45,9 +45,19 @@ from mfutils.metrics import rmse
 from mfutils.models.als import Side, build_side, normal_equations
 from mfutils.models.base import ExplicitModel
 
-__all__ = ["BAGS", "BayesianFM", "BayesianFMNet", "BayesianMF", "BayesianMFNet", "Block",
-           "OrdinalProbit", "design_block", "kept_sweeps", "sample_block",
-           "sample_rows"]
+__all__ = [
+    "BAGS",
+    "BayesianFM",
+    "BayesianFMNet",
+    "BayesianMF",
+    "BayesianMFNet",
+    "Block",
+    "OrdinalProbit",
+    "design_block",
+    "kept_sweeps",
+    "sample_block",
+    "sample_rows",
+]
 
 
 def kept_sweeps(sweeps: int, burn_in: int, max_samples: int) -> list[int]:
@@ -62,8 +72,9 @@ def _wishart(scale: torch.Tensor, *, df: int) -> torch.Tensor:
     """One draw of ``W(scale, df)`` by Bartlett's decomposition: ``L A A^T L^T`` with
     ``scale = L L^T``, ``A`` lower triangular, ``A_kk^2 ~ chi^2(df - k)``, ``A_kl ~ N(0, 1)``."""
     d = len(scale)
-    chi2 = torch.distributions.Chi2(torch.arange(df, df - d, -1, dtype=scale.dtype,
-                                                 device=scale.device))
+    chi2 = torch.distributions.Chi2(
+        torch.arange(df, df - d, -1, dtype=scale.dtype, device=scale.device)
+    )
     a = torch.randn(d, d, dtype=scale.dtype, device=scale.device).tril(-1)
     a = a + torch.diag(chi2.sample().sqrt())
     la = torch.linalg.cholesky(scale) @ a  # shape: (D, D)
@@ -93,21 +104,30 @@ def _normal_wishart(rows: torch.Tensor, *, beta0: float) -> tuple[torch.Tensor, 
     return mu.to(rows.dtype), precision.to(rows.dtype)
 
 
-def _draw_noise(sse: torch.Tensor, n: int, *, prior: float, model: str, sweep: int
-                ) -> tuple[torch.Tensor, float]:
+def _draw_noise(
+    sse: torch.Tensor, n: int, *, prior: float, model: str, sweep: int
+) -> tuple[torch.Tensor, float]:
     """The noise precision from its Gamma conditional, ``Gamma((a0 + N) / 2, (a0 + SSE) / 2)``
     (``a0 = noise_prior``), as a tensor and as the float the next sweep uses (one host sync
     per sweep); a non-finite draw stops the sampler."""
     noise_t = torch.distributions.Gamma((prior + n) / 2, (prior + sse) / 2).sample()
     noise = float(noise_t)
     if not math.isfinite(noise):
-        raise FloatingPointError(f"{model}: the noise precision became {noise} in sweep "
-                                 f"{sweep + 1}")
+        raise FloatingPointError(
+            f"{model}: the noise precision became {noise} in sweep {sweep + 1}"
+        )
     return noise_t, noise
 
 
-def sample_rows(side: Side, target: torch.Tensor, other: torch.Tensor, *, noise: float,
-                 mu: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+def sample_rows(
+    side: Side,
+    target: torch.Tensor,
+    other: torch.Tensor,
+    *,
+    noise: float,
+    mu: torch.Tensor,
+    precision: torch.Tensor,
+) -> torch.Tensor:
     """Every row of one side drawn from its Gaussian conditional, shape (n_rows, f+1).
 
     ``Lambda* = Lambda + alpha sum_j x_j x_j^T``, ``mean = Lambda*^{-1} (alpha sum_j y_j x_j
@@ -121,8 +141,7 @@ def sample_rows(side: Side, target: torch.Tensor, other: torch.Tensor, *, noise:
         chol = torch.linalg.cholesky(noise * gram + precision)  # shape: (b, f+1, f+1)
         mean = torch.cholesky_solve((noise * rhs + prior)[:, :, None], chol)  # (b, f+1, 1)
         z = torch.randn_like(mean)
-        rows[start:stop] = (mean + torch.linalg.solve_triangular(
-            chol.mT, z, upper=True))[:, :, 0]
+        rows[start:stop] = (mean + torch.linalg.solve_triangular(chol.mT, z, upper=True))[:, :, 0]
     return rows
 
 
@@ -133,19 +152,29 @@ class BayesianMFNet(nn.Module):
     ``noise_var`` (S,), so a checkpoint holds the whole posterior sample.
     """
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int, n_samples: int, *,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int,
+        n_samples: int,
+        *,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         width = n_factors + 1
-        self.register_buffer("user_samples", torch.zeros(n_samples, n_users, width,
-                                                         device=device))
-        self.register_buffer("item_samples", torch.zeros(n_samples, n_items, width,
-                                                         device=device))
+        self.register_buffer("user_samples", torch.zeros(n_samples, n_users, width, device=device))
+        self.register_buffer("item_samples", torch.zeros(n_samples, n_items, width, device=device))
         self.register_buffer("noise_var", torch.ones(n_samples, device=device))
 
-    def draws(self, user: torch.Tensor, item: torch.Tensor, user_known: torch.Tensor,
-              item_known: torch.Tensor, context: torch.Tensor | None = None
-              ) -> Iterator[torch.Tensor]:
+    def draws(
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        user_known: torch.Tensor,
+        item_known: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ) -> Iterator[torch.Tensor]:
         """``b_u + b_i + p_u^T q_i`` of every kept sample in turn, shape (n,) each.
 
         Unknown users (items) lose their row: the item's (user's) bias alone remains.
@@ -172,8 +201,7 @@ class _PosteriorModel(ExplicitModel):
         c = self.config
         return kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"])
 
-    def _context(self, user: torch.Tensor, timestamp: torch.Tensor | None
-                 ) -> torch.Tensor | None:
+    def _context(self, user: torch.Tensor, timestamp: torch.Tensor | None) -> torch.Tensor | None:
         """Per-rating context the samples need beyond the ids (none by default)."""
         return None
 
@@ -182,12 +210,12 @@ class _PosteriorModel(ExplicitModel):
         return draw
 
     def _draws(self, user, item, user_known, item_known, context) -> Iterator[torch.Tensor]:
-        for sample, draw in enumerate(self.net.draws(user, item, user_known, item_known,
-                                                     context)):
+        for sample, draw in enumerate(self.net.draws(user, item, user_known, item_known, context)):
             yield self._link(draw, sample)
 
-    def _moments(self, user, item, user_known, item_known, timestamp=None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _moments(
+        self, user, item, user_known, item_known, timestamp=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance over the samples of the prediction less ``mu``, (n,) each."""
         context = self._context(user, timestamp)
         total = torch.zeros(len(user), device=self.device)
@@ -204,8 +232,9 @@ class _PosteriorModel(ExplicitModel):
         return self.mu + self._moments(user, item, user_known, item_known, timestamp)[0]
 
     @torch.no_grad()
-    def predict_tensor(self, user: torch.Tensor, item: torch.Tensor,
-                       timestamp: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_tensor(
+        self, user: torch.Tensor, item: torch.Tensor, timestamp: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Posterior-mean predictions for compact ids (and optional unix-second timestamps
         for the context features), shape (n,)."""
         self._require_fitted()
@@ -214,8 +243,12 @@ class _PosteriorModel(ExplicitModel):
 
     @torch.no_grad()
     def predict(
-        self, users: np.ndarray | list[int], items: np.ndarray | list[int], *,
-        timestamps: np.ndarray | None = None, batch_size: int = 1 << 16,
+        self,
+        users: np.ndarray | list[int],
+        items: np.ndarray | list[int],
+        *,
+        timestamps: np.ndarray | None = None,
+        batch_size: int = 1 << 16,
         return_std: bool = False,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Posterior-mean ratings (float32); with ``return_std`` also their predictive
@@ -225,16 +258,22 @@ class _PosteriorModel(ExplicitModel):
         user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
         item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=self.device)
         if user.shape != item.shape or user.dim() != 1:
-            raise ValueError(f"users and items must be 1-d and equally long; got "
-                             f"{tuple(user.shape)} and {tuple(item.shape)}")
-        stamp = (None if timestamps is None else
-                 torch.as_tensor(np.asarray(timestamps), dtype=torch.long, device=self.device))
+            raise ValueError(
+                f"users and items must be 1-d and equally long; got "
+                f"{tuple(user.shape)} and {tuple(item.shape)}"
+            )
+        stamp = (
+            None
+            if timestamps is None
+            else torch.as_tensor(np.asarray(timestamps), dtype=torch.long, device=self.device)
+        )
         means, stds = [], []
         noise_var = self.net.noise_var.mean()
         for lo in range(0, len(user), batch_size):
             part = slice(lo, lo + batch_size)
-            mean, var = self._moments(*self._known(user[part], item[part]),
-                                      None if stamp is None else stamp[part])
+            mean, var = self._moments(
+                *self._known(user[part], item[part]), None if stamp is None else stamp[part]
+            )
             means.append(self._output(self.mu + mean))
             stds.append((var + noise_var).sqrt())
         if not means:
@@ -243,11 +282,11 @@ class _PosteriorModel(ExplicitModel):
         mean = torch.cat(means).cpu().numpy()
         return (mean, torch.cat(stds).cpu().numpy()) if return_std else mean
 
-    def predict_ratings(self, data: Ratings, *, return_std: bool = False
-                        ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def predict_ratings(
+        self, data: Ratings, *, return_std: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` for every row of ``data``, with its timestamps."""
-        return self.predict(data.user, data.item, timestamps=data.timestamp,
-                            return_std=return_std)
+        return self.predict(data.user, data.item, timestamps=data.timestamp, return_std=return_std)
 
     @torch.no_grad()
     def sample_curve(self, data: Ratings) -> pd.DataFrame:
@@ -264,13 +303,23 @@ class _PosteriorModel(ExplicitModel):
         context = self._context(user, tensors["timestamp"])
         total = torch.zeros(len(user), device=self.device)
         rows = []
-        for k, (pred, sweep) in enumerate(zip(
+        for k, (pred, sweep) in enumerate(
+            zip(
                 self._draws(user, item, known_u, known_i, context),
-                self._sweep_of_sample(), strict=True), 1):
+                self._sweep_of_sample(),
+                strict=True,
+            ),
+            1,
+        ):
             total += pred
-            rows.append({"samples": k, "sweep": sweep + 1,
-                         "single": rmse(self._output(self.mu + pred), tensors["rating"]),
-                         "mean": rmse(self._output(self.mu + total / k), tensors["rating"])})
+            rows.append(
+                {
+                    "samples": k,
+                    "sweep": sweep + 1,
+                    "single": rmse(self._output(self.mu + pred), tensors["rating"]),
+                    "mean": rmse(self._output(self.mu + total / k), tensors["rating"]),
+                }
+            )
         return pd.DataFrame(rows)
 
     @torch.no_grad()
@@ -327,10 +376,19 @@ class BayesianMF(_PosteriorModel):
     SEARCH_SPACE = {"n_factors": ("int", 4, 32, "log"), "sweeps": ("int", 50, 400, "log")}
 
     def __init__(
-        self, n_factors: int = 10, *, sweeps: int = 200, burn_in: int = 20,
-        max_samples: int = 50, beta0: float = 2.0, noise_prior: float = 1.0,
-        init_std: float = 0.1, seed: int = 0, progress: bool = False,
-        device: str | torch.device | None = None, clip: bool = True,
+        self,
+        n_factors: int = 10,
+        *,
+        sweeps: int = 200,
+        burn_in: int = 20,
+        max_samples: int = 50,
+        beta0: float = 2.0,
+        noise_prior: float = 1.0,
+        init_std: float = 0.1,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if n_factors < 1 or max_samples < 1:
@@ -338,11 +396,20 @@ class BayesianMF(_PosteriorModel):
         if not 0 <= burn_in < sweeps:
             raise ValueError(f"burn_in={burn_in} must lie in [0, sweeps={sweeps})")
         if min(beta0, noise_prior) <= 0 or init_std < 0:
-            raise ValueError(f"beta0={beta0} and noise_prior={noise_prior} must be > 0, "
-                             f"init_std={init_std} >= 0")
-        self.config.update(n_factors=n_factors, sweeps=sweeps, burn_in=burn_in,
-                           max_samples=max_samples, beta0=beta0, noise_prior=noise_prior,
-                           init_std=init_std, seed=seed, progress=progress)
+            raise ValueError(
+                f"beta0={beta0} and noise_prior={noise_prior} must be > 0, init_std={init_std} >= 0"
+            )
+        self.config.update(
+            n_factors=n_factors,
+            sweeps=sweeps,
+            burn_in=burn_in,
+            max_samples=max_samples,
+            beta0=beta0,
+            noise_prior=noise_prior,
+            init_std=init_std,
+            seed=seed,
+            progress=progress,
+        )
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
@@ -370,31 +437,48 @@ class BayesianMF(_PosteriorModel):
         theta[:, -1] = 0.0
         phi[:, -1] = 0.0
         noise = 1.0
-        keep = {sweep: slot for slot, sweep in enumerate(
-            kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"]))}
+        keep = {
+            sweep: slot
+            for slot, sweep in enumerate(kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"]))
+        }
         seen_u = torch.as_tensor(train.user_counts() > 0, device=self.device)
         seen_i = torch.as_tensor(train.item_counts() > 0, device=self.device)
         rows = []
-        for sweep in tqdm(range(c["sweeps"]), desc="BayesianMF", unit="sweep",
-                          disable=not c["progress"], leave=False):
+        for sweep in tqdm(
+            range(c["sweeps"]),
+            desc="BayesianMF",
+            unit="sweep",
+            disable=not c["progress"],
+            leave=False,
+        ):
             mu_u, lam_u = _normal_wishart(theta[seen_u], beta0=c["beta0"])
-            theta = sample_rows(users, centred - phi[item, -1], phi[:, :-1], noise=noise,
-                                 mu=mu_u, precision=lam_u)
+            theta = sample_rows(
+                users, centred - phi[item, -1], phi[:, :-1], noise=noise, mu=mu_u, precision=lam_u
+            )
             mu_i, lam_i = _normal_wishart(phi[seen_i], beta0=c["beta0"])
-            phi = sample_rows(items, centred - theta[user, -1], theta[:, :-1], noise=noise,
-                               mu=mu_i, precision=lam_i)
-            resid = centred - ((theta[user, :-1] * phi[item, :-1]).sum(1)
-                               + theta[user, -1] + phi[item, -1])  # shape: (N,)
+            phi = sample_rows(
+                items,
+                centred - theta[user, -1],
+                theta[:, :-1],
+                noise=noise,
+                mu=mu_i,
+                precision=lam_i,
+            )
+            resid = centred - (
+                (theta[user, :-1] * phi[item, :-1]).sum(1) + theta[user, -1] + phi[item, -1]
+            )  # shape: (N,)
             sse = resid.pow(2).sum()
-            noise_t, noise = _draw_noise(sse, len(resid), prior=c["noise_prior"],
-                                         model="BayesianMF", sweep=sweep)
+            noise_t, noise = _draw_noise(
+                sse, len(resid), prior=c["noise_prior"], model="BayesianMF", sweep=sweep
+            )
             if sweep in keep:
                 slot = keep[sweep]
                 net.user_samples[slot] = theta
                 net.item_samples[slot] = phi
                 net.noise_var[slot] = 1.0 / noise_t
-            rows.append({"sweep": sweep + 1, "train_rmse": float(sse / len(resid)) ** 0.5,
-                         "alpha": noise})
+            rows.append(
+                {"sweep": sweep + 1, "train_rmse": float(sse / len(resid)) ** 0.5, "alpha": noise}
+            )
         self.history = pd.DataFrame(rows)
 
 
@@ -459,16 +543,21 @@ class Block:
     def aggregate(self, theta: torch.Tensor) -> torch.Tensor:
         """``F [v; w]`` over the block's rows of ``theta``: every entity's summed factor
         vector and linear term, shape (n_entities, f+1) (Rendle 2013's per-entity terms)."""
-        return torch.sparse.mm(self.design, theta[self.start:self.stop])
+        return torch.sparse.mm(self.design, theta[self.start : self.stop])
 
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
-         shape: tuple[int, int]) -> torch.Tensor:
+def _csr(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape,
-                                       check_invariants=False
-                                       ).coalesce().to_sparse_csr()
+        return (
+            torch.sparse_coo_tensor(
+                torch.stack([rows, cols]), values, shape, check_invariants=False
+            )
+            .coalesce()
+            .to_sparse_csr()
+        )
 
 
 def _segment_gram(members: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -490,16 +579,25 @@ def _segment_gram(members: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     Tensor, shape (n_e, w, w)
     """
     width = h.shape[1]
-    upper = torch.cat([torch.sparse.mm(members, h[:, k:] * h[:, k:k + 1])
-                       for k in range(width)], 1)  # shape: (n_e, w(w+1)/2), row-major triu
+    upper = torch.cat(
+        [torch.sparse.mm(members, h[:, k:] * h[:, k : k + 1]) for k in range(width)], 1
+    )  # shape: (n_e, w(w+1)/2), row-major triu
     iu, ju = torch.triu_indices(width, width, device=h.device)
     slot = torch.empty(width, width, dtype=torch.long, device=h.device)
     slot[iu, ju] = slot[ju, iu] = torch.arange(len(iu), device=h.device)
     return upper[:, slot.flatten()].view(-1, width, width)
 
 
-def design_block(name: str, entity: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                 values: torch.Tensor, n_entities: int, n_features: int, start: int) -> Block:
+def design_block(
+    name: str,
+    entity: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    values: torch.Tensor,
+    n_entities: int,
+    n_features: int,
+    start: int,
+) -> Block:
     """A :class:`Block` from its design's entries ``F[rows, cols] = values`` (zeros dropped)
     and the entity of every training rating; its parameters start at row ``start``."""
     keep = values != 0
@@ -508,7 +606,8 @@ def design_block(name: str, entity: torch.Tensor, rows: torch.Tensor, cols: torc
     # each entity's own feature: the lowest-numbered one no other entity carries
     alone = torch.bincount(cols, minlength=n_features)[cols] == 1  # shape: (nnz,)
     own = torch.full((n_entities,), n_features, device=dev).scatter_reduce(
-        0, rows[alone], cols[alone], reduce="amin")
+        0, rows[alone], cols[alone], reduce="amin"
+    )
     own = torch.where(own == n_features, -1, own)  # shape: (n_e,)
     is_own = alone & (own[rows] == cols)  # shape: (nnz,)
     own_value = torch.zeros(n_entities, dtype=values.dtype, device=dev)
@@ -520,26 +619,45 @@ def design_block(name: str, entity: torch.Tensor, rows: torch.Tensor, cols: torc
     r, c, v = rows[~is_own], local[cols[~is_own]], values[~is_own]
     n_shared = len(shared)
     shared_design = _csr(r, c, v, (n_entities, n_shared))
-    separable = bool((shared_design.crow_indices().diff() <= 1).all()
-                     and (torch.bincount(c, minlength=n_shared) <= 1).all())
+    separable = bool(
+        (shared_design.crow_indices().diff() <= 1).all()
+        and (torch.bincount(c, minlength=n_shared) <= 1).all()
+    )
     ratings = torch.arange(len(entity), device=dev)
-    return Block(name=name, entity=entity,
-                 members=_csr(entity, ratings, torch.ones_like(entity, dtype=values.dtype),
-                              (n_entities, len(entity))),
-                 design=_csr(rows, cols, values, (n_entities, n_features)),
-                 design_t=_csr(cols, rows, values, (n_features, n_entities)),
-                 own=own, own_value=own_value, owners=torch.nonzero(own >= 0).squeeze(1),
-                 shared=shared, shared_design=shared_design,
-                 shared_design_t=_csr(c, r, v, (n_shared, n_entities)),
-                 shared_squared_t=_csr(c, r, v * v, (n_shared, n_entities)),
-                 start=start, stop=start + n_features, separable=separable)
+    return Block(
+        name=name,
+        entity=entity,
+        members=_csr(
+            entity, ratings, torch.ones_like(entity, dtype=values.dtype), (n_entities, len(entity))
+        ),
+        design=_csr(rows, cols, values, (n_entities, n_features)),
+        design_t=_csr(cols, rows, values, (n_features, n_entities)),
+        own=own,
+        own_value=own_value,
+        owners=torch.nonzero(own >= 0).squeeze(1),
+        shared=shared,
+        shared_design=shared_design,
+        shared_design_t=_csr(c, r, v, (n_shared, n_entities)),
+        shared_squared_t=_csr(c, r, v * v, (n_shared, n_entities)),
+        start=start,
+        stop=start + n_features,
+        separable=separable,
+    )
 
 
-def sample_block(block: Block, theta: torch.Tensor, target: torch.Tensor,
-                 other: torch.Tensor, *, noise: float, prior_mean: torch.Tensor,
-                 prior_precision: torch.Tensor, cg_steps: int, cg_tol: float,
-                 cross: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_block(
+    block: Block,
+    theta: torch.Tensor,
+    target: torch.Tensor,
+    other: torch.Tensor,
+    *,
+    noise: float,
+    prior_mean: torch.Tensor,
+    prior_precision: torch.Tensor,
+    cg_steps: int,
+    cg_tol: float,
+    cross: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Draw all of one block's parameter rows jointly from their Gaussian conditional.
 
     With the other blocks fixed the FM is linear in the block's parameters ``Theta``:
@@ -613,7 +731,8 @@ def sample_block(block: Block, theta: torch.Tensor, target: torch.Tensor,
     if not block.separable and n_features * width <= DENSE_LIMIT:  # P itself, exactly
         design = block.design.to_dense()  # shape: (n_e, n_f)
         dense = torch.einsum("ea,eb,ekl->akbl", design, design, gram).reshape(
-            n_features * width, n_features * width) + torch.diag(prior_precision.flatten())
+            n_features * width, n_features * width
+        ) + torch.diag(prior_precision.flatten())
         x = torch.cholesky_solve(rhs.reshape(-1, 1), torch.linalg.cholesky(dense))
         x = x.view(n_features, width)
         return x, relative_residual(x)
@@ -624,8 +743,9 @@ def sample_block(block: Block, theta: torch.Tensor, target: torch.Tensor,
     own, value = block.own, block.own_value[:, None]  # shapes: (n_e,), (n_e, 1)
     has_own = own >= 0
     lam_own = prior_precision[own.clamp(min=0)]  # shape: (n_e, f+1)
-    a_inv = torch.cholesky_inverse(torch.linalg.cholesky(
-        value[:, :, None] ** 2 * gram + torch.diag_embed(lam_own)))  # shape: (n_e, f+1, f+1)
+    a_inv = torch.cholesky_inverse(
+        torch.linalg.cholesky(value[:, :, None] ** 2 * gram + torch.diag_embed(lam_own))
+    )  # shape: (n_e, f+1, f+1)
     ga = torch.bmm(gram, a_inv)  # G_e A_e^-1
     reduced = ga * lam_own[:, None, :]  # shape: (n_e, f+1, f+1) H_e
     reduced = (reduced + reduced.transpose(1, 2)) / 2
@@ -634,10 +754,15 @@ def sample_block(block: Block, theta: torch.Tensor, target: torch.Tensor,
     s_e = rhs.new_zeros(n_entities, width)  # (F_s x_s)_e
     shared = block.shared
     if len(shared):
-        x[shared] = _shared_solve(block, reduced, rhs[shared] - torch.sparse.mm(
-            block.shared_design_t, value * _bmv(ga, b_own)), prior_precision[shared],
-            theta[block.start:block.stop][shared], steps=cg_steps,
-            limit=(cg_tol * rhs.norm()) ** 2)
+        x[shared] = _shared_solve(
+            block,
+            reduced,
+            rhs[shared] - torch.sparse.mm(block.shared_design_t, value * _bmv(ga, b_own)),
+            prior_precision[shared],
+            theta[block.start : block.stop][shared],
+            steps=cg_steps,
+            limit=(cg_tol * rhs.norm()) ** 2,
+        )
         s_e = torch.sparse.mm(block.shared_design, x[shared])
     x_own = _bmv(a_inv, b_own - value * _bmv(gram, s_e))  # shape: (n_e, f+1)
     x[own[block.owners]] = x_own[block.owners]
@@ -649,9 +774,16 @@ def _bmv(matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     return torch.bmm(matrices, vectors[:, :, None])[:, :, 0]
 
 
-def _shared_solve(block: Block, reduced: torch.Tensor, rhs: torch.Tensor,
-                  precision: torch.Tensor, x: torch.Tensor, *, steps: int, limit: torch.Tensor
-                  ) -> torch.Tensor:
+def _shared_solve(
+    block: Block,
+    reduced: torch.Tensor,
+    rhs: torch.Tensor,
+    precision: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    steps: int,
+    limit: torch.Tensor,
+) -> torch.Tensor:
     r"""Solve :math:`S x = b`, :math:`S = F_s^\top \operatorname{diag}(H_e) F_s + \Lambda_s`
     (the shared features' Schur complement), by conjugate gradients from ``x``,
     preconditioned by the exact per-feature blocks of ``S`` (exact when the block is
@@ -665,8 +797,9 @@ def _shared_solve(block: Block, reduced: torch.Tensor, rhs: torch.Tensor,
 
     diag = torch.sparse.mm(block.shared_squared_t, reduced.flatten(1)).view(-1, width, width)
     # the blocks' inverses once, then every CG step is one batched product
-    inverse = torch.cholesky_inverse(torch.linalg.cholesky(
-        diag + torch.diag_embed(precision)))  # shape: (n_s, f+1, f+1)
+    inverse = torch.cholesky_inverse(
+        torch.linalg.cholesky(diag + torch.diag_embed(precision))
+    )  # shape: (n_s, f+1, f+1)
     if block.separable:  # the preconditioner is S's exact inverse
         return _bmv(inverse, rhs)
     tiny = torch.finfo(rhs.dtype).tiny
@@ -687,9 +820,15 @@ def _shared_solve(block: Block, reduced: torch.Tensor, rhs: torch.Tensor,
     return x
 
 
-def _normal_gamma(theta: torch.Tensor, group: torch.Tensor, n_groups: int,
-                  mean: torch.Tensor, *, shape: float, gamma0: float
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _normal_gamma(
+    theta: torch.Tensor,
+    group: torch.Tensor,
+    n_groups: int,
+    mean: torch.Tensor,
+    *,
+    shape: float,
+    gamma0: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Draw each group's prior mean and precision per column (libFM's MCMC, Rendle 2012).
 
     Rows of group ``g`` are :math:`\mathcal N(\mu_g, \lambda_g^{-1})` per column, with
@@ -709,7 +848,8 @@ def _normal_gamma(theta: torch.Tensor, group: torch.Tensor, n_groups: int,
     square = theta.new_zeros(n_groups, theta.shape[1]).index_add_(0, index, rows * rows)
     spread = square - 2 * mean * total + count * mean * mean  # sum (theta - mu)^2
     precision = torch.distributions.Gamma(
-        (shape + count + 1) / 2, (shape + gamma0 * mean * mean + spread) / 2).sample()
+        (shape + count + 1) / 2, (shape + gamma0 * mean * mean + spread) / 2
+    ).sample()
     scale = count + gamma0
     mean = total / scale + torch.randn_like(total) / (scale * precision).sqrt()
     return mean, precision
@@ -797,26 +937,44 @@ class BayesianFMNet(nn.Module):
     variance. Buffers ``user_samples`` (S, n_users, f+1), ``item_samples`` (S, n_items,
     f+1), ``context_samples`` (S, n_context, f+1), ``w0`` (S,), ``noise_var`` (S,)."""
 
-    def __init__(self, n_users: int, n_items: int, n_context: int, n_factors: int,
-                 n_samples: int, *, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_context: int,
+        n_factors: int,
+        n_samples: int,
+        *,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         width = n_factors + 1
-        for name, n in (("user_samples", n_users), ("item_samples", n_items),
-                        ("context_samples", n_context)):
+        for name, n in (
+            ("user_samples", n_users),
+            ("item_samples", n_items),
+            ("context_samples", n_context),
+        ):
             self.register_buffer(name, torch.zeros(n_samples, n, width, device=device))
         self.register_buffer("w0", torch.zeros(n_samples, device=device))
         self.register_buffer("noise_var", torch.ones(n_samples, device=device))
 
-    def draws(self, user: torch.Tensor, item: torch.Tensor, user_known: torch.Tensor,
-              item_known: torch.Tensor, context: torch.Tensor | None = None
-              ) -> Iterator[torch.Tensor]:
+    def draws(
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        user_known: torch.Tensor,
+        item_known: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ) -> Iterator[torch.Tensor]:
         """``w_0 + sum_B w_B + sum_{B<B'} <a_B, a_B'>`` of every kept sample, (n,) each.
 
         ``context`` (n, C) holds each rating's context rows (``-1``: none). Unknown users
         (items) lose every feature of their side."""
         for s in range(len(self.w0)):
-            parts = [self.user_samples[s][user] * user_known[:, None],
-                     self.item_samples[s][item] * item_known[:, None]]  # shape: (n, f+1)
+            parts = [
+                self.user_samples[s][user] * user_known[:, None],
+                self.item_samples[s][item] * item_known[:, None],
+            ]  # shape: (n, f+1)
             if context is not None and context.shape[1]:
                 rows = self.context_samples[s][context.clamp(min=0)]  # shape: (n, C, f+1)
                 parts.append((rows * (context >= 0)[:, :, None]).sum(1))
@@ -912,18 +1070,33 @@ class BayesianFM(_PosteriorModel):
     FIT_BUFFERS = (*_PosteriorModel.FIT_BUFFERS, "levels", "cutpoints")
 
     def __init__(
-        self, n_factors: int = 10, *, fields: Sequence[str] | None = None,
-        bags: Sequence[str] = BAGS, date_bins: int = 0, sweeps: int = 200,
-        burn_in: int = 20, max_samples: int = 100, prior_shape: float = 1.0,
-        gamma0: float = 1.0, noise_prior: float = 1.0, init_std: float = 0.1,
-        output: str = "regression", cg_steps: int = 100, cg_tol: float = 1e-2, seed: int = 0,
+        self,
+        n_factors: int = 10,
+        *,
+        fields: Sequence[str] | None = None,
+        bags: Sequence[str] = BAGS,
+        date_bins: int = 0,
+        sweeps: int = 200,
+        burn_in: int = 20,
+        max_samples: int = 100,
+        prior_shape: float = 1.0,
+        gamma0: float = 1.0,
+        noise_prior: float = 1.0,
+        init_std: float = 0.1,
+        output: str = "regression",
+        cg_steps: int = 100,
+        cg_tol: float = 1e-2,
+        seed: int = 0,
         progress: bool = False,
-        device: str | torch.device | None = None, clip: bool = True,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if n_factors < 1 or max_samples < 1 or cg_steps < 1:
-            raise ValueError(f"n_factors={n_factors}, max_samples={max_samples} and "
-                             f"cg_steps={cg_steps} must be >= 1")
+            raise ValueError(
+                f"n_factors={n_factors}, max_samples={max_samples} and "
+                f"cg_steps={cg_steps} must be >= 1"
+            )
         if output not in self.OUTPUTS:
             raise ValueError(f"output={output!r}; choose one of {self.OUTPUTS}")
         if not 0 < cg_tol < 1:
@@ -931,19 +1104,32 @@ class BayesianFM(_PosteriorModel):
         if not 0 <= burn_in < sweeps:
             raise ValueError(f"burn_in={burn_in} must lie in [0, sweeps={sweeps})")
         if min(prior_shape, gamma0, noise_prior) <= 0 or init_std < 0 or date_bins < 0:
-            raise ValueError(f"prior_shape={prior_shape}, gamma0={gamma0} and noise_prior="
-                             f"{noise_prior} must be > 0, init_std={init_std} and "
-                             f"date_bins={date_bins} >= 0")
+            raise ValueError(
+                f"prior_shape={prior_shape}, gamma0={gamma0} and noise_prior="
+                f"{noise_prior} must be > 0, init_std={init_std} and "
+                f"date_bins={date_bins} >= 0"
+            )
         if isinstance(bags, str) or not set(bags) <= set(BAGS):
             raise ValueError(f"bags={bags!r} must be a sequence of {BAGS}")
         FieldEncoder(fields)  # validates the field names now rather than at fit time
         self.config.update(
-            n_factors=n_factors, fields=None if fields is None else tuple(fields),
-            bags=tuple(b for b in BAGS if b in bags), date_bins=date_bins, sweeps=sweeps,
-            burn_in=burn_in, max_samples=max_samples, prior_shape=prior_shape, gamma0=gamma0,
-            noise_prior=noise_prior, init_std=init_std, output=output, cg_steps=cg_steps,
-            cg_tol=cg_tol, seed=seed,
-            progress=progress)
+            n_factors=n_factors,
+            fields=None if fields is None else tuple(fields),
+            bags=tuple(b for b in BAGS if b in bags),
+            date_bins=date_bins,
+            sweeps=sweeps,
+            burn_in=burn_in,
+            max_samples=max_samples,
+            prior_shape=prior_shape,
+            gamma0=gamma0,
+            noise_prior=noise_prior,
+            init_std=init_std,
+            output=output,
+            cg_steps=cg_steps,
+            cg_tol=cg_tol,
+            seed=seed,
+            progress=progress,
+        )
         self.encoder: FieldEncoder | None = None
 
     # ------------------------------------------------------------------ layout
@@ -969,8 +1155,9 @@ class BayesianFM(_PosteriorModel):
         bins = self.config["date_bins"]
         return total - time_start + (bins + 1 if bins else 0)
 
-    def fit(self, train: Ratings, *, valid: Ratings | None = None,
-            weights: np.ndarray | None = None) -> BayesianFM:
+    def fit(
+        self, train: Ratings, *, valid: Ratings | None = None, weights: np.ndarray | None = None
+    ) -> BayesianFM:
         """Fit the field encoder on ``train``, then sample (see :meth:`ExplicitModel.fit`);
         ``valid`` is not used (nothing is chosen on it)."""
         if len(train) == 0:
@@ -980,18 +1167,23 @@ class BayesianFM(_PosteriorModel):
 
     def _build(self, n_users: int, n_items: int) -> None:
         n_samples = len(self._sweep_of_sample())
-        self.net = BayesianFMNet(n_users, n_items, self._n_context(), self.config["n_factors"],
-                                 n_samples, device=self.device)
-        self.register_buffer("date_range", torch.zeros(2, dtype=torch.long,
-                                                       device=self.device))
+        self.net = BayesianFMNet(
+            n_users,
+            n_items,
+            self._n_context(),
+            self.config["n_factors"],
+            n_samples,
+            device=self.device,
+        )
+        self.register_buffer("date_range", torch.zeros(2, dtype=torch.long, device=self.device))
 
     def _restore(self, ckpt: dict[str, Any], path) -> None:
         self.encoder = FieldEncoder(self.config["fields"]).allocate_like(
-            ckpt["state"], prefix="encoder.")
+            ckpt["state"], prefix="encoder."
+        )
         super()._restore(ckpt, path)
 
-    def _context(self, user: torch.Tensor, timestamp: torch.Tensor | None
-                 ) -> torch.Tensor | None:
+    def _context(self, user: torch.Tensor, timestamp: torch.Tensor | None) -> torch.Tensor | None:
         """Each rating's context rows (the time fields' buckets, the date bin), (n, C);
         without timestamps every one is a reserved bucket, whose row stays zero."""
         _, time_start, total = self._offsets()
@@ -999,7 +1191,7 @@ class BayesianFM(_PosteriorModel):
         if total > time_start:
             encoded = self.encoder.encode(user, torch.zeros_like(user), timestamp)["index"]
             n_time = sum(f in TIME_FIELDS for f in self.fields_)  # one column per time field
-            columns.append(encoded[:, encoded.shape[1] - n_time:] - time_start)
+            columns.append(encoded[:, encoded.shape[1] - n_time :] - time_start)
         bins = self.config["date_bins"]
         if bins:
             base = total - time_start
@@ -1009,8 +1201,9 @@ class BayesianFM(_PosteriorModel):
                 lo, hi = self.date_range.tolist()
                 width = max(hi - lo + 1, 1)
                 t = timestamp.to(self.device).clamp(lo, hi)
-                columns.append(base + 1 + torch.div((t - lo) * bins, width,
-                                                    rounding_mode="floor")[:, None])
+                columns.append(
+                    base + 1 + torch.div((t - lo) * bins, width, rounding_mode="floor")[:, None]
+                )
         return torch.cat(columns, 1) if columns else None
 
     def _design(self, train: Ratings) -> tuple[list[Block], torch.Tensor, int]:
@@ -1021,27 +1214,38 @@ class BayesianFM(_PosteriorModel):
         t = train.tensors(dev)
         user, item = t["user"], t["item"]
         fields = list(self.fields_)
-        field_of = torch.as_tensor(np.repeat(np.arange(len(fields)),
-                                             [enc.field_sizes[f] for f in fields]), device=dev)
+        field_of = torch.as_tensor(
+            np.repeat(np.arange(len(fields)), [enc.field_sizes[f] for f in fields]), device=dev
+        )
         group_names = fields + [f"bag_{b}" for b in self.config["bags"]]
         group_names += ["date_bin"] if self.config["date_bins"] else []
         blocks, groups, start = [], [], 0
 
-        def side(name: str, index: torch.Tensor, value: torch.Tensor, offset: int, n_local: int,
-                 n_rows: int, entity: torch.Tensor, seen: torch.Tensor, bag_of: torch.Tensor,
-                 bag_size: int) -> None:
+        def side(
+            name: str,
+            index: torch.Tensor,
+            value: torch.Tensor,
+            offset: int,
+            n_local: int,
+            n_rows: int,
+            entity: torch.Tensor,
+            seen: torch.Tensor,
+            bag_of: torch.Tensor,
+            bag_size: int,
+        ) -> None:
             nonlocal start
             rows = torch.arange(n_rows, device=dev)[:, None].expand_as(index).reshape(-1)
             cols, vals = (index - offset).reshape(-1), value.reshape(-1)
             vals = vals * seen[rows]  # entities without training ratings carry nothing
-            group = field_of[offset:offset + n_local]
+            group = field_of[offset : offset + n_local]
             if name in self.config["bags"]:
                 counts = torch.bincount(entity, minlength=n_rows).clamp(min=1)
                 rows = torch.cat([rows, entity])
                 cols = torch.cat([cols, n_local + bag_of])
                 vals = torch.cat([vals, counts[entity].rsqrt()])
-                group = torch.cat([group, torch.full((bag_size,), group_names.index(
-                    f"bag_{name}"), device=dev)])
+                group = torch.cat(
+                    [group, torch.full((bag_size,), group_names.index(f"bag_{name}"), device=dev)]
+                )
             if not len(group):
                 return
             block = design_block(name, entity, rows, cols, vals.float(), n_rows, len(group), start)
@@ -1053,10 +1257,30 @@ class BayesianFM(_PosteriorModel):
 
         seen_u = torch.as_tensor(train.user_counts() > 0, device=dev)
         seen_i = torch.as_tensor(train.item_counts() > 0, device=dev)
-        side("user", enc.user_index, enc.user_value, 0, item_start, train.n_users, user,
-             seen_u, item, train.n_items)
-        side("item", enc.item_index, enc.item_value, item_start, time_start - item_start,
-             train.n_items, item, seen_i, user, train.n_users)
+        side(
+            "user",
+            enc.user_index,
+            enc.user_value,
+            0,
+            item_start,
+            train.n_users,
+            user,
+            seen_u,
+            item,
+            train.n_items,
+        )
+        side(
+            "item",
+            enc.item_index,
+            enc.item_value,
+            item_start,
+            time_start - item_start,
+            train.n_items,
+            item,
+            seen_i,
+            user,
+            train.n_users,
+        )
         if self.config["date_bins"]:
             self.date_range.copy_(torch.stack([t["timestamp"].min(), t["timestamp"].max()]))
         context = self._context(user, t["timestamp"])
@@ -1064,11 +1288,24 @@ class BayesianFM(_PosteriorModel):
             combos, entity = torch.unique(context, dim=0, return_inverse=True)
             rows = torch.arange(len(combos), device=dev)[:, None].expand_as(combos).reshape(-1)
             n_context = self._n_context()
-            group = torch.cat([field_of[time_start:],
-                               torch.full((n_context - (total - time_start),),
-                                          len(group_names) - 1, device=dev)])
-            block = design_block("context", entity, rows, combos.reshape(-1),
-                           torch.ones(combos.numel(), device=dev), len(combos), n_context, start)
+            group = torch.cat(
+                [
+                    field_of[time_start:],
+                    torch.full(
+                        (n_context - (total - time_start),), len(group_names) - 1, device=dev
+                    ),
+                ]
+            )
+            block = design_block(
+                "context",
+                entity,
+                rows,
+                combos.reshape(-1),
+                torch.ones(combos.numel(), device=dev),
+                len(combos),
+                n_context,
+                start,
+            )
             carried = torch.zeros(n_context, dtype=torch.bool, device=dev)
             carried[block.design.col_indices()] = True
             groups.append(torch.where(carried, group, -1))
@@ -1080,13 +1317,17 @@ class BayesianFM(_PosteriorModel):
         if weights is not None:
             raise ValueError("BayesianFM does not take per-rating weights")
         ordinal = self.config["output"] == "ordinal"
-        levels = torch.as_tensor(np.unique(train.rating) if ordinal else np.zeros(0),
-                                 dtype=torch.float32, device=self.device)
+        levels = torch.as_tensor(
+            np.unique(train.rating) if ordinal else np.zeros(0),
+            dtype=torch.float32,
+            device=self.device,
+        )
         if ordinal and len(levels) < 2:
             raise ValueError("output='ordinal' needs at least two distinct training ratings")
         self.register_buffer("levels", levels)
-        self.register_buffer("cutpoints", torch.zeros(
-            len(self.net.w0), max(len(levels) - 1, 0), device=self.device))
+        self.register_buffer(
+            "cutpoints", torch.zeros(len(self.net.w0), max(len(levels) - 1, 0), device=self.device)
+        )
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.config["seed"])
@@ -1117,31 +1358,47 @@ class BayesianFM(_PosteriorModel):
         if len(blocks) == 2:
             a, b = blocks
             ones = torch.ones(len(a.entity), device=self.device)
-            counts = [_csr(a.entity, b.entity, ones, (a.design.shape[0], b.design.shape[0])),
-                      _csr(b.entity, a.entity, ones, (b.design.shape[0], a.design.shape[0]))]
+            counts = [
+                _csr(a.entity, b.entity, ones, (a.design.shape[0], b.design.shape[0])),
+                _csr(b.entity, a.entity, ones, (b.design.shape[0], a.design.shape[0])),
+            ]
         # the FM terms from running sums: total = sum_B [a_B; w_B], squares_B = ||a_B||^2
         total = sum(per_rating)  # shape: (N, f+1)
         squares = [p[:, :-1].pow(2).sum(1) for p in per_rating]  # shape: (N,) each
         history = []
-        for sweep in tqdm(range(c["sweeps"]), desc="BayesianFM", unit="sweep",
-                          disable=not c["progress"], leave=False):
-            mean, precision = _normal_gamma(theta, group, n_groups, mean,
-                                            shape=c["prior_shape"], gamma0=c["gamma0"])
+        for sweep in tqdm(
+            range(c["sweeps"]),
+            desc="BayesianFM",
+            unit="sweep",
+            disable=not c["progress"],
+            leave=False,
+        ):
+            mean, precision = _normal_gamma(
+                theta, group, n_groups, mean, shape=c["prior_shape"], gamma0=c["gamma0"]
+            )
             residuals = []
             for k, block in enumerate(blocks):
                 rest_rows = total - per_rating[k]  # shape: (N, f+1) the other blocks' sum
                 other = rest_rows[:, :-1]  # shape: (N, f)
                 # shape: (N,) w0 + their linear terms + their pairwise interactions
-                rest = w0 + rest_rows[:, -1] + (other.pow(2).sum(1) - (
-                    sum(squares) - squares[k])) / 2
+                rest = (
+                    w0 + rest_rows[:, -1] + (other.pow(2).sum(1) - (sum(squares) - squares[k])) / 2
+                )
                 rows, residual = sample_block(
-                    block, theta, y - rest, other, noise=noise,
-                    prior_mean=mean[safe_group[block.start:block.stop]],
-                    prior_precision=precision[safe_group[block.start:block.stop]],
-                    cg_steps=c["cg_steps"], cg_tol=c["cg_tol"],
-                    cross=None if counts is None else (counts[k], aggregates[1 - k][:, :-1]))
-                theta[block.start:block.stop] = rows * (group[block.start:block.stop] >= 0)[
-                    :, None]
+                    block,
+                    theta,
+                    y - rest,
+                    other,
+                    noise=noise,
+                    prior_mean=mean[safe_group[block.start : block.stop]],
+                    prior_precision=precision[safe_group[block.start : block.stop]],
+                    cg_steps=c["cg_steps"],
+                    cg_tol=c["cg_tol"],
+                    cross=None if counts is None else (counts[k], aggregates[1 - k][:, :-1]),
+                )
+                theta[block.start : block.stop] = (
+                    rows * (group[block.start : block.stop] >= 0)[:, None]
+                )
                 aggregates[k] = block.aggregate(theta)
                 updated = aggregates[k][block.entity]  # shape: (N, f+1)
                 total = rest_rows + updated
@@ -1158,17 +1415,25 @@ class BayesianFM(_PosteriorModel):
             else:
                 scale = noise * len(y) + 1.0  # w0 ~ N(0, 1) a priori
                 w0 = noise * (y - fm).sum() / scale + torch.randn(
-                    (), device=self.device) / math.sqrt(scale)
+                    (), device=self.device
+                ) / math.sqrt(scale)
                 sse = (y - fm - w0).pow(2).sum()
-                noise_t, noise = _draw_noise(sse, len(y), prior=c["noise_prior"],
-                                             model="BayesianFM", sweep=sweep)
+                noise_t, noise = _draw_noise(
+                    sse, len(y), prior=c["noise_prior"], model="BayesianFM", sweep=sweep
+                )
             if sweep in keep:
                 self._keep(keep[sweep], blocks, theta, w0, noise_t)
                 if probit is not None:
                     self.cutpoints[keep[sweep]] = probit.cutpoints(probit.coords).float()
-            history.append({"sweep": sweep + 1, "train_rmse": float(sse / len(y)) ** 0.5,
-                            "alpha": noise, "w0": float(w0),
-                            "cg_residual": float(torch.stack(residuals).max())})
+            history.append(
+                {
+                    "sweep": sweep + 1,
+                    "train_rmse": float(sse / len(y)) ** 0.5,
+                    "alpha": noise,
+                    "w0": float(w0),
+                    "cg_residual": float(torch.stack(residuals).max()),
+                }
+            )
         self.history = pd.DataFrame(history)
 
     def _link(self, draw: torch.Tensor, sample: int) -> torch.Tensor:
@@ -1178,13 +1443,19 @@ class BayesianFM(_PosteriorModel):
         probs = OrdinalProbit.probabilities(draw, self.cutpoints[sample])
         return probs @ self.levels - self.mu
 
-    def _keep(self, slot: int, blocks: list[Block], theta: torch.Tensor, w0: torch.Tensor,
-              noise: torch.Tensor) -> None:
+    def _keep(
+        self,
+        slot: int,
+        blocks: list[Block],
+        theta: torch.Tensor,
+        w0: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> None:
         """Store one sample: the users' and items' summed rows, the context rows, w0."""
         net = self.net
         for block in blocks:
             if block.name == "context":
-                net.context_samples[slot] = theta[block.start:block.stop]
+                net.context_samples[slot] = theta[block.start : block.stop]
             else:
                 getattr(net, f"{block.name}_samples")[slot] = block.aggregate(theta)
         net.w0[slot] = w0

@@ -74,8 +74,16 @@ class DeepFMNet(FMNet):
         As for :class:`FMNet`.
     """
 
-    def __init__(self, n_features: int, n_factors: int, *, hidden: Sequence[int],
-                 dropout: float, reg_mlp: float = 0.0, **fm_options) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_factors: int,
+        *,
+        hidden: Sequence[int],
+        dropout: float,
+        reg_mlp: float = 0.0,
+        **fm_options,
+    ) -> None:
         super().__init__(n_features, n_factors, **fm_options)
         self.reg_mlp = reg_mlp
         device = self.column_field.device
@@ -103,8 +111,9 @@ class DeepFMNet(FMNet):
         """The FM's per-row penalty plus ``reg_mlp / 2 * sum ||W||^2``, shape (B,)."""
         if self.fm_only:
             return super().penalty(batch)
-        weights = sum(layer.weight.pow(2).sum() for layer in self.mlp
-                      if isinstance(layer, nn.Linear))
+        weights = sum(
+            layer.weight.pow(2).sum() for layer in self.mlp if isinstance(layer, nn.Linear)
+        )
         return super().penalty(batch) + 0.5 * self.reg_mlp * weights
 
 
@@ -156,21 +165,45 @@ class DeepFM(FieldModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"n_factors": ("int", 4, 64, "log"), "lr": ("log", 0.001, 0.05),
-                    "reg": ("log", 0.015, 1.5), "reg_mlp": ("log", 0.0001, 0.01),
-                    "dropout": ("float", 0.0, 0.7), "epochs": ("int", 10, 90),
-                    "joint_lr": ("log", 0.0005, 0.02)}
+    SEARCH_SPACE = {
+        "n_factors": ("int", 4, 64, "log"),
+        "lr": ("log", 0.001, 0.05),
+        "reg": ("log", 0.015, 1.5),
+        "reg_mlp": ("log", 0.0001, 0.01),
+        "dropout": ("float", 0.0, 0.7),
+        "epochs": ("int", 10, 90),
+        "joint_lr": ("log", 0.0005, 0.02),
+    }
 
     def __init__(
-        self, n_factors: int = 20, *, hidden: Sequence[int] = (64, 64), dropout: float = 0.5,
-        reg_mlp: float = 1e-3, fields: Sequence[str] | None = None, zip_digits: int = 1,
-        epochs: int = 30, batch_size: int = 4096, min_batches: int | None = 16, lr: float = 0.01,
-        lr_decay: float = 0.97, optimizer: str = "adam",
-        reg: float = 0.15, reg_linear: float = 0.15, init_std: float = 0.01,
-        cold_fraction: float = 0.0, binary: bool = False, patience: int | None = None,
-        seed: int = 0, progress: bool = False, device: str | torch.device | None = None,
-        clip: bool = True, warm_start: bool = True, joint_epochs: int = 15,
-        joint_lr: float = 0.003, valid_fraction: float = 0.1,
+        self,
+        n_factors: int = 20,
+        *,
+        hidden: Sequence[int] = (64, 64),
+        dropout: float = 0.5,
+        reg_mlp: float = 1e-3,
+        fields: Sequence[str] | None = None,
+        zip_digits: int = 1,
+        epochs: int = 30,
+        batch_size: int = 4096,
+        min_batches: int | None = 16,
+        lr: float = 0.01,
+        lr_decay: float = 0.97,
+        optimizer: str = "adam",
+        reg: float = 0.15,
+        reg_linear: float = 0.15,
+        init_std: float = 0.01,
+        cold_fraction: float = 0.0,
+        binary: bool = False,
+        patience: int | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
+        warm_start: bool = True,
+        joint_epochs: int = 15,
+        joint_lr: float = 0.003,
+        valid_fraction: float = 0.1,
     ) -> None:
         hidden = tuple(int(h) for h in hidden)
         if not 0 <= valid_fraction < 1:
@@ -182,13 +215,32 @@ class DeepFM(FieldModel):
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout} must lie in [0, 1)")
         super().__init__(
-            n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
-            batch_size=batch_size, min_batches=min_batches, lr=lr, lr_decay=lr_decay,
-            optimizer=optimizer, binary=binary,
-            patience=patience, seed=seed, progress=progress, device=device, clip=clip,
-            cold_fraction=cold_fraction, hidden=hidden, dropout=dropout, reg_mlp=reg_mlp,
-            reg=reg, reg_linear=reg_linear, init_std=init_std, warm_start=warm_start,
-            joint_epochs=joint_epochs, joint_lr=joint_lr, valid_fraction=valid_fraction,
+            n_factors,
+            fields=fields,
+            zip_digits=zip_digits,
+            epochs=epochs,
+            batch_size=batch_size,
+            min_batches=min_batches,
+            lr=lr,
+            lr_decay=lr_decay,
+            optimizer=optimizer,
+            binary=binary,
+            patience=patience,
+            seed=seed,
+            progress=progress,
+            device=device,
+            clip=clip,
+            cold_fraction=cold_fraction,
+            hidden=hidden,
+            dropout=dropout,
+            reg_mlp=reg_mlp,
+            reg=reg,
+            reg_linear=reg_linear,
+            init_std=init_std,
+            warm_start=warm_start,
+            joint_epochs=joint_epochs,
+            joint_lr=joint_lr,
+            valid_fraction=valid_fraction,
         )
         if joint_epochs:
             TrainConfig(epochs=joint_epochs, lr=joint_lr, optimizer=optimizer)
@@ -197,11 +249,19 @@ class DeepFM(FieldModel):
         c, encoder = self.config, self.encoder
         torch.manual_seed(c["seed"])  # nn.Linear draws its initial weights from the global RNG
         return DeepFMNet(
-            encoder.n_features, c["n_factors"], hidden=c["hidden"], dropout=c["dropout"],
+            encoder.n_features,
+            c["n_factors"],
+            hidden=c["hidden"],
+            dropout=c["dropout"],
             reg_mlp=c["reg_mlp"],
-            column_field=encoder.column_field, reserved=encoder.reserved_indices(), bias=0.0,
-            reg_linear=c["reg_linear"], reg_factors=c["reg"], init_std=c["init_std"],
-            device=self.device, generator=generator,
+            column_field=encoder.column_field,
+            reserved=encoder.reserved_indices(),
+            bias=0.0,
+            reg_linear=c["reg_linear"],
+            reg_factors=c["reg"],
+            init_std=c["init_std"],
+            device=self.device,
+            generator=generator,
         )
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
@@ -235,8 +295,13 @@ class DeepFM(FieldModel):
             if held is not None and joint["valid"].min() >= fm_phase["valid"].min():
                 net.load_state_dict(start)  # the FM alone predicts the held-out ratings best
                 best = 0
-            phases.append(joint.assign(phase="joint", epoch=joint["epoch"] + len(fm_phase),
-                                       seconds=joint["seconds"] + fm_phase["seconds"].iloc[-1]))
+            phases.append(
+                joint.assign(
+                    phase="joint",
+                    epoch=joint["epoch"] + len(fm_phase),
+                    seconds=joint["seconds"] + fm_phase["seconds"].iloc[-1],
+                )
+            )
         self.history = pd.concat(phases, ignore_index=True)
         self.history.attrs.update(best_epoch=len(fm_phase) + best, joint_epochs=best)
         self.joint_epochs_ = best

@@ -66,9 +66,17 @@ class FMNet(nn.Module):
     """
 
     def __init__(
-        self, n_features: int, n_factors: int, *, column_field: torch.Tensor,
-        reserved: torch.Tensor, bias: float, reg_linear: float, reg_factors: float,
-        init_std: float = 0.01, device: torch.device | str | None = None,
+        self,
+        n_features: int,
+        n_factors: int,
+        *,
+        column_field: torch.Tensor,
+        reserved: torch.Tensor,
+        bias: float,
+        reg_linear: float,
+        reg_factors: float,
+        init_std: float = 0.01,
+        device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -97,8 +105,9 @@ class FMNet(nn.Module):
         rows = self.factors.weight.index_select(0, index.reshape(-1))  # shape: (B * L, k)
         return rows.view(*index.shape, -1) * value[..., None]
 
-    def pairwise(self, index: torch.Tensor, value: torch.Tensor,
-                 xv: torch.Tensor | None = None) -> torch.Tensor:
+    def pairwise(
+        self, index: torch.Tensor, value: torch.Tensor, xv: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``sum_{i<j} <v_i, v_j> x_i x_j`` by the O(k nnz) identity (eq. 5), shape (B,).
 
         ``sum_f [(sum_i x_i v_if)^2 - sum_i (x_i v_if)^2] / 2`` from the columns' ``x_i v_i``
@@ -108,8 +117,9 @@ class FMNet(nn.Module):
             xv = self.scaled_factors(index, value)  # shape: (B, L, k)
         return 0.5 * (xv.sum(1).pow(2) - xv.pow(2).sum(1)).sum(1)
 
-    def field_embeddings(self, index: torch.Tensor, value: torch.Tensor,
-                         xv: torch.Tensor | None = None) -> torch.Tensor:
+    def field_embeddings(
+        self, index: torch.Tensor, value: torch.Tensor, xv: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-field embeddings ``e_f = sum_{i in f} x_i v_i``, shape (B, n_fields, k).
 
         A segment sum of the columns by field (``index_add_``), so the multi-valued ``genres``
@@ -129,8 +139,9 @@ class FMNet(nn.Module):
         features (``x_i != 0``), shape (B,)."""
         index = batch["index"]
         active = (batch["value"] != 0).float()  # shape: (B, L)
-        norms = (self.reg_linear * self.linear.weight[:, 0].pow(2)
-                 + self.reg_factors * self.factors.weight.pow(2).sum(1))  # shape: (p,)
+        norms = self.reg_linear * self.linear.weight[:, 0].pow(
+            2
+        ) + self.reg_factors * self.factors.weight.pow(2).sum(1)  # shape: (p,)
         return 0.5 * (norms.index_select(0, index.reshape(-1)).view_as(active) * active).sum(1)
 
 
@@ -149,10 +160,24 @@ class FieldModel(ExplicitModel):
     supports_binary = True
 
     def __init__(
-        self, n_factors: int, *, fields: Sequence[str] | None, zip_digits: int, epochs: int,
-        batch_size: int, lr: float, lr_decay: float, optimizer: str, binary: bool,
-        patience: int | None, seed: int, progress: bool, device: str | torch.device | None,
-        clip: bool, cold_fraction: float = 0.0, min_batches: int | None = None,
+        self,
+        n_factors: int,
+        *,
+        fields: Sequence[str] | None,
+        zip_digits: int,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        lr_decay: float,
+        optimizer: str,
+        binary: bool,
+        patience: int | None,
+        seed: int,
+        progress: bool,
+        device: str | torch.device | None,
+        clip: bool,
+        cold_fraction: float = 0.0,
+        min_batches: int | None = None,
         **options: Any,
     ) -> None:
         super().__init__(device=device, clip=clip)
@@ -164,10 +189,21 @@ class FieldModel(ExplicitModel):
         FieldEncoder(fields)  # validates the field names now rather than at fit time
         fields = None if fields is None else tuple(fields)
         self.config.update(
-            n_factors=n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
-            batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
-            patience=patience, seed=seed, progress=progress, cold_fraction=cold_fraction,
-            min_batches=min_batches, **options,
+            n_factors=n_factors,
+            fields=fields,
+            zip_digits=zip_digits,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lr_decay=lr_decay,
+            optimizer=optimizer,
+            binary=binary,
+            patience=patience,
+            seed=seed,
+            progress=progress,
+            cold_fraction=cold_fraction,
+            min_batches=min_batches,
+            **options,
         )
         TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr)
         self.encoder: FieldEncoder | None = None
@@ -185,8 +221,9 @@ class FieldModel(ExplicitModel):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
         return self.encoder.fields
 
-    def fit(self, train: Ratings, *, valid: Ratings | None = None,
-            weights: np.ndarray | None = None) -> FieldModel:
+    def fit(
+        self, train: Ratings, *, valid: Ratings | None = None, weights: np.ndarray | None = None
+    ) -> FieldModel:
         """Fit the field encoder on ``train``, then the model (see :meth:`ExplicitModel.fit`)."""
         if len(train) == 0:
             raise ValueError("cannot fit on an empty Ratings")
@@ -211,12 +248,14 @@ class FieldModel(ExplicitModel):
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         with torch.no_grad():
             self.net.bias.fill_(self._initial_bias(train))
-        self.history = self._train(self._training_rows(train, weights),
-                                   None if valid is None else self.encoder.transform(valid),
-                                   epochs=self.config["epochs"], lr=self.config["lr"])
+        self.history = self._train(
+            self._training_rows(train, weights),
+            None if valid is None else self.encoder.transform(valid),
+            epochs=self.config["epochs"],
+            lr=self.config["lr"],
+        )
 
-    def _training_rows(self, train: Ratings,
-                       weights: np.ndarray | None) -> dict[str, torch.Tensor]:
+    def _training_rows(self, train: Ratings, weights: np.ndarray | None) -> dict[str, torch.Tensor]:
         """The encoded training rows: weights attached, anonymous copies appended."""
         data = self.encoder.transform(train)
         if weights is not None:
@@ -225,16 +264,27 @@ class FieldModel(ExplicitModel):
             data = self._with_anonymous_copies(data)
         return data
 
-    def _train(self, data: dict[str, torch.Tensor], valid: dict[str, torch.Tensor] | None, *,
-               epochs: int, lr: float) -> pd.DataFrame:
+    def _train(
+        self,
+        data: dict[str, torch.Tensor],
+        valid: dict[str, torch.Tensor] | None,
+        *,
+        epochs: int,
+        lr: float,
+    ) -> pd.DataFrame:
         """One run of the shared trainer over ``self.net`` (history as :func:`fit`'s)."""
         c = self.config
-        batch_size = capped_batch_size(len(data["rating"]), c["batch_size"],
-                                       c.get("min_batches"))
+        batch_size = capped_batch_size(len(data["rating"]), c["batch_size"], c.get("min_batches"))
         config = TrainConfig(
-            epochs=epochs, batch_size=batch_size, optimizer=c["optimizer"],
-            lr=lr, lr_decay=c["lr_decay"], loss="bce" if c["binary"] else "mse",
-            patience=c["patience"], seed=c["seed"], progress=c["progress"],
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=c["optimizer"],
+            lr=lr,
+            lr_decay=c["lr_decay"],
+            loss="bce" if c["binary"] else "mse",
+            patience=c["patience"],
+            seed=c["seed"],
+            progress=c["progress"],
         )
         return fit(self.net, data, config=config, valid=valid)
 
@@ -251,10 +301,12 @@ class FieldModel(ExplicitModel):
             if field not in columns:
                 continue
             # A user without ratings also has no first rating: since_first is unknown too.
-            hidden = [field] + (["since_first"] if field == "user" and "since_first" in columns
-                                else [])
+            hidden = [field] + (
+                ["since_first"] if field == "user" and "since_first" in columns else []
+            )
             rows = torch.randperm(n, generator=generator, device=self.device)[
-                : round(self.config["cold_fraction"] * n)]  # shape: (n_copies,)
+                : round(self.config["cold_fraction"] * n)
+            ]  # shape: (n_copies,)
             copy = {key: value[rows] for key, value in data.items()}
             for name in hidden:
                 copy["index"][:, columns[name]] = self.encoder.field_offsets[name]
@@ -263,8 +315,9 @@ class FieldModel(ExplicitModel):
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
-    def predict_tensor(self, user: torch.Tensor, item: torch.Tensor,
-                       timestamp: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_tensor(
+        self, user: torch.Tensor, item: torch.Tensor, timestamp: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Predictions for compact ids (and optional unix-second timestamps), shape (n,)."""
         self._require_fitted()
         self.net.eval()
@@ -273,15 +326,19 @@ class FieldModel(ExplicitModel):
     def _predict_known(self, user, item, user_known, item_known):
         """The base-class contract: unknown ids lose every feature of their side."""
         minus_one = torch.full_like(user, -1)
-        return self.net(self.encoder.encode(torch.where(user_known, user, minus_one),
-                                            torch.where(item_known, item, minus_one)))
+        return self.net(
+            self.encoder.encode(
+                torch.where(user_known, user, minus_one), torch.where(item_known, item, minus_one)
+            )
+        )
 
     def predict_ratings(self, data: Ratings, *, batch_size: int = 1 << 16) -> np.ndarray:
         """Predictions for every row of ``data``, with its timestamps for the time fields."""
         tensors = data.tensors(self.device)
         parts = [
-            self.predict_tensor(*(tensors[k][lo : lo + batch_size]
-                                  for k in ("user", "item", "timestamp")))
+            self.predict_tensor(
+                *(tensors[k][lo : lo + batch_size] for k in ("user", "item", "timestamp"))
+            )
             for lo in range(0, len(data), batch_size)
         ]
         return torch.cat(parts).cpu().numpy() if parts else np.empty(0, dtype=np.float32)
@@ -336,31 +393,70 @@ class FactorizationMachine(FieldModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"n_factors": ("int", 4, 64, "log"), "lr": ("log", 0.001, 0.05),
-                    "reg": ("log", 0.015, 1.5), "reg_linear": ("log", 0.015, 1.5),
-                    "epochs": ("int", 10, 90)}
+    SEARCH_SPACE = {
+        "n_factors": ("int", 4, 64, "log"),
+        "lr": ("log", 0.001, 0.05),
+        "reg": ("log", 0.015, 1.5),
+        "reg_linear": ("log", 0.015, 1.5),
+        "epochs": ("int", 10, 90),
+    }
 
     def __init__(
-        self, n_factors: int = 20, *, fields: Sequence[str] | None = None,
+        self,
+        n_factors: int = 20,
+        *,
+        fields: Sequence[str] | None = None,
         zip_digits: int = 1,
-        epochs: int = 30, batch_size: int = 4096, lr: float = 0.01, lr_decay: float = 0.97,
+        epochs: int = 30,
+        batch_size: int = 4096,
+        lr: float = 0.01,
+        lr_decay: float = 0.97,
         optimizer: str = "adam",
-        reg: float = 0.15, reg_linear: float = 0.15, init_std: float = 0.01,
-        cold_fraction: float = 0.0, binary: bool = False, patience: int | None = None,
-        seed: int = 0, progress: bool = False, device: str | torch.device | None = None,
-        clip: bool = True, min_batches: int | None = None,
+        reg: float = 0.15,
+        reg_linear: float = 0.15,
+        init_std: float = 0.01,
+        cold_fraction: float = 0.0,
+        binary: bool = False,
+        patience: int | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
+        min_batches: int | None = None,
     ) -> None:
         super().__init__(
-            n_factors, fields=fields, zip_digits=zip_digits, epochs=epochs,
-            cold_fraction=cold_fraction, min_batches=min_batches,
-            batch_size=batch_size, lr=lr, lr_decay=lr_decay, optimizer=optimizer, binary=binary,
-            patience=patience, seed=seed, progress=progress, device=device, clip=clip,
-            reg=reg, reg_linear=reg_linear, init_std=init_std,
+            n_factors,
+            fields=fields,
+            zip_digits=zip_digits,
+            epochs=epochs,
+            cold_fraction=cold_fraction,
+            min_batches=min_batches,
+            batch_size=batch_size,
+            lr=lr,
+            lr_decay=lr_decay,
+            optimizer=optimizer,
+            binary=binary,
+            patience=patience,
+            seed=seed,
+            progress=progress,
+            device=device,
+            clip=clip,
+            reg=reg,
+            reg_linear=reg_linear,
+            init_std=init_std,
         )
 
     def _make_net(self, generator: torch.Generator) -> FMNet:
         c, encoder = self.config, self.encoder
-        return FMNet(encoder.n_features, c["n_factors"], column_field=encoder.column_field,
-                     reserved=encoder.reserved_indices(), bias=0.0, reg_linear=c["reg_linear"],
-                     reg_factors=c["reg"], init_std=c["init_std"], device=self.device,
-                     generator=generator)
+        return FMNet(
+            encoder.n_features,
+            c["n_factors"],
+            column_field=encoder.column_field,
+            reserved=encoder.reserved_indices(),
+            bias=0.0,
+            reg_linear=c["reg_linear"],
+            reg_factors=c["reg"],
+            init_std=c["init_std"],
+            device=self.device,
+            generator=generator,
+        )

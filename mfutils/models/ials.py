@@ -105,17 +105,30 @@ class ImplicitALS(RankingModel):
             raise ValueError(f"valid_every={valid_every} must be None or >= 1")
         if solver not in SOLVERS:
             raise ValueError(f"solver={solver!r}; choose one of {SOLVERS}")
-        for name, value in (("factors", factors), ("iterations", iterations),
-                            ("cg_steps", cg_steps), ("chunk_floats", chunk_floats)):
+        for name, value in (
+            ("factors", factors),
+            ("iterations", iterations),
+            ("cg_steps", cg_steps),
+            ("chunk_floats", chunk_floats),
+        ):
             if value < 1:
                 raise ValueError(f"{name}={value} must be >= 1")
         if reg < 0 or alpha < 0:
             raise ValueError(f"reg={reg} and alpha={alpha} must be non-negative")
-        self.config = {"factors": factors, "reg": float(reg), "alpha": float(alpha),
-                       "iterations": iterations, "solver": solver, "cg_steps": cg_steps,
-                       "use_ratings": use_ratings, "init_std": init_std,
-                       "chunk_floats": chunk_floats, "seed": seed,
-                       "valid_every": valid_every, "progress": progress}
+        self.config = {
+            "factors": factors,
+            "reg": float(reg),
+            "alpha": float(alpha),
+            "iterations": iterations,
+            "solver": solver,
+            "cg_steps": cg_steps,
+            "use_ratings": use_ratings,
+            "init_std": init_std,
+            "chunk_floats": chunk_floats,
+            "seed": seed,
+            "valid_every": valid_every,
+            "progress": progress,
+        }
 
     # ------------------------------------------------------------------ fitting
     def _build(self, n_users: int, n_items: int) -> None:
@@ -128,29 +141,51 @@ class ImplicitALS(RankingModel):
         gen = torch.Generator(device=self.device).manual_seed(cfg["seed"])
         f = cfg["factors"]
         self.user_factors = cfg["init_std"] * torch.randn(
-            self.n_users, f, generator=gen, device=self.device)  # shape: (n_users, f)
+            self.n_users, f, generator=gen, device=self.device
+        )  # shape: (n_users, f)
         self.item_factors = cfg["init_std"] * torch.randn(
-            self.n_items, f, generator=gen, device=self.device)  # shape: (n_items, f)
-        user, item, strength = _aggregated_pairs(train, self.n_items, self.device,
-                                                 use_ratings=cfg["use_ratings"])
-        by_user = UserItemCSR.from_pairs(user, item, n_users=self.n_users,
-                                         n_items=self.n_items, values=strength,
-                                         device=self.device)
-        by_item = UserItemCSR.from_pairs(item, user, n_users=self.n_items,
-                                         n_items=self.n_users, values=strength,
-                                         device=self.device)
+            self.n_items, f, generator=gen, device=self.device
+        )  # shape: (n_items, f)
+        user, item, strength = _aggregated_pairs(
+            train, self.n_items, self.device, use_ratings=cfg["use_ratings"]
+        )
+        by_user = UserItemCSR.from_pairs(
+            user,
+            item,
+            n_users=self.n_users,
+            n_items=self.n_items,
+            values=strength,
+            device=self.device,
+        )
+        by_item = UserItemCSR.from_pairs(
+            item,
+            user,
+            n_users=self.n_items,
+            n_items=self.n_users,
+            values=strength,
+            device=self.device,
+        )
         valid_csr = valid.csr(device=self.device) if valid is not None else None
         rows, start = [], time.perf_counter()
-        for sweep in tqdm(range(1, cfg["iterations"] + 1), desc="ImplicitALS", unit="sweep",
-                          disable=not cfg["progress"], leave=False):
+        for sweep in tqdm(
+            range(1, cfg["iterations"] + 1),
+            desc="ImplicitALS",
+            unit="sweep",
+            disable=not cfg["progress"],
+            leave=False,
+        ):
             self.user_factors = self.solve(self.item_factors, by_user, self.user_factors)
             self.item_factors = self.solve(self.user_factors, by_item, self.item_factors)
             record = {"epoch": sweep, "seconds": time.perf_counter() - start}
             every = cfg["valid_every"] or cfg["iterations"]
             if valid_csr is not None and (sweep % every == 0 or sweep == cfg["iterations"]):
                 record["valid_ndcg@20"] = topk_metrics(
-                    self.score_items, train=self.train_csr, test=valid_csr, ks=(20,),
-                    device=self.device)["ndcg@20"]
+                    self.score_items,
+                    train=self.train_csr,
+                    test=valid_csr,
+                    ks=(20,),
+                    device=self.device,
+                )["ndcg@20"]
             rows.append(record)
         self.history = pd.DataFrame(rows)
 
@@ -184,15 +219,21 @@ class ImplicitALS(RankingModel):
                 extra = cfg["alpha"] * csr.values[entry]  # shape: (nnz_c,) c_ui - 1
                 # shape: (B, f) Y^T C^u p(u) = sum_i c_ui y_i
                 rhs = torch.zeros(len(rows), f, device=fixed.device).index_add_(
-                    0, row, (1.0 + extra)[:, None] * vecs)
+                    0, row, (1.0 + extra)[:, None] * vecs
+                )
                 out[rows] = _cholesky_solve(gram, vecs, extra, row, rhs)
             else:  # rows are a contiguous range lo..hi-1
                 lo, hi = int(rows[0]), int(rows[-1]) + 1
                 start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
                 out[lo:hi] = _conjugate_gradient(
-                    gram, fixed, csr.indptr[lo:hi + 1] - start, csr.indices[start:stop],
-                    cfg["alpha"] * csr.values[start:stop], current[lo:hi],
-                    steps=cfg["cg_steps"])
+                    gram,
+                    fixed,
+                    csr.indptr[lo : hi + 1] - start,
+                    csr.indices[start:stop],
+                    cfg["alpha"] * csr.values[start:stop],
+                    current[lo:hi],
+                    steps=cfg["cg_steps"],
+                )
         return out
 
     def _score_known(self, users: torch.Tensor) -> torch.Tensor:
@@ -221,9 +262,11 @@ class ImplicitALS(RankingModel):
         self._require_fitted()
         cfg, y = self.config, self.item_factors  # y: (n_items, f)
         items = torch.as_tensor(items, dtype=torch.long, device=self.device)
-        strength = (torch.ones(len(items), device=self.device) if not cfg["use_ratings"]
-                    or ratings is None else torch.as_tensor(ratings, dtype=torch.float32,
-                                                            device=self.device))
+        strength = (
+            torch.ones(len(items), device=self.device)
+            if not cfg["use_ratings"] or ratings is None
+            else torch.as_tensor(ratings, dtype=torch.float32, device=self.device)
+        )
         r = torch.zeros(self.n_items, device=self.device).index_add_(0, items, strength)
         rated = torch.nonzero(r).squeeze(1)  # shape: (m,)
         extra = cfg["alpha"] * r[rated]  # shape: (m,) c_ui - 1
@@ -234,8 +277,9 @@ class ImplicitALS(RankingModel):
         return torch.linalg.solve(lhs, rhs)
 
 
-def _aggregated_pairs(train: Ratings, n_items: int, device: torch.device, *,
-                      use_ratings: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _aggregated_pairs(
+    train: Ratings, n_items: int, device: torch.device, *, use_ratings: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unique (user, item) pairs and their summed strength: the count of the pair's rows, or
     with ``use_ratings`` their summed ratings (HKV08's ``r_ui`` of an event log)."""
     user = torch.as_tensor(train.user, dtype=torch.long, device=device)
@@ -265,8 +309,13 @@ def _chunks(counts: torch.Tensor, *, padded: bool, budget: int) -> list[torch.Te
     return groups
 
 
-def _cholesky_solve(gram: torch.Tensor, vecs: torch.Tensor, extra: torch.Tensor,
-                    row: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+def _cholesky_solve(
+    gram: torch.Tensor,
+    vecs: torch.Tensor,
+    extra: torch.Tensor,
+    row: torch.Tensor,
+    rhs: torch.Tensor,
+) -> torch.Tensor:
     """Exact batched solve of ``(G + sum_i extra_i y_i y_i^T) x = rhs`` for every row.
 
     Each row's interactions are padded to the group's longest row, so that the per-row sums
@@ -282,9 +331,16 @@ def _cholesky_solve(gram: torch.Tensor, vecs: torch.Tensor, extra: torch.Tensor,
     return torch.cholesky_solve(rhs[:, :, None], chol).squeeze(2)  # shape: (B, f)
 
 
-def _conjugate_gradient(gram: torch.Tensor, fixed: torch.Tensor, indptr: torch.Tensor,
-                        cols: torch.Tensor, extra: torch.Tensor, x: torch.Tensor, *,
-                        steps: int) -> torch.Tensor:
+def _conjugate_gradient(
+    gram: torch.Tensor,
+    fixed: torch.Tensor,
+    indptr: torch.Tensor,
+    cols: torch.Tensor,
+    extra: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    steps: int,
+) -> torch.Tensor:
     r"""``steps`` of batched conjugate gradient from ``x`` on every row's system.
 
     Row :math:`u` solves :math:`(G + \sum_{i\in R(u)} e_{ui}\,y_iy_i^\top)\,x_u =
@@ -310,8 +366,7 @@ def _conjugate_gradient(gram: torch.Tensor, fixed: torch.Tensor, indptr: torch.T
     def sparse(values: torch.Tensor) -> torch.Tensor:  # the (B, n_cols) interaction matrix
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(indptr, cols, values, size=shape,
-                                           check_invariants=False)
+            return torch.sparse_csr_tensor(indptr, cols, values, size=shape, check_invariants=False)
 
     pattern = sparse(extra)
     # shape: (f, n_cols), a view: the CPU kernel reads mat2 transposed, so a contiguous copy
@@ -330,8 +385,9 @@ def _conjugate_gradient(gram: torch.Tensor, fixed: torch.Tensor, indptr: torch.T
     for _ in range(steps):
         a_dir = matvec(direction)  # shape: (B, f)
         curvature = (direction * a_dir).sum(1)  # shape: (B,)
-        step = torch.where(curvature > 0, rs_old / curvature.clamp_min(1e-30),
-                           torch.zeros_like(curvature))
+        step = torch.where(
+            curvature > 0, rs_old / curvature.clamp_min(1e-30), torch.zeros_like(curvature)
+        )
         x += step[:, None] * direction
         resid -= step[:, None] * a_dir
         rs_new = (resid * resid).sum(1)

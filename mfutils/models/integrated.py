@@ -38,7 +38,8 @@ class IntegratedNet(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         neighbors = self.neighbors
         return self.factors(batch) + neighbors.neighborhood(
-            batch["user"], batch["item"], neighbors.batch_lookup(batch))
+            batch["user"], batch["item"], neighbors.batch_lookup(batch)
+        )
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """SVD++'s per-rating penalty plus ``lambda_8 (sum w_ij^2 + sum c_ij^2) / 2``."""
@@ -106,35 +107,64 @@ class IntegratedModel(ExplicitModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "neighbor_lr": ("log", 0.001, 0.02),
-                    "reg_neighbors": ("log", 0.0002, 0.02),
-                    "reg_neighbor_bias": ("log", 0.002, 0.2), "neighbor_epochs": ("int", 5, 45)}
+    SEARCH_SPACE = {
+        "n_factors": ("int", 8, 64, "log"),
+        "neighbor_lr": ("log", 0.001, 0.02),
+        "reg_neighbors": ("log", 0.0002, 0.02),
+        "reg_neighbor_bias": ("log", 0.002, 0.2),
+        "neighbor_epochs": ("int", 5, 45),
+    }
 
     def __init__(
-        self, n_factors: int = 20, *, k: int = 100, schedule: str = "stagewise",
-        neighbor_epochs: int = 15, neighbor_lr: float = 0.005, neighbor_batch_size: int = 4096,
-        reg_neighbors: float = 0.002, neighbor_biases: bool = True,
-        reg_neighbor_bias: float = 0.02, epochs: int = 0, lr: float = 0.002,
-        batch_size: int = 8192, svdpp_options: dict[str, Any] | None = None,
-        neighborhood_options: dict[str, Any] | None = None, seed: int = 0,
-        progress: bool = False, device: str | torch.device | None = None, clip: bool = True,
+        self,
+        n_factors: int = 20,
+        *,
+        k: int = 100,
+        schedule: str = "stagewise",
+        neighbor_epochs: int = 15,
+        neighbor_lr: float = 0.005,
+        neighbor_batch_size: int = 4096,
+        reg_neighbors: float = 0.002,
+        neighbor_biases: bool = True,
+        reg_neighbor_bias: float = 0.02,
+        epochs: int = 0,
+        lr: float = 0.002,
+        batch_size: int = 8192,
+        svdpp_options: dict[str, Any] | None = None,
+        neighborhood_options: dict[str, Any] | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule={schedule!r}; choose one of {SCHEDULES}")
         if epochs < 0 or neighbor_epochs < 1:
-            raise ValueError(f"need epochs >= 0 and neighbor_epochs >= 1; got {epochs} and "
-                             f"{neighbor_epochs}")
+            raise ValueError(
+                f"need epochs >= 0 and neighbor_epochs >= 1; got {epochs} and {neighbor_epochs}"
+            )
         if (svdpp_options or {}).get("user_attributes"):
-            raise ValueError("svdpp_options: user_attributes are not supported by the "
-                             "integrated model")
+            raise ValueError(
+                "svdpp_options: user_attributes are not supported by the integrated model"
+            )
         self.config.update(
-            n_factors=n_factors, k=k, schedule=schedule, neighbor_epochs=neighbor_epochs,
-            neighbor_lr=neighbor_lr, neighbor_batch_size=neighbor_batch_size,
-            reg_neighbors=reg_neighbors, neighbor_biases=neighbor_biases,
-            reg_neighbor_bias=reg_neighbor_bias, epochs=epochs, lr=lr, batch_size=batch_size,
+            n_factors=n_factors,
+            k=k,
+            schedule=schedule,
+            neighbor_epochs=neighbor_epochs,
+            neighbor_lr=neighbor_lr,
+            neighbor_batch_size=neighbor_batch_size,
+            reg_neighbors=reg_neighbors,
+            neighbor_biases=neighbor_biases,
+            reg_neighbor_bias=reg_neighbor_bias,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
             svdpp_options=dict(svdpp_options or {}),
-            neighborhood_options=dict(neighborhood_options or {}), seed=seed, progress=progress,
+            neighborhood_options=dict(neighborhood_options or {}),
+            seed=seed,
+            progress=progress,
         )
         TrainConfig(optimizer="adam", lr=lr, batch_size=batch_size)  # validate the options now
         TrainConfig(optimizer="funk", lr=neighbor_lr, batch_size=neighbor_batch_size)
@@ -150,19 +180,35 @@ class IntegratedModel(ExplicitModel):
         if indptr is None:
             indptr = torch.zeros(n_users + 1, dtype=torch.long, device=self.device)
         csr = UserItemCSR(indptr, empty(torch.long), empty(), n_items)
-        factors = ItemBagNet(n_users, n_items, c["n_factors"], csr=csr, mu=0.0, reg=0.0,
-                             reg_bias=0.0, reg_implicit=0.0, device=self.device)
+        factors = ItemBagNet(
+            n_users,
+            n_items,
+            c["n_factors"],
+            csr=csr,
+            mu=0.0,
+            reg=0.0,
+            reg_bias=0.0,
+            reg_implicit=0.0,
+            device=self.device,
+        )
         neighbors = GlobalNeighborhoodNet(
             torch.zeros(n_items, shapes["k"], dtype=torch.long, device=self.device),
-            empty(torch.long), empty(), n_users=n_users, mu=0.0, reg=c["reg_neighbors"],
-            reg_bias=0.0)
+            empty(torch.long),
+            empty(),
+            n_users=n_users,
+            mu=0.0,
+            reg=c["reg_neighbors"],
+            reg_bias=0.0,
+        )
         self.net = IntegratedNet(factors, neighbors)
 
     def _restore(self, ckpt: dict[str, Any], path: Any) -> None:
         state = ckpt["state"]
         self._indptr = state["net.factors.indptr"].to(self.device)
-        self._shapes = {"nnz": len(state["net.factors.indices"]),
-                        "k": state["net.neighbors.neighbors"].shape[1]}
+        self._shapes = {
+            "nnz": len(state["net.factors.indices"]),
+            "k": state["net.neighbors.neighbors"].shape[1],
+        }
         super()._restore(ckpt, path)
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
@@ -188,15 +234,29 @@ class IntegratedModel(ExplicitModel):
             neighbors.item_bias.zero_()
         self.net = IntegratedNet(svdpp.net, neighbors)
         if c["epochs"]:
-            config = TrainConfig(epochs=c["epochs"], batch_size=c["batch_size"],
-                                 optimizer="adam", lr=c["lr"], batch_by="user", seed=c["seed"],
-                                 progress=c["progress"])
-            histories.append(fit(self.net, data, config=config, valid=self._valid_data(valid))
-                             .assign(stage="joint"))
+            config = TrainConfig(
+                epochs=c["epochs"],
+                batch_size=c["batch_size"],
+                optimizer="adam",
+                lr=c["lr"],
+                batch_by="user",
+                seed=c["seed"],
+                progress=c["progress"],
+            )
+            histories.append(
+                fit(self.net, data, config=config, valid=self._valid_data(valid)).assign(
+                    stage="joint"
+                )
+            )
         self.history = pd.concat(histories, ignore_index=True) if histories else None
 
-    def _fit_on_offsets(self, svdpp: SVDpp, neighbors: GlobalNeighborhoodNet,
-                        data: dict[str, torch.Tensor], valid: Ratings | None) -> pd.DataFrame:
+    def _fit_on_offsets(
+        self,
+        svdpp: SVDpp,
+        neighbors: GlobalNeighborhoodNet,
+        data: dict[str, torch.Tensor],
+        valid: Ratings | None,
+    ) -> pd.DataFrame:
         """Step 2: Koren's SGD for ``w, c`` (and the bias correction) with SVD++'s
         prediction of every rating as its fixed offset."""
         c = self.config
@@ -209,9 +269,14 @@ class IntegratedModel(ExplicitModel):
         valid_data = self._valid_data(valid)
         if valid_data is not None:
             valid_data["offset"] = svdpp.predict_tensor(valid_data["user"], valid_data["item"])
-        config = TrainConfig(epochs=c["neighbor_epochs"], batch_size=c["neighbor_batch_size"],
-                             optimizer="funk", lr=c["neighbor_lr"], seed=c["seed"],
-                             progress=c["progress"])
+        config = TrainConfig(
+            epochs=c["neighbor_epochs"],
+            batch_size=c["neighbor_batch_size"],
+            optimizer="funk",
+            lr=c["neighbor_lr"],
+            seed=c["seed"],
+            progress=c["progress"],
+        )
         history = fit(neighbors, offsets, config=config, valid=valid_data)
         neighbors.user_bias.requires_grad_(False)  # the tiers share SVD++'s biases from now on
         neighbors.item_bias.requires_grad_(False)
@@ -229,8 +294,12 @@ class IntegratedModel(ExplicitModel):
         both = user_known & item_known
         dot = (factors.item_factors.weight[item] * z).sum(1)  # shape: (n,)
         nbr = self.net.neighbors.neighborhood(user, item)  # shape: (n,)
-        return (self.mu + factors.user_bias.weight[user, 0] * user_known
-                + factors.item_bias.weight[item, 0] * item_known + (dot + nbr) * both)
+        return (
+            self.mu
+            + factors.user_bias.weight[user, 0] * user_known
+            + factors.item_bias.weight[item, 0] * item_known
+            + (dot + nbr) * both
+        )
 
     @torch.no_grad()
     def score_items(self, users: torch.Tensor, *, chunk_size: int = 512) -> torch.Tensor:
@@ -250,17 +319,19 @@ class IntegratedModel(ExplicitModel):
         index = torch.stack([rows, neighbors.neighbors.reshape(-1)])  # shape: (2, n * k)
 
         def sparse(values: torch.Tensor) -> torch.Tensor:  # shape: (n_items, n_items)
-            return torch.sparse_coo_tensor(index, values.reshape(-1), (n_items, n_items),
-                                           check_invariants=True)
+            return torch.sparse_coo_tensor(
+                index, values.reshape(-1), (n_items, n_items), check_invariants=True
+            )
 
         weights = sparse(neighbors.weights).coalesce()
-        implicit_and_count = torch.cat([
-            sparse(neighbors.implicit), sparse(torch.ones_like(neighbors.implicit))]).coalesce()
+        implicit_and_count = torch.cat(
+            [sparse(neighbors.implicit), sparse(torch.ones_like(neighbors.implicit))]
+        ).coalesce()
         q = factors.item_factors.weight * self.item_known[:, None]  # shape: (n_items, f)
         b_i = factors.item_bias.weight[:, 0] * self.item_known  # shape: (n_items,)
         parts = []
         for lo in range(0, len(users), chunk_size):
-            safe, known = self._known_users(users[lo:lo + chunk_size])  # shape: (B,), (B,)
+            safe, known = self._known_users(users[lo : lo + chunk_size])  # shape: (B,), (B,)
             distinct, inverse = torch.unique(safe, return_inverse=True)
             z = factors.user_vectors(distinct)[inverse] * known[:, None]  # shape: (B, f)
             position, entry = self.train_csr.positions(safe)  # shape: (nnz_B,)
@@ -277,6 +348,6 @@ class IntegratedModel(ExplicitModel):
             pair = (z @ q.T + norm * (sum_w + sum_c)) * self.item_known[None, :]
             b_u = factors.user_bias.weight[safe, 0] * known  # shape: (B,)
             parts.append(self.mu + b_u[:, None] + b_i[None, :] + pair * known[:, None])
-        return self._output(torch.cat(parts) if parts else torch.zeros(
-            0, n_items, device=self.device))
-
+        return self._output(
+            torch.cat(parts) if parts else torch.zeros(0, n_items, device=self.device)
+        )

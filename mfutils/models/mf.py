@@ -69,24 +69,49 @@ class BiasedMF(ExplicitModel):
     # Search space of mfutils.tuning (Optuna), per method (the defaults are _DEFAULTS below):
     # option -> ("log" | "float", low, high), ("int", low, high[, "log"]) or ("choice", ...).
     SEARCH_SPACE = {
-        "sgd": {"n_factors": ("int", 8, 128, "log"), "lr": ("log", 0.003, 0.05),
-                "reg": ("log", 0.01, 0.5), "epochs": ("int", 10, 60)},
-        "adam": {"n_factors": ("int", 8, 128, "log"), "lr": ("log", 0.0005, 0.05),
-                 "reg": ("log", 0.015, 1.0), "epochs": ("int", 10, 60)},
-        "als": {"n_factors": ("int", 8, 128, "log"), "reg": ("log", 0.015, 1.5),
-                "epochs": ("int", 5, 30)},
+        "sgd": {
+            "n_factors": ("int", 8, 128, "log"),
+            "lr": ("log", 0.003, 0.05),
+            "reg": ("log", 0.01, 0.5),
+            "epochs": ("int", 10, 60),
+        },
+        "adam": {
+            "n_factors": ("int", 8, 128, "log"),
+            "lr": ("log", 0.0005, 0.05),
+            "reg": ("log", 0.015, 1.0),
+            "epochs": ("int", 10, 60),
+        },
+        "als": {
+            "n_factors": ("int", 8, 128, "log"),
+            "reg": ("log", 0.015, 1.5),
+            "epochs": ("int", 5, 30),
+        },
     }
 
     def __init__(
-        self, n_factors: int = 20, *, method: str = "sgd", epochs: int | None = None,
-        batch_size: int = 1024, lr: float | None = None, lr_decay: float = 1.0,
-        reg: float | None = None, reg_bias: float | None = None, weighted_reg: bool = True,
-        init: str = "normal", init_std: float = 0.1,
+        self,
+        n_factors: int = 20,
+        *,
+        method: str = "sgd",
+        epochs: int | None = None,
+        batch_size: int = 1024,
+        lr: float | None = None,
+        lr_decay: float = 1.0,
+        reg: float | None = None,
+        reg_bias: float | None = None,
+        weighted_reg: bool = True,
+        init: str = "normal",
+        init_std: float = 0.1,
         user_embeddings: np.ndarray | torch.Tensor | None = None,
         item_embeddings: np.ndarray | torch.Tensor | None = None,
-        freeze_users: bool = False, freeze_items: bool = False, binary: bool = False,
-        patience: int | None = None, seed: int = 0, progress: bool = False,
-        device: str | torch.device | None = None, clip: bool = True,
+        freeze_users: bool = False,
+        freeze_items: bool = False,
+        binary: bool = False,
+        patience: int | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if method not in METHODS:
@@ -101,12 +126,22 @@ class BiasedMF(ExplicitModel):
         if epochs < 1:
             raise ValueError(f"epochs={epochs} must be >= 1 (None: the method's default)")
         self.config.update(
-            n_factors=n_factors, method=method, epochs=epochs,
-            batch_size=batch_size, lr=lr, lr_decay=lr_decay,
+            n_factors=n_factors,
+            method=method,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lr_decay=lr_decay,
             reg=defaults["reg"] if reg is None else reg,
             reg_bias=(defaults["reg"] if reg is None else reg) if reg_bias is None else reg_bias,
-            weighted_reg=weighted_reg, init=init, init_std=init_std, freeze_users=freeze_users,
-            freeze_items=freeze_items, binary=binary, patience=patience, seed=seed,
+            weighted_reg=weighted_reg,
+            init=init,
+            init_std=init_std,
+            freeze_users=freeze_users,
+            freeze_items=freeze_items,
+            binary=binary,
+            patience=patience,
+            seed=seed,
             progress=progress,
         )
         self._pretrained = {"user": user_embeddings, "item": item_embeddings}
@@ -116,19 +151,32 @@ class BiasedMF(ExplicitModel):
         c = self.config
         generator = torch.Generator(device=self.device).manual_seed(c["seed"])
         self.net = BiasedMFNet(
-            n_users, n_items, c["n_factors"], mu=0.0, reg=c["reg"], reg_bias=c["reg_bias"],
-            init=c["init"], init_std=c["init_std"], freeze_users=c["freeze_users"],
-            freeze_items=c["freeze_items"], device=self.device, generator=generator,
+            n_users,
+            n_items,
+            c["n_factors"],
+            mu=0.0,
+            reg=c["reg"],
+            reg_bias=c["reg_bias"],
+            init=c["init"],
+            init_std=c["init_std"],
+            freeze_users=c["freeze_users"],
+            freeze_items=c["freeze_items"],
+            device=self.device,
+            generator=generator,
         )
-        for side, table, n in (("user", self.net.user_factors, n_users),
-                               ("item", self.net.item_factors, n_items)):
+        for side, table, n in (
+            ("user", self.net.user_factors, n_users),
+            ("item", self.net.item_factors, n_items),
+        ):
             pretrained = self._pretrained[side]
             if pretrained is None:
                 continue
             values = torch.as_tensor(pretrained, dtype=torch.float32, device=self.device)
             if tuple(values.shape) != (n, c["n_factors"]):
-                raise ValueError(f"{side}_embeddings has shape {tuple(values.shape)}; expected "
-                                 f"({n}, n_factors={c['n_factors']})")
+                raise ValueError(
+                    f"{side}_embeddings has shape {tuple(values.shape)}; expected "
+                    f"({n}, n_factors={c['n_factors']})"
+                )
             with torch.no_grad():
                 table.weight.copy_(values)
 
@@ -148,14 +196,21 @@ class BiasedMF(ExplicitModel):
             self.history = self._fit_als(data, valid)
             return
         config = TrainConfig(
-            epochs=c["epochs"], batch_size=c["batch_size"],
+            epochs=c["epochs"],
+            batch_size=c["batch_size"],
             optimizer="funk" if c["method"] == "sgd" and not c["binary"] else c["method"],
-            lr=c["lr"], lr_decay=c["lr_decay"], loss="bce" if c["binary"] else "mse",
-            patience=c["patience"], seed=c["seed"], progress=c["progress"],
+            lr=c["lr"],
+            lr_decay=c["lr_decay"],
+            loss="bce" if c["binary"] else "mse",
+            patience=c["patience"],
+            seed=c["seed"],
+            progress=c["progress"],
         )
         columns = ("user", "item", "rating", "weight")
         self.history = fit(
-            self.net, {k: v for k, v in data.items() if k in columns}, config=config,
+            self.net,
+            {k: v for k, v in data.items() if k in columns},
+            config=config,
             valid=None if valid is None else valid.tensors(self.device),
         )
 
@@ -174,13 +229,15 @@ class BiasedMF(ExplicitModel):
         rows, start = [], time.perf_counter()
         for sweep in range(1, c["epochs"] + 1):
             if not c["freeze_users"]:
-                theta = als.solve_side(by_user, weight, weight * (rating - mu - b_i[item]), q,
-                                       **options)  # shape: (n_users, f+1)
+                theta = als.solve_side(
+                    by_user, weight, weight * (rating - mu - b_i[item]), q, **options
+                )  # shape: (n_users, f+1)
                 p.copy_(theta[:, :-1])
                 b_u.copy_(theta[:, -1])
             if not c["freeze_items"]:
-                phi = als.solve_side(by_item, weight, weight * (rating - mu - b_u[user]), p,
-                                     **options)  # shape: (n_items, f+1)
+                phi = als.solve_side(
+                    by_item, weight, weight * (rating - mu - b_u[user]), p, **options
+                )  # shape: (n_items, f+1)
                 q.copy_(phi[:, :-1])
                 b_i.copy_(phi[:, -1])
             record = {"epoch": sweep, "train_rmse": rmse_metric(net, data)}

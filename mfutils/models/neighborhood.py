@@ -36,7 +36,7 @@ CACHED_LOOKUP_CELLS = 1 << 24  # rows x k up to which training lookups are compu
 # ---------------------------------------------------------------------- similarity
 @torch.no_grad()
 def residual_matrix(
-    data: Ratings, baseline: ExplicitModel, *, device: torch.device | str | None = None,
+    data: Ratings, baseline: ExplicitModel, *, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense residuals ``Z[u, i] = r_ui - b_ui`` (0 where unrated) and the rated mask ``M``.
 
@@ -106,8 +106,10 @@ def shrunk_pearson(
     if shrinkage < 0:
         raise ValueError(f"shrinkage={shrinkage} must be >= 0")
     if residuals.shape != mask.shape or residuals.dim() != 2:
-        raise ValueError(f"residuals {tuple(residuals.shape)} and mask {tuple(mask.shape)} must "
-                         "be equally shaped (n_users, n_items) matrices")
+        raise ValueError(
+            f"residuals {tuple(residuals.shape)} and mask {tuple(mask.shape)} must "
+            "be equally shaped (n_users, n_items) matrices"
+        )
     n_items = residuals.shape[1]
     chunk_size = n_items if chunk_size is None else max(int(chunk_size), 1)
     m = mask.to(residuals.dtype)  # shape: (m, n)
@@ -133,8 +135,9 @@ def shrunk_pearson(
 
 
 # ---------------------------------------------------------------------- shared helpers
-def _fit_baseline(train: Ratings, options: dict[str, Any], device: torch.device
-                  ) -> BaselineEstimates:
+def _fit_baseline(
+    train: Ratings, options: dict[str, Any], device: torch.device
+) -> BaselineEstimates:
     options = {"method": "als", **options}
     return BaselineEstimates(**options, device=device, clip=False).fit(train)
 
@@ -148,7 +151,8 @@ class _ResidualStore:
 
     def _residual_buffers(self, nnz: int) -> None:
         self.register_buffer(  # type: ignore[attr-defined]
-            "train_residual", torch.zeros(nnz, device=self.device))  # type: ignore[attr-defined]
+            "train_residual", torch.zeros(nnz, device=self.device)
+        )  # type: ignore[attr-defined]
 
     @torch.no_grad()
     def _set_baseline(self, train: Ratings) -> BaselineEstimates:
@@ -162,8 +166,13 @@ class _ResidualStore:
         self.train_residual.copy_(csr.values - fixed)
         return baseline
 
-    def _baseline_known(self, user: torch.Tensor, item: torch.Tensor, user_known: torch.Tensor,
-                        item_known: torch.Tensor) -> torch.Tensor:
+    def _baseline_known(
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        user_known: torch.Tensor,
+        item_known: torch.Tensor,
+    ) -> torch.Tensor:
         b_u = self.base_user[user] * user_known  # shape: (B,)
         b_i = self.base_item[item] * item_known  # shape: (B,)
         return self.mu + b_u + b_i
@@ -208,28 +217,43 @@ class ItemKNN(_ResidualStore, ExplicitModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"k": ("int", 10, 200, "log"), "shrinkage": ("log", 10.0, 1000.0),
-                    "denominator_reg": ("log", 0.05, 5.0)}
+    SEARCH_SPACE = {
+        "k": ("int", 10, 200, "log"),
+        "shrinkage": ("log", 10.0, 1000.0),
+        "denominator_reg": ("log", 0.05, 5.0),
+    }
 
     def __init__(
-        self, k: int = 40, *, shrinkage: float = 100.0, shrinkage_form: str = "koren08",
-        positive_only: bool = True, denominator_reg: float = 0.5,
-        baseline_options: dict[str, Any] | None = None, predict_batch: int = 2048,
-        chunk_size: int | None = None, device: str | torch.device | None = None,
+        self,
+        k: int = 40,
+        *,
+        shrinkage: float = 100.0,
+        shrinkage_form: str = "koren08",
+        positive_only: bool = True,
+        denominator_reg: float = 0.5,
+        baseline_options: dict[str, Any] | None = None,
+        predict_batch: int = 2048,
+        chunk_size: int | None = None,
+        device: str | torch.device | None = None,
         clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if k < 1:
             raise ValueError(f"k={k} must be >= 1")
         if shrinkage_form not in SHRINKAGE_FORMS:
-            raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of "
-                             f"{SHRINKAGE_FORMS}")
+            raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of {SHRINKAGE_FORMS}")
         if denominator_reg < 0 or shrinkage < 0 or predict_batch < 1:
             raise ValueError("denominator_reg and shrinkage must be >= 0, predict_batch >= 1")
-        self.config.update(k=k, shrinkage=shrinkage, shrinkage_form=shrinkage_form,
-                           positive_only=positive_only, denominator_reg=denominator_reg,
-                           baseline_options=dict(baseline_options or {}),
-                           predict_batch=predict_batch, chunk_size=chunk_size)
+        self.config.update(
+            k=k,
+            shrinkage=shrinkage,
+            shrinkage_form=shrinkage_form,
+            positive_only=positive_only,
+            denominator_reg=denominator_reg,
+            baseline_options=dict(baseline_options or {}),
+            predict_batch=predict_batch,
+            chunk_size=chunk_size,
+        )
 
     def _build(self, n_users: int, n_items: int) -> None:
         self.register_buffer("base_user", torch.zeros(n_users, device=self.device))
@@ -242,15 +266,23 @@ class ItemKNN(_ResidualStore, ExplicitModel):
         c = self.config
         baseline = self._set_baseline(train)
         z, mask = residual_matrix(train, baseline, device=self.device)
-        self.similarity.copy_(shrunk_pearson(
-            z, mask, shrinkage=c["shrinkage"], form=c["shrinkage_form"],
-            chunk_size=c["chunk_size"]))
+        self.similarity.copy_(
+            shrunk_pearson(
+                z,
+                mask,
+                shrinkage=c["shrinkage"],
+                form=c["shrinkage_form"],
+                chunk_size=c["chunk_size"],
+            )
+        )
 
     def _predict_known(self, user, item, user_known, item_known):
         base = self._baseline_known(user, item, user_known, item_known)  # shape: (B,)
         step = self.config["predict_batch"]
-        parts = [self._offsets(user[lo:lo + step], item[lo:lo + step])
-                 for lo in range(0, len(user), step)]
+        parts = [
+            self._offsets(user[lo : lo + step], item[lo : lo + step])
+            for lo in range(0, len(user), step)
+        ]
         offset = torch.cat(parts) if parts else torch.zeros_like(base)  # shape: (B,)
         return base + offset * (user_known & item_known)
 
@@ -260,8 +292,9 @@ class ItemKNN(_ResidualStore, ExplicitModel):
         n_items = self.similarity.shape[0]
         position, flat = self.train_csr.positions(user)  # shape: (nnz_B,)
         rated_items = self.train_csr.indices[flat]  # shape: (nnz_B,)
-        sims = torch.full((len(user), n_items), -torch.inf,
-                          device=self.device)  # shape: (B, n_items)
+        sims = torch.full(
+            (len(user), n_items), -torch.inf, device=self.device
+        )  # shape: (B, n_items)
         sims[position, rated_items] = self.similarity[item[position], rated_items]
         res = torch.zeros(len(user), n_items, device=self.device)  # shape: (B, n_items)
         res[position, rated_items] = self.train_residual[flat]
@@ -273,8 +306,9 @@ class ItemKNN(_ResidualStore, ExplicitModel):
         num = (s * res.gather(1, top.indices)).sum(1)  # shape: (B,)
         den = s.sum(1) + c["denominator_reg"]  # shape: (B,)
         ok = den > 0
-        return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)),
-                           torch.zeros_like(num))
+        return torch.where(
+            ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num)
+        )
 
 
 # ---------------------------------------------------------------------- global neighbourhood
@@ -302,8 +336,15 @@ class GlobalNeighborhoodNet(nn.Module):
     """
 
     def __init__(
-        self, neighbors: torch.Tensor, keys: torch.Tensor, residual: torch.Tensor, *,
-        n_users: int, mu: float, reg: float, reg_bias: float,
+        self,
+        neighbors: torch.Tensor,
+        keys: torch.Tensor,
+        residual: torch.Tensor,
+        *,
+        n_users: int,
+        mu: float,
+        reg: float,
+        reg_bias: float,
     ) -> None:
         super().__init__()
         n_items, k = neighbors.shape
@@ -337,8 +378,11 @@ class GlobalNeighborhoodNet(nn.Module):
         query = user[:, None] * self.n_items + nbrs  # shape: (B, k)
         if self.keys.numel() == 0:
             rated = torch.zeros_like(query, dtype=torch.bool)
-            return rated, torch.zeros(query.shape, device=query.device), \
-                torch.zeros(len(user), device=query.device)
+            return (
+                rated,
+                torch.zeros(query.shape, device=query.device),
+                torch.zeros(len(user), device=query.device),
+            )
         if self.position is not None:
             pos = self.position[query]  # shape: (B, k), -1 where unrated
             rated = pos >= 0
@@ -348,27 +392,39 @@ class GlobalNeighborhoodNet(nn.Module):
             rated = self.keys[pos] == query  # shape: (B, k)
         res = torch.where(rated, self.residual[pos], torch.zeros_like(self.residual[pos]))
         count = rated.sum(1)  # shape: (B,)
-        norm = torch.where(count > 0, count.clamp(min=1).float().rsqrt(),
-                           torch.zeros(count.shape, device=count.device))  # shape: (B,)
+        norm = torch.where(
+            count > 0,
+            count.clamp(min=1).float().rsqrt(),
+            torch.zeros(count.shape, device=count.device),
+        )  # shape: (B,)
         return rated, res, norm
 
-    def lookup_columns(self, user: torch.Tensor, item: torch.Tensor, *,
-                       chunk_size: int = 65536) -> dict[str, torch.Tensor]:
+    def lookup_columns(
+        self, user: torch.Tensor, item: torch.Tensor, *, chunk_size: int = 65536
+    ) -> dict[str, torch.Tensor]:
         """:meth:`lookup` of fixed rows as batch columns ``nbr_rated, nbr_residual,
         nbr_norm``: the training rows never change, so the trainer can slice these instead of
         searching the keys again in every epoch (``n_rows x k`` bools and floats)."""
-        parts = [self.lookup(user[lo:lo + chunk_size], item[lo:lo + chunk_size])
-                 for lo in range(0, len(user), chunk_size)]
-        return {name: torch.cat([part[col] for part in parts])
-                for col, name in enumerate(LOOKUP_COLUMNS)}
+        parts = [
+            self.lookup(user[lo : lo + chunk_size], item[lo : lo + chunk_size])
+            for lo in range(0, len(user), chunk_size)
+        ]
+        return {
+            name: torch.cat([part[col] for part in parts])
+            for col, name in enumerate(LOOKUP_COLUMNS)
+        }
 
-    def training_columns(self, train: Ratings, weights: np.ndarray | None = None
-                         ) -> dict[str, torch.Tensor]:
+    def training_columns(
+        self, train: Ratings, weights: np.ndarray | None = None
+    ) -> dict[str, torch.Tensor]:
         """``user, item, rating`` (and ``weight``) of ``train`` for :func:`mfutils.train.fit`,
         plus the :meth:`lookup_columns` when they take at most :data:`CACHED_LOOKUP_CELLS`."""
         device = self.neighbors.device
-        data = {key: value for key, value in train.tensors(device).items()
-                if key in ("user", "item", "rating")}
+        data = {
+            key: value
+            for key, value in train.tensors(device).items()
+            if key in ("user", "item", "rating")
+        }
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=device)
         if len(train) * self.neighbors.shape[1] <= CACHED_LOOKUP_CELLS:
@@ -381,8 +437,9 @@ class GlobalNeighborhoodNet(nn.Module):
             return tuple(batch[name] for name in LOOKUP_COLUMNS)
         return self.lookup(batch["user"], batch["item"])
 
-    def neighborhood(self, user: torch.Tensor, item: torch.Tensor,
-                     found: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    def neighborhood(
+        self, user: torch.Tensor, item: torch.Tensor, found: tuple[torch.Tensor, ...] | None = None
+    ) -> torch.Tensor:
         """The two neighbourhood sums of eq. 10, shape (B,); ``found`` is :meth:`lookup`'s
         result if already known."""
         rated, res, norm = self.lookup(user, item) if found is None else found
@@ -441,20 +498,31 @@ class GlobalNeighborhoodNet(nn.Module):
         work = getattr(self, "_step_work", None)
         if work is None or work.device != err.device:  # zeros, reused by every batch
             work = self._step_work = step_workspace(
-                max(len(self.user_bias), len(self.item_bias)), device=err.device)
+                max(len(self.user_bias), len(self.item_bias)), device=err.device
+            )
         # Repeated users and items: each summed step scaled to sequential SGD. w_ij and c_ij
         # repeat as often as item i does; their scale is the item's, at a curvature that bounds
         # every slot's, c_b |R^k|^-1 max(1, (r_uj - b_uj)^2) + lambda_4.
         slots = weight * norm**2 * (res**2).amax(1).clamp(min=1.0) + self.reg  # shape: (B,)
         repeats = batch.get("repeats")  # shape: (B, 2) under torchrun, else None
         user_scale = sequential_step_scale(
-            user, (weight + self.reg_bias)[:, None], lr, workspace=work,
-            repeats=None if repeats is None else repeats[:, 0])  # shape: (B, 1)
+            user,
+            (weight + self.reg_bias)[:, None],
+            lr,
+            workspace=work,
+            repeats=None if repeats is None else repeats[:, 0],
+        )  # shape: (B, 1)
         item_scale = sequential_step_scale(
-            item, torch.stack([weight + self.reg_bias, slots], 1), lr, workspace=work,
-            repeats=None if repeats is None else repeats[:, 1])  # shape: (B, 2)
-        for bias, rows, b, scale in ((self.user_bias, user, b_u, user_scale[:, 0]),
-                                     (self.item_bias, item, b_i, item_scale[:, 0])):
+            item,
+            torch.stack([weight + self.reg_bias, slots], 1),
+            lr,
+            workspace=work,
+            repeats=None if repeats is None else repeats[:, 1],
+        )  # shape: (B, 2)
+        for bias, rows, b, scale in (
+            (self.user_bias, user, b_u, user_scale[:, 0]),
+            (self.item_bias, item, b_i, item_scale[:, 0]),
+        ):
             if bias.requires_grad:
                 bias.index_add_(0, rows, lr * scale * (err - self.reg_bias * b))
         k = w.shape[1]
@@ -509,17 +577,33 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"k": ("int", 25, 300, "log"), "lr": ("log", 0.002, 0.03),
-                    "reg": ("log", 0.0002, 0.02), "shrinkage": ("log", 10.0, 1000.0),
-                    "epochs": ("int", 5, 45)}
+    SEARCH_SPACE = {
+        "k": ("int", 25, 300, "log"),
+        "lr": ("log", 0.002, 0.03),
+        "reg": ("log", 0.0002, 0.02),
+        "shrinkage": ("log", 10.0, 1000.0),
+        "epochs": ("int", 5, 45),
+    }
 
     def __init__(
-        self, k: int | None = 100, *, epochs: int = 15, lr: float = 0.01,
-        lr_decay: float = 1.0, reg: float = 0.002, reg_bias: float | None = None,
-        batch_size: int = 1024, optimizer: str = "funk", init_biases: bool = True,
-        shrinkage: float = 100.0, shrinkage_form: str = "koren08",
-        baseline_options: dict[str, Any] | None = None, patience: int | None = None,
-        seed: int = 0, progress: bool = False, device: str | torch.device | None = None,
+        self,
+        k: int | None = 100,
+        *,
+        epochs: int = 15,
+        lr: float = 0.01,
+        lr_decay: float = 1.0,
+        reg: float = 0.002,
+        reg_bias: float | None = None,
+        batch_size: int = 1024,
+        optimizer: str = "funk",
+        init_biases: bool = True,
+        shrinkage: float = 100.0,
+        shrinkage_form: str = "koren08",
+        baseline_options: dict[str, Any] | None = None,
+        patience: int | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
         clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
@@ -528,14 +612,23 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
         if epochs < 0:
             raise ValueError(f"epochs={epochs} must be >= 0")
         if shrinkage_form not in SHRINKAGE_FORMS:
-            raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of "
-                             f"{SHRINKAGE_FORMS}")
+            raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of {SHRINKAGE_FORMS}")
         self.config.update(
-            k=k, epochs=epochs, lr=lr, lr_decay=lr_decay, reg=reg,
-            reg_bias=reg if reg_bias is None else reg_bias, batch_size=batch_size,
-            optimizer=optimizer, init_biases=init_biases, shrinkage=shrinkage,
-            shrinkage_form=shrinkage_form, baseline_options=dict(baseline_options or {}),
-            patience=patience, seed=seed, progress=progress,
+            k=k,
+            epochs=epochs,
+            lr=lr,
+            lr_decay=lr_decay,
+            reg=reg,
+            reg_bias=reg if reg_bias is None else reg_bias,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            init_biases=init_biases,
+            shrinkage=shrinkage,
+            shrinkage_form=shrinkage_form,
+            baseline_options=dict(baseline_options or {}),
+            patience=patience,
+            seed=seed,
+            progress=progress,
         )
 
     def _build(self, n_users: int, n_items: int) -> None:
@@ -549,7 +642,10 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
             torch.zeros(n_items, k, dtype=torch.long, device=self.device),
             torch.zeros(nnz, dtype=torch.long, device=self.device),
             torch.zeros(nnz, device=self.device),
-            n_users=n_users, mu=0.0, reg=c["reg"], reg_bias=c["reg_bias"],
+            n_users=n_users,
+            mu=0.0,
+            reg=c["reg"],
+            reg_bias=c["reg_bias"],
         )
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
@@ -563,8 +659,13 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
             csr = self.train_csr
             keys = csr.row_ids() * self.n_items + csr.indices  # shape: (nnz,) sorted
             self.net = GlobalNeighborhoodNet(
-                torch.topk(sim, k, dim=1).indices, keys, self.train_residual.clone(),
-                n_users=self.n_users, mu=float(self.mu), reg=c["reg"], reg_bias=c["reg_bias"],
+                torch.topk(sim, k, dim=1).indices,
+                keys,
+                self.train_residual.clone(),
+                n_users=self.n_users,
+                mu=float(self.mu),
+                reg=c["reg"],
+                reg_bias=c["reg_bias"],
             )
             if c["init_biases"]:
                 self.net.user_bias.copy_(self.base_user)
@@ -572,11 +673,22 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
         if c["epochs"] == 0:
             return
         data = self.net.training_columns(train, weights)
-        config = TrainConfig(epochs=c["epochs"], batch_size=c["batch_size"],
-                             optimizer=c["optimizer"], lr=c["lr"], lr_decay=c["lr_decay"],
-                             patience=c["patience"], seed=c["seed"], progress=c["progress"])
-        self.history = fit(self.net, data, config=config,
-                           valid=None if valid is None else valid.tensors(self.device))
+        config = TrainConfig(
+            epochs=c["epochs"],
+            batch_size=c["batch_size"],
+            optimizer=c["optimizer"],
+            lr=c["lr"],
+            lr_decay=c["lr_decay"],
+            patience=c["patience"],
+            seed=c["seed"],
+            progress=c["progress"],
+        )
+        self.history = fit(
+            self.net,
+            data,
+            config=config,
+            valid=None if valid is None else valid.tensors(self.device),
+        )
 
     def _predict_known(self, user, item, user_known, item_known):
         net = self.net

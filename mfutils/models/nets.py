@@ -42,10 +42,21 @@ class BiasedMFNet(nn.Module):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, n_factors: int, *, mu: float, reg: float,
-        reg_bias: float, init: str = "normal", init_std: float = 0.1,
-        freeze_users: bool = False, freeze_items: bool = False, sparse: bool = False,
-        device: torch.device | str | None = None, generator: torch.Generator | None = None,
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int,
+        *,
+        mu: float,
+        reg: float,
+        reg_bias: float,
+        init: str = "normal",
+        init_std: float = 0.1,
+        freeze_users: bool = False,
+        freeze_items: bool = False,
+        sparse: bool = False,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if init not in INITIALIZERS:
@@ -105,35 +116,41 @@ class BiasedMFNet(nn.Module):
             loss = loss * weight
             err = err * weight
         norms = torch.cat([(q_i**2).sum(1), (p_u**2).sum(1)])  # shape: (2 batch,)
-        loss = loss + 0.5 * (self.reg * norms.view(2, -1).sum(0)
-                             + self.reg_bias * (b_u**2 + b_i**2))
+        loss = loss + 0.5 * (
+            self.reg * norms.view(2, -1).sum(0) + self.reg_bias * (b_u**2 + b_i**2)
+        )
         # One scale pass over both tables: item rows are numbered after the user rows. The
         # curvature of a user's terms is c |q_i|^2 + lambda (factors), c + lambda (bias).
         rows = torch.cat([user, item + self.user_factors.num_embeddings])  # shape: (2 batch,)
         if weight is None:
-            curvature = torch.stack([torch.full_like(norms, 1.0 + self.reg_bias),
-                                     norms + self.reg], 1)  # shape: (2 batch, 2)
+            curvature = torch.stack(
+                [torch.full_like(norms, 1.0 + self.reg_bias), norms + self.reg], 1
+            )  # shape: (2 batch, 2)
         else:
             weights = weight.repeat(2)  # shape: (2 batch,)
             curvature = torch.stack([weights + self.reg_bias, weights * norms + self.reg], 1)
         repeats = batch.get("repeats")  # shape: (batch, 2) under torchrun, else None
         if repeats is not None:
             repeats = repeats.T.reshape(-1)  # shape: (2 batch,) users', then items'
-        step = lr * sequential_step_scale(rows, curvature, lr, workspace=self._workspace(),
-                                          repeats=repeats)
+        step = lr * sequential_step_scale(
+            rows, curvature, lr, workspace=self._workspace(), repeats=repeats
+        )
         step_u, step_i = step.split(len(user))  # shape: (batch, 2) each
         if self.user_factors.weight.requires_grad:
-            self.user_bias.weight[:, 0].index_add_(0, user, step_u[:, 0] * (
-                err - self.reg_bias * b_u))
-            self.user_factors.weight.index_add_(0, user, step_u[:, 1:] * (
-                err[:, None] * q_i - self.reg * p_u))
+            self.user_bias.weight[:, 0].index_add_(
+                0, user, step_u[:, 0] * (err - self.reg_bias * b_u)
+            )
+            self.user_factors.weight.index_add_(
+                0, user, step_u[:, 1:] * (err[:, None] * q_i - self.reg * p_u)
+            )
         if self.item_factors.weight.requires_grad:
-            self.item_bias.weight[:, 0].index_add_(0, item, step_i[:, 0] * (
-                err - self.reg_bias * b_i))
-            self.item_factors.weight.index_add_(0, item, step_i[:, 1:] * (
-                err[:, None] * p_u - self.reg * q_i))
+            self.item_bias.weight[:, 0].index_add_(
+                0, item, step_i[:, 0] * (err - self.reg_bias * b_i)
+            )
+            self.item_factors.weight.index_add_(
+                0, item, step_i[:, 1:] * (err[:, None] * p_u - self.reg * q_i)
+            )
         return loss.sum()
-
 
     def _workspace(self) -> torch.Tensor:
         """A zero scratch table for the step scale, kept between batches."""

@@ -63,10 +63,21 @@ class NNMFNet(nn.Module):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, *, latent_dim: int, prime_dim: int, prime_rank: int,
-        hidden: tuple[int, ...], reg: float, user_counts: torch.Tensor,
-        item_counts: torch.Tensor, mu: float, init_std: float = 0.1,
-        device: torch.device | str | None = None, generator: torch.Generator | None = None,
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        latent_dim: int,
+        prime_dim: int,
+        prime_rank: int,
+        hidden: tuple[int, ...],
+        reg: float,
+        user_counts: torch.Tensor,
+        item_counts: torch.Tensor,
+        mu: float,
+        init_std: float = 0.1,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.reg = reg
@@ -104,19 +115,26 @@ class NNMFNet(nn.Module):
         """The two blocks of the alternating optimisation: ``theta``, then the latents."""
         return [list(self.mlp.parameters()), [t.weight for t in self.latent_tables()]]
 
-    def predict_from(self, u: torch.Tensor, v: torch.Tensor, u_prime: torch.Tensor,
-                     v_prime: torch.Tensor) -> torch.Tensor:
+    def predict_from(
+        self, u: torch.Tensor, v: torch.Tensor, u_prime: torch.Tensor, v_prime: torch.Tensor
+    ) -> torch.Tensor:
         """``f_theta(U_n, V_m, <U'_n,d, V'_m,d>_d)`` for gathered rows, shape (B,)."""
         batch = len(u)
-        prime = (u_prime.view(batch, self.prime_dim, self.prime_rank)
-                 * v_prime.view(batch, self.prime_dim, self.prime_rank)).sum(-1)  # (B, D')
+        prime = (
+            u_prime.view(batch, self.prime_dim, self.prime_rank)
+            * v_prime.view(batch, self.prime_dim, self.prime_rank)
+        ).sum(-1)  # (B, D')
         features = torch.cat([u, v, prime], 1)  # shape: (B, 2D + D')
         return self.mlp(features)[:, 0]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user, item = batch["user"], batch["item"]  # shape: (B,)
-        return self.predict_from(self.user_latent(user), self.item_latent(item),
-                                 self.user_prime(user), self.item_prime(item))
+        return self.predict_from(
+            self.user_latent(user),
+            self.item_latent(item),
+            self.user_prime(user),
+            self.item_prime(item),
+        )
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-row share ``lambda/2 (|U_n|^2 + |U'_n|^2) / N_n`` (and the item's), shape (B,).
@@ -177,23 +195,42 @@ class NNMF(ExplicitModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"latent_dim": ("int", 4, 40, "log"), "prime_dim": ("int", 15, 120, "log"),
-                    "reg": ("log", 3.0, 300.0), "lr": ("log", 0.0001, 0.01),
-                    "epochs": ("int", 20, 120)}
+    SEARCH_SPACE = {
+        "latent_dim": ("int", 4, 40, "log"),
+        "prime_dim": ("int", 15, 120, "log"),
+        "reg": ("log", 3.0, 300.0),
+        "lr": ("log", 0.0001, 0.01),
+        "epochs": ("int", 20, 120),
+    }
 
     def __init__(
-        self, *, latent_dim: int = 10, prime_dim: int = 60, prime_rank: int = 1,
-        hidden: tuple[int, ...] = (50, 50, 50), reg: float = 30.0, epochs: int = 60,
-        batch_size: int = 1024, min_batches: int | None = 64, lr: float = 1e-3,
-        valid_fraction: float = 0.02, min_valid: int = 1000,
-        patience: int = 10, init_std: float = 0.1, seed: int = 0, progress: bool = False,
-        device: str | torch.device | None = None, clip: bool = True,
+        self,
+        *,
+        latent_dim: int = 10,
+        prime_dim: int = 60,
+        prime_rank: int = 1,
+        hidden: tuple[int, ...] = (50, 50, 50),
+        reg: float = 30.0,
+        epochs: int = 60,
+        batch_size: int = 1024,
+        min_batches: int | None = 64,
+        lr: float = 1e-3,
+        valid_fraction: float = 0.02,
+        min_valid: int = 1000,
+        patience: int = 10,
+        init_std: float = 0.1,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         hidden = tuple(int(h) for h in hidden)
         if min(latent_dim, prime_dim, prime_rank) < 1 or any(h < 1 for h in hidden):
-            raise ValueError(f"latent_dim={latent_dim}, prime_dim={prime_dim}, "
-                             f"prime_rank={prime_rank} and hidden={hidden} must all be >= 1")
+            raise ValueError(
+                f"latent_dim={latent_dim}, prime_dim={prime_dim}, "
+                f"prime_rank={prime_rank} and hidden={hidden} must all be >= 1"
+            )
         if not 0 <= valid_fraction < 1:
             raise ValueError(f"valid_fraction={valid_fraction} must lie in [0, 1)")
         if min_valid < 0:
@@ -202,10 +239,21 @@ class NNMF(ExplicitModel):
             raise ValueError(f"reg={reg} must be >= 0")
         capped_batch_size(1, batch_size, min_batches)  # validates min_batches
         self.config.update(
-            latent_dim=latent_dim, prime_dim=prime_dim, prime_rank=prime_rank, hidden=hidden,
-            reg=reg, epochs=epochs, batch_size=batch_size, min_batches=min_batches, lr=lr,
-            valid_fraction=valid_fraction, min_valid=min_valid,
-            patience=patience, init_std=init_std, seed=seed, progress=progress,
+            latent_dim=latent_dim,
+            prime_dim=prime_dim,
+            prime_rank=prime_rank,
+            hidden=hidden,
+            reg=reg,
+            epochs=epochs,
+            batch_size=batch_size,
+            min_batches=min_batches,
+            lr=lr,
+            valid_fraction=valid_fraction,
+            min_valid=min_valid,
+            patience=patience,
+            init_std=init_std,
+            seed=seed,
+            progress=progress,
         )
         TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="rmsprop")
 
@@ -216,17 +264,30 @@ class NNMF(ExplicitModel):
         zeros_u = torch.zeros(n_users, device=self.device)
         zeros_i = torch.zeros(n_items, device=self.device)
         self.net = NNMFNet(
-            n_users, n_items, latent_dim=c["latent_dim"], prime_dim=c["prime_dim"],
-            prime_rank=c["prime_rank"], hidden=c["hidden"], reg=c["reg"], user_counts=zeros_u,
-            item_counts=zeros_i, mu=0.0, init_std=c["init_std"], device=self.device,
+            n_users,
+            n_items,
+            latent_dim=c["latent_dim"],
+            prime_dim=c["prime_dim"],
+            prime_rank=c["prime_rank"],
+            hidden=c["hidden"],
+            reg=c["reg"],
+            user_counts=zeros_u,
+            item_counts=zeros_i,
+            mu=0.0,
+            init_std=c["init_std"],
+            device=self.device,
             generator=generator,
         )
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         c = self.config
         if valid is None and c["valid_fraction"] > 0:
-            held = holdout_mask(len(train), fraction=c["valid_fraction"], seed=c["seed"],
-                                min_count=c.get("min_valid", 0))
+            held = holdout_mask(
+                len(train),
+                fraction=c["valid_fraction"],
+                seed=c["seed"],
+                min_count=c.get("min_valid", 0),
+            )
             train, valid = train.subset(~held), train.subset(held)
             weights = None if weights is None else weights[~held]
             with torch.no_grad():  # ids whose every rating was held out are untrained
@@ -234,29 +295,39 @@ class NNMF(ExplicitModel):
                 self.item_known &= torch.as_tensor(train.item_counts() > 0, device=self.device)
         net = self.net
         with torch.no_grad():
-            net.user_share.copy_(1.0 / torch.as_tensor(
-                train.user_counts(), device=self.device).float().clamp(min=1))
-            net.item_share.copy_(1.0 / torch.as_tensor(
-                train.item_counts(), device=self.device).float().clamp(min=1))
+            net.user_share.copy_(
+                1.0 / torch.as_tensor(train.user_counts(), device=self.device).float().clamp(min=1)
+            )
+            net.item_share.copy_(
+                1.0 / torch.as_tensor(train.item_counts(), device=self.device).float().clamp(min=1)
+            )
             net.mlp[-1].bias.fill_(train.global_mean)
-        data = {k: v for k, v in train.tensors(self.device).items()
-                if k in ("user", "item", "rating")}
+        data = {
+            k: v for k, v in train.tensors(self.device).items() if k in ("user", "item", "rating")
+        }
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=self.device)
         config = TrainConfig(
-            epochs=c["epochs"], optimizer="rmsprop", lr=c["lr"],
+            epochs=c["epochs"],
+            optimizer="rmsprop",
+            lr=c["lr"],
             batch_size=capped_batch_size(len(train), c["batch_size"], c.get("min_batches")),
-            reduction="sum", alternate=True, patience=c["patience"] if valid else None,
-            seed=c["seed"], progress=c["progress"],
+            reduction="sum",
+            alternate=True,
+            patience=c["patience"] if valid else None,
+            seed=c["seed"],
+            progress=c["progress"],
         )
-        self.history = fit(net, data, config=config,
-                           valid=None if valid is None else valid.tensors(self.device))
+        self.history = fit(
+            net, data, config=config, valid=None if valid is None else valid.tensors(self.device)
+        )
 
     def _predict_known(self, user, item, user_known, item_known):
         net = self.net
 
-        def side(table: nn.Embedding, ids: torch.Tensor, known: torch.Tensor,
-                 trained: torch.Tensor) -> torch.Tensor:
+        def side(
+            table: nn.Embedding, ids: torch.Tensor, known: torch.Tensor, trained: torch.Tensor
+        ) -> torch.Tensor:
             mean = (table.weight * trained[:, None]).sum(0) / trained.sum().clamp(min=1)
             return torch.where(known[:, None], table(ids), mean)  # shape: (n, width)
 

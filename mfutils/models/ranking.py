@@ -60,8 +60,9 @@ class RankingModel(Model):
         self._set_id_space(train)
         counts = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device)
         self.register_buffer("popularity", counts)  # shape: (n_items,)
-        self.register_buffer("user_known", torch.as_tensor(
-            train.user_counts() > 0, device=self.device))  # shape: (n_users,)
+        self.register_buffer(
+            "user_known", torch.as_tensor(train.user_counts() > 0, device=self.device)
+        )  # shape: (n_users,)
         self._build(self.n_users, self.n_items)
         self._fit(train, valid=valid)
         self.eval()

@@ -16,8 +16,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["KINDS", "PRESETS", "constructor_options", "create", "get", "names", "register",
-           "resolve"]
+__all__ = [
+    "KINDS",
+    "PRESETS",
+    "constructor_options",
+    "create",
+    "get",
+    "names",
+    "register",
+    "resolve",
+]
 
 KINDS = ("explicit", "ranking")
 _CLASSES: dict[str, type] = {}
@@ -52,8 +60,11 @@ def names(kind: str | None = None) -> list[str]:
     """The registered class names, sorted; ``kind`` ``"explicit"`` or ``"ranking"`` filters."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind={kind!r}; choose one of {KINDS} (or None for all)")
-    return sorted(name for name, cls in _CLASSES.items()
-                  if _concrete(name, cls) and (kind is None or cls.kind == kind))
+    return sorted(
+        name
+        for name, cls in _CLASSES.items()
+        if _concrete(name, cls) and (kind is None or cls.kind == kind)
+    )
 
 
 def _concrete(name: str, cls: type) -> bool:
@@ -96,13 +107,16 @@ def resolve(name: str) -> tuple[type, dict[str, Any]]:
     try:
         cls = get(head if suffix else name)
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(names())}; "
-                         f"presets: {', '.join(PRESETS)}") from None
+        raise ValueError(
+            f"unknown model {name!r}; registered models: {', '.join(names())}; "
+            f"presets: {', '.join(PRESETS)}"
+        ) from None
     if not suffix:
         return cls, {}
     if "method" not in constructor_options(cls):
-        raise ValueError(f"model {name!r}: {cls.__name__} has no 'method' option for the "
-                         f"suffix -{suffix}")
+        raise ValueError(
+            f"model {name!r}: {cls.__name__} has no 'method' option for the suffix -{suffix}"
+        )
     return cls, {"method": suffix.lower()}
 
 
@@ -112,8 +126,9 @@ def create(name: str, **options: Any) -> Any:
     return cls(**{**implied, **options})
 
 
-NOT_OPTIONS = frozenset({"self", "device", "user_embeddings", "item_embeddings", "user_features",
-                         "item_features"})  # arrays and bags are data, not options
+NOT_OPTIONS = frozenset(
+    {"self", "device", "user_embeddings", "item_embeddings", "user_features", "item_features"}
+)  # arrays and bags are data, not options
 
 
 def constructor_options(cls: type) -> dict[str, Any]:
@@ -129,6 +144,11 @@ def constructor_options(cls: type) -> dict[str, Any]:
         parent = next((base for base in cls.__mro__[1:] if "__init__" in vars(base)), None)
         if parent is not None and parent is not object:
             options = constructor_options(parent)
-    options.update({p.name: p.default for p in params if p.name not in NOT_OPTIONS
-                    and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)})
+    options.update(
+        {
+            p.name: p.default
+            for p in params
+            if p.name not in NOT_OPTIONS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+    )
     return options

@@ -54,8 +54,9 @@ SVDPP_WARM_START = {"epochs": 10, "lr": 0.03, "batch_size": 4096}  # BiasedMF (S
 logger = logging.getLogger(__name__)
 
 
-def available_user_attributes(users: pd.DataFrame | None,
-                              attributes: Sequence[str] = USER_ATTRIBUTES) -> tuple[str, ...]:
+def available_user_attributes(
+    users: pd.DataFrame | None, attributes: Sequence[str] = USER_ATTRIBUTES
+) -> tuple[str, ...]:
     """The columns of ``attributes`` that ``users`` carries (present, with a value).
 
     Each one left out is logged at INFO on ``mfutils.models.svdpp``, one line naming the
@@ -78,8 +79,7 @@ def available_user_attributes(users: pd.DataFrame | None,
 
 
 def encode_user_attributes(
-    users: pd.DataFrame | None, attributes: Sequence[str], *,
-    age_edges: Sequence[float] = AGE_EDGES,
+    users: pd.DataFrame | None, attributes: Sequence[str], *, age_edges: Sequence[float] = AGE_EDGES
 ) -> tuple[np.ndarray, list[str]]:
     """Each user's attribute values ``A(u)`` as ids into one table of all values.
 
@@ -109,21 +109,27 @@ def encode_user_attributes(
         ``user_attributes``.
     """
     if users is None:
-        raise ValueError(f"user_attributes={tuple(attributes)!r} needs a users table, and these "
-                         "ratings have none (ML-100K and ML-1M have one); pass "
-                         "user_attributes=None or 'auto'")
+        raise ValueError(
+            f"user_attributes={tuple(attributes)!r} needs a users table, and these "
+            "ratings have none (ML-100K and ML-1M have one); pass "
+            "user_attributes=None or 'auto'"
+        )
     missing = [name for name in attributes if name not in users.columns]
     if missing or not len(attributes):
-        raise ValueError(f"user_attributes={tuple(attributes)!r}: the users table has no column "
-                         f"{missing}; it has {list(users.columns)}")
+        raise ValueError(
+            f"user_attributes={tuple(attributes)!r}: the users table has no column "
+            f"{missing}; it has {list(users.columns)}"
+        )
     ids, labels = [], []
     for name in attributes:
         column = users[name]
         if name == "age":
             edges = list(age_edges)
-            names = ([f"<{edges[0]:g}"]
-                     + [f"{lo:g}-{hi - 1:g}" for lo, hi in zip(edges, edges[1:], strict=False)]
-                     + [f"{edges[-1]:g}+"])
+            names = (
+                [f"<{edges[0]:g}"]
+                + [f"{lo:g}-{hi - 1:g}" for lo, hi in zip(edges, edges[1:], strict=False)]
+                + [f"{edges[-1]:g}+"]
+            )
             codes = np.digitize(column.to_numpy(dtype=float), edges)  # shape: (n_users,)
             codes = np.where(column.isna().to_numpy(), len(names), codes)
             names = names + ["missing"]
@@ -164,11 +170,24 @@ class ItemBagNet(nn.Module):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, n_factors: int, *, csr: UserItemCSR, mu: float,
-        reg: float, reg_bias: float, reg_implicit: float, asymmetric: bool = False,
-        attributes: torch.Tensor | None = None, n_attribute_values: int = 0,
-        reg_attributes: float = 0.0, attribute_biases: bool = False, init_std: float = 0.1,
-        device: torch.device | str | None = None, generator: torch.Generator | None = None,
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int,
+        *,
+        csr: UserItemCSR,
+        mu: float,
+        reg: float,
+        reg_bias: float,
+        reg_implicit: float,
+        asymmetric: bool = False,
+        attributes: torch.Tensor | None = None,
+        n_attribute_values: int = 0,
+        reg_attributes: float = 0.0,
+        attribute_biases: bool = False,
+        init_std: float = 0.1,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.reg, self.reg_bias, self.reg_implicit = reg, reg_bias, reg_implicit
@@ -199,8 +218,9 @@ class ItemBagNet(nn.Module):
                 self.attribute_bias.weight.zero_()
         if attributes is not None:
             self.register_buffer("attributes", attributes.to(device))  # shape: (n_users, A)
-            self.attribute_factors = nn.Embedding(n_attribute_values, n_factors,
-                                                  device=device)  # y_a
+            self.attribute_factors = nn.Embedding(
+                n_attribute_values, n_factors, device=device
+            )  # y_a
             tables.append(self.attribute_factors)
         with torch.no_grad():
             self.user_bias.weight.zero_()
@@ -208,8 +228,9 @@ class ItemBagNet(nn.Module):
             for table in tables:
                 table.weight.normal_(0.0, init_std, generator=generator)
 
-    def _bag(self, users: torch.Tensor, table: torch.Tensor, weights: torch.Tensor | None
-             ) -> torch.Tensor:
+    def _bag(
+        self, users: torch.Tensor, table: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
         """``sum_{j in N(u)} w_uj table_j`` for distinct ``users``, shape (U, table.shape[1]).
 
         A segment sum: the rows of every user's items gathered with ``index_select`` and
@@ -269,8 +290,9 @@ class ItemBagNet(nn.Module):
         factors = _rows(self.item_factors.weight.pow(2).sum(1), item)  # shape: (B,)
         if not self.asymmetric:
             factors = factors + _rows(self.user_factors.weight.pow(2).sum(1), user)
-        biases = (_rows(self.user_bias.weight[:, 0] ** 2, user)
-                  + _rows(self.item_bias.weight[:, 0] ** 2, item))  # shape: (B,)
+        biases = _rows(self.user_bias.weight[:, 0] ** 2, user) + _rows(
+            self.item_bias.weight[:, 0] ** 2, item
+        )  # shape: (B,)
         out = 0.5 * (self.reg * factors + self.reg_implicit * bag + self.reg_bias * biases)
         if self.has_attributes:
             squares = self.attribute_factors.weight.pow(2).sum(1)  # shape: (n_values,)
@@ -291,12 +313,26 @@ class _BagModel(ExplicitModel):
     asymmetric = False
 
     def __init__(
-        self, n_factors: int = 20, *, epochs: int = 8, lr: float = 0.005, lr_decay: float = 1.0,
-        reg: float = 0.15, reg_bias: float = 0.15, reg_implicit: float = 0.01,
-        batch_size: int = 8192, optimizer: str = "adam", init_std: float = 0.1,
-        warm_start: bool = True, warm_start_options: dict[str, Any] | None = None,
-        patience: int | None = None, valid_fraction: float = 0.1, seed: int = 0,
-        progress: bool = False, device: str | torch.device | None = None, clip: bool = True,
+        self,
+        n_factors: int = 20,
+        *,
+        epochs: int = 8,
+        lr: float = 0.005,
+        lr_decay: float = 1.0,
+        reg: float = 0.15,
+        reg_bias: float = 0.15,
+        reg_implicit: float = 0.01,
+        batch_size: int = 8192,
+        optimizer: str = "adam",
+        init_std: float = 0.1,
+        warm_start: bool = True,
+        warm_start_options: dict[str, Any] | None = None,
+        patience: int | None = None,
+        valid_fraction: float = 0.1,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
         if n_factors < 1:
@@ -304,11 +340,23 @@ class _BagModel(ExplicitModel):
         if not 0 <= valid_fraction < 1:
             raise ValueError(f"valid_fraction={valid_fraction} must lie in [0, 1)")
         self.config.update(
-            n_factors=n_factors, epochs=epochs, lr=lr, lr_decay=lr_decay, reg=reg,
-            reg_bias=reg_bias, reg_implicit=reg_implicit, batch_size=batch_size,
-            optimizer=optimizer, init_std=init_std, warm_start=warm_start,
-            warm_start_options=dict(warm_start_options or {}), patience=patience,
-            valid_fraction=valid_fraction, seed=seed, progress=progress)
+            n_factors=n_factors,
+            epochs=epochs,
+            lr=lr,
+            lr_decay=lr_decay,
+            reg=reg,
+            reg_bias=reg_bias,
+            reg_implicit=reg_implicit,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            init_std=init_std,
+            warm_start=warm_start,
+            warm_start_options=dict(warm_start_options or {}),
+            patience=patience,
+            valid_fraction=valid_fraction,
+            seed=seed,
+            progress=progress,
+        )
         TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs)  # validate the options now
 
     def _build(self, n_users: int, n_items: int) -> None:
@@ -323,11 +371,20 @@ class _BagModel(ExplicitModel):
             attributes = torch.as_tensor(attributes, device=self.device)
             n_values = getattr(self, "_n_attribute_values", 1)
         self.net = ItemBagNet(
-            n_users, n_items, c["n_factors"], csr=getattr(self, "_bag_csr", empty), mu=0.0,
-            reg=c["reg"], reg_bias=c["reg_bias"], reg_implicit=c["reg_implicit"],
-            asymmetric=self.asymmetric, attributes=attributes, n_attribute_values=n_values,
+            n_users,
+            n_items,
+            c["n_factors"],
+            csr=getattr(self, "_bag_csr", empty),
+            mu=0.0,
+            reg=c["reg"],
+            reg_bias=c["reg_bias"],
+            reg_implicit=c["reg_implicit"],
+            asymmetric=self.asymmetric,
+            attributes=attributes,
+            n_attribute_values=n_values,
             reg_attributes=c.get("reg_attributes", 0.0),
-            attribute_biases=c.get("attribute_biases", False), init_std=c["init_std"],
+            attribute_biases=c.get("attribute_biases", False),
+            init_std=c["init_std"],
             device=self.device,
             generator=torch.Generator(device=self.device).manual_seed(c["seed"]),
         )
@@ -347,8 +404,9 @@ class _BagModel(ExplicitModel):
 
     def _restore(self, ckpt, path) -> None:
         state = ckpt["state"]
-        self._bag_csr = UserItemCSR(state["net.indptr"], state["net.indices"],
-                                    state["net.residuals"], ckpt["n_items"])
+        self._bag_csr = UserItemCSR(
+            state["net.indptr"], state["net.indices"], state["net.residuals"], ckpt["n_items"]
+        )
         if self.config.get("user_attributes") == "auto":
             codes = state["attribute_columns"]
             self.register_buffer("attribute_columns", codes.clone())
@@ -358,8 +416,9 @@ class _BagModel(ExplicitModel):
             self._n_attribute_values = len(state["net.attribute_factors.weight"])
         super()._restore(ckpt, path)
 
-    def fit(self, train: Ratings, *, valid: Ratings | None = None,
-            weights: np.ndarray | None = None) -> _BagModel:
+    def fit(
+        self, train: Ratings, *, valid: Ratings | None = None, weights: np.ndarray | None = None
+    ) -> _BagModel:
         """As :meth:`ExplicitModel.fit`; with ``user_attributes``, ``train.users`` gives
         ``A(u)`` for every user of the id space, including those without training ratings
         (``"auto"``: the columns of :data:`USER_ATTRIBUTES` it carries, see
@@ -369,14 +428,21 @@ class _BagModel(ExplicitModel):
             attributes = available_user_attributes(train.users)
             self.user_attributes_ = attributes
             # Saved with the model, so a checkpoint reloads with the same resolved columns.
-            self.register_buffer("attribute_columns", torch.as_tensor(
-                [USER_ATTRIBUTES.index(name) for name in attributes], dtype=torch.long))
+            self.register_buffer(
+                "attribute_columns",
+                torch.as_tensor(
+                    [USER_ATTRIBUTES.index(name) for name in attributes], dtype=torch.long
+                ),
+            )
         if attributes:
             ids, self.attribute_labels = encode_user_attributes(
-                train.users, attributes, age_edges=self.config["age_edges"])
+                train.users, attributes, age_edges=self.config["age_edges"]
+            )
             if len(ids) != train.n_users:
-                raise ValueError(f"user_attributes: the users table has {len(ids)} rows for "
-                                 f"{train.n_users} users")
+                raise ValueError(
+                    f"user_attributes: the users table has {len(ids)} rows for "
+                    f"{train.n_users} users"
+                )
             self._attributes = torch.as_tensor(ids)
             self._n_attribute_values = len(self.attribute_labels)
         return super().fit(train, valid=valid, weights=weights)
@@ -386,8 +452,13 @@ class _BagModel(ExplicitModel):
         epochs = self._epochs_to_run(train, valid, weights)
         residual = train.rating - self._baseline(train)  # r_uj - b_uj, the x-bag weights
         self._bag_csr = UserItemCSR.from_pairs(
-            train.user, train.item, n_users=train.n_users, n_items=train.n_items,
-            values=residual, device=self.device)
+            train.user,
+            train.item,
+            n_users=train.n_users,
+            n_items=train.n_items,
+            values=residual,
+            device=self.device,
+        )
         self._build(train.n_users, train.n_items)
         self.net.mu.fill_(float(self.mu))
         if c["warm_start"]:
@@ -395,11 +466,11 @@ class _BagModel(ExplicitModel):
         data = {k: v for k, v in train.tensors(self.device).items() if k != "timestamp"}
         if weights is not None:
             data["weight"] = torch.as_tensor(weights, device=self.device)
-        self._train_from_start(data, None if valid is None else valid.tensors(self.device),
-                               epochs)
+        self._train_from_start(data, None if valid is None else valid.tensors(self.device), epochs)
 
-    def _epochs_to_run(self, train: Ratings, valid: Ratings | None,
-                       weights: np.ndarray | None) -> int:
+    def _epochs_to_run(
+        self, train: Ratings, valid: Ratings | None, weights: np.ndarray | None
+    ) -> int:
         """``epochs``, or without ``valid`` (and ``valid_fraction > 0``) the number of them,
         0 included, that predicts a held-out part of ``train`` best (:attr:`epochs_` of a
         probe fit, :meth:`ExplicitModel._held_out_probe`)."""
@@ -408,8 +479,9 @@ class _BagModel(ExplicitModel):
             return self._held_out_probe(train, weights).epochs_
         return c["epochs"]
 
-    def _train_from_start(self, data: dict[str, torch.Tensor],
-                          valid: dict[str, torch.Tensor] | None, epochs: int) -> None:
+    def _train_from_start(
+        self, data: dict[str, torch.Tensor], valid: dict[str, torch.Tensor] | None, epochs: int
+    ) -> None:
         """Up to ``epochs`` of Adam (whole-user batches) from the warm start, which competes
         as epoch 0 on ``valid``: a phase that only moves away from a better start is undone.
         Sets ``history`` and :attr:`epochs_` (the epochs kept)."""
@@ -418,17 +490,33 @@ class _BagModel(ExplicitModel):
             with torch.no_grad():
                 start_rmse = float(rmse_metric(net, valid))
             start_state = copy.deepcopy(net.state_dict())
-        self.history = fit(net, data, config=TrainConfig(
-            epochs=epochs, batch_size=c["batch_size"], optimizer=c["optimizer"], lr=c["lr"],
-            lr_decay=c["lr_decay"], patience=c["patience"], batch_by="user", seed=c["seed"],
-            progress=c["progress"],
-        ), valid=valid) if epochs else pd.DataFrame()
+        self.history = (
+            fit(
+                net,
+                data,
+                config=TrainConfig(
+                    epochs=epochs,
+                    batch_size=c["batch_size"],
+                    optimizer=c["optimizer"],
+                    lr=c["lr"],
+                    lr_decay=c["lr_decay"],
+                    patience=c["patience"],
+                    batch_by="user",
+                    seed=c["seed"],
+                    progress=c["progress"],
+                ),
+                valid=valid,
+            )
+            if epochs
+            else pd.DataFrame()
+        )
         self.epochs_ = int(self.history.attrs.get("best_epoch", 0))
         if valid is not None and (not epochs or start_rmse <= self.history["valid"].min()):
             net.load_state_dict(start_state)
             self.epochs_ = 0
-        self.history.attrs.update(best_epoch=self.epochs_,
-                                  valid_start=None if valid is None else start_rmse)
+        self.history.attrs.update(
+            best_epoch=self.epochs_, valid_start=None if valid is None else start_rmse
+        )
 
     def _baseline(self, train: Ratings) -> np.ndarray:
         return np.zeros(len(train), dtype=np.float32)
@@ -437,12 +525,19 @@ class _BagModel(ExplicitModel):
     def _warm_start(self, train: Ratings) -> None:
         """Start from a biased MF fit (SVD++ with empty bags is biased MF): copy its biases and
         factors, zero the bag tables, so training only has to learn what the bags add."""
-        mf = BiasedMF(self.config["n_factors"], seed=self.config["seed"], device=self.device,
-                      **self.config.get("warm_start_options", {}))
+        mf = BiasedMF(
+            self.config["n_factors"],
+            seed=self.config["seed"],
+            device=self.device,
+            **self.config.get("warm_start_options", {}),
+        )
         mf.fit(train)
         net = self.net
-        pairs = [(net.item_factors, mf.net.item_factors), (net.user_bias, mf.net.user_bias),
-                 (net.item_bias, mf.net.item_bias)]
+        pairs = [
+            (net.item_factors, mf.net.item_factors),
+            (net.user_bias, mf.net.user_bias),
+            (net.item_bias, mf.net.item_bias),
+        ]
         if not self.asymmetric:
             pairs.append((net.user_factors, mf.net.user_factors))
         for table, fitted in pairs:
@@ -467,7 +562,8 @@ class _BagModel(ExplicitModel):
         design = torch.zeros(len(ids), n_values, device=self.device)  # shape: (U, V)
         design.scatter_(1, ids, 1.0)
         gram = design.T @ design + self.config["attribute_ridge"] * torch.eye(
-            n_values, device=self.device)  # shape: (V, V)
+            n_values, device=self.device
+        )  # shape: (V, V)
         tables = [(net.user_factors, net.attribute_factors)]
         if net.attribute_biases:
             tables.append((net.user_bias, net.attribute_bias))
@@ -476,8 +572,9 @@ class _BagModel(ExplicitModel):
             per_value.weight.copy_(torch.linalg.solve(gram, design.T @ target))
             per_user.weight[users] -= per_value(ids).sum(1)
 
-    def _vectors(self, users: torch.Tensor, known: torch.Tensor, in_range: torch.Tensor
-                 ) -> torch.Tensor:
+    def _vectors(
+        self, users: torch.Tensor, known: torch.Tensor, in_range: torch.Tensor
+    ) -> torch.Tensor:
         """One user vector per entry of (safe, repeatable) ``users``: the full one where
         ``known`` (training ratings), ``sum_{A(u)} y_a`` for the other users of the id space
         (``in_range``) when attributes are used -- cold start -- and 0 otherwise; (n, f)."""
@@ -496,26 +593,31 @@ class _BagModel(ExplicitModel):
         self._require_fitted()
         safe_user, safe_item, user_known, item_known = self._known(user, item)
         in_range = (user >= 0) & (user < self.n_users)
-        return self._output(self._predict_rows(safe_user, safe_item, user_known, item_known,
-                                               in_range))
+        return self._output(
+            self._predict_rows(safe_user, safe_item, user_known, item_known, in_range)
+        )
 
     def _predict_known(self, user, item, user_known, item_known):
         return self._predict_rows(user, item, user_known, item_known, user_known)
 
-    def _user_biases(self, users: torch.Tensor, known: torch.Tensor, in_range: torch.Tensor
-                     ) -> torch.Tensor:
+    def _user_biases(
+        self, users: torch.Tensor, known: torch.Tensor, in_range: torch.Tensor
+    ) -> torch.Tensor:
         """``b_u`` of known users plus ``sum_{A(u)} b_a`` of every user of the id space (with
         attribute biases), 0 for the others; shape (n,)."""
         net = self.net
-        return (net.user_bias.weight[users, 0] * known
-                + net.attribute_bias_sum(users) * in_range)
+        return net.user_bias.weight[users, 0] * known + net.attribute_bias_sum(users) * in_range
 
     def _predict_rows(self, user, item, user_known, item_known, user_in):
         z = self._vectors(user, user_known, user_in)  # shape: (n, f)
         net = self.net
         dot = (net.item_factors.weight[item] * z).sum(1) * item_known  # shape: (n,)
-        return (self.mu + self._user_biases(user, user_known, user_in)
-                + net.item_bias.weight[item, 0] * item_known + dot)
+        return (
+            self.mu
+            + self._user_biases(user, user_known, user_in)
+            + net.item_bias.weight[item, 0] * item_known
+            + dot
+        )
 
     @torch.no_grad()
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
@@ -600,29 +702,50 @@ class SVDpp(_BagModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "lr": ("log", 0.0005, 0.02),
-                    "reg": ("log", 0.015, 1.0), "reg_bias": ("log", 0.015, 1.0),
-                    "reg_implicit": ("log", 0.001, 0.1), "epochs": ("int", 4, 30)}
+    SEARCH_SPACE = {
+        "n_factors": ("int", 8, 64, "log"),
+        "lr": ("log", 0.0005, 0.02),
+        "reg": ("log", 0.015, 1.0),
+        "reg_bias": ("log", 0.015, 1.0),
+        "reg_implicit": ("log", 0.001, 0.1),
+        "epochs": ("int", 4, 30),
+    }
 
     def __init__(
-        self, n_factors: int = 20, *, epochs: int = 10,
+        self,
+        n_factors: int = 20,
+        *,
+        epochs: int = 10,
         warm_start_options: dict[str, Any] | None = None,
         user_attributes: Sequence[str] | None = None,
-        reg_attributes: float = REG_ATTRIBUTES, age_edges: Sequence[float] = AGE_EDGES,
-        attribute_biases: bool = False, attribute_ridge: float = 100.0, **options: Any,
+        reg_attributes: float = REG_ATTRIBUTES,
+        age_edges: Sequence[float] = AGE_EDGES,
+        attribute_biases: bool = False,
+        attribute_ridge: float = 100.0,
+        **options: Any,
     ) -> None:
         super().__init__(
-            n_factors, epochs=epochs, warm_start_options=SVDPP_WARM_START
-            if warm_start_options is None else warm_start_options, **options)
+            n_factors,
+            epochs=epochs,
+            warm_start_options=SVDPP_WARM_START
+            if warm_start_options is None
+            else warm_start_options,
+            **options,
+        )
         if isinstance(user_attributes, str) and user_attributes != "auto":
-            raise ValueError(f"user_attributes={user_attributes!r} must be a sequence of column "
-                             f"names, e.g. ({user_attributes!r},), or 'auto'")
+            raise ValueError(
+                f"user_attributes={user_attributes!r} must be a sequence of column "
+                f"names, e.g. ({user_attributes!r},), or 'auto'"
+            )
         if user_attributes is not None and user_attributes != "auto":
             user_attributes = tuple(user_attributes)
         self.config.update(
             user_attributes=user_attributes,
-            reg_attributes=reg_attributes, age_edges=tuple(age_edges),
-            attribute_biases=attribute_biases, attribute_ridge=attribute_ridge)
+            reg_attributes=reg_attributes,
+            age_edges=tuple(age_edges),
+            attribute_biases=attribute_biases,
+            attribute_ridge=attribute_ridge,
+        )
 
 
 class AsymmetricSVD(_BagModel):
@@ -636,9 +759,14 @@ class AsymmetricSVD(_BagModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "lr": ("log", 0.0005, 0.02),
-                    "reg": ("log", 0.015, 1.0), "reg_bias": ("log", 0.015, 1.0),
-                    "reg_implicit": ("log", 0.001, 0.1), "epochs": ("int", 4, 24)}
+    SEARCH_SPACE = {
+        "n_factors": ("int", 8, 64, "log"),
+        "lr": ("log", 0.0005, 0.02),
+        "reg": ("log", 0.015, 1.0),
+        "reg_bias": ("log", 0.015, 1.0),
+        "reg_implicit": ("log", 0.001, 0.1),
+        "epochs": ("int", 4, 24),
+    }
 
     def _build(self, n_users: int, n_items: int) -> None:
         super()._build(n_users, n_items)
@@ -668,16 +796,22 @@ class AsymmetricSVD(_BagModel):
         start, stop = int(net.indptr[user]), int(net.indptr[user + 1])
         items = net.indices[start:stop]  # shape: (n_u,)
         residual = net.residuals[start:stop]  # shape: (n_u,)
-        vectors = net.norm[user] * (residual[:, None] * net.explicit.weight[items]
-                                    + net.implicit.weight[items])  # shape: (n_u, f)
+        vectors = net.norm[user] * (
+            residual[:, None] * net.explicit.weight[items] + net.implicit.weight[items]
+        )  # shape: (n_u, f)
         contribution = vectors @ net.item_factors.weight[item]  # shape: (n_u,)
-        return pd.DataFrame({
-            "item": items.cpu().numpy(), "residual": residual.cpu().numpy(),
-            "contribution": contribution.cpu().numpy(),
-        }).sort_values("contribution", key=abs, ascending=False, ignore_index=True)
+        return pd.DataFrame(
+            {
+                "item": items.cpu().numpy(),
+                "residual": residual.cpu().numpy(),
+                "contribution": contribution.cpu().numpy(),
+            }
+        ).sort_values("contribution", key=abs, ascending=False, ignore_index=True)
 
     def predict_new_user(
-        self, items: np.ndarray | list[int], ratings: np.ndarray | list[float],
+        self,
+        items: np.ndarray | list[int],
+        ratings: np.ndarray | list[float],
         target_items: np.ndarray | list[int],
     ) -> np.ndarray:
         """Predictions for one user who is not in the training data, from their ratings alone.
@@ -685,13 +819,17 @@ class AsymmetricSVD(_BagModel):
         See :meth:`predict_new_users`; this is the single-user case.
         """
         n, m = len(np.asarray(items)), len(np.asarray(target_items))
-        return self.predict_new_users(np.zeros(n, dtype=np.int64), items, ratings,
-                                      np.zeros(m, dtype=np.int64), target_items)
+        return self.predict_new_users(
+            np.zeros(n, dtype=np.int64), items, ratings, np.zeros(m, dtype=np.int64), target_items
+        )
 
     @torch.no_grad()
     def predict_new_users(
-        self, users: np.ndarray, items: np.ndarray | list[int],
-        ratings: np.ndarray | list[float], target_users: np.ndarray,
+        self,
+        users: np.ndarray,
+        items: np.ndarray | list[int],
+        ratings: np.ndarray | list[float],
+        target_users: np.ndarray,
         target_items: np.ndarray | list[int],
     ) -> np.ndarray:
         """Predictions for users outside the training data, from their ratings, no retraining.
@@ -714,21 +852,25 @@ class AsymmetricSVD(_BagModel):
         item = torch.tensor(np.asarray(items), dtype=torch.long, device=device)
         rating = torch.tensor(np.asarray(ratings), dtype=torch.float32, device=device)
         if not user.shape == item.shape == rating.shape:
-            raise ValueError(f"users, items and ratings differ in length: {tuple(user.shape)}, "
-                             f"{tuple(item.shape)}, {tuple(rating.shape)}")
+            raise ValueError(
+                f"users, items and ratings differ in length: {tuple(user.shape)}, "
+                f"{tuple(item.shape)}, {tuple(rating.shape)}"
+            )
         target_user = torch.tensor(np.asarray(target_users), dtype=torch.long, device=device)
         target = torch.tensor(np.asarray(target_items), dtype=torch.long, device=device)
         labels, index = torch.unique(torch.cat([user, target_user]), return_inverse=True)
-        user, target_user = index[: len(user)], index[len(user):]  # shape: (n,), (m,)
+        user, target_user = index[: len(user)], index[len(user) :]  # shape: (n,), (m,)
         keep = (item >= 0) & (item < self.n_items)
         user, item, rating = user[keep], item[keep], rating[keep]
         count = torch.bincount(user, minlength=len(labels)).float()  # shape: (U,)
         offset = rating - self.mu - self.base_item[item]  # shape: (n,)
         b_u = torch.zeros(len(labels), device=device).index_add_(0, user, offset) / (
-            self.base_reg_user + count)  # shape: (U,)
+            self.base_reg_user + count
+        )  # shape: (U,)
         net = self.net
-        terms = ((offset - b_u[user])[:, None] * net.explicit.weight[item]
-                 + net.implicit.weight[item])  # shape: (n, f)
+        terms = (offset - b_u[user])[:, None] * net.explicit.weight[item] + net.implicit.weight[
+            item
+        ]  # shape: (n, f)
         z = torch.zeros(len(labels), terms.shape[1], device=device).index_add_(0, user, terms)
         z = z * count.clamp(min=1).rsqrt()[:, None]  # shape: (U, f)
         known = (target >= 0) & (target < self.n_items)

@@ -46,8 +46,12 @@ class _Scaled(nn.Module):
     ``scale`` until :meth:`TimeBagNet` sets it): the day terms' ``lr_time n / (n + reg_day)``.
     """
 
-    def __init__(self, scale: float, rows: tuple[int, ...] | None = None,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        scale: float,
+        rows: tuple[int, ...] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         if rows is None:
             self.scale: float | torch.Tensor = float(scale)
@@ -107,17 +111,46 @@ class TimeBagNet(ItemBagNet):
     """
 
     def __init__(
-        self, n_users: int, n_items: int, n_factors: int, *, csr: UserItemCSR, mu: float,
-        reg: float, reg_bias: float, reg_implicit: float, n_user_days: int,
-        item_bins: int | None, user_drift: bool, user_day_bias: bool, scale: bool,
-        factor_drift: bool, factor_day: bool, reg_time: float, reg_time_factors: float,
-        reg_day: float = 0.0, lr_time: float = 1.0, dev_scale: float = 1.0,
-        init_std: float = 0.1, device: torch.device | str | None = None,
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int,
+        *,
+        csr: UserItemCSR,
+        mu: float,
+        reg: float,
+        reg_bias: float,
+        reg_implicit: float,
+        n_user_days: int,
+        item_bins: int | None,
+        user_drift: bool,
+        user_day_bias: bool,
+        scale: bool,
+        factor_drift: bool,
+        factor_day: bool,
+        reg_time: float,
+        reg_time_factors: float,
+        reg_day: float = 0.0,
+        lr_time: float = 1.0,
+        dev_scale: float = 1.0,
+        init_std: float = 0.1,
+        device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(n_users, n_items, n_factors, csr=csr, mu=mu, reg=reg,
-                         reg_bias=reg_bias, reg_implicit=reg_implicit, asymmetric=False,
-                         init_std=init_std, device=device, generator=generator)
+        super().__init__(
+            n_users,
+            n_items,
+            n_factors,
+            csr=csr,
+            mu=mu,
+            reg=reg,
+            reg_bias=reg_bias,
+            reg_implicit=reg_implicit,
+            asymmetric=False,
+            init_std=init_std,
+            device=device,
+            generator=generator,
+        )
         self.item_bins, self.user_drift, self.user_day_bias = item_bins, user_drift, user_day_bias
         self.scale, self.factor_drift, self.factor_day = scale, factor_drift, factor_day
         self.reg_time, self.reg_time_factors, self.reg_day = reg_time, reg_time_factors, reg_day
@@ -126,10 +159,14 @@ class TimeBagNet(ItemBagNet):
         self.register_buffer("day0", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("n_days", torch.ones((), dtype=torch.long, device=device))
         self.register_buffer("user_mean_day", torch.zeros(n_users, device=device))  # t_u
-        self.register_buffer("user_day_keys",  # sorted u * n_days + day of training pairs
-                             torch.zeros(n_user_days, dtype=torch.long, device=device))
-        self.register_buffer("user_day_count",  # n_{u,t}: training ratings of every pair
-                             torch.ones(n_user_days, device=device))
+        self.register_buffer(
+            "user_day_keys",  # sorted u * n_days + day of training pairs
+            torch.zeros(n_user_days, dtype=torch.long, device=device),
+        )
+        self.register_buffer(
+            "user_day_count",  # n_{u,t}: training ratings of every pair
+            torch.ones(n_user_days, device=device),
+        )
         self.register_buffer("dev_scale", torch.tensor(float(dev_scale), device=device))
 
         def zeros(*shape: int) -> nn.Parameter:
@@ -174,8 +211,9 @@ class TimeBagNet(ItemBagNet):
                 mult.copy_((self.lr_time * shrink).reshape(mult.shape))
 
     # ------------------------------------------------------------------ time features
-    def time_features(self, user: torch.Tensor, timestamp: torch.Tensor | None
-                      ) -> dict[str, torch.Tensor]:
+    def time_features(
+        self, user: torch.Tensor, timestamp: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         """Per-rating ``bin`` (long), ``dev`` (float) and ``user_day`` (long, -1 if unseen).
 
         ``timestamp`` is in unix seconds; ``None`` predicts at each user's mean training time
@@ -193,7 +231,8 @@ class TimeBagNet(ItemBagNet):
             in_span = (day >= 0) & (day < self.n_days)
             key = user * self.n_days + day.clamp(0, int(self.n_days) - 1)  # shape: (n,)
             pos = torch.searchsorted(self.user_day_keys, key).clamp(
-                max=max(len(self.user_day_keys) - 1, 0))  # shape: (n,)
+                max=max(len(self.user_day_keys) - 1, 0)
+            )  # shape: (n,)
             found = in_span & (len(self.user_day_keys) > 0)
             if len(self.user_day_keys):
                 found = found & (self.user_day_keys[pos] == key)
@@ -206,8 +245,12 @@ class TimeBagNet(ItemBagNet):
 
     # ------------------------------------------------------------------ prediction
     def predict_rows(
-        self, user: torch.Tensor, item: torch.Tensor, feats: dict[str, torch.Tensor],
-        user_known: torch.Tensor | None = None, item_known: torch.Tensor | None = None,
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        feats: dict[str, torch.Tensor],
+        user_known: torch.Tensor | None = None,
+        item_known: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``r_hat_ui(t)`` of the module docstring for every row, shape (n,).
 
@@ -255,7 +298,7 @@ class TimeBagNet(ItemBagNet):
         """
         user, item, ud = batch["user"], batch["item"], batch["user_day"].clamp(min=0)
         seen = (batch["user_day"] >= 0).float()  # shape: (B,)
-        s2 = self.dev_scale ** 2
+        s2 = self.dev_scale**2
         out = super().penalty(batch)
         time = torch.zeros_like(out)
         day = torch.zeros_like(out)  # shape: (B,) squares of the day terms
@@ -276,8 +319,7 @@ class TimeBagNet(ItemBagNet):
             factors = factors + self.p_ud[ud].pow(2).sum(1)
             day = day + self.p_ud[ud].pow(2).sum(1)
         shrink = self.reg_day * seen / self.user_day_count[ud]  # shape: (B,) reg_day / n_{u,t}
-        return out + 0.5 * (self.reg_time * time + self.reg_time_factors * factors
-                            + shrink * day)
+        return out + 0.5 * (self.reg_time * time + self.reg_time_factors * factors + shrink * day)
 
 
 class TimeSVDpp(_BagModel):
@@ -349,53 +391,112 @@ class TimeSVDpp(_BagModel):
 
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
-    SEARCH_SPACE = {"n_factors": ("int", 8, 64, "log"), "lr": ("log", 0.0005, 0.02),
-                    "reg": ("log", 0.015, 1.0), "reg_time": ("log", 0.005, 0.5),
-                    "reg_day": ("log", 1.0, 100.0), "lr_time": ("log", 0.5, 20.0),
-                    "epochs": ("int", 4, 24)}
+    SEARCH_SPACE = {
+        "n_factors": ("int", 8, 64, "log"),
+        "lr": ("log", 0.0005, 0.02),
+        "reg": ("log", 0.015, 1.0),
+        "reg_time": ("log", 0.005, 0.5),
+        "reg_day": ("log", 1.0, 100.0),
+        "lr_time": ("log", 0.5, 20.0),
+        "epochs": ("int", 4, 24),
+    }
 
     def __init__(
-        self, n_factors: int = 20, *, item_bins: int | None = None, user_drift: bool = True,
-        user_day_bias: bool = True, scale: bool = True, factor_drift: bool = False,
-        factor_day: bool = False, reg_time: float = 0.05, reg_time_factors: float = 1.0,
-        reg_day: float = 10.0, lr_time: float = 8.0,
-        epochs: int = 8, lr: float = 0.002, lr_decay: float = 1.0, reg: float = 0.15,
-        reg_bias: float = 0.15, reg_implicit: float = 0.01, batch_size: int = 8192,
-        optimizer: str = "adam", init_std: float = 0.1, warm_start: str = "svdpp",
-        warm_start_options: dict[str, Any] | None = None, patience: int | None = None,
-        valid_fraction: float = 0.1, seed: int = 0, progress: bool = False,
-        device: str | torch.device | None = None, clip: bool = True,
+        self,
+        n_factors: int = 20,
+        *,
+        item_bins: int | None = None,
+        user_drift: bool = True,
+        user_day_bias: bool = True,
+        scale: bool = True,
+        factor_drift: bool = False,
+        factor_day: bool = False,
+        reg_time: float = 0.05,
+        reg_time_factors: float = 1.0,
+        reg_day: float = 10.0,
+        lr_time: float = 8.0,
+        epochs: int = 8,
+        lr: float = 0.002,
+        lr_decay: float = 1.0,
+        reg: float = 0.15,
+        reg_bias: float = 0.15,
+        reg_implicit: float = 0.01,
+        batch_size: int = 8192,
+        optimizer: str = "adam",
+        init_std: float = 0.1,
+        warm_start: str = "svdpp",
+        warm_start_options: dict[str, Any] | None = None,
+        patience: int | None = None,
+        valid_fraction: float = 0.1,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
         if warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start={warm_start!r}; choose one of {WARM_STARTS}")
         if item_bins is not None and item_bins < 1:
             raise ValueError(f"item_bins={item_bins} must be >= 1 or None")
         super().__init__(
-            n_factors, epochs=epochs, lr=lr, lr_decay=lr_decay, reg=reg, reg_bias=reg_bias,
-            reg_implicit=reg_implicit, batch_size=batch_size, optimizer=optimizer,
-            init_std=init_std, warm_start=warm_start != "none",
-            warm_start_options=warm_start_options, patience=patience,
-            valid_fraction=valid_fraction, seed=seed, progress=progress, device=device,
-            clip=clip)
+            n_factors,
+            epochs=epochs,
+            lr=lr,
+            lr_decay=lr_decay,
+            reg=reg,
+            reg_bias=reg_bias,
+            reg_implicit=reg_implicit,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            init_std=init_std,
+            warm_start=warm_start != "none",
+            warm_start_options=warm_start_options,
+            patience=patience,
+            valid_fraction=valid_fraction,
+            seed=seed,
+            progress=progress,
+            device=device,
+            clip=clip,
+        )
         self.config.update(
-            warm_start=warm_start, item_bins=item_bins, user_drift=user_drift,
-            user_day_bias=user_day_bias, scale=scale, factor_drift=factor_drift,
-            factor_day=factor_day, reg_time=reg_time, reg_time_factors=reg_time_factors,
-            reg_day=reg_day, lr_time=lr_time)
+            warm_start=warm_start,
+            item_bins=item_bins,
+            user_drift=user_drift,
+            user_day_bias=user_day_bias,
+            scale=scale,
+            factor_drift=factor_drift,
+            factor_day=factor_day,
+            reg_time=reg_time,
+            reg_time_factors=reg_time_factors,
+            reg_day=reg_day,
+            lr_time=lr_time,
+        )
 
     # ------------------------------------------------------------------ building / fitting
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
         empty = UserItemCSR.empty(n_users, n_items, device=self.device)
         self.net = TimeBagNet(
-            n_users, n_items, c["n_factors"], csr=getattr(self, "_bag_csr", empty), mu=0.0,
-            reg=c["reg"], reg_bias=c["reg_bias"], reg_implicit=c["reg_implicit"],
-            n_user_days=getattr(self, "_n_user_days", 0), item_bins=c["item_bins"],
-            user_drift=c["user_drift"], user_day_bias=c["user_day_bias"], scale=c["scale"],
-            factor_drift=c["factor_drift"], factor_day=c["factor_day"],
-            reg_time=c["reg_time"], reg_time_factors=c["reg_time_factors"],
-            reg_day=c["reg_day"], lr_time=c["lr_time"],
-            dev_scale=getattr(self, "_dev_scale", 1.0), init_std=c["init_std"],
+            n_users,
+            n_items,
+            c["n_factors"],
+            csr=getattr(self, "_bag_csr", empty),
+            mu=0.0,
+            reg=c["reg"],
+            reg_bias=c["reg_bias"],
+            reg_implicit=c["reg_implicit"],
+            n_user_days=getattr(self, "_n_user_days", 0),
+            item_bins=c["item_bins"],
+            user_drift=c["user_drift"],
+            user_day_bias=c["user_day_bias"],
+            scale=c["scale"],
+            factor_drift=c["factor_drift"],
+            factor_day=c["factor_day"],
+            reg_time=c["reg_time"],
+            reg_time_factors=c["reg_time_factors"],
+            reg_day=c["reg_day"],
+            lr_time=c["lr_time"],
+            dev_scale=getattr(self, "_dev_scale", 1.0),
+            init_std=c["init_std"],
             device=self.device,
             generator=torch.Generator(device=self.device).manual_seed(c["seed"]),
         )
@@ -409,19 +510,25 @@ class TimeSVDpp(_BagModel):
         c = self.config
         epochs = self._epochs_to_run(train, valid, weights)
         self._bag_csr = UserItemCSR.from_pairs(
-            train.user, train.item, n_users=train.n_users, n_items=train.n_items,
-            values=np.zeros(len(train), dtype=np.float32), device=self.device)
+            train.user,
+            train.item,
+            n_users=train.n_users,
+            n_items=train.n_items,
+            values=np.zeros(len(train), dtype=np.float32),
+            device=self.device,
+        )
         day = train.timestamp // DAY  # shape: (n,) calendar day (UTC) of every rating
         day0, n_days = int(day.min()), int(day.max() - day.min() + 1)
-        keys, day_count = np.unique(train.user.astype(np.int64) * n_days + (day - day0),
-                                    return_counts=True)  # shape: (n_ud,), (n_ud,)
+        keys, day_count = np.unique(
+            train.user.astype(np.int64) * n_days + (day - day0), return_counts=True
+        )  # shape: (n_ud,), (n_ud,)
         t = (train.timestamp - day0 * DAY) / DAY  # shape: (n,) days since day0, float64
         counts = np.bincount(train.user, minlength=train.n_users)
         t_u = np.bincount(train.user, weights=t, minlength=train.n_users)
         t_u = np.where(counts > 0, t_u / np.maximum(counts, 1), t.mean())  # shape: (n_users,)
         dev = np.abs(t - t_u[train.user]) ** self.beta  # shape: (n,) |dev_u(t)|
         self._n_user_days = len(keys)
-        self._dev_scale = max(float(np.sqrt(np.mean(dev ** 2))), 1e-3)
+        self._dev_scale = max(float(np.sqrt(np.mean(dev**2))), 1e-3)
         self._build(train.n_users, train.n_items)
         net = self.net
         net.set_day_counts(torch.as_tensor(day_count, dtype=torch.float32, device=self.device))
@@ -434,8 +541,11 @@ class TimeSVDpp(_BagModel):
             self._warm_start(train)
         elif c["warm_start"] == "svdpp":
             self._warm_start_svdpp(train)
-        self._train_from_start(self._time_batch(train, weights),
-                               None if valid is None else self._time_batch(valid, None), epochs)
+        self._train_from_start(
+            self._time_batch(train, weights),
+            None if valid is None else self._time_batch(valid, None),
+            epochs,
+        )
 
     def _time_batch(self, data: Ratings, weights: np.ndarray | None) -> dict[str, torch.Tensor]:
         """``user, item, rating`` plus the precomputed ``bin, dev, user_day`` columns."""
@@ -449,9 +559,15 @@ class TimeSVDpp(_BagModel):
     def _warm_start_svdpp(self, train: Ratings) -> None:
         """Copy biases, ``p_u``, ``q_i`` and ``y_j`` of an :class:`SVDpp` fit."""
         c = self.config
-        svdpp = SVDpp(c["n_factors"], reg=c["reg"], reg_bias=c["reg_bias"],
-                      reg_implicit=c["reg_implicit"], seed=c["seed"], device=self.device,
-                      clip=False).fit(train)
+        svdpp = SVDpp(
+            c["n_factors"],
+            reg=c["reg"],
+            reg_bias=c["reg_bias"],
+            reg_implicit=c["reg_implicit"],
+            seed=c["seed"],
+            device=self.device,
+            clip=False,
+        ).fit(train)
         with torch.no_grad():
             for name in ("user_bias", "item_bias", "item_factors", "implicit", "user_factors"):
                 getattr(self.net, name).weight.copy_(getattr(svdpp.net, name).weight)
@@ -465,8 +581,9 @@ class TimeSVDpp(_BagModel):
         return self.net.predict_rows(user, item, feats, user_known, item_known)
 
     @torch.no_grad()
-    def predict_tensor(self, user: torch.Tensor, item: torch.Tensor,
-                       timestamp: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_tensor(
+        self, user: torch.Tensor, item: torch.Tensor, timestamp: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Predictions for compact id tensors at unix-second ``timestamp`` (or ``t_u``)."""
         self._require_fitted()
         safe_user, safe_item, user_known, item_known = self._known(user, item)
@@ -474,8 +591,12 @@ class TimeSVDpp(_BagModel):
         return self._output(pred)
 
     def predict(
-        self, users: np.ndarray | list[int], items: np.ndarray | list[int], *,
-        timestamps: np.ndarray | list[int] | None = None, batch_size: int = 1 << 18,
+        self,
+        users: np.ndarray | list[int],
+        items: np.ndarray | list[int],
+        *,
+        timestamps: np.ndarray | list[int] | None = None,
+        batch_size: int = 1 << 18,
     ) -> np.ndarray:
         """Predicted ratings at ``timestamps`` (unix seconds), as a float32 array.
 
@@ -486,17 +607,23 @@ class TimeSVDpp(_BagModel):
         user = torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)
         item = torch.as_tensor(np.asarray(items), dtype=torch.long, device=self.device)
         if user.shape != item.shape or user.dim() != 1:
-            raise ValueError(f"users and items must be 1-d and equally long; got "
-                             f"{tuple(user.shape)} and {tuple(item.shape)}")
+            raise ValueError(
+                f"users and items must be 1-d and equally long; got "
+                f"{tuple(user.shape)} and {tuple(item.shape)}"
+            )
         stamp = None
         if timestamps is not None:
             stamp = torch.as_tensor(np.asarray(timestamps), dtype=torch.long, device=self.device)
             if stamp.shape != user.shape:
-                raise ValueError(f"timestamps has shape {tuple(stamp.shape)}; expected "
-                                 f"{tuple(user.shape)}")
+                raise ValueError(
+                    f"timestamps has shape {tuple(stamp.shape)}; expected {tuple(user.shape)}"
+                )
         parts = [
-            self.predict_tensor(user[lo : lo + batch_size], item[lo : lo + batch_size],
-                                None if stamp is None else stamp[lo : lo + batch_size])
+            self.predict_tensor(
+                user[lo : lo + batch_size],
+                item[lo : lo + batch_size],
+                None if stamp is None else stamp[lo : lo + batch_size],
+            )
             for lo in range(0, len(user), batch_size)
         ]
         return torch.cat(parts).cpu().numpy() if parts else np.empty(0, dtype=np.float32)

@@ -80,11 +80,22 @@ class TwoTowerNet(nn.Module):
         ``concat``, ``seed``); the item table hashes with ``seed + 1``.
     """
 
-    def __init__(self, n_users: int, n_items: int, dim: int, *, loss: ImplicitLoss,
-                 normalize: bool, sampler: dict[str, Any], reg: float, init_std: float,
-                 user_features: UserItemCSR | None = None,
-                 item_features: UserItemCSR | None = None, embedding: str = "full",
-                 embedding_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        *,
+        loss: ImplicitLoss,
+        normalize: bool,
+        sampler: dict[str, Any],
+        reg: float,
+        init_std: float,
+        user_features: UserItemCSR | None = None,
+        item_features: UserItemCSR | None = None,
+        embedding: str = "full",
+        embedding_options: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if embedding == "full":
             self.user_emb = nn.Embedding(n_users, dim)
@@ -150,11 +161,13 @@ class TwoTowerNet(nn.Module):
             options["neg_mask"] = self._shared_mask(users, pos, cand)  # shape: (B, C)
         if self.loss.supports_logq and neg_logq is not None:
             options.update(pos_logq=pos_logq, neg_logq=neg_logq)
-        return self.loss(user_vec, pos_vec, neg_vec, user_idx=users, item_idx=pos,
-                         **options) + penalty
+        return (
+            self.loss(user_vec, pos_vec, neg_vec, user_idx=users, item_idx=pos, **options) + penalty
+        )
 
-    def _shared_mask(self, users: torch.Tensor, pos: torch.Tensor, cand: torch.Tensor
-                     ) -> torch.Tensor:
+    def _shared_mask(
+        self, users: torch.Tensor, pos: torch.Tensor, cand: torch.Tensor
+    ) -> torch.Tensor:
         """Candidates that are no negatives of a row: its positive (including its own in-batch
         column: the loss gets the positive separately) or any training item of its user
         (which covers the user's other positives in the batch), shape (B, C)."""
@@ -165,8 +178,9 @@ class TwoTowerNet(nn.Module):
             mask = accidental_hit_mask(pos, cand, users=users, seen=seen)
         return mask | (cand[None, :] == pos[:, None])
 
-    def _negatives(self, users: torch.Tensor, pos: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _negatives(
+        self, users: torch.Tensor, pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Candidate ids ((B, N) or (C,)) and the log q of positives and candidates."""
         kind, n, gen = self.sampler["negatives"], self.sampler["n_negatives"], self.sampler["gen"]
         if kind == "uniform":  # exact draws outside the user's items: no accidental hits, and
@@ -180,8 +194,9 @@ class TwoTowerNet(nn.Module):
             return cand, draws.log_q(pos), draws.log_q(cand)
         log_p = self._item_log_p(pos)
         extra = n if kind == "mixed" else 0
-        cands = mixed_negatives(pos, n_uniform=extra, n_items=self.n_items, item_log_p=log_p,
-                                generator=gen)
+        cands = mixed_negatives(
+            pos, n_uniform=extra, n_items=self.n_items, item_log_p=log_p, generator=gen
+        )
         if cands.log_q is None:
             return cands.items, None, None
         return cands.items, cands.log_q[: len(pos)], cands.log_q
@@ -289,23 +304,39 @@ class TwoTower(RankingModel):
         if logq not in LOGQ:
             raise ValueError(f"logq={logq!r}; choose one of {LOGQ}")
         if negatives == "popularity" and logq == "streaming":
-            raise ValueError("logq='streaming' estimates in-batch frequencies; the "
-                             "negatives='popularity' sampler's q is known: use logq='exact' "
-                             "(or None for no correction)")
+            raise ValueError(
+                "logq='streaming' estimates in-batch frequencies; the "
+                "negatives='popularity' sampler's q is known: use logq='exact' "
+                "(or None for no correction)"
+            )
         if score not in ("auto", "dot", "cosine"):
             raise ValueError(f"score={score!r}; choose 'auto', 'dot' or 'cosine'")
         if embedding not in KINDS:
             raise ValueError(f"embedding={embedding!r}; choose one of {KINDS}")
         if dim < 1 or n_negatives < 1:
             raise ValueError(f"dim={dim} and n_negatives={n_negatives} must be >= 1")
-        self.config = {"dim": dim, "loss": loss, "loss_options": dict(loss_options or {}),
-                       "negatives": negatives, "n_negatives": n_negatives,
-                       "popularity_alpha": popularity_alpha, "logq": logq,
-                       "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                       "optimizer": optimizer, "patience": patience, "reg": reg,
-                       "weight_decay": weight_decay, "init_std": init_std, "score": score,
-                       "seed": seed, "progress": progress, "embedding": embedding,
-                       "embedding_options": dict(embedding_options or {})}
+        self.config = {
+            "dim": dim,
+            "loss": loss,
+            "loss_options": dict(loss_options or {}),
+            "negatives": negatives,
+            "n_negatives": n_negatives,
+            "popularity_alpha": popularity_alpha,
+            "logq": logq,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "optimizer": optimizer,
+            "patience": patience,
+            "reg": reg,
+            "weight_decay": weight_decay,
+            "init_std": init_std,
+            "score": score,
+            "seed": seed,
+            "progress": progress,
+            "embedding": embedding,
+            "embedding_options": dict(embedding_options or {}),
+        }
         self._features = (user_features, item_features)
         make_loss(loss, **self._loss_options(1, 1))  # unknown names/options fail here
 
@@ -323,51 +354,84 @@ class TwoTower(RankingModel):
         if normalize:
             options["similarity"] = "dot"
         torch.manual_seed(cfg["seed"])  # the initial embeddings
-        user_features, item_features = (None if f is None else f.to(self.device)
-                                        for f in self._features)
-        self.net = TwoTowerNet(n_users, n_items, cfg["dim"], loss=make_loss(cfg["loss"], **options),
-                               normalize=normalize, sampler={}, reg=cfg["reg"],
-                               init_std=cfg["init_std"],
-                               user_features=user_features, item_features=item_features,
-                               embedding=cfg["embedding"],
-                               embedding_options=cfg["embedding_options"]).to(self.device)
+        user_features, item_features = (
+            None if f is None else f.to(self.device) for f in self._features
+        )
+        self.net = TwoTowerNet(
+            n_users,
+            n_items,
+            cfg["dim"],
+            loss=make_loss(cfg["loss"], **options),
+            normalize=normalize,
+            sampler={},
+            reg=cfg["reg"],
+            init_std=cfg["init_std"],
+            user_features=user_features,
+            item_features=item_features,
+            embedding=cfg["embedding"],
+            embedding_options=cfg["embedding_options"],
+        ).to(self.device)
 
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
         cfg = self.config
         gen = torch.Generator(device=self.device).manual_seed(cfg["seed"] + 1)
         counts = torch.as_tensor(train.item_counts(), dtype=torch.float32, device=self.device)
-        sampler: dict[str, Any] = {"negatives": cfg["negatives"], "gen": gen,
-                                   "n_negatives": cfg["n_negatives"], "logq": cfg["logq"],
-                                   "seen": self.train_csr}
+        sampler: dict[str, Any] = {
+            "negatives": cfg["negatives"],
+            "gen": gen,
+            "n_negatives": cfg["n_negatives"],
+            "logq": cfg["logq"],
+            "seen": self.train_csr,
+        }
         if self.n_items <= DENSE_MASK_ITEMS and self.n_users * self.n_items <= 2**28:
             sampler["seen_dense"] = self.train_csr.to_dense()  # shape: (n_users, n_items)
         if cfg["negatives"] == "uniform":
-            sampler["uniform"] = UniformNegatives(self.n_items, seen=self.train_csr,
-                                                  device=self.device)
+            sampler["uniform"] = UniformNegatives(
+                self.n_items, seen=self.train_csr, device=self.device
+            )
         elif cfg["negatives"] == "popularity":
-            sampler["popularity"] = PopularityNegatives(counts, alpha=cfg["popularity_alpha"],
-                                                        device=self.device)
+            sampler["popularity"] = PopularityNegatives(
+                counts, alpha=cfg["popularity_alpha"], device=self.device
+            )
         if cfg["logq"] == "exact":
             sampler["log_freq"] = item_log_frequencies(counts.clamp_min(1.0))
         elif cfg["logq"] == "streaming":
             sampler["estimator"] = StreamingFrequencyEstimator(
-                max(self.n_items, 1), seed=cfg["seed"]).to(self.device)
+                max(self.n_items, 1), seed=cfg["seed"]
+            ).to(self.device)
         self.net.sampler = sampler
-        config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                             optimizer=cfg["optimizer"], patience=cfg["patience"],
-                             weight_decay=cfg["weight_decay"], seed=cfg["seed"],
-                             progress=cfg["progress"])
+        config = TrainConfig(
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            lr=cfg["lr"],
+            optimizer=cfg["optimizer"],
+            patience=cfg["patience"],
+            weight_decay=cfg["weight_decay"],
+            seed=cfg["seed"],
+            progress=cfg["progress"],
+        )
         valid_rows, metric = None, None
         if valid is not None:
             valid_rows = valid.tensors(self.device)
             valid_csr = valid.csr(self.device)
 
             def metric(net: nn.Module, rows: dict[str, torch.Tensor]) -> float:
-                return topk_metrics(self._score_known, train=self.train_csr, test=valid_csr,
-                                    ks=(20,), device=self.device)["ndcg@20"]
+                return topk_metrics(
+                    self._score_known,
+                    train=self.train_csr,
+                    test=valid_csr,
+                    ks=(20,),
+                    device=self.device,
+                )["ndcg@20"]
 
-        self.history = fit(self.net, train.tensors(self.device), config=config,
-                           valid=valid_rows, valid_metric=metric, maximize=True)
+        self.history = fit(
+            self.net,
+            train.tensors(self.device),
+            config=config,
+            valid=valid_rows,
+            valid_metric=metric,
+            maximize=True,
+        )
 
     def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         """The side-feature bags (not options: they are data), so a loaded model scores
@@ -375,19 +439,29 @@ class TwoTower(RankingModel):
         tensors = {}
         for side, features in zip(("user", "item"), self._features, strict=True):
             if features is not None:
-                tensors.update({f"{side}_features.indptr": features.indptr,
-                                f"{side}_features.indices": features.indices,
-                                f"{side}_features.values": features.values,
-                                f"{side}_features.n_features": torch.tensor(features.n_items)})
+                tensors.update(
+                    {
+                        f"{side}_features.indptr": features.indptr,
+                        f"{side}_features.indices": features.indices,
+                        f"{side}_features.values": features.values,
+                        f"{side}_features.n_features": torch.tensor(features.n_items),
+                    }
+                )
         return tensors
 
     def _restore(self, ckpt: dict[str, Any], path: Any) -> None:
         extra = ckpt.get("extra", {})
         self._features = tuple(
-            UserItemCSR(extra[f"{side}_features.indptr"], extra[f"{side}_features.indices"],
-                        extra[f"{side}_features.values"],
-                        int(extra[f"{side}_features.n_features"]))
-            if f"{side}_features.indptr" in extra else None for side in ("user", "item"))
+            UserItemCSR(
+                extra[f"{side}_features.indptr"],
+                extra[f"{side}_features.indices"],
+                extra[f"{side}_features.values"],
+                int(extra[f"{side}_features.n_features"]),
+            )
+            if f"{side}_features.indptr" in extra
+            else None
+            for side in ("user", "item")
+        )
         super()._restore(ckpt, path)
 
     def _scoring(self) -> str:
@@ -416,8 +490,7 @@ class TwoTower(RankingModel):
         return self.net.users(torch.arange(self.n_users, device=self.device))
 
 
-def _feature_bag(features: UserItemCSR | None, dim: int, init_std: float
-                 ) -> nn.EmbeddingBag | None:
+def _feature_bag(features: UserItemCSR | None, dim: int, init_std: float) -> nn.EmbeddingBag | None:
     if features is None:
         return None
     bag = nn.EmbeddingBag(features.n_items, dim, mode="mean")
@@ -425,8 +498,9 @@ def _feature_bag(features: UserItemCSR | None, dim: int, init_std: float
     return bag
 
 
-def _tower(table: nn.Module, bag: nn.EmbeddingBag | None, features: UserItemCSR | None,
-           ids: torch.Tensor) -> torch.Tensor:
+def _tower(
+    table: nn.Module, bag: nn.EmbeddingBag | None, features: UserItemCSR | None, ids: torch.Tensor
+) -> torch.Tensor:
     """Id embedding plus the mean embedding of the id's feature bag, shape (len(ids), dim)."""
     out = table(ids)  # shape: (B, d)
     if bag is None:

@@ -12,5 +12,14 @@ from mfutils.serving.artifact import FORMAT_VERSION, Artifact, ArtifactError
 from mfutils.serving.online import UnsupportedError
 from mfutils.serving.recommender import GrowthLimitError, Ranking, Recommender, UnknownIdError
 
-__all__ = ["FORMAT_VERSION", "Artifact", "ArtifactError", "GrowthLimitError", "Ranking",
-           "Recommender", "UnknownIdError", "UnsupportedError", "pipeline"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Artifact",
+    "ArtifactError",
+    "GrowthLimitError",
+    "Ranking",
+    "Recommender",
+    "UnknownIdError",
+    "UnsupportedError",
+    "pipeline",
+]

@@ -91,8 +91,14 @@ class Artifact:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_training(
-        cls, model: Model, train: Ratings, *, name: str | None = None,
-        split: str = "full", protocol: str = "", metrics: dict[str, float] | None = None,
+        cls,
+        model: Model,
+        train: Ratings,
+        *,
+        name: str | None = None,
+        split: str = "full",
+        protocol: str = "",
+        metrics: dict[str, float] | None = None,
         params: dict[str, Any] | None = None,
     ) -> Artifact:
         """Package ``model``, fitted on ``train``, with its data set's item metadata.
@@ -115,18 +121,32 @@ class Artifact:
         """
         model._require_fitted()
         if len(model.item_ids) != train.n_items or len(model.user_ids) != train.n_users:
-            raise ValueError(f"model was fitted on {len(model.user_ids)} users x "
-                             f"{len(model.item_ids)} items; train has {train.n_users} x "
-                             f"{train.n_items}: pass the Ratings the model was fitted on")
-        ratings = {"user": train.user.astype(np.int64), "item": train.item.astype(np.int64),
-                   "rating": train.rating.astype(np.float32)}
+            raise ValueError(
+                f"model was fitted on {len(model.user_ids)} users x "
+                f"{len(model.item_ids)} items; train has {train.n_users} x "
+                f"{train.n_items}: pass the Ratings the model was fitted on"
+            )
+        ratings = {
+            "user": train.user.astype(np.int64),
+            "item": train.item.astype(np.int64),
+            "rating": train.rating.astype(np.float32),
+        }
         info = {
             "version": 1,
-            "model": {"class": type(model).__name__, "name": name or type(model).__name__,
-                      "params": _jsonable(params or {}), "config": _jsonable(model.config)},
-            "data": {"dataset": train.name, "split": split, "n_users": train.n_users,
-                     "n_items": train.n_items, "n_ratings": len(train),
-                     "rating_scale": list(train.rating_scale)},
+            "model": {
+                "class": type(model).__name__,
+                "name": name or type(model).__name__,
+                "params": _jsonable(params or {}),
+                "config": _jsonable(model.config),
+            },
+            "data": {
+                "dataset": train.name,
+                "split": split,
+                "n_users": train.n_users,
+                "n_items": train.n_items,
+                "n_ratings": len(train),
+                "rating_scale": list(train.rating_scale),
+            },
             "metrics": {key: float(value) for key, value in (metrics or {}).items()},
             "protocol": protocol,
             "parent": None,
@@ -145,16 +165,18 @@ class Artifact:
         """
         path = Path(path)
         if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) or "
-                                  "choose a new directory")
+            raise FileExistsError(
+                f"{path} exists; pass overwrite=True (CLI: --overwrite) or choose a new directory"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
         try:
             self._write_files(tmp)
             if path.exists():  # swap: the old artifact disappears only once the new one is whole
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-",
-                                            dir=path.parent))
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent)
+                )
                 os.replace(path, old / path.name)
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
@@ -173,16 +195,24 @@ class Artifact:
         items.to_csv(folder / "items.csv", index=False)
         np.savez(folder / "ratings.npz", **self.ratings)
         info = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, **self.info,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **self.info,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "mfutils_version": mfutils.__version__, "torch_version": torch.__version__,
+            "mfutils_version": mfutils.__version__,
+            "torch_version": torch.__version__,
             "files": {name: _digest(folder / name) for name in FILES},
         }
-        info["data"] = {**info["data"], "n_users": model.n_users, "n_items": model.n_items,
-                        "n_ratings": len(self.ratings["rating"])}
+        info["data"] = {
+            **info["data"],
+            "n_users": model.n_users,
+            "n_items": model.n_items,
+            "n_ratings": len(self.ratings["rating"]),
+        }
         (folder / MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
-        self.info = {k: v for k, v in info.items() if k not in ("format", "format_version",
-                                                                "files")}
+        self.info = {
+            k: v for k, v in info.items() if k not in ("format", "format_version", "files")
+        }
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -206,19 +236,28 @@ class Artifact:
             raise ArtifactError(f"{path}: the model does not load: {err}") from err
         declared = info["model"]["class"]
         if type(model).__name__ != declared:
-            raise ArtifactError(f"{path}: manifest declares a {declared} but {MODEL_FILE} holds a "
-                                f"{type(model).__name__}")
+            raise ArtifactError(
+                f"{path}: manifest declares a {declared} but {MODEL_FILE} holds a "
+                f"{type(model).__name__}"
+            )
         users, items, ratings = _read_tables(path)
         _check_tables(path, model, users, items, ratings)
         body = {k: v for k, v in info.items() if k not in ("format", "format_version", "files")}
         return cls(model, items, ratings, body)
 
-    def next_version(self, model: Model, items: pd.DataFrame,
-                     ratings: dict[str, np.ndarray], updates: dict[str, int]) -> Artifact:
+    def next_version(
+        self,
+        model: Model,
+        items: pd.DataFrame,
+        ratings: dict[str, np.ndarray],
+        updates: dict[str, int],
+    ) -> Artifact:
         """The artifact of ``model`` after online updates: version + 1, this one its parent."""
         info = dict(self.info)
-        info["parent"] = {"version": self.info.get("version", 1),
-                          "created_at": self.info.get("created_at")}
+        info["parent"] = {
+            "version": self.info.get("version", 1),
+            "created_at": self.info.get("created_at"),
+        }
         info["version"] = self.info.get("version", 1) + 1
         info["online_updates"] = updates
         info["model"] = {**info["model"], "config": _jsonable(model.config)}
@@ -229,8 +268,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     """The checked ``manifest.json`` of the artifact at ``path`` (see :meth:`Artifact.load`)."""
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"{path} is not an artifact directory (no such directory); "
-                            "write one with `mfutils train ... --out DIR` or Artifact.save")
+        raise ArtifactError(
+            f"{path} is not an artifact directory (no such directory); "
+            "write one with `mfutils train ... --out DIR` or Artifact.save"
+        )
     manifest = path / MANIFEST
     if not manifest.is_file():
         raise ArtifactError(f"{path} has no {MANIFEST}: not an mfutils artifact")
@@ -239,27 +280,37 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{manifest} is not valid JSON: {err}") from err
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ArtifactError(f"{manifest} does not describe an {FORMAT!r} (its format field is "
-                            f"{info.get('format') if isinstance(info, dict) else None!r})")
+        raise ArtifactError(
+            f"{manifest} does not describe an {FORMAT!r} (its format field is "
+            f"{info.get('format') if isinstance(info, dict) else None!r})"
+        )
     version = info.get("format_version")
     if not isinstance(version, int):
         raise ArtifactError(f"{manifest}: format_version {version!r} is not an integer")
     if version > FORMAT_VERSION:
-        raise ArtifactError(f"{path} has format version {version}, written by a newer mfutils "
-                            f"({info.get('mfutils_version')}); this mfutils "
-                            f"({mfutils.__version__}) reads format version {FORMAT_VERSION}: "
-                            "upgrade mfutils")
+        raise ArtifactError(
+            f"{path} has format version {version}, written by a newer mfutils "
+            f"({info.get('mfutils_version')}); this mfutils "
+            f"({mfutils.__version__}) reads format version {FORMAT_VERSION}: "
+            "upgrade mfutils"
+        )
     if version == 1:
-        raise ArtifactError(f"{path} has format version 1, whose model.pt is a pickle that "
-                            "could run code when opened; convert it once with `mfutils upgrade "
-                            f"{path} --out NEW_DIR` (reads it without running anything)")
+        raise ArtifactError(
+            f"{path} has format version 1, whose model.pt is a pickle that "
+            "could run code when opened; convert it once with `mfutils upgrade "
+            f"{path} --out NEW_DIR` (reads it without running anything)"
+        )
     if version < FORMAT_VERSION:
-        raise ArtifactError(f"{path} has format version {version}; this mfutils reads format "
-                            f"version {FORMAT_VERSION} only: export the model again")
+        raise ArtifactError(
+            f"{path} has format version {version}; this mfutils reads format "
+            f"version {FORMAT_VERSION} only: export the model again"
+        )
     missing = [key for key in ("files", "model", "data", "version") if key not in info]
     if missing or set(info["files"]) != set(FILES):
-        raise ArtifactError(f"{manifest} is incomplete: missing fields {missing} or file list "
-                            f"{sorted(info.get('files', {}))} is not {sorted(FILES)}")
+        raise ArtifactError(
+            f"{manifest} is incomplete: missing fields {missing} or file list "
+            f"{sorted(info.get('files', {}))} is not {sorted(FILES)}"
+        )
     return info
 
 
@@ -272,12 +323,14 @@ def item_table(data: Ratings) -> pd.DataFrame:
         genres = [list(names[row.astype(bool)]) for row in side[flags].to_numpy()]
     else:
         genres = [[] for _ in range(data.n_items)]
-    return pd.DataFrame({
-        "item_id": data.item_ids,
-        "title": pd.Series(_column(side, "title", data.n_items), dtype=object),
-        "year": pd.Series(_column(side, "year", data.n_items), dtype=object),  # ints or None
-        "genres": genres,
-    })
+    return pd.DataFrame(
+        {
+            "item_id": data.item_ids,
+            "title": pd.Series(_column(side, "title", data.n_items), dtype=object),
+            "year": pd.Series(_column(side, "year", data.n_items), dtype=object),  # ints or None
+            "genres": genres,
+        }
+    )
 
 
 def _column(side: pd.DataFrame | None, name: str, n: int) -> list:
@@ -289,15 +342,19 @@ def _column(side: pd.DataFrame | None, name: str, n: int) -> list:
 
 
 def _read_items(file: Path) -> pd.DataFrame:
-    items = pd.read_csv(file, dtype={"title": str, "year": str, "genres": str},
-                        keep_default_na=False)
-    return pd.DataFrame({
-        "item_id": items["item_id"].to_numpy(),
-        "title": pd.Series([title or None for title in items["title"]], dtype=object),
-        "year": pd.Series([int(float(year)) if year else None for year in items["year"]],
-                          dtype=object),
-        "genres": [text.split("|") if text else [] for text in items["genres"]],
-    })
+    items = pd.read_csv(
+        file, dtype={"title": str, "year": str, "genres": str}, keep_default_na=False
+    )
+    return pd.DataFrame(
+        {
+            "item_id": items["item_id"].to_numpy(),
+            "title": pd.Series([title or None for title in items["title"]], dtype=object),
+            "year": pd.Series(
+                [int(float(year)) if year else None for year in items["year"]], dtype=object
+            ),
+            "genres": [text.split("|") if text else [] for text in items["genres"]],
+        }
+    )
 
 
 def _read_tables(path: Path) -> tuple[np.ndarray, pd.DataFrame, dict[str, np.ndarray]]:
@@ -311,8 +368,14 @@ def _read_tables(path: Path) -> tuple[np.ndarray, pd.DataFrame, dict[str, np.nda
         name = "ratings.npz"
         with np.load(path / name, allow_pickle=False) as npz:
             ratings = {key: npz[key] for key in ("user", "item", "rating")}
-    except (ValueError, KeyError, OSError, EOFError, pd.errors.ParserError,
-            zipfile.BadZipFile) as err:
+    except (
+        ValueError,
+        KeyError,
+        OSError,
+        EOFError,
+        pd.errors.ParserError,
+        zipfile.BadZipFile,
+    ) as err:
         raise ArtifactError(f"{path / name} does not parse: {err}") from err
     return users, items, ratings
 
@@ -337,8 +400,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def upgrade_artifact(source: str | Path, target: str | Path, *, overwrite: bool = False
-                     ) -> Path:
+def upgrade_artifact(source: str | Path, target: str | Path, *, overwrite: bool = False) -> Path:
     """Convert a format-version-1 artifact (pickled ``model.pt``) to the current format.
 
     The checksums of the old manifest are verified first and the model is read with torch's
@@ -354,8 +416,10 @@ def upgrade_artifact(source: str | Path, target: str | Path, *, overwrite: bool 
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ArtifactError(f"{source} is not an mfutils artifact")
     if info.get("format_version") != 1:
-        raise ArtifactError(f"{source} has format version {info.get('format_version')!r}; "
-                            "only version 1 needs upgrading")
+        raise ArtifactError(
+            f"{source} has format version {info.get('format_version')!r}; "
+            "only version 1 needs upgrading"
+        )
     _verify_files(source, info, LEGACY_FILES)
     with tempfile.TemporaryDirectory() as scratch:
         try:
@@ -382,24 +446,36 @@ def _verify_files(path: Path, info: dict[str, Any], names: tuple[str, ...]) -> N
             raise ArtifactError(
                 f"{path}: {name} is corrupted: its SHA-256 {actual['sha256'][:12]}... "
                 f"({actual['bytes']} bytes) differs from the manifest's "
-                f"{str(expected.get('sha256'))[:12]}... ({expected.get('bytes')} bytes)")
+                f"{str(expected.get('sha256'))[:12]}... ({expected.get('bytes')} bytes)"
+            )
 
 
-def _check_tables(path: Path, model: Model, users: np.ndarray, items: pd.DataFrame,
-                  ratings: dict[str, np.ndarray]) -> None:
+def _check_tables(
+    path: Path, model: Model, users: np.ndarray, items: pd.DataFrame, ratings: dict[str, np.ndarray]
+) -> None:
     if not np.array_equal(users, model.user_ids):
-        raise ArtifactError(f"{path}: users.csv ({len(users)} ids) disagrees with the model's "
-                            f"user id mapping ({len(model.user_ids)} ids)")
+        raise ArtifactError(
+            f"{path}: users.csv ({len(users)} ids) disagrees with the model's "
+            f"user id mapping ({len(model.user_ids)} ids)"
+        )
     if not np.array_equal(items["item_id"].to_numpy(), model.item_ids):
-        raise ArtifactError(f"{path}: items.csv ({len(items)} ids) disagrees with the model's "
-                            f"item id mapping ({len(model.item_ids)} ids)")
+        raise ArtifactError(
+            f"{path}: items.csv ({len(items)} ids) disagrees with the model's "
+            f"item id mapping ({len(model.item_ids)} ids)"
+        )
     n = len(ratings["rating"])
     if not (len(ratings["user"]) == len(ratings["item"]) == n):
         raise ArtifactError(f"{path}: ratings.npz columns differ in length")
-    if n and (ratings["user"].min() < 0 or ratings["user"].max() >= model.n_users
-              or ratings["item"].min() < 0 or ratings["item"].max() >= model.n_items):
-        raise ArtifactError(f"{path}: ratings.npz holds ids outside the model's "
-                            f"{model.n_users} users x {model.n_items} items")
+    if n and (
+        ratings["user"].min() < 0
+        or ratings["user"].max() >= model.n_users
+        or ratings["item"].min() < 0
+        or ratings["item"].max() >= model.n_items
+    ):
+        raise ArtifactError(
+            f"{path}: ratings.npz holds ids outside the model's "
+            f"{model.n_users} users x {model.n_items} items"
+        )
 
 
 def _digest(file: Path) -> dict[str, Any]:

@@ -65,8 +65,13 @@ def ridge_penalties(model: ExplicitModel) -> dict[str, Ridge] | None:
 
 @torch.no_grad()
 def solve_rows(
-    rows: torch.Tensor, cols: torch.Tensor, target: torch.Tensor, other: torch.Tensor, *,
-    n_rows: int, ridge: Ridge,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    target: torch.Tensor,
+    other: torch.Tensor,
+    *,
+    n_rows: int,
+    ridge: Ridge,
 ) -> torch.Tensor:
     """``[factors, bias]`` of ``n_rows`` rows from their ratings against fixed ``other``.
 
@@ -89,15 +94,25 @@ def solve_rows(
         Rows without ratings get zeros.
     """
     side = als.build_side(rows, cols, n_rows, len(other))
-    theta = als.solve_side(side, torch.ones_like(target), target, other, reg=ridge.reg,
-                           reg_bias=ridge.reg_bias,
-                           weighted_reg=ridge.weighted)  # shape: (n_rows, f+1)
+    theta = als.solve_side(
+        side,
+        torch.ones_like(target),
+        target,
+        other,
+        reg=ridge.reg,
+        reg_bias=ridge.reg_bias,
+        weighted_reg=ridge.weighted,
+    )  # shape: (n_rows, f+1)
     return theta * (side.counts > 0)[:, None]
 
 
 @torch.no_grad()
 def fold_in_users(
-    model: ExplicitModel, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor, *,
+    model: ExplicitModel,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    ratings: torch.Tensor,
+    *,
     n_users: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``p_u, b_u`` of ``n_users`` users (labels ``0 .. n_users-1``) from their ratings alone.
@@ -143,6 +158,8 @@ def score_folded(model: ExplicitModel, p: torch.Tensor, b: torch.Tensor) -> torc
 def _penalties(model: ExplicitModel) -> dict[str, Ridge]:
     penalties = ridge_penalties(model)
     if penalties is None:
-        raise TypeError(f"{type(model).__name__} has no mu + b_u + b_i + q_i.p_u rating net to "
-                        "fold users into (BiasedMF and BaselineEstimates have)")
+        raise TypeError(
+            f"{type(model).__name__} has no mu + b_u + b_i + q_i.p_u rating net to "
+            "fold users into (BiasedMF and BaselineEstimates have)"
+        )
     return penalties

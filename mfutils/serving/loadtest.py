@@ -19,8 +19,12 @@ import numpy as np
 def summarize(seconds: np.ndarray) -> dict[str, float]:
     """``requests``, ``p50_ms``, ``p99_ms`` and ``mean_ms`` of per-request times (seconds)."""
     ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {"requests": int(len(ms)), "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+    return {
+        "requests": int(len(ms)),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+    }
 
 
 def measure_latency(url: str, paths: Sequence[str], *, warmup: int = 20) -> np.ndarray:
@@ -53,8 +57,7 @@ def measure_calls(function: Callable[[object], object], inputs: Sequence[object]
     return seconds
 
 
-def measure_throughput(url: str, paths: Sequence[str], *, threads: int = 4
-                       ) -> dict[str, float]:
+def measure_throughput(url: str, paths: Sequence[str], *, threads: int = 4) -> dict[str, float]:
     """Requests per second with ``threads`` clients splitting ``paths`` between them.
 
     Every client thread has its own keep-alive connection and sends its share back to back;
@@ -92,8 +95,12 @@ def measure_throughput(url: str, paths: Sequence[str], *, threads: int = 4
     wall = time.perf_counter() - start
     if errors:
         raise RuntimeError(f"{len(errors)} client thread(s) failed: {errors[0]}")
-    return {"threads": threads, "requests_per_s": len(paths) / wall, "wall_s": wall,
-            **summarize(np.concatenate(seconds))}
+    return {
+        "threads": threads,
+        "requests_per_s": len(paths) / wall,
+        "wall_s": wall,
+        **summarize(np.concatenate(seconds)),
+    }
 
 
 def _get(client: httpx.Client, path: str) -> None:

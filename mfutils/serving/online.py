@@ -65,14 +65,19 @@ class RatingStore:
 
     @classmethod
     def from_arrays(cls, ratings: dict[str, np.ndarray], device: torch.device) -> RatingStore:
-        return cls(torch.as_tensor(ratings["user"], dtype=torch.long, device=device),
-                   torch.as_tensor(ratings["item"], dtype=torch.long, device=device),
-                   torch.as_tensor(ratings["rating"], dtype=torch.float32, device=device))
+        return cls(
+            torch.as_tensor(ratings["user"], dtype=torch.long, device=device),
+            torch.as_tensor(ratings["item"], dtype=torch.long, device=device),
+            torch.as_tensor(ratings["rating"], dtype=torch.float32, device=device),
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """``user, item, rating`` as NumPy arrays (what an artifact stores)."""
-        return {"user": self.user.cpu().numpy(), "item": self.item.cpu().numpy(),
-                "rating": self.rating.cpu().numpy()}
+        return {
+            "user": self.user.cpu().numpy(),
+            "item": self.item.cpu().numpy(),
+            "rating": self.rating.cpu().numpy(),
+        }
 
     def __len__(self) -> int:
         return len(self.rating)
@@ -111,8 +116,9 @@ def grow(model: ExplicitModel, *, new_user_ids: np.ndarray, new_item_ids: np.nda
             continue
         for name in (f"{side}_factors", f"{side}_bias"):
             old = getattr(net, name)
-            table = nn.Embedding(old.num_embeddings + extra, old.embedding_dim,
-                                 device=old.weight.device)
+            table = nn.Embedding(
+                old.num_embeddings + extra, old.embedding_dim, device=old.weight.device
+            )
             table.weight.zero_()
             table.weight[: old.num_embeddings] = old.weight
             table.weight.requires_grad_(old.weight.requires_grad)
@@ -126,8 +132,13 @@ def grow(model: ExplicitModel, *, new_user_ids: np.ndarray, new_item_ids: np.nda
 
 @torch.no_grad()
 def apply_ratings(
-    model: ExplicitModel, store: RatingStore, user: torch.Tensor, item: torch.Tensor,
-    rating: torch.Tensor, *, update: str = "users",
+    model: ExplicitModel,
+    store: RatingStore,
+    user: torch.Tensor,
+    item: torch.Tensor,
+    rating: torch.Tensor,
+    *,
+    update: str = "users",
 ) -> dict[str, torch.Tensor]:
     """Merge ratings into ``store`` and re-solve the affected rows of ``model`` in place.
 
@@ -152,27 +163,56 @@ def apply_ratings(
     if penalties is None:
         raise UnsupportedError(
             f"online updates need a model with a mu + b_u + b_i + q_i.p_u net (BiasedMF, "
-            f"BaselineEstimates); {type(model).__name__} has none: retrain it instead")
+            f"BaselineEstimates); {type(model).__name__} has none: retrain it instead"
+        )
     if update not in UPDATES:
         raise ValueError(f"update={update!r}; choose one of {UPDATES}")
     store.add(user, item, rating)
     users = torch.unique(user)  # shape: (U,) sorted
     items = torch.unique(item) if update == "both" else torch.unique(item[~model.item_known[item]])
     net = model.net
-    _solve(model, store.user, store.item, store.rating, users, penalties["user"],
-           rows_side=(net.user_factors, net.user_bias, model.user_known),
-           other_side=(net.item_factors, net.item_bias, model.item_known))
-    _solve(model, store.item, store.user, store.rating, items, penalties["item"],
-           rows_side=(net.item_factors, net.item_bias, model.item_known),
-           other_side=(net.user_factors, net.user_bias, model.user_known))
-    model.train_csr = UserItemCSR.from_pairs(store.user, store.item, n_users=model.n_users,
-                                             n_items=model.n_items, values=store.rating,
-                                             device=model.device)
+    _solve(
+        model,
+        store.user,
+        store.item,
+        store.rating,
+        users,
+        penalties["user"],
+        rows_side=(net.user_factors, net.user_bias, model.user_known),
+        other_side=(net.item_factors, net.item_bias, model.item_known),
+    )
+    _solve(
+        model,
+        store.item,
+        store.user,
+        store.rating,
+        items,
+        penalties["item"],
+        rows_side=(net.item_factors, net.item_bias, model.item_known),
+        other_side=(net.user_factors, net.user_bias, model.user_known),
+    )
+    model.train_csr = UserItemCSR.from_pairs(
+        store.user,
+        store.item,
+        n_users=model.n_users,
+        n_items=model.n_items,
+        values=store.rating,
+        device=model.device,
+    )
     return {"users": users, "items": items}
 
 
-def _solve(model: ExplicitModel, rows: torch.Tensor, cols: torch.Tensor, rating: torch.Tensor,
-           which: torch.Tensor, ridge, *, rows_side: tuple, other_side: tuple) -> None:
+def _solve(
+    model: ExplicitModel,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    rating: torch.Tensor,
+    which: torch.Tensor,
+    ridge,
+    *,
+    rows_side: tuple,
+    other_side: tuple,
+) -> None:
     """Re-solve the rows ``which`` (sorted ids) of one side from all their stored ratings."""
     if not len(which):
         return

@@ -26,12 +26,7 @@ import torch
 
 import mfutils.models  # noqa: F401 - importing registers every model class
 from mfutils.data.container import Ratings, UserItemCSR
-from mfutils.data.splits import (
-    canonical_folds,
-    per_user_holdout,
-    random_holdout,
-    temporal_holdout,
-)
+from mfutils.data.splits import canonical_folds, per_user_holdout, random_holdout, temporal_holdout
 from mfutils.device import get_device
 from mfutils.metrics import mae, rmse, topk_metrics
 from mfutils.models import registry
@@ -88,8 +83,9 @@ def parse_params(cls: type[ExplicitModel], pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"parameter {pair!r} is not of the form name=value")
         if key not in options:
-            raise ValueError(f"{cls.__name__} has no parameter {key!r}; valid: "
-                             f"{', '.join(options)}")
+            raise ValueError(
+                f"{cls.__name__} has no parameter {key!r}; valid: {', '.join(options)}"
+            )
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
@@ -112,18 +108,23 @@ def _check_range(cls: type, key: str, value: Any) -> Any:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return value
     if not math.isfinite(value):
-        raise ValueError(f"{cls.__name__} parameter {key!r} must be a finite number; "
-                         f"got {value!r}")
+        raise ValueError(f"{cls.__name__} parameter {key!r} must be a finite number; got {value!r}")
     if key.startswith(_POSITIVE_PREFIXES) and value <= 0:
         raise ValueError(f"{cls.__name__} parameter {key!r} must be > 0; got {value!r}")
     if key.startswith(_NON_NEGATIVE_PREFIXES) and value < 0:
-        raise ValueError(f"{cls.__name__} parameter {key!r} must be >= 0 (a penalty); "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{cls.__name__} parameter {key!r} must be >= 0 (a penalty); got {value!r}"
+        )
     return value
 
 
-def build_model(name: str, params: dict[str, Any] | None = None, *, seed: int = 0,
-                device: str | torch.device | None = None) -> Model:
+def build_model(
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> Model:
     """An unfitted model from a name and options; ``seed`` applies unless given in ``params``.
 
     Raises
@@ -141,8 +142,9 @@ def build_model(name: str, params: dict[str, Any] | None = None, *, seed: int = 
         raise ValueError(f"{cls.__name__}({_call(options)}): {err}") from err
 
 
-def make_split(data: Ratings, split: str, *, seed: int = 0, test_fraction: float = 0.2
-               ) -> tuple[Ratings, Ratings | None, str]:
+def make_split(
+    data: Ratings, split: str, *, seed: int = 0, test_fraction: float = 0.2
+) -> tuple[Ratings, Ratings | None, str]:
     """``(train, test, protocol)`` of one named split; ``test`` is ``None`` for ``full``.
 
     ``u1`` .. ``u5`` are ML-100K's canonical folds; ``random``, ``per-user`` and ``temporal``
@@ -155,8 +157,10 @@ def make_split(data: Ratings, split: str, *, seed: int = 0, test_fraction: float
         return data, None, "all ratings (no held-out test)"
     if split.startswith("u"):
         if data.fold is None:
-            raise ValueError(f"split {split!r} needs ML-100K's canonical u1..u5 files; "
-                             f"{data.name!r} has none: use --split random")
+            raise ValueError(
+                f"split {split!r} needs ML-100K's canonical u1..u5 files; "
+                f"{data.name!r} has none: use --split random"
+            )
         train, test = canonical_folds(data)[int(split[1]) - 1]
         return train, test, f"canonical {split}.base / {split}.test"
     if split == "random":
@@ -169,8 +173,9 @@ def make_split(data: Ratings, split: str, *, seed: int = 0, test_fraction: float
     return train, test, f"temporal: each user's latest {pct}"
 
 
-def evaluate(model: Model, test: Ratings, *, seen: UserItemCSR | None = None,
-             topk: bool = True) -> dict[str, float]:
+def evaluate(
+    model: Model, test: Ratings, *, seen: UserItemCSR | None = None, topk: bool = True
+) -> dict[str, float]:
     """Held-out metrics of a fitted model on ``test``.
 
     Explicit models: ``rmse`` and ``mae``, and with ``topk`` ``recall@10`` and ``ndcg@10``
@@ -189,18 +194,26 @@ def evaluate(model: Model, test: Ratings, *, seen: UserItemCSR | None = None,
     if topk or ranking_model:
         device = model.device
         seen = model.train_csr if seen is None else seen
-        truth = UserItemCSR.from_pairs(test.user, test.item, n_users=model.n_users,
-                                       n_items=model.n_items, device=device)
+        truth = UserItemCSR.from_pairs(
+            test.user, test.item, n_users=model.n_users, n_items=model.n_items, device=device
+        )
         ks = (10, 20) if ranking_model else (10,)
         ranking = topk_metrics(model.score_items, train=seen.to(device), test=truth, ks=ks)
-        metrics.update({f"{name}@{k}": ranking[f"{name}@{k}"] for k in ks
-                        for name in ("recall", "ndcg")})
+        metrics.update(
+            {f"{name}@{k}": ranking[f"{name}@{k}"] for k in ks for name in ("recall", "ndcg")}
+        )
     return metrics
 
 
 def train_artifact(
-    name: str, data: Ratings, *, params: dict[str, Any] | None = None, split: str = "u1",
-    seed: int = 0, device: str | torch.device | None = None, topk: bool = True,
+    name: str,
+    data: Ratings,
+    *,
+    params: dict[str, Any] | None = None,
+    split: str = "u1",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    topk: bool = True,
 ) -> Artifact:
     """Fit ``name`` on the training part of ``split``, evaluate on its test part, package it.
 
@@ -213,15 +226,20 @@ def train_artifact(
     train, test, protocol = make_split(data, split, seed=seed)
     model.fit(train)
     metrics = {} if test is None else evaluate(model, test, topk=topk)
-    artifact = Artifact.from_training(model, train, name=name, split=split, protocol=protocol,
-                                      metrics=metrics, params=params)
-    artifact.info["warnings"] = ([] if model.kind == "ranking" else
-                                 fit_warnings(model, train if test is None else test, params))
+    artifact = Artifact.from_training(
+        model, train, name=name, split=split, protocol=protocol, metrics=metrics, params=params
+    )
+    artifact.info["warnings"] = (
+        []
+        if model.kind == "ranking"
+        else fit_warnings(model, train if test is None else test, params)
+    )
     return artifact
 
 
-def fit_warnings(model: ExplicitModel, data: Ratings, params: dict[str, Any] | None = None
-                 ) -> list[str]:
+def fit_warnings(
+    model: ExplicitModel, data: Ratings, params: dict[str, Any] | None = None
+) -> list[str]:
     """Warnings about a fitted model: today, an RMSE on ``data`` worse than predicting the
     training mean for every rating, the sign of a fit that diverged without reaching NaN
     (e.g. Adam with a huge ``lr``)."""
@@ -231,9 +249,11 @@ def fit_warnings(model: ExplicitModel, data: Ratings, params: dict[str, Any] | N
     if not model_rmse > mean_rmse:
         return []
     rates = {k: v for k, v in (params or {}).items() if k.startswith("lr")}
-    return [f"RMSE {model_rmse:.4f} is worse than predicting the training mean "
-            f"({mean_rmse:.4f}): training probably diverged"
-            + (f" with {_call(rates)}; try a smaller learning rate" if rates else "")]
+    return [
+        f"RMSE {model_rmse:.4f} is worse than predicting the training mean "
+        f"({mean_rmse:.4f}): training probably diverged"
+        + (f" with {_call(rates)}; try a smaller learning rate" if rates else "")
+    ]
 
 
 def check_same_ids(model: ExplicitModel, data: Ratings) -> None:
@@ -241,16 +261,19 @@ def check_same_ids(model: ExplicitModel, data: Ratings) -> None:
     for kind, ids in (("user", data.user_ids), ("item", data.item_ids)):
         known = getattr(model, f"{kind}_ids")
         if len(known) < len(ids) or not np.array_equal(known[: len(ids)], ids):
-            raise ValueError(f"{data.name!r} has other {kind} ids than the model was trained "
-                             "on: evaluate an artifact on the data set it was trained on")
+            raise ValueError(
+                f"{data.name!r} has other {kind} ids than the model was trained "
+                "on: evaluate an artifact on the data set it was trained on"
+            )
 
 
-def capabilities(cls: type[Model], params: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
+def capabilities(cls: type[Model], params: dict[str, Any] | None = None) -> dict[str, Any]:
     """How the service answers new users and whether it takes online updates, per model."""
     model = cls(**(params or {}), device="cpu")
-    return {"new_user": new_user_method(model),
-            "online_updates": ridge_penalties(model) is not None}
+    return {
+        "new_user": new_user_method(model),
+        "online_updates": ridge_penalties(model) is not None,
+    }
 
 
 def results_table(path: str | Path) -> pd.DataFrame:
@@ -273,17 +296,24 @@ def results_table(path: str | Path) -> pd.DataFrame:
             serving = capabilities(cls, implied)
         except ValueError:
             cls, implied, serving = None, None, {"new_user": None, "online_updates": None}
-        rows.append({"model": record["model"], "rmse_mean": record["rmse_mean"],
-                     "folds": ",".join(record.get("folds", [])),
-                     "class": None if cls is None else cls.__name__, "params": implied,
-                     **serving})
+        rows.append(
+            {
+                "model": record["model"],
+                "rmse_mean": record["rmse_mean"],
+                "folds": ",".join(record.get("folds", [])),
+                "class": None if cls is None else cls.__name__,
+                "params": implied,
+                **serving,
+            }
+        )
     table = pd.DataFrame(rows).sort_values("rmse_mean", kind="stable", ignore_index=True)
     table.attrs["protocol"] = payload.get("meta", {}).get("protocol")
     return table
 
 
-def choose_model(path: str | Path, *, online_updates: bool = True,
-                 fallback: str = "BiasedMF-SGD") -> tuple[str, pd.DataFrame]:
+def choose_model(
+    path: str | Path, *, online_updates: bool = True, fallback: str = "BiasedMF-SGD"
+) -> tuple[str, pd.DataFrame]:
     """The best (lowest mean RMSE) registered model of a results file, and the table.
 
     With ``online_updates`` only models the service can fold new users into and update
@@ -305,14 +335,20 @@ def _check_kind(cls: type, key: str, value: Any, default: Any) -> Any:
     """Reject a value whose kind differs from the option's default (bool, int, float, str)."""
     if value is None or default is None or default is inspect.Parameter.empty:
         return value
-    kinds = [(bool, (bool,), "a bool"), (int, (int,), "an int"),
-             (float, (int, float), "a number"), (str, (str,), "a string")]
+    kinds = [
+        (bool, (bool,), "a bool"),
+        (int, (int,), "an int"),
+        (float, (int, float), "a number"),
+        (str, (str,), "a string"),
+    ]
     for kind, accepted, label in kinds:
         if isinstance(default, kind):
             if isinstance(value, accepted) and (kind is bool or not isinstance(value, bool)):
                 return float(value) if kind is float else value
-            raise ValueError(f"{cls.__name__} parameter {key!r} expects {label} "
-                             f"(default {default!r}); got {value!r}")
+            raise ValueError(
+                f"{cls.__name__} parameter {key!r} expects {label} "
+                f"(default {default!r}); got {value!r}"
+            )
     return value
 
 

@@ -68,8 +68,10 @@ class UnknownIdError(KeyError):
     """Raw ids the served model does not know; ``kind`` is ``"user"`` or ``"item"``."""
 
     def __init__(self, kind: str, ids: list) -> None:
-        super().__init__(f"unknown {kind} id{'s' if len(ids) > 1 else ''} "
-                         f"{', '.join(map(str, ids[:10]))}{' ...' if len(ids) > 10 else ''}")
+        super().__init__(
+            f"unknown {kind} id{'s' if len(ids) > 1 else ''} "
+            f"{', '.join(map(str, ids[:10]))}{' ...' if len(ids) > 10 else ''}"
+        )
         self.kind, self.ids = kind, ids
 
     def __str__(self) -> str:
@@ -141,8 +143,9 @@ class Recommender:
         The directory the artifact was loaded from (``None`` for an artifact in memory).
     """
 
-    def __init__(self, artifact: Artifact | str | Path, *,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, artifact: Artifact | str | Path, *, device: str | torch.device | None = None
+    ) -> None:
         self.path = None if isinstance(artifact, Artifact) else Path(artifact)
         if not isinstance(artifact, Artifact):
             artifact = Artifact.load(artifact, device=device)
@@ -151,8 +154,9 @@ class Recommender:
         self.items = artifact.items.reset_index(drop=True)
         self.store = RatingStore.from_arrays(artifact.ratings, self.model.device)
         self.lock = ReadWriteLock()
-        self.updates = dict(artifact.info.get("online_updates", {"ratings": 0, "users": 0,
-                                                                 "items": 0}))
+        self.updates = dict(
+            artifact.info.get("online_updates", {"ratings": 0, "users": 0, "items": 0})
+        )
         self._dirty = False
         self._loaded_sizes = {"user": self.model.n_users, "item": self.model.n_items}
         self._reindex()
@@ -168,36 +172,51 @@ class Recommender:
 
     def capabilities(self) -> dict[str, Any]:
         """Which method answers each kind of request for this model."""
-        return {"known_user": "model", "new_user": self._new_user_method(),
-                "similar_items": "item-factors" if _item_factors(self.model) is not None
-                else "co-occurrence", "online_updates": supports_updates(self.model)}
+        return {
+            "known_user": "model",
+            "new_user": self._new_user_method(),
+            "similar_items": "item-factors"
+            if _item_factors(self.model) is not None
+            else "co-occurrence",
+            "online_updates": supports_updates(self.model),
+        }
 
     def metadata(self) -> dict[str, Any]:
         """The artifact's manifest fields plus the live state (sizes, updates, capabilities)."""
         with self.lock.read():
-            return {**self.artifact.info, "n_users": self.model.n_users,
-                    "n_items": self.model.n_items, "n_ratings": len(self.store),
-                    "device": str(self.model.device), "capabilities": self.capabilities(),
-                    "online_updates": dict(self.updates), "unsaved_updates": self._dirty}
+            return {
+                **self.artifact.info,
+                "n_users": self.model.n_users,
+                "n_items": self.model.n_items,
+                "n_ratings": len(self.store),
+                "device": str(self.model.device),
+                "capabilities": self.capabilities(),
+                "online_updates": dict(self.updates),
+                "unsaved_updates": self._dirty,
+            }
 
     def describe(self, ranking: Ranking) -> list[dict[str, Any]]:
         """``item, title, genres, score`` records of a ranking (raw ids, metadata joined)."""
         titles, genres = self._metadata  # read once: an update may swap them meanwhile
         rows = self._item_index.get_indexer(ranking.items)
-        return [{"item": item, "title": titles[row], "genres": list(genres[row]),
-                 "score": float(score)}
-                for item, score, row in zip(ranking.items.tolist(), ranking.scores.tolist(),
-                                            rows.tolist(), strict=True)]
+        return [
+            {"item": item, "title": titles[row], "genres": list(genres[row]), "score": float(score)}
+            for item, score, row in zip(
+                ranking.items.tolist(), ranking.scores.tolist(), rows.tolist(), strict=True
+            )
+        ]
 
     def frame(self, ranking: Ranking) -> pd.DataFrame:
         """A ranking as a table with titles, for notebooks and the CLI."""
         columns = ["item", "title", "genres", "score"]
         return pd.DataFrame(self.describe(ranking), columns=columns).assign(
-            genres=lambda f: f["genres"].map(", ".join))
+            genres=lambda f: f["genres"].map(", ".join)
+        )
 
     # ------------------------------------------------------------------ queries
-    def recommend(self, users: list[int] | np.ndarray, k: int = 10, *,
-                  exclude_seen: bool = True) -> list[Ranking]:
+    def recommend(
+        self, users: list[int] | np.ndarray, k: int = 10, *, exclude_seen: bool = True
+    ) -> list[Ranking]:
         """Top-``k`` items for known users (raw ids); one matrix product for all of them.
 
         Raises
@@ -212,13 +231,20 @@ class Recommender:
             compact = self._encode("user", users)
             items, scores = self.model.recommend(compact, k, exclude_seen=exclude_seen)
             item_ids = self.model.item_ids
-        return [_ranking(item_ids, row_items, row_scores, "model")
-                for row_items, row_scores in zip(items, scores, strict=True)]
+        return [
+            _ranking(item_ids, row_items, row_scores, "model")
+            for row_items, row_scores in zip(items, scores, strict=True)
+        ]
 
     @torch.no_grad()
-    def recommend_new_user(self, items: list[int] | np.ndarray,
-                           ratings: list[float] | np.ndarray, k: int = 10, *,
-                           exclude_rated: bool = True) -> Ranking:
+    def recommend_new_user(
+        self,
+        items: list[int] | np.ndarray,
+        ratings: list[float] | np.ndarray,
+        k: int = 10,
+        *,
+        exclude_rated: bool = True,
+    ) -> Ranking:
         """Top-``k`` items for someone outside the training data, from their ratings alone.
 
         Fold-in for factor models, Asymmetric-SVD's own eq. 13 sums, else popularity (see the
@@ -228,8 +254,10 @@ class Recommender:
         ratings = np.asarray(ratings, dtype=np.float32)
         low, high = self.rating_scale
         if len(ratings) != len(items) or not len(ratings):
-            raise ValueError(f"give one rating per item and at least one; got {len(items)} "
-                             f"items and {len(ratings)} ratings")
+            raise ValueError(
+                f"give one rating per item and at least one; got {len(items)} "
+                f"items and {len(ratings)} ratings"
+            )
         if not np.isfinite(ratings).all() or (ratings < low).any() or (ratings > high).any():
             raise ValueError(f"ratings must lie on the model's scale [{low}, {high}]")
         repeated = pd.Index(items)[pd.Index(items).duplicated()].unique().tolist()
@@ -248,9 +276,16 @@ class Recommender:
                 scores = score_folded(self.model, p, b)[0]  # shape: (n_items,)
             elif method == "asymmetric-svd":
                 n = self.n_items
-                scores = torch.as_tensor(self.model.predict_new_users(
-                    np.zeros(len(compact), dtype=np.int64), compact, ratings,
-                    np.zeros(n, dtype=np.int64), np.arange(n)), device=device)
+                scores = torch.as_tensor(
+                    self.model.predict_new_users(
+                        np.zeros(len(compact), dtype=np.int64),
+                        compact,
+                        ratings,
+                        np.zeros(n, dtype=np.int64),
+                        np.arange(n),
+                    ),
+                    device=device,
+                )
             else:
                 scores = self.store.item_counts(self.n_items).float()
             if exclude_rated:
@@ -283,10 +318,17 @@ class Recommender:
             return self._top(scores, k, method)
 
     # ------------------------------------------------------------------ online updates
-    def add_ratings(self, users: list[int] | np.ndarray, items: list[int] | np.ndarray,
-                    ratings: list[float] | np.ndarray, *, update: str = "users",
-                    allow_new: bool = True, max_new_users: int | None = None,
-                    max_new_items: int | None = None) -> dict[str, Any]:
+    def add_ratings(
+        self,
+        users: list[int] | np.ndarray,
+        items: list[int] | np.ndarray,
+        ratings: list[float] | np.ndarray,
+        *,
+        update: str = "users",
+        allow_new: bool = True,
+        max_new_users: int | None = None,
+        max_new_items: int | None = None,
+    ) -> dict[str, Any]:
         """Apply one batch of new ratings (raw ids) to the served model in place; see
         :func:`mfutils.serving.online.apply_ratings`.
 
@@ -309,64 +351,87 @@ class Recommender:
         if not supports_updates(self.model):
             raise UnsupportedError(
                 f"{type(self.model).__name__} takes no online updates (only models with a "
-                "biased-MF net, BiasedMF and BaselineEstimates, do): retrain and export again")
+                "biased-MF net, BiasedMF and BaselineEstimates, do): retrain and export again"
+            )
         users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
         ratings = np.asarray(ratings, dtype=np.float32)
         if not len(users) == len(items) == len(ratings) or not len(ratings):
-            raise ValueError(f"users, items and ratings must be equally long and not empty; "
-                             f"got {len(users)}, {len(items)}, {len(ratings)}")
+            raise ValueError(
+                f"users, items and ratings must be equally long and not empty; "
+                f"got {len(users)}, {len(items)}, {len(ratings)}"
+            )
         low, high = self.rating_scale
         if not np.isfinite(ratings).all() or (ratings < low).any() or (ratings > high).any():
             raise ValueError(f"ratings must lie on the model's scale [{low}, {high}]")
         pairs = pd.MultiIndex.from_arrays([users, items])
         if pairs.has_duplicates:
             user, item = pairs[pairs.duplicated()][0]
-            raise ValueError(f"user {user} rates item {item} more than once in this batch: send "
-                             "each pair once (a later batch replaces a rating)")
+            raise ValueError(
+                f"user {user} rates item {item} more than once in this batch: send "
+                "each pair once (a later batch replaces a rating)"
+            )
         with self.lock.write():
             new_users = self._unseen(self._user_index, users)
             new_items = self._unseen(self._item_index, items)
             if not allow_new and (len(new_users) or len(new_items)):
-                raise UnknownIdError("user" if len(new_users) else "item",
-                                     list(new_users if len(new_users) else new_items))
+                raise UnknownIdError(
+                    "user" if len(new_users) else "item",
+                    list(new_users if len(new_users) else new_items),
+                )
             self._check_new("user", new_users, max_new_users)
             self._check_new("item", new_items, max_new_items)
             grow(self.model, new_user_ids=new_users, new_item_ids=new_items)
             if len(new_items):
-                extra = pd.DataFrame({"item_id": new_items, "title": None, "year": None,
-                                      "genres": [[] for _ in new_items]})
+                extra = pd.DataFrame(
+                    {
+                        "item_id": new_items,
+                        "title": None,
+                        "year": None,
+                        "genres": [[] for _ in new_items],
+                    }
+                )
                 self.items = pd.concat([self.items, extra], ignore_index=True)
             self._reindex()
             device = self.model.device
             solved = apply_ratings(
-                self.model, self.store,
+                self.model,
+                self.store,
                 torch.as_tensor(self._user_index.get_indexer(users), device=device),
                 torch.as_tensor(self._item_index.get_indexer(items), device=device),
-                torch.as_tensor(ratings, device=device), update=update)
-            self.updates = {"ratings": self.updates["ratings"] + len(ratings),
-                            "users": self.updates["users"] + len(new_users),
-                            "items": self.updates["items"] + len(new_items)}
+                torch.as_tensor(ratings, device=device),
+                update=update,
+            )
+            self.updates = {
+                "ratings": self.updates["ratings"] + len(ratings),
+                "users": self.updates["users"] + len(new_users),
+                "items": self.updates["items"] + len(new_items),
+            }
             self._dirty = True
-            return {"ratings": len(ratings), "new_users": new_users.tolist(),
-                    "new_items": new_items.tolist(),
-                    "users": self.model.user_ids[solved["users"].cpu().numpy()].tolist(),
-                    "items": self.model.item_ids[solved["items"].cpu().numpy()].tolist()}
+            return {
+                "ratings": len(ratings),
+                "new_users": new_users.tolist(),
+                "new_items": new_items.tolist(),
+                "users": self.model.user_ids[solved["users"].cpu().numpy()].tolist(),
+                "items": self.model.item_ids[solved["items"].cpu().numpy()].tolist(),
+            }
 
     def snapshot(self) -> Artifact:
         """The current state as an artifact: the loaded one, or its next version if updated."""
         with self.lock.read():
             if not self._dirty:
                 return self.artifact
-            return self.artifact.next_version(self.model, self.items.copy(),
-                                              self.store.arrays(), dict(self.updates))
+            return self.artifact.next_version(
+                self.model, self.items.copy(), self.store.arrays(), dict(self.updates)
+            )
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Artifact:
         """Write the current state (a new version after online updates) to ``path``."""
         with self.lock.write():  # no update may land between snapshot and write
             artifact = self.artifact
             if self._dirty:
-                artifact = artifact.next_version(self.model, self.items.copy(),
-                                                 self.store.arrays(), dict(self.updates))
+                artifact = artifact.next_version(
+                    self.model, self.items.copy(), self.store.arrays(), dict(self.updates)
+                )
             artifact.save(path, overwrite=overwrite)
             self.artifact, self._dirty = artifact, False
         return artifact
@@ -394,8 +459,9 @@ class Recommender:
             keys = [_integer(value) for value in given]
             wide = [k for k in keys if k is not None and not -(2**63) <= k < 2**63]
             if wide:
-                raise OverflowError(f"{kind} id {wide[0]} is out of range (ids are 64-bit "
-                                    "integers)")
+                raise OverflowError(
+                    f"{kind} id {wide[0]} is out of range (ids are 64-bit integers)"
+                )
             whole = np.array([k is not None for k in keys], dtype=bool)
             found = index.get_indexer(np.array([k or 0 for k in keys], dtype=np.int64))
             compact = np.where(whole, found, -1).astype(np.int64)
@@ -414,13 +480,16 @@ class Recommender:
         """Refuse new raw ids outside ``[1, MAX_RAW_ID]`` or past ``limit`` since loading."""
         bad = new[(new < 1) | (new > MAX_RAW_ID)]
         if len(bad):
-            raise ValueError(f"new {kind} ids must be integers in [1, {MAX_RAW_ID}]; got "
-                             f"{', '.join(map(str, bad[:5].tolist()))}")
+            raise ValueError(
+                f"new {kind} ids must be integers in [1, {MAX_RAW_ID}]; got "
+                f"{', '.join(map(str, bad[:5].tolist()))}"
+            )
         added = getattr(self.model, f"n_{kind}s") - self._loaded_sizes[kind]
         if limit is not None and added + len(new) > limit:
             raise GrowthLimitError(
                 f"{len(new)} new {kind}s would pass the limit of {limit} new {kind}s since "
-                f"start-up ({added} added so far); known {kind}s can still rate")
+                f"start-up ({added} added so far); known {kind}s can still rate"
+            )
 
     def _check_k(self, k: int) -> None:
         if not 1 <= k <= self.n_items:
@@ -439,8 +508,9 @@ class Recommender:
 
     def _top(self, scores: torch.Tensor, k: int, method: str) -> Ranking:
         top = torch.topk(scores, k)
-        return _ranking(self.model.item_ids, top.indices.cpu().numpy(),
-                        top.values.cpu().numpy(), method)
+        return _ranking(
+            self.model.item_ids, top.indices.cpu().numpy(), top.values.cpu().numpy(), method
+        )
 
 
 def _integer(value: object) -> int | None:
@@ -461,8 +531,7 @@ def new_user_method(model: nn.Module) -> str:
     return "popularity"
 
 
-def _ranking(item_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str
-             ) -> Ranking:
+def _ranking(item_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str) -> Ranking:
     """Raw ids of a top-K row; items ranked ``-inf`` (seen, or no candidate left) dropped."""
     keep = np.isfinite(scores)
     return Ranking(item_ids[items[keep]], scores[keep], method)

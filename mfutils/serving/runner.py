@@ -28,8 +28,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def wait_healthy(url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None
-                 ) -> dict:
+def wait_healthy(
+    url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None
+) -> dict:
     """Poll ``url/health`` until it answers 200; raise if ``process`` dies or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
@@ -61,8 +62,9 @@ class BackgroundServer:
         import uvicorn
 
         self.host, self.port = host, port or free_port(host)
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(
+            app, host=self.host, port=self.port, log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -102,12 +104,29 @@ class ServerProcess:
         Seconds to wait for ``/health``.
     """
 
-    def __init__(self, artifact: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
-                 args: list[str] | None = None, env: dict[str, str] | None = None,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        artifact: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> None:
         self.host, self.port = host, port or free_port(host)
-        self.command = [sys.executable, "-m", "mfutils.cli", "serve", str(artifact),
-                        "--host", host, "--port", str(self.port), *(args or [])]
+        self.command = [
+            sys.executable,
+            "-m",
+            "mfutils.cli",
+            "serve",
+            str(artifact),
+            "--host",
+            host,
+            "--port",
+            str(self.port),
+            *(args or []),
+        ]
         self.env = {**os.environ, **(env or {})}
         self.timeout = timeout
         self.process: subprocess.Popen | None = None
@@ -120,8 +139,9 @@ class ServerProcess:
         """Start the process and wait for ``/health``; it is stopped at interpreter exit at
         the latest."""
         self.log = tempfile.TemporaryFile(mode="w+")  # a pipe would fill up and block the server
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, text=True
+        )
         atexit.register(self.stop)
         try:
             wait_healthy(self.url, timeout=self.timeout, process=self.process)
@@ -148,6 +168,10 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.stop()

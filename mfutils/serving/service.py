@@ -98,8 +98,10 @@ class _Body(BaseModel):
 
 # Raw ids: integers (MovieLens, most logs) or strings (own data with text ids); a JSON
 # number or a numeric string is an integer id.
-RawId = Annotated[int | Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)],
-                  Field(union_mode="left_to_right")]
+RawId = Annotated[
+    int | Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)],
+    Field(union_mode="left_to_right"),
+]
 
 
 class RankedItem(BaseModel):
@@ -112,8 +114,9 @@ class RankedItem(BaseModel):
 class Recommendations(BaseModel):
     user: RawId | None = Field(description="raw user id; null for a new user")
     k: int
-    method: str = Field(description="model, fold-in, asymmetric-svd, popularity, item-factors "
-                                    "or co-occurrence")
+    method: str = Field(
+        description="model, fold-in, asymmetric-svd, popularity, item-factors or co-occurrence"
+    )
     items: list[RankedItem]
 
 
@@ -141,13 +144,17 @@ class NewRating(_Body):
 
 
 class RatingsRequest(_Body):
-    ratings: list[NewRating] = Field(min_length=1, max_length=MAX_BATCH,
-                                     description="one batch: each (user, item) pair once")
+    ratings: list[NewRating] = Field(
+        min_length=1, max_length=MAX_BATCH, description="one batch: each (user, item) pair once"
+    )
     update: Literal["users", "both"] = Field(
-        "users", description="users: re-solve the raters (and items new to the model); "
-                             "both: also re-solve every rated item")
-    allow_new: bool = Field(True, description="add unknown raw ids (in [1, 2**31 - 1]) as new "
-                                              "users / items")
+        "users",
+        description="users: re-solve the raters (and items new to the model); "
+        "both: also re-solve every rated item",
+    )
+    allow_new: bool = Field(
+        True, description="add unknown raw ids (in [1, 2**31 - 1]) as new users / items"
+    )
 
 
 class BodyLimitMiddleware:
@@ -184,8 +191,9 @@ class BodyLimitMiddleware:
                 return
             if not message.get("more_body", False):
                 break
-        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks),
-                                   "more_body": False}]
+        pending: list[Message] = [
+            {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        ]
 
         async def replay() -> Message:
             return pending.pop() if pending else await receive()
@@ -193,8 +201,10 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = (f"request body over the {self.max_body_bytes}-byte limit (the service's "
-                  "--max-body-bytes): send fewer ratings or users per request")
+        detail = (
+            f"request body over the {self.max_body_bytes}-byte limit (the service's "
+            "--max-body-bytes): send fewer ratings or users per request"
+        )
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
@@ -222,10 +232,16 @@ class _StrictJSONRoute(APIRoute):
 
 
 def create_app(
-    artifact: Recommender | Artifact | str | Path, *, device: str | None = None,
-    read_only: bool = False, save_dir: str | Path | None = None, allow_updates: bool = False,
-    token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-    max_new_users: int = MAX_NEW, max_new_items: int = MAX_NEW,
+    artifact: Recommender | Artifact | str | Path,
+    *,
+    device: str | None = None,
+    read_only: bool = False,
+    save_dir: str | Path | None = None,
+    allow_updates: bool = False,
+    token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_new_users: int = MAX_NEW,
+    max_new_items: int = MAX_NEW,
     allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """The FastAPI app serving ``artifact``.
@@ -263,8 +279,11 @@ def create_app(
     """
     if token is not None and not token:
         raise ValueError("the token is empty: give a non-empty --token or unset $MFUTILS_TOKEN")
-    for name, value in (("max_body_bytes", max_body_bytes), ("max_new_users", max_new_users),
-                        ("max_new_items", max_new_items)):
+    for name, value in (
+        ("max_body_bytes", max_body_bytes),
+        ("max_new_users", max_new_users),
+        ("max_new_items", max_new_items),
+    ):
         if value < 1:
             raise ValueError(f"{name}={value} must be at least 1")
     hosts = _host_patterns(allowed_hosts)
@@ -272,12 +291,20 @@ def create_app(
     if save_dir is not None:
         save_dir = Path(save_dir)
         _check_save_dir(save_dir, rec.path)
-    writes = "off" if read_only else "token" if token is not None else (
-        "open" if allow_updates else "off")
+    writes = (
+        "off"
+        if read_only
+        else "token"
+        if token is not None
+        else ("open" if allow_updates else "off")
+    )
     info = rec.artifact.info
-    app = FastAPI(title="mfutils recommendations", version=mfutils.__version__,
-                  description=f"{info['model']['name']} trained on {info['data']['dataset']} "
-                              f"({info['data']['split']}); raw MovieLens ids in and out.")
+    app = FastAPI(
+        title="mfutils recommendations",
+        version=mfutils.__version__,
+        description=f"{info['model']['name']} trained on {info['data']['dataset']} "
+        f"({info['data']['split']}); raw MovieLens ids in and out.",
+    )
     app.router.route_class = _StrictJSONRoute
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
@@ -286,50 +313,82 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()[:10]
-        return JSONResponse(status_code=422, content={
-            "detail": _clip("; ".join(_readable(error) for error in errors)),
-            "errors": [{"type": error.get("type"), "loc": [_clip(str(part), 80)
-                                                           for part in error.get("loc", ())],
-                        "msg": _clip(str(error.get("msg")))} for error in errors]})
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": _clip("; ".join(_readable(error) for error in errors)),
+                "errors": [
+                    {
+                        "type": error.get("type"),
+                        "loc": [_clip(str(part), 80) for part in error.get("loc", ())],
+                        "msg": _clip(str(error.get("msg"))),
+                    }
+                    for error in errors
+                ],
+            },
+        )
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": _clip(str(exc.detail))}, status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse(
+            {"detail": _clip(str(exc.detail))}, status_code=exc.status_code, headers=exc.headers
+        )
 
     async def may_write(request: Request) -> None:
         """403 / 409 unless this service takes writes; 401 without the right token."""
         if read_only:
-            raise HTTPException(409, "this service is read-only (started with several workers "
-                                     "or --read-only): online updates and saves are refused")
+            raise HTTPException(
+                409,
+                "this service is read-only (started with several workers "
+                "or --read-only): online updates and saves are refused",
+            )
         if writes == "off":
-            raise HTTPException(403, "writes are disabled: start the service with "
-                                     "--allow-updates, or with --token / $MFUTILS_TOKEN to "
-                                     "take them from bearers of the token")
+            raise HTTPException(
+                403,
+                "writes are disabled: start the service with "
+                "--allow-updates, or with --token / $MFUTILS_TOKEN to "
+                "take them from bearers of the token",
+            )
         if writes == "token":
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(),
-                                                                     token.encode()):
-                raise HTTPException(401, "writes need the service's token: send the header "
-                                         "'Authorization: Bearer TOKEN'",
-                                    headers={"WWW-Authenticate": "Bearer"})
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.encode(), token.encode()
+            ):
+                raise HTTPException(
+                    401,
+                    "writes need the service's token: send the header "
+                    "'Authorization: Bearer TOKEN'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "model": info["model"]["name"],
-                "version": rec.artifact.info.get("version")}
+        return {
+            "status": "ok",
+            "model": info["model"]["name"],
+            "version": rec.artifact.info.get("version"),
+        }
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
-        return jsonable_encoder({**rec.metadata(), "read_only": read_only, "writes": writes,
-                                 "save_dir": None if save_dir is None else str(save_dir),
-                                 "limits": {"max_body_bytes": max_body_bytes,
-                                            "max_new_users": max_new_users,
-                                            "max_new_items": max_new_items}})
+        return jsonable_encoder(
+            {
+                **rec.metadata(),
+                "read_only": read_only,
+                "writes": writes,
+                "save_dir": None if save_dir is None else str(save_dir),
+                "limits": {
+                    "max_body_bytes": max_body_bytes,
+                    "max_new_users": max_new_users,
+                    "max_new_items": max_new_items,
+                },
+            }
+        )
 
     @app.get("/users/{user}/recommendations", response_model=Recommendations)
-    def user_recommendations(user: str, k: Annotated[int, Query(ge=1)] = 10,
-                             exclude_seen: bool = True) -> dict[str, Any]:
+    def user_recommendations(
+        user: str, k: Annotated[int, Query(ge=1)] = 10, exclude_seen: bool = True
+    ) -> dict[str, Any]:
         user = rec.raw_id("user", user)
         with _client_errors(unknown_status=404):
             ranking = rec.recommend([user], k, exclude_seen=exclude_seen)[0]
@@ -339,15 +398,22 @@ def create_app(
     def recommendations(body: UsersRequest) -> dict[str, list[Recommendations]]:
         with _client_errors(unknown_status=422):
             rankings = rec.recommend(body.users, body.k, exclude_seen=body.exclude_seen)
-        return {"results": [_payload(rec, ranking, user, body.k)
-                            for user, ranking in zip(body.users, rankings, strict=True)]}
+        return {
+            "results": [
+                _payload(rec, ranking, user, body.k)
+                for user, ranking in zip(body.users, rankings, strict=True)
+            ]
+        }
 
     @app.post("/recommendations/new-user", response_model=Recommendations)
     def new_user(body: NewUserRequest) -> dict[str, Any]:
         with _client_errors(unknown_status=422):
-            ranking = rec.recommend_new_user([r.item for r in body.ratings],
-                                             [r.rating for r in body.ratings], body.k,
-                                             exclude_rated=body.exclude_rated)
+            ranking = rec.recommend_new_user(
+                [r.item for r in body.ratings],
+                [r.rating for r in body.ratings],
+                body.k,
+                exclude_rated=body.exclude_rated,
+            )
         return _payload(rec, ranking, None, body.k)
 
     @app.get("/items/{item}/similar")
@@ -360,25 +426,35 @@ def create_app(
     @app.post("/ratings", dependencies=[Depends(may_write)])
     def ratings(body: RatingsRequest) -> dict[str, Any]:
         with _client_errors(unknown_status=422):
-            report = rec.add_ratings([r.user for r in body.ratings],
-                                     [r.item for r in body.ratings],
-                                     [r.rating for r in body.ratings], update=body.update,
-                                     allow_new=body.allow_new, max_new_users=max_new_users,
-                                     max_new_items=max_new_items)
+            report = rec.add_ratings(
+                [r.user for r in body.ratings],
+                [r.item for r in body.ratings],
+                [r.rating for r in body.ratings],
+                update=body.update,
+                allow_new=body.allow_new,
+                max_new_users=max_new_users,
+                max_new_items=max_new_items,
+            )
         return {**report, "version": rec.artifact.info.get("version"), "unsaved_updates": True}
 
     @app.post("/artifact/save", dependencies=[Depends(may_write)])
     def save() -> dict[str, Any]:
         if save_dir is None:
-            raise HTTPException(409, "no save directory configured: start the service with "
-                                     "--save-dir DIR (create_app(save_dir=...)) to save")
+            raise HTTPException(
+                409,
+                "no save directory configured: start the service with "
+                "--save-dir DIR (create_app(save_dir=...)) to save",
+            )
         try:
             _check_save_dir(save_dir, rec.path)
         except ValueError as err:
             raise HTTPException(409, str(err)) from err
         saved = rec.save(save_dir, overwrite=True)
-        return {"path": str(save_dir), "version": saved.info["version"],
-                "created_at": saved.info.get("created_at")}
+        return {
+            "path": str(save_dir),
+            "version": saved.info["version"],
+            "created_at": saved.info.get("created_at"),
+        }
 
     return app
 
@@ -397,14 +473,17 @@ def create_app_from_env() -> FastAPI:
     if not path:
         raise RuntimeError(f"set ${ARTIFACT_ENV} to the artifact directory to serve")
     hosts = env.get(HOSTS_ENV)
-    return create_app(path, read_only=env.get(READ_ONLY_ENV) == "1",
-                      save_dir=env.get(SAVE_DIR_ENV) or None,
-                      allow_updates=env.get(ALLOW_UPDATES_ENV) == "1",
-                      token=env.get(TOKEN_ENV) or None,
-                      max_body_bytes=int(env.get(MAX_BODY_ENV) or MAX_BODY_BYTES),
-                      max_new_users=int(env.get(MAX_NEW_USERS_ENV) or MAX_NEW),
-                      max_new_items=int(env.get(MAX_NEW_ITEMS_ENV) or MAX_NEW),
-                      allowed_hosts=hosts.split(",") if hosts else LOOPBACK_HOSTS)
+    return create_app(
+        path,
+        read_only=env.get(READ_ONLY_ENV) == "1",
+        save_dir=env.get(SAVE_DIR_ENV) or None,
+        allow_updates=env.get(ALLOW_UPDATES_ENV) == "1",
+        token=env.get(TOKEN_ENV) or None,
+        max_body_bytes=int(env.get(MAX_BODY_ENV) or MAX_BODY_BYTES),
+        max_new_users=int(env.get(MAX_NEW_USERS_ENV) or MAX_NEW),
+        max_new_items=int(env.get(MAX_NEW_ITEMS_ENV) or MAX_NEW),
+        allowed_hosts=hosts.split(",") if hosts else LOOPBACK_HOSTS,
+    )
 
 
 def serving_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
@@ -434,8 +513,10 @@ def _check_save_dir(save_dir: Path, served: Path | None) -> None:
         return
     target, source = save_dir.resolve(), served.resolve()
     if target == source or source in target.parents or target in source.parents:
-        raise ValueError(f"--save-dir {save_dir} would overwrite the served artifact {served}: "
-                         "save outside its directory")
+        raise ValueError(
+            f"--save-dir {save_dir} would overwrite the served artifact {served}: "
+            "save outside its directory"
+        )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -475,14 +556,16 @@ def _client_errors(*, unknown_status: int) -> Iterator[None]:
     try:
         yield
     except UnknownIdError as err:
-        hint = (": POST their ratings to /recommendations/new-user instead"
-                if err.kind == "user" and unknown_status == 404 else "")
+        hint = (
+            ": POST their ratings to /recommendations/new-user instead"
+            if err.kind == "user" and unknown_status == 404
+            else ""
+        )
         raise HTTPException(unknown_status, f"{err}{hint}") from err
     except (UnsupportedError, GrowthLimitError) as err:
         raise HTTPException(409, str(err)) from err
     except OverflowError as err:
-        raise HTTPException(422, f"an id is out of range (ids are 64-bit integers): {err}"
-                            ) from err
+        raise HTTPException(422, f"an id is out of range (ids are 64-bit integers): {err}") from err
     except ValueError as err:
         raise HTTPException(422, str(err)) from err
 
@@ -501,4 +584,4 @@ def _readable(error: dict[str, Any]) -> str:
 
 def _clip(text: str, limit: int = MAX_DETAIL) -> str:
     """``text`` cut to ``limit`` characters (an error message never echoes a large input)."""
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
