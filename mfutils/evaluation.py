@@ -5,13 +5,13 @@ r"""Evaluation protocols that compare several fitted models: Koren's sampled top
 
 1. every test rating with ``rating >= min_rating`` (5 stars) is a row ``(u, i)``;
 2. each row gets :math:`N_r=\min(N,\#\text{unrated})` random items that ``u`` rated neither in
-   train nor in test, drawn **once** (:func:`mfutils.metrics.sample_negatives`, fixed seed)
+   train nor in test, drawn **once** (:func:`sample_negatives`, fixed seed)
    and shared by every model;
 3. each model scores the ``(M, 1 + N)`` block, and the percentile of the positive is
    :math:`(\#\{s^-_{rj}>s^+_r\}+\tfrac12\#\{s^-_{rj}=s^+_r\})/N_r`
-   (:func:`mfutils.metrics.percentile_ranks`): 0 means it beat every negative;
+   (:func:`percentile_ranks`): 0 means it beat every negative;
 4. the report is the CDF :math:`P(\mathrm{pct}\le x)` for small ``x``
-   (:func:`mfutils.metrics.percentile_rank_cdf`) and the mean percentile rank.
+   (:func:`percentile_rank_cdf`) and the mean percentile rank.
 
 A random ranker has :math:`P(\mathrm{pct}\le x)\approx x` and mean rank 0.5.
 
@@ -21,7 +21,8 @@ A random ranker has :math:`P(\mathrm{pct}\le x)\approx x` and mean rank 0.5.
    (:func:`mfutils.metrics.topk_metrics`) and can reverse the order of two models
    (Krichene & Rendle, KDD 2020); report it as such.
 
-:func:`plot_percentile_cdf` draws the cumulative distributions, one line per model.
+:func:`mfutils.plotting.plot_percentile_cdf` draws the cumulative distributions, one line per
+model.
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.axes import Axes
 
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.losses import uniformity
-from mfutils.metrics import percentile_rank_cdf, percentile_ranks, sample_negatives
+from mfutils.metrics import ArrayLike, as_user_ids
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -45,12 +44,21 @@ __all__ = [
     "KorenTopK",
     "ScoreTable",
     "koren_topk",
+    "percentile_rank_cdf",
+    "percentile_ranks",
+    "sample_negatives",
     "known_items",
-    "plot_percentile_cdf",
     "recommended_popularity",
     "sampled_hit_rate",
     "alignment_uniformity",
 ]
+
+# Random keys per chunk in :func:`sample_negatives` (float64): 2**23 keys = 64 MiB. A fixed
+# constant, so the negatives depend only on the inputs and the seed.
+_SAMPLE_CHUNK_ELEMENTS = 2**23
+# Float32 percentile ranks such as 50/1000 round to just above 0.05; the CDF comparison allows
+# this much slack (far below the rank grid spacing 1 / (2 N) for any realistic N).
+_CDF_TOLERANCE = 1e-7
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -217,6 +225,194 @@ def _block_scores(
     return out
 
 
+def sample_negatives(
+    *,
+    test_users: ArrayLike,
+    known: UserItemCSR,
+    n_items: int,
+    n_negatives: int = 1000,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    r"""Random unrated items for each test row: the negatives of Koren's percentile protocol.
+
+    For row ``r`` (user ``u = test_users[r]``) draw
+    :math:`N_r=\min(\text{n\_negatives},\ \#\{i: i\notin\text{known}(u)\})` distinct items
+    uniformly **without replacement** among the items absent from ``known`` (the user's train
+    *and* test items) -- the "cleaner variant" of Koren's protocol for small catalogues such as
+    ML-100K, where 1000 negatives are 59% of the items. Rows with fewer available items are
+    padded with ``-1`` at the end.
+
+    Draw the negatives **once** with a fixed ``seed`` and reuse them for every model compared:
+    the output depends only on the arguments (random keys come from a CPU generator, so it is
+    the same on every device).
+
+    Parameters
+    ----------
+    test_users : array-like of int, shape (M,)
+        User of every test row (one row per held-out rating, e.g. every 5-star test rating;
+        a user appears once per rating and each row gets its own negatives).
+    known : UserItemCSR
+        Every item each user has rated (train + test), e.g. ``full_ratings.csr()``.
+    n_items : int
+        Catalogue size; must equal ``known.n_items``.
+    n_negatives : int, default 1000
+        Negatives per row (Koren 2008 used 1000 random movies).
+    seed : int, default 0
+    device : torch.device or str, optional
+        Where the result lives and the selection runs; default ``known.device``.
+
+    Returns
+    -------
+    torch.LongTensor, shape (M, n_negatives)
+        Item ids, ``-1`` for padding. Within a row the valid ids are distinct and come first.
+
+    Notes
+    -----
+    Vectorised per chunk of rows: i.i.d. uniform float64 keys for all items, the known items'
+    keys set to :math:`+\infty`, then the ``n_negatives`` smallest keys
+    (``topk(largest=False)``) -- a uniform random subset of the available items. Key ties are
+    practically impossible in float64.
+
+    This is a **sampled** metric: it is not consistent with full-ranking metrics and can
+    reorder models (Krichene & Rendle, KDD 2020); report it as such.
+
+    References
+    ----------
+    Y. Koren, *Factorization Meets the Neighborhood*, KDD 2008, §7.
+    """
+    if n_items != known.n_items:
+        raise ValueError(f"n_items={n_items} but known.n_items={known.n_items}")
+    if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 1:
+        raise ValueError(f"n_negatives must be a positive int; got {n_negatives!r}")
+    out_device = known.device if device is None else torch.device(device)
+    # float64 keys: MPS has none, so select on the CPU there
+    work = torch.device("cpu") if out_device.type == "mps" else out_device
+    known = known.to(work)
+    rows_users = as_user_ids(test_users, known.n_users, work, "test_users")  # shape: (M,)
+    n_rows = len(rows_users)
+    n_take = min(n_negatives, n_items)
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    chunk = max(1, _SAMPLE_CHUNK_ELEMENTS // max(n_items, 1))
+    out = torch.full((n_rows, n_negatives), -1, dtype=torch.long, device=work)
+    for start in range(0, n_rows, chunk):
+        users = rows_users[start : start + chunk]  # shape: (B,)
+        keys = torch.rand(  # drawn on the CPU so every device gets the same negatives
+            (len(users), n_items), generator=generator, dtype=torch.float64, device="cpu"
+        ).to(work)  # shape: (B, n_items)
+        rows, cols = known.gather(users)  # shape: (nnz_B,), (nnz_B,)
+        keys.index_put_((rows, cols), keys.new_full((), float("inf")))
+        vals, idx = torch.topk(keys, n_take, dim=1, largest=False)  # shape: (B, n_take)
+        out[start : start + len(users), :n_take] = torch.where(
+            torch.isinf(vals), torch.full_like(idx, -1), idx
+        )
+    return out.to(out_device)
+
+
+def percentile_ranks(
+    pos_scores: torch.Tensor, neg_scores: torch.Tensor, neg_valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Koren's percentile rank of each positive among its sampled negatives.
+
+    .. math::
+
+        \mathrm{pct}_r=\frac{\#\{j: s^-_{rj}>s^+_r\}+\tfrac12\#\{j: s^-_{rj}=s^+_r\}}
+                            {\#\{j\ \text{valid}\}},
+
+    counting valid negatives only: 0 means the positive beat every negative, 1 that it lost to
+    all. Ties count half (the expected rank under random tie-breaking). Note
+    :math:`P(\mathrm{pct}\le x)` is a sampled HitRate@:math:`(\lfloor Nx\rfloor+1)` -- a
+    *sampled* metric (Krichene & Rendle 2020).
+
+    Parameters
+    ----------
+    pos_scores : torch.Tensor, shape (M,)
+        Score of each held-out positive ``(u, i)``.
+    neg_scores : torch.Tensor, shape (M, N)
+        Scores of the row's negatives (e.g. from :func:`sample_negatives`; score padded ``-1``
+        entries with any item, such as ``negatives.clamp(min=0)``, and mark them invalid).
+    neg_valid : torch.BoolTensor, shape (M, N), optional
+        Which negatives are real, e.g. ``negatives >= 0``. Default: all.
+
+    Returns
+    -------
+    torch.Tensor, shape (M,)
+        Percentile ranks in [0, 1], float32 (or the scores' dtype if float64), on the scores'
+        device; NaN for a row without valid negatives.
+
+    Raises
+    ------
+    ValueError
+        On mismatched shapes or NaN scores.
+
+    References
+    ----------
+    Y. Koren, *Factorization Meets the Neighborhood*, KDD 2008, §7.
+    """
+    if pos_scores.dim() != 1 or neg_scores.dim() != 2 or len(pos_scores) != len(neg_scores):
+        raise ValueError(
+            f"pos_scores must be (M,) and neg_scores (M, N); got {tuple(pos_scores.shape)} "
+            f"and {tuple(neg_scores.shape)}"
+        )
+    if neg_valid is None:
+        neg_valid = torch.ones_like(neg_scores, dtype=torch.bool)  # shape: (M, N)
+    else:
+        if neg_valid.shape != neg_scores.shape:
+            raise ValueError(
+                f"neg_valid has shape {tuple(neg_valid.shape)}; expected "
+                f"{tuple(neg_scores.shape)} like neg_scores"
+            )
+        neg_valid = neg_valid.to(device=neg_scores.device, dtype=torch.bool)
+    pos = pos_scores.detach().to(neg_scores.device)[:, None]  # shape: (M, 1)
+    neg = neg_scores.detach()  # shape: (M, N)
+    if bool(torch.isnan(pos).any()) or bool((torch.isnan(neg) & neg_valid).any()):
+        raise ValueError("NaN in pos_scores or in the valid neg_scores")
+    above = ((neg > pos) & neg_valid).sum(1)  # shape: (M,)
+    ties = ((neg == pos) & neg_valid).sum(1)  # shape: (M,)
+    n_valid = neg_valid.sum(1)  # shape: (M,)
+    dtype = torch.float64 if neg.dtype == torch.float64 else torch.float32
+    # (2 * above + ties) / (2 * n_valid): exact integers, one correctly rounded division
+    return (2 * above + ties).to(dtype) / (2 * n_valid).to(dtype)  # 0/0 -> NaN
+
+
+def percentile_rank_cdf(
+    ranks: torch.Tensor | np.ndarray,
+    thresholds: Iterable[float] = (0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+) -> pd.Series:
+    r"""Cumulative distribution :math:`P(\mathrm{pct}\le x)` of percentile ranks.
+
+    Koren (2008, §7) plots this over the top few percent: the fraction of held-out 5-star items
+    ranked at or above each percentile. Report the mean percentile rank alongside.
+
+    Parameters
+    ----------
+    ranks : torch.Tensor or np.ndarray, shape (M,)
+        Output of :func:`percentile_ranks`; NaN entries (rows without negatives) are dropped.
+    thresholds : iterable of float
+        The ``x`` values, in [0, 1].
+
+    Returns
+    -------
+    pd.Series
+        Indexed by threshold (name ``"threshold"``), values
+        :math:`\frac1M\#\{r:\mathrm{pct}_r\le x\}` (NaN if no rank is left); non-decreasing in
+        ``x``. The comparison allows ``1e-7`` of slack so that float32 grid values such as
+        ``50/1000`` count at ``x = 0.05``.
+    """
+    if isinstance(ranks, torch.Tensor):
+        arr = ranks.detach().double().cpu().numpy()
+    else:
+        arr = np.asarray(ranks, dtype=np.float64)
+    arr = arr.reshape(-1)
+    arr = arr[~np.isnan(arr)]
+    xs = np.asarray(list(thresholds), dtype=np.float64)
+    if arr.size:
+        values = (arr[None, :] <= xs[:, None] + _CDF_TOLERANCE).mean(axis=1)
+    else:
+        values = np.full(len(xs), np.nan)
+    return pd.Series(values, index=pd.Index(xs, name="threshold"), name="P(rank <= x)")
+
+
 def koren_topk(
     models: Mapping[str, Any],
     train: Ratings,
@@ -275,7 +471,7 @@ def koren_topk(
     Notes
     -----
     No Python loop over users or ratings: the negatives come from one vectorised
-    :func:`~mfutils.metrics.sample_negatives` call and each model's scores from a few batched
+    :func:`sample_negatives` call and each model's scores from a few batched
     calls. This is a *sampled* metric (Krichene & Rendle, KDD 2020).
     """
     if not models:
@@ -420,55 +616,3 @@ def recommended_popularity(
     top = torch.topk(scores, k, dim=1).indices  # shape: (B, k)
     counts = torch.as_tensor(train.item_counts(), dtype=torch.float64)  # shape: (n_items,)
     return float(counts[top].mean())
-
-
-def plot_percentile_cdf(
-    ranks: pd.DataFrame,
-    models: Sequence[str] | None = None,
-    *,
-    max_rank: float = 0.2,
-    random_baseline: bool = True,
-    ax: Axes | None = None,
-) -> Axes:
-    r"""Cumulative distribution :math:`P(\mathrm{pct}\le x)` of percentile ranks, per model.
-
-    Parameters
-    ----------
-    ranks : pandas.DataFrame
-        :attr:`KorenTopK.ranks`: one float column of percentile ranks per model.
-    models : sequence of str, optional
-        Columns to draw; default every column except ``user``, ``item``, ``n_negatives``.
-    max_rank : float, default 0.2
-        Right end of the x axis (Koren plots the top 20%).
-    random_baseline : bool, default True
-        Draw the diagonal :math:`P = x` of a random ranker.
-    ax : Axes, optional
-        Where to draw; a new figure when omitted.
-
-    Returns
-    -------
-    Axes
-        Step curves, x in percent of the negatives, y the fraction of positives.
-    """
-    if models is None:
-        models = [c for c in ranks.columns if c not in ("user", "item", "n_negatives")]
-    missing = [m for m in models if m not in ranks.columns]
-    if missing:
-        raise ValueError(f"ranks lacks column(s) {missing}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.0, 4.5))
-    xs = np.linspace(0.0, max_rank, 401)  # shape: (X,)
-    for name in models:
-        values = np.sort(ranks[name].dropna().to_numpy())  # shape: (M,)
-        cdf = np.searchsorted(values, xs + 1e-7, side="right") / max(len(values), 1)
-        ax.step(100 * xs, cdf, where="post", label=name)
-    if random_baseline:
-        ax.plot(100 * xs, xs, color="grey", linestyle=":", label="random ranker")
-    ax.set(
-        xlabel="percentile rank of the held-out item (%)",
-        ylabel=r"P(rank $\leq$ x)",
-        xlim=(0, 100 * max_rank),
-        ylim=(0, None),
-    )
-    ax.legend(loc="lower right", fontsize="small")
-    return ax

@@ -61,6 +61,9 @@ __all__ = [
     "FieldEncoder",
     "available_fields",
     "missing_reason",
+    "USER_ATTRIBUTES",
+    "available_user_attributes",
+    "encode_user_attributes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,8 @@ DEFAULT_FIELDS = (
 DAY = 86_400
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # ML-1M's age groups: <18, 18-24, ..., 50-55, 56+
 YEAR_EDGES = (1940, 1960, 1970, 1980, 1990, 1993, 1995, 1996, 1997, 1998)
+# SVD++'s ``user_attributes="auto"``: those of these columns the data's users table carries.
+USER_ATTRIBUTES = ("age", "gender", "occupation")
 SINCE_FIRST_EDGES = (1, 7, 30, 90)  # days: same day, first week, month, quarter, later
 _UNIX_WEEKDAY_0 = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
@@ -579,3 +584,91 @@ def _column(table: pd.DataFrame, column: str, field: str, name: str) -> pd.Serie
             f"it has {list(table.columns)}"
         )
     return table[column]
+
+
+def available_user_attributes(
+    users: pd.DataFrame | None, attributes: Sequence[str] = USER_ATTRIBUTES
+) -> tuple[str, ...]:
+    """The columns of ``attributes`` that ``users`` carries (present, with a value).
+
+    Each one left out is logged at INFO on ``mfutils.features``, one line naming the
+    attribute and the missing table or column. Without a users table (ml-latest-small and the
+    other releases after ML-1M) the result is empty.
+    """
+    kept = []
+    for name in attributes:
+        if users is None:
+            reason = "the Ratings has no users side table"
+        elif name not in users.columns:
+            reason = f"the users side table has no {name!r} column"
+        elif not users[name].notna().any():
+            reason = f"the users side table's {name!r} column holds no value"
+        else:
+            kept.append(name)
+            continue
+        logger.info("user attribute %r left out: %s", name, reason)
+    return tuple(kept)
+
+
+def encode_user_attributes(
+    users: pd.DataFrame | None, attributes: Sequence[str], *, age_edges: Sequence[float] = AGE_EDGES
+) -> tuple[np.ndarray, list[str]]:
+    """Each user's attribute values ``A(u)`` as ids into one table of all values.
+
+    ``age`` is bucketed at ``age_edges`` (ML-100K's exact ages, or ML-1M's group codes,
+    fall into the ML-1M groups); any other column is categorical. Every attribute gets its
+    own block of ids (field offsets), and a missing value is a value of its own.
+
+    Parameters
+    ----------
+    users : pandas.DataFrame or None
+        The users table of a :class:`Ratings` (one row per compact user id).
+    attributes : sequence of str
+        Columns of ``users``, e.g. ``("age", "gender", "occupation")``.
+    age_edges : sequence of float
+        Left edges of the age buckets after the first.
+
+    Returns
+    -------
+    ids : np.ndarray of int64, shape (n_users, len(attributes))
+    labels : list of str
+        ``labels[id]``, e.g. ``"age:25-34"``, ``"gender:F"``.
+
+    Raises
+    ------
+    ValueError
+        Without a users table, or for a column it does not have; the message names
+        ``user_attributes``.
+    """
+    if users is None:
+        raise ValueError(
+            f"user_attributes={tuple(attributes)!r} needs a users table, and these "
+            "ratings have none (ML-100K and ML-1M have one); pass "
+            "user_attributes=None or 'auto'"
+        )
+    missing = [name for name in attributes if name not in users.columns]
+    if missing or not len(attributes):
+        raise ValueError(
+            f"user_attributes={tuple(attributes)!r}: the users table has no column "
+            f"{missing}; it has {list(users.columns)}"
+        )
+    ids, labels = [], []
+    for name in attributes:
+        column = users[name]
+        if name == "age":
+            edges = list(age_edges)
+            names = (
+                [f"<{edges[0]:g}"]
+                + [f"{lo:g}-{hi - 1:g}" for lo, hi in zip(edges, edges[1:], strict=False)]
+                + [f"{edges[-1]:g}+"]
+            )
+            codes = np.digitize(column.to_numpy(dtype=float), edges)  # shape: (n_users,)
+            codes = np.where(column.isna().to_numpy(), len(names), codes)
+            names = names + ["missing"]
+        else:
+            codes, uniques = pd.factorize(column, sort=True)
+            names = [str(value) for value in uniques] + ["missing"]
+            codes = np.where(codes < 0, len(names) - 1, codes)
+        ids.append(codes.astype(np.int64) + len(labels))
+        labels.extend(f"{name}:{value}" for value in names)
+    return np.stack(ids, axis=1), labels

@@ -1,4 +1,4 @@
-r"""Evaluation metrics: rating error, full-ranking top-K metrics, Koren's percentile protocol.
+r"""Evaluation metrics: rating error, full-ranking top-K metrics, binary labels.
 
 Three families, all vectorised and device-agnostic (everything runs where the scores live):
 
@@ -32,13 +32,6 @@ where :math:`\mathrm{rank}_u` is the rank of the best-ranked test item in the *f
 ranking of the non-masked items (not MRR@K). Ties in the MRR rank use the **mid-rank**
 convention (see :func:`topk_metrics`). Each metric is averaged over the evaluated users.
 
-**Koren's sampled percentile rank** (Koren 2008, §7) -- :func:`sample_negatives`,
-:func:`percentile_ranks`, :func:`percentile_rank_cdf`. Each held-out (typically 5-star) rating
-``(u, i)`` is ranked against ``N`` random items ``u`` has not rated; its percentile is the
-fraction of those negatives ranked above it (0 = beat them all), and the CDF
-:math:`P(\mathrm{pct}\le x)` is reported for small ``x``. The negatives are drawn **once** with a
-fixed seed and reused for every model compared.
-
 **Binary labels** -- :func:`auc` (rank-based, ties counted as one half) and :func:`log_loss`,
 for models with a logistic output (e.g. the binarised task ``rating >= 4``).
 
@@ -47,7 +40,7 @@ for models with a logistic output (e.g. the binarised task ``rating >= 4``).
    Sampled metrics are *not* consistent with their full-ranking counterparts: they can reverse
    the order of two models, and the fewer negatives, the closer every metric gets to AUC
    (Krichene & Rendle 2020). Full ranking (:func:`topk_metrics`) is the default of this package;
-   label the percentile protocol as a *sampled* metric whenever it is reported.
+   label Koren's percentile protocol as a *sampled* metric whenever it is reported.
 
 References
 ----------
@@ -75,22 +68,12 @@ __all__ = [
     "interval_coverage",
     "topk_metrics",
     "topk_metrics_per_user",
-    "sample_negatives",
-    "percentile_ranks",
-    "percentile_rank_cdf",
     "auc",
     "log_loss",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
-
-# Random keys per chunk in :func:`sample_negatives` (float64): 2**23 keys = 64 MiB. A fixed
-# constant, so the negatives depend only on the inputs and the seed.
-_SAMPLE_CHUNK_ELEMENTS = 2**23
-# Float32 percentile ranks such as 50/1000 round to just above 0.05; the CDF comparison allows
-# this much slack (far below the rank grid spacing 1 / (2 N) for any realistic N).
-_CDF_TOLERANCE = 1e-7
 
 
 # ====================================================================== rating error
@@ -212,7 +195,7 @@ def interval_coverage(
 
 
 # ====================================================================== CSR helpers
-def _as_user_tensor(
+def as_user_ids(
     users: ArrayLike | Iterable[int], n_users: int, device: torch.device, label: str
 ) -> torch.Tensor:
     """User ids as a 1-D LongTensor on ``device``, range-checked."""
@@ -270,7 +253,7 @@ def _evaluate_topk(
     if users is None:
         eval_users = torch.nonzero(has_test).reshape(-1)  # shape: (n_eval,)
     else:
-        wanted = torch.unique(_as_user_tensor(users, n_users, test.device, "users"))
+        wanted = torch.unique(as_user_ids(users, n_users, test.device, "users"))
         eval_users = wanted[has_test[wanted]]  # shape: (n_eval,)
     ids_device = train.device if device is None else torch.device(device)
 
@@ -532,195 +515,6 @@ for _fn in (topk_metrics, topk_metrics_per_user):
         "{notes}", _TOPK_NOTES_DOC
     )
 del _fn
-
-
-# ====================================================================== Koren's protocol
-def sample_negatives(
-    *,
-    test_users: ArrayLike,
-    known: UserItemCSR,
-    n_items: int,
-    n_negatives: int = 1000,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    r"""Random unrated items for each test row: the negatives of Koren's percentile protocol.
-
-    For row ``r`` (user ``u = test_users[r]``) draw
-    :math:`N_r=\min(\text{n\_negatives},\ \#\{i: i\notin\text{known}(u)\})` distinct items
-    uniformly **without replacement** among the items absent from ``known`` (the user's train
-    *and* test items) -- the "cleaner variant" of Koren's protocol for small catalogues such as
-    ML-100K, where 1000 negatives are 59% of the items. Rows with fewer available items are
-    padded with ``-1`` at the end.
-
-    Draw the negatives **once** with a fixed ``seed`` and reuse them for every model compared:
-    the output depends only on the arguments (random keys come from a CPU generator, so it is
-    the same on every device).
-
-    Parameters
-    ----------
-    test_users : array-like of int, shape (M,)
-        User of every test row (one row per held-out rating, e.g. every 5-star test rating;
-        a user appears once per rating and each row gets its own negatives).
-    known : UserItemCSR
-        Every item each user has rated (train + test), e.g. ``full_ratings.csr()``.
-    n_items : int
-        Catalogue size; must equal ``known.n_items``.
-    n_negatives : int, default 1000
-        Negatives per row (Koren 2008 used 1000 random movies).
-    seed : int, default 0
-    device : torch.device or str, optional
-        Where the result lives and the selection runs; default ``known.device``.
-
-    Returns
-    -------
-    torch.LongTensor, shape (M, n_negatives)
-        Item ids, ``-1`` for padding. Within a row the valid ids are distinct and come first.
-
-    Notes
-    -----
-    Vectorised per chunk of rows: i.i.d. uniform float64 keys for all items, the known items'
-    keys set to :math:`+\infty`, then the ``n_negatives`` smallest keys
-    (``topk(largest=False)``) -- a uniform random subset of the available items. Key ties are
-    practically impossible in float64.
-
-    This is a **sampled** metric: it is not consistent with full-ranking metrics and can
-    reorder models (Krichene & Rendle, KDD 2020); report it as such.
-
-    References
-    ----------
-    Y. Koren, *Factorization Meets the Neighborhood*, KDD 2008, §7.
-    """
-    if n_items != known.n_items:
-        raise ValueError(f"n_items={n_items} but known.n_items={known.n_items}")
-    if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 1:
-        raise ValueError(f"n_negatives must be a positive int; got {n_negatives!r}")
-    out_device = known.device if device is None else torch.device(device)
-    # float64 keys: MPS has none, so select on the CPU there
-    work = torch.device("cpu") if out_device.type == "mps" else out_device
-    known = known.to(work)
-    rows_users = _as_user_tensor(test_users, known.n_users, work, "test_users")  # shape: (M,)
-    n_rows = len(rows_users)
-    n_take = min(n_negatives, n_items)
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    chunk = max(1, _SAMPLE_CHUNK_ELEMENTS // max(n_items, 1))
-    out = torch.full((n_rows, n_negatives), -1, dtype=torch.long, device=work)
-    for start in range(0, n_rows, chunk):
-        users = rows_users[start : start + chunk]  # shape: (B,)
-        keys = torch.rand(  # drawn on the CPU so every device gets the same negatives
-            (len(users), n_items), generator=generator, dtype=torch.float64, device="cpu"
-        ).to(work)  # shape: (B, n_items)
-        rows, cols = known.gather(users)  # shape: (nnz_B,), (nnz_B,)
-        keys.index_put_((rows, cols), keys.new_full((), float("inf")))
-        vals, idx = torch.topk(keys, n_take, dim=1, largest=False)  # shape: (B, n_take)
-        out[start : start + len(users), :n_take] = torch.where(
-            torch.isinf(vals), torch.full_like(idx, -1), idx
-        )
-    return out.to(out_device)
-
-
-def percentile_ranks(
-    pos_scores: torch.Tensor, neg_scores: torch.Tensor, neg_valid: torch.Tensor | None = None
-) -> torch.Tensor:
-    r"""Koren's percentile rank of each positive among its sampled negatives.
-
-    .. math::
-
-        \mathrm{pct}_r=\frac{\#\{j: s^-_{rj}>s^+_r\}+\tfrac12\#\{j: s^-_{rj}=s^+_r\}}
-                            {\#\{j\ \text{valid}\}},
-
-    counting valid negatives only: 0 means the positive beat every negative, 1 that it lost to
-    all. Ties count half (the expected rank under random tie-breaking). Note
-    :math:`P(\mathrm{pct}\le x)` is a sampled HitRate@:math:`(\lfloor Nx\rfloor+1)` -- a
-    *sampled* metric (Krichene & Rendle 2020).
-
-    Parameters
-    ----------
-    pos_scores : torch.Tensor, shape (M,)
-        Score of each held-out positive ``(u, i)``.
-    neg_scores : torch.Tensor, shape (M, N)
-        Scores of the row's negatives (e.g. from :func:`sample_negatives`; score padded ``-1``
-        entries with any item, such as ``negatives.clamp(min=0)``, and mark them invalid).
-    neg_valid : torch.BoolTensor, shape (M, N), optional
-        Which negatives are real, e.g. ``negatives >= 0``. Default: all.
-
-    Returns
-    -------
-    torch.Tensor, shape (M,)
-        Percentile ranks in [0, 1], float32 (or the scores' dtype if float64), on the scores'
-        device; NaN for a row without valid negatives.
-
-    Raises
-    ------
-    ValueError
-        On mismatched shapes or NaN scores.
-
-    References
-    ----------
-    Y. Koren, *Factorization Meets the Neighborhood*, KDD 2008, §7.
-    """
-    if pos_scores.dim() != 1 or neg_scores.dim() != 2 or len(pos_scores) != len(neg_scores):
-        raise ValueError(
-            f"pos_scores must be (M,) and neg_scores (M, N); got {tuple(pos_scores.shape)} "
-            f"and {tuple(neg_scores.shape)}"
-        )
-    if neg_valid is None:
-        neg_valid = torch.ones_like(neg_scores, dtype=torch.bool)  # shape: (M, N)
-    else:
-        if neg_valid.shape != neg_scores.shape:
-            raise ValueError(
-                f"neg_valid has shape {tuple(neg_valid.shape)}; expected "
-                f"{tuple(neg_scores.shape)} like neg_scores"
-            )
-        neg_valid = neg_valid.to(device=neg_scores.device, dtype=torch.bool)
-    pos = pos_scores.detach().to(neg_scores.device)[:, None]  # shape: (M, 1)
-    neg = neg_scores.detach()  # shape: (M, N)
-    if bool(torch.isnan(pos).any()) or bool((torch.isnan(neg) & neg_valid).any()):
-        raise ValueError("NaN in pos_scores or in the valid neg_scores")
-    above = ((neg > pos) & neg_valid).sum(1)  # shape: (M,)
-    ties = ((neg == pos) & neg_valid).sum(1)  # shape: (M,)
-    n_valid = neg_valid.sum(1)  # shape: (M,)
-    dtype = torch.float64 if neg.dtype == torch.float64 else torch.float32
-    # (2 * above + ties) / (2 * n_valid): exact integers, one correctly rounded division
-    return (2 * above + ties).to(dtype) / (2 * n_valid).to(dtype)  # 0/0 -> NaN
-
-
-def percentile_rank_cdf(
-    ranks: torch.Tensor | np.ndarray,
-    thresholds: Iterable[float] = (0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
-) -> pd.Series:
-    r"""Cumulative distribution :math:`P(\mathrm{pct}\le x)` of percentile ranks.
-
-    Koren (2008, §7) plots this over the top few percent: the fraction of held-out 5-star items
-    ranked at or above each percentile. Report the mean percentile rank alongside.
-
-    Parameters
-    ----------
-    ranks : torch.Tensor or np.ndarray, shape (M,)
-        Output of :func:`percentile_ranks`; NaN entries (rows without negatives) are dropped.
-    thresholds : iterable of float
-        The ``x`` values, in [0, 1].
-
-    Returns
-    -------
-    pd.Series
-        Indexed by threshold (name ``"threshold"``), values
-        :math:`\frac1M\#\{r:\mathrm{pct}_r\le x\}` (NaN if no rank is left); non-decreasing in
-        ``x``. The comparison allows ``1e-7`` of slack so that float32 grid values such as
-        ``50/1000`` count at ``x = 0.05``.
-    """
-    if isinstance(ranks, torch.Tensor):
-        arr = ranks.detach().double().cpu().numpy()
-    else:
-        arr = np.asarray(ranks, dtype=np.float64)
-    arr = arr.reshape(-1)
-    arr = arr[~np.isnan(arr)]
-    xs = np.asarray(list(thresholds), dtype=np.float64)
-    if arr.size:
-        values = (arr[None, :] <= xs[:, None] + _CDF_TOLERANCE).mean(axis=1)
-    else:
-        values = np.full(len(xs), np.nan)
-    return pd.Series(values, index=pd.Index(xs, name="threshold"), name="P(rank <= x)")
 
 
 # ====================================================================== binary labels

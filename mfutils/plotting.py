@@ -27,6 +27,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodF
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "plot_percentile_cdf",
     "set_style",
     "top_share",
     "plot_rating_distribution",
@@ -727,4 +728,56 @@ def plot_alignment_uniformity(
         xlabel=r"uniformity $\ell_{uniform}$ (lower: more spread)",
         ylabel=r"alignment $\ell_{align}$ (lower: positives closer)",
     )
+    return ax
+
+
+def plot_percentile_cdf(
+    ranks: pd.DataFrame,
+    models: Sequence[str] | None = None,
+    *,
+    max_rank: float = 0.2,
+    random_baseline: bool = True,
+    ax: Axes | None = None,
+) -> Axes:
+    r"""Cumulative distribution :math:`P(\mathrm{pct}\le x)` of percentile ranks, per model.
+
+    Parameters
+    ----------
+    ranks : pandas.DataFrame
+        :attr:`KorenTopK.ranks`: one float column of percentile ranks per model.
+    models : sequence of str, optional
+        Columns to draw; default every column except ``user``, ``item``, ``n_negatives``.
+    max_rank : float, default 0.2
+        Right end of the x axis (Koren plots the top 20%).
+    random_baseline : bool, default True
+        Draw the diagonal :math:`P = x` of a random ranker.
+    ax : Axes, optional
+        Where to draw; a new figure when omitted.
+
+    Returns
+    -------
+    Axes
+        Step curves, x in percent of the negatives, y the fraction of positives.
+    """
+    if models is None:
+        models = [c for c in ranks.columns if c not in ("user", "item", "n_negatives")]
+    missing = [m for m in models if m not in ranks.columns]
+    if missing:
+        raise ValueError(f"ranks lacks column(s) {missing}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 4.5))
+    xs = np.linspace(0.0, max_rank, 401)  # shape: (X,)
+    for name in models:
+        values = np.sort(ranks[name].dropna().to_numpy())  # shape: (M,)
+        cdf = np.searchsorted(values, xs + 1e-7, side="right") / max(len(values), 1)
+        ax.step(100 * xs, cdf, where="post", label=name)
+    if random_baseline:
+        ax.plot(100 * xs, xs, color="grey", linestyle=":", label="random ranker")
+    ax.set(
+        xlabel="percentile rank of the held-out item (%)",
+        ylabel=r"P(rank $\leq$ x)",
+        xlim=(0, 100 * max_rank),
+        ylim=(0, None),
+    )
+    ax.legend(loc="lower right", fontsize="small")
     return ax

@@ -38,6 +38,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 import torch
@@ -48,6 +49,48 @@ from tqdm.auto import tqdm
 from mfutils import distributed
 
 Batch = dict[str, torch.Tensor]
+
+
+# ---------------------------------------------------------------------- the net contract
+# What :func:`fit` asks of a net: an ``nn.Module`` that is a :class:`Net`, and optionally one
+# or more of the other protocols; each is checked with ``isinstance`` where ``fit`` needs it.
+@runtime_checkable
+class Net(Protocol):
+    """``net(batch)``: one prediction per row (a logit for ``loss="bce"``), shape (B,)."""
+
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PenalizedNet(Net, Protocol):
+    """``penalty(batch)``: the per-row regularization of the papers, shape (B,), added to the
+    per-row loss (KorenBell-HB eq. 5.2)."""
+
+    def penalty(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class FunkNet(Net, Protocol):
+    """``funk_step(batch, lr)``: one hand-written SGD step on the batch (``optimizer="funk"``),
+    returning the batch's summed loss before the step (a scalar)."""
+
+    def funk_step(self, batch: Mapping[str, torch.Tensor], lr: float) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SetwiseNet(Net, Protocol):
+    """``objective(batch)``: the batch's mean loss (a scalar) for losses that are no sum over
+    rows (sampled or in-batch negatives); replaces ``config.loss``."""
+
+    def objective(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class BlockNet(Net, Protocol):
+    """``parameter_blocks()``: the parameter groups stepped in turn with ``alternate=True``."""
+
+    def parameter_blocks(self) -> list[list[nn.Parameter]]: ...
+
 
 OPTIMIZERS = ("funk", "sgd", "adam", "adamw", "sparse_adam", "adagrad", "rmsprop")
 LOSSES = ("mse", "bce")
@@ -181,9 +224,11 @@ def fit(
     Parameters
     ----------
     net : nn.Module
-        Called as ``net(batch)`` for predictions (logits for ``bce``); ``net.penalty(batch)``
-        (optional) gives the per-row regularization. A net with ``objective(batch)`` returns
-        its batch's mean loss itself (``config.loss`` and ``reduction`` are then unused).
+        A :class:`Net`: called as ``net(batch)`` for predictions (logits for ``bce``). As a
+        :class:`PenalizedNet` its ``penalty(batch)`` gives the per-row regularization; a
+        :class:`SetwiseNet` returns its batch's mean loss itself (``config.loss`` and
+        ``reduction`` are then unused); ``optimizer="funk"`` needs a :class:`FunkNet`,
+        ``alternate=True`` a :class:`BlockNet`.
     train : mapping of str to Tensor
         Equally long tensors on the net's device; ``train[target]`` are the labels and
         ``train[weight]`` (optional) the per-row confidence weights ``c_ui``.
@@ -212,37 +257,21 @@ def fit(
     n = _check_batch(train, target)
     if valid is not None:
         _check_batch(valid, target)
-    if config.optimizer == "funk" and not hasattr(net, "funk_step"):
+    if config.optimizer == "funk" and not isinstance(net, FunkNet):
         raise ValueError(
             f"optimizer='funk' needs a net with funk_step(); {type(net).__name__} "
             "has none: use 'sgd' or 'adam'"
         )
-    if config.alternate and not hasattr(net, "parameter_blocks"):
+    if config.alternate and not isinstance(net, BlockNet):
         raise ValueError(
             f"alternate=True needs a net with parameter_blocks(); {type(net).__name__} has none"
         )
     valid_metric = valid_metric or (rmse_metric if config.loss == "mse" else logloss_metric)
-    world, step_net = distributed.world_size(), None
-    if world > 1:
-        if hasattr(net, "objective"):
-            raise ValueError(
-                f"{type(net).__name__} has a set-wise objective(batch) (e.g. in-batch"
-                " negatives) that does not split over ranks; train it in one process"
-            )
-        if config.alternate:
-            raise ValueError(
-                "alternate=True (parameter blocks) is not supported under "
-                "torchrun; train it in one process"
-            )
-        if config.optimizer != "funk":  # Funk's step all-reduces its updates instead
-            step_net = distributed.wrap(
-                net,
-                functools.partial(batch_loss, net, loss=config.loss, target=target, weight=weight),
-            )
     device = train[target].device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     blocks = net.parameter_blocks() if config.alternate else [list(net.parameters())]
     optimizers = [_make_optimizer(net, block, config) for block in blocks]
+    step = _choose_step(net, train, config, blocks, optimizers, target=target, weight=weight)
     lr = config.lr
     best_value, best_state, best_epoch = math.inf, None, 0
     rows: list[dict[str, float]] = []
@@ -258,42 +287,7 @@ def fit(
         net.train()
         loss_sum = torch.zeros((), device=device)
         for idx in _batches(train, config, generator):
-            if world > 1 and config.optimizer == "funk":  # the shards' updates all-reduced
-                part = distributed.shard(idx)
-                batch = {key: value.index_select(0, part) for key, value in train.items()}
-                batch["repeats"] = distributed.shard(_row_repeats(train, idx))  # (shard, 2)
-                loss_sum += distributed.summed_step(
-                    net, functools.partial(net.funk_step, batch, lr)
-                ).detach()
-                continue
-            if world > 1:  # this rank's shard of the global batch; gradients all-reduced
-                part = distributed.shard(idx)
-                loss = step_net({key: value.index_select(0, part) for key, value in train.items()})
-                scale = world / (len(idx) if config.batch_reduction == "mean" else 1)
-                optimizers[0].zero_grad(set_to_none=True)
-                (loss.sum() * scale).backward()  # DDP averages: the mean of world * shard sums
-                optimizers[0].step()
-                loss_sum += loss.detach().sum()
-                continue
-            batch = {key: value.index_select(0, idx) for key, value in train.items()}
-            if config.optimizer == "funk":
-                loss_sum += net.funk_step(batch, lr).detach()
-                continue
-            for step, (block, optimizer) in enumerate(zip(blocks, optimizers, strict=True)):
-                if hasattr(net, "objective"):  # set-wise losses: one mean per batch
-                    reduced = net.objective(batch)
-                    batch_sum = reduced.detach() * len(idx)
-                else:
-                    loss = batch_loss(net, batch, loss=config.loss, target=target, weight=weight)
-                    reduced = loss.sum() if config.batch_reduction == "sum" else loss.mean()
-                    batch_sum = loss.detach().sum()
-                optimizer.zero_grad(set_to_none=True)
-                reduced.backward(
-                    inputs=[p for p in block if p.requires_grad] if config.alternate else None
-                )
-                optimizer.step()
-                if step == 0:  # the batch's loss before any of this batch's steps
-                    loss_sum += batch_sum
+            loss_sum += step(idx, lr)
         train_loss = float(distributed.all_sum(loss_sum)) / n
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
@@ -333,6 +327,96 @@ def fit(
     return history
 
 
+Step = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def _choose_step(
+    net: nn.Module,
+    train: Mapping[str, torch.Tensor],
+    config: TrainConfig,
+    blocks: list[list[nn.Parameter]],
+    optimizers: list[torch.optim.Optimizer | None],
+    *,
+    target: str,
+    weight: str | None,
+) -> Step:
+    """The one step function of a run, chosen before the loop: ``step(idx, lr)`` trains on the
+    rows ``idx`` of ``train`` and returns their summed loss before the step (detached).
+
+    Four paths: Funk's hand-written step or autograd steps (one per parameter block with
+    ``alternate``), each on one process or data-parallel under ``torchrun``.
+    """
+    world = distributed.world_size()
+    if world > 1 and isinstance(net, SetwiseNet):
+        raise ValueError(
+            f"{type(net).__name__} has a set-wise objective(batch) (e.g. in-batch"
+            " negatives) that does not split over ranks; train it in one process"
+        )
+    if world > 1 and config.alternate:
+        raise ValueError(
+            "alternate=True (parameter blocks) is not supported under torchrun; train it in "
+            "one process"
+        )
+
+    def rows(index: torch.Tensor) -> Batch:
+        return {key: value.index_select(0, index) for key, value in train.items()}
+
+    if config.optimizer == "funk" and world > 1:
+
+        def step(idx: torch.Tensor, lr: float) -> torch.Tensor:
+            # each rank steps on its shard with the whole batch's row multiplicities; the
+            # shards' updates are all-reduced, the single-process step
+            batch = rows(distributed.shard(idx))
+            batch["repeats"] = distributed.shard(_row_repeats(train, idx))  # shape: (shard, 2)
+            return distributed.summed_step(
+                net, functools.partial(net.funk_step, batch, lr)
+            ).detach()
+
+    elif config.optimizer == "funk":
+
+        def step(idx: torch.Tensor, lr: float) -> torch.Tensor:
+            return net.funk_step(rows(idx), lr).detach()
+
+    elif world > 1:
+        step_net = distributed.wrap(
+            net, functools.partial(batch_loss, net, loss=config.loss, target=target, weight=weight)
+        )
+        optimizer = optimizers[0]
+
+        def step(idx: torch.Tensor, lr: float) -> torch.Tensor:
+            # this rank's shard of the global batch; DDP averages the gradients, so the scale
+            # makes them the mean of world * shard sums: the single-process gradient
+            loss = step_net(rows(distributed.shard(idx)))
+            scale = world / (len(idx) if config.batch_reduction == "mean" else 1)
+            optimizer.zero_grad(set_to_none=True)
+            (loss.sum() * scale).backward()
+            optimizer.step()
+            return loss.detach().sum()
+
+    else:
+        setwise = isinstance(net, SetwiseNet)
+
+        def step(idx: torch.Tensor, lr: float) -> torch.Tensor:
+            batch, first = rows(idx), None
+            for block, optimizer in zip(blocks, optimizers, strict=True):
+                if setwise:  # set-wise losses: one mean per batch
+                    reduced = net.objective(batch)
+                    batch_sum = reduced.detach() * len(idx)
+                else:
+                    loss = batch_loss(net, batch, loss=config.loss, target=target, weight=weight)
+                    reduced = loss.sum() if config.batch_reduction == "sum" else loss.mean()
+                    batch_sum = loss.detach().sum()
+                optimizer.zero_grad(set_to_none=True)
+                reduced.backward(
+                    inputs=[p for p in block if p.requires_grad] if config.alternate else None
+                )
+                optimizer.step()
+                first = batch_sum if first is None else first  # the loss before any step
+            return first
+
+    return step
+
+
 def capped_batch_size(n_rows: int, batch_size: int, min_batches: int | None) -> int:
     """``batch_size``, lowered so that an epoch over ``n_rows`` rows takes ``min_batches`` steps.
 
@@ -364,7 +448,7 @@ def batch_loss(
         per_row = F.binary_cross_entropy_with_logits(pred, batch[target], reduction="none")
     if weight is not None and weight in batch:
         per_row = per_row * batch[weight]
-    if hasattr(net, "penalty"):
+    if isinstance(net, PenalizedNet):
         per_row = per_row + net.penalty(batch)
     return per_row
 

@@ -50,9 +50,10 @@ import pandas as pd
 
 from mfutils import evaluation, get_device, models, plotting, seed_everything
 from mfutils.data import load_movielens
-from mfutils.evaluation import ItemPopularity, ScoreTable, koren_topk, plot_percentile_cdf
+from mfutils.evaluation import ItemPopularity, ScoreTable, koren_topk
 from mfutils.experiments import rating_folds
 from mfutils.metrics import rmse, topk_metrics
+from mfutils.plotting import plot_percentile_cdf
 from mfutils.results import ResultsLog
 
 # %%

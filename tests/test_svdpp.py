@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mfutils.data import Ratings, make_synthetic
+from mfutils.features import encode_user_attributes
 from mfutils.metrics import rmse
 from mfutils.models import BaselineEstimates, ExplicitModel
-from mfutils.models.svdpp import SVDPP_WARM_START, AsymmetricSVD, SVDpp, encode_user_attributes
+from mfutils.models.svdpp import SVDPP_WARM_START, AsymmetricSVD, SVDpp
 from mfutils.train import batch_loss
 
 
@@ -322,10 +323,10 @@ def test_auto_attributes_are_those_the_users_table_carries(split, caplog, tmp_pa
     explicit = SVDpp(3, user_attributes=ATTRIBUTES, **options).fit(train)
     assert auto.user_attributes_ == ATTRIBUTES
     np.testing.assert_array_equal(auto.predict_ratings(test), explicit.predict_ratings(test))
-    with caplog.at_level(logging.INFO, logger="mfutils.models.svdpp"):
+    with caplog.at_level(logging.INFO, logger="mfutils.features"):
         bare = SVDpp(3, user_attributes="auto", **options).fit(replace(train, users=None))
     assert bare.user_attributes_ == () and not bare.net.has_attributes
-    assert [r.getMessage() for r in caplog.records if r.name == "mfutils.models.svdpp"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "mfutils.features"] == [
         f"user attribute {a!r} left out: the Ratings has no users side table" for a in ATTRIBUTES
     ]
     plain = SVDpp(3, **options).fit(train)  # the default: no attributes

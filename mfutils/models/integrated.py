@@ -5,7 +5,7 @@
              + |N^k(i;u)|^{-1/2} sum_{j in N^k(i;u)} c_ij
 
 Three tiers: the baseline (``mu + b_u + b_i``), the latent factors with implicit feedback, and
-the item-item neighbourhood. The net reuses :class:`~mfutils.models.svdpp.ItemBagNet` for the
+the item-item neighbourhood. The net reuses :class:`~mfutils.models.nets.ItemBagNet` for the
 first two and :class:`~mfutils.models.neighborhood.GlobalNeighborhoodNet` for the third (whose
 own biases are left out: the tiers share one ``b_u, b_i``).
 """
@@ -22,7 +22,8 @@ from torch import nn
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.models.base import ExplicitModel
 from mfutils.models.neighborhood import GlobalNeighborhood, GlobalNeighborhoodNet
-from mfutils.models.svdpp import ItemBagNet, SVDpp
+from mfutils.models.nets import ItemBagNet
+from mfutils.models.svdpp import SVDpp
 from mfutils.train import TrainConfig, fit
 
 

@@ -32,7 +32,9 @@ from torch.nn.utils import parametrize
 
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.models.base import ExplicitModel
-from mfutils.models.svdpp import ItemBagNet, SVDpp, _BagModel
+from mfutils.models.item_bags import ItemBagModel
+from mfutils.models.nets import ItemBagNet
+from mfutils.models.svdpp import SVDpp
 
 DAY = 86_400
 WARM_STARTS = ("svdpp", "mf", "none")
@@ -322,7 +324,7 @@ class TimeBagNet(ItemBagNet):
         return out + 0.5 * (self.reg_time * time + self.reg_time_factors * factors + shrink * day)
 
 
-class TimeSVDpp(_BagModel):
+class TimeSVDpp(ItemBagModel):
     """timeSVD++ (Koren 2009; Handbook §5.3.3 eqs. 5.9-5.13) with switchable time terms.
 
     Parameters
@@ -386,6 +388,8 @@ class TimeSVDpp(_BagModel):
     ``score_items``, ``recommend``) a user is predicted at their mean training time ``t_u``
     with the day terms at their defaults: the static model plus ``b_{i,Bin(t_u)}``.
     """
+
+    asymmetric = False
 
     beta = 0.4  # Koren's cross-validated exponent of dev_u(t)
 
