@@ -57,7 +57,7 @@ from mfutils.results import to_markdown
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # iALS setting chosen on the validation part of ML-100K (notebook 11); peers get the same.
-ALS = {"factors": 64, "reg": 30.0, "alpha": 2.0, "iterations": 15}
+ALS = {"n_factors": 64, "reg": 30.0, "alpha": 2.0, "epochs": 15}
 
 
 def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
@@ -114,10 +114,10 @@ def peer_models(threads: int) -> dict[str, Callable[[], object]]:
     return {
         "implicit ALS": lambda: ImplicitPeer(
             lambda: AlternatingLeastSquares(
-                factors=ALS["factors"],
+                factors=ALS["n_factors"],
                 regularization=ALS["reg"],
                 alpha=1.0 + ALS["alpha"],
-                iterations=ALS["iterations"],
+                iterations=ALS["epochs"],
                 random_state=0,
                 num_threads=threads,
                 calculate_training_loss=False,
@@ -142,7 +142,7 @@ def peer_models(threads: int) -> dict[str, Callable[[], object]]:
 # changes only the id tables. Hashed tables try two widths within each budget: the drop-in
 # width 64 (fewer rows) and 16 (more rows); best_on_valid picks one per budget.
 COMPACT_TWO_TOWER = {
-    "dim": 64,
+    "n_factors": 64,
     "loss": "softmax",
     "negatives": "popularity",
     "popularity_alpha": 0.0,

@@ -84,9 +84,9 @@ def model_factories(factors: int, epochs: int, device: object) -> dict[str, Call
         "SVDpp": lambda: SVDpp(
             factors, epochs=epochs, batch_size=65536, warm_start=False, device=device
         ),
-        "iALS": lambda: ImplicitALS(factors=factors, iterations=epochs, device=device),
+        "iALS": lambda: ImplicitALS(n_factors=factors, epochs=epochs, device=device),
         "TwoTower-SSM": lambda: TwoTower(
-            dim=factors,
+            n_factors=factors,
             loss="ssm",
             negatives="in-batch",
             epochs=epochs,

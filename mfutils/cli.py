@@ -34,6 +34,7 @@ from pathlib import Path
 
 from mfutils.data.movielens import DATASETS, load_movielens
 from mfutils.data.own_data import load_ratings, parse_columns
+from mfutils.models import registry
 from mfutils.results import to_markdown
 from mfutils.serving import pipeline
 from mfutils.serving.artifact import FORMAT_VERSION, Artifact, upgrade_artifact
@@ -76,7 +77,7 @@ def _one_line(err: BaseException) -> str:
 # ---------------------------------------------------------------------- commands
 def _models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name, cls in pipeline.registered_models(kind=None).items():
-        options = ", ".join(f"{k}={v!r}" for k, v in pipeline.model_options(cls).items())
+        options = ", ".join(f"{k}={v!r}" for k, v in registry.constructor_options(cls).items())
         print(f"{name} ({cls.kind}): {options}")
     return 0
 

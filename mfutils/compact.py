@@ -390,14 +390,14 @@ def ranking_curve(
         ``relative`` (parameters / full), ``ndcg@20, recall@20`` (test),
         ``valid_ndcg@20, best_epoch, fit_seconds``.
     """
-    dim = model_options.get("dim", 64)
+    dim = model_options.get("n_factors", 64)
     rows = []
     points = _settings(methods, ratios, dim, embedding_options or {}, widths or {})
     for method, ratio, width, kind, options in tqdm(
         points, desc="ranking curve", disable=not progress, leave=False
     ):
         model = TwoTower(
-            **{**model_options, "dim": width}, embedding=kind, embedding_options=options
+            **{**model_options, "n_factors": width}, embedding=kind, embedding_options=options
         )
         model.fit(split.fit, valid=split.valid)
         valid = evaluate_ranking(model, train=split.fit, test=split.valid, ks=(20,))

@@ -105,7 +105,7 @@ results["MostPopular"].round(4)
 
 # %%
 grid = [
-    dict(factors=f, reg=r, alpha=a)
+    dict(n_factors=f, reg=r, alpha=a)
     for f, r, a in itertools.product([32, 64, 128], [3.0, 10.0, 30.0, 100.0], [0.5, 2.0, 5.0])
 ]
 ials = tune_and_test(

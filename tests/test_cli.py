@@ -126,7 +126,7 @@ def test_a_ranking_model_trains_evaluates_recommends_and_serves(data_dir, tmp_pa
                 "--split",
                 "per-user",
                 "-p",
-                "factors=8",
+                "n_factors=8",
                 "--out",
                 str(out),
             ]

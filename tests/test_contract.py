@@ -16,6 +16,7 @@ from mfutils.data.container import Ratings
 from mfutils.metrics import rmse
 from mfutils.models import registry
 from mfutils.models.base import Model
+from mfutils.serving import pipeline
 
 # Ranking models trained by minibatches: one batch per epoch of the block data is too few.
 FAST = {"TwoTower": {"batch_size": 64, "lr": 0.01}}
@@ -110,6 +111,29 @@ def test_save_load_and_the_config_round_trip(name, ratings, blocks, tmp_path):
             model.predict(np.full(model.n_items, 3), items),
             rtol=1e-5,
         )
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_the_constructor_is_the_one_source_of_the_options(name):
+    cls = registry.get(name)
+    defaults = registry.constructor_options(cls)
+    model = cls(device="cpu")
+    assert set(model.config) == set(defaults), "config keys are not the constructor's options"
+    # every option reaches the command line's -p by name (a non-default value, parsed back)
+    for option, default in defaults.items():
+        if isinstance(default, bool):
+            assert pipeline.parse_params(cls, [f"{option}={not default}"]) == {option: not default}
+    changed = {o: v + 1 for o, v in defaults.items() if type(v) is int and o != "seed"}
+    rebuilt = cls(**{**model.config, **changed}, device="cpu").config
+    assert {o: rebuilt[o] for o in changed} == changed  # an int is taken as given
+
+
+def test_a_model_constructor_with_spread_options_is_refused():
+    with pytest.raises(TypeError, match=r"takes \*options: name every option"):
+
+        class Spread(registry.get("EASE")):  # noqa: F841 (refused at definition)
+            def __init__(self, *, reg: float = 1.0, **options):
+                super().__init__(reg=reg, **options)
 
 
 @pytest.mark.parametrize("name", registry.names())

@@ -162,11 +162,11 @@ def test_bloom_is_a_sum_of_rows_and_collisions_match_theory():
 def test_compact_models_train_and_count_their_tables():
     data = make_synthetic(n_users=60, n_items=40, n_ratings=1200, seed=0)
     model = TwoTower(
-        dim=8, epochs=2, embedding="hash", embedding_options={"ratio": 0.5}, device="cpu"
+        n_factors=8, epochs=2, embedding="hash", embedding_options={"ratio": 0.5}, device="cpu"
     ).fit(data)
     assert table_parameters(model.net) <= 0.5 * (60 + 40) * 8
     assert model.score_items(torch.arange(3)).shape == (3, 40)
-    assert table_parameters(TwoTower(dim=8, epochs=1, device="cpu").fit(data).net) == 800
+    assert table_parameters(TwoTower(n_factors=8, epochs=1, device="cpu").fit(data).net) == 800
     with pytest.raises(ValueError, match="embedding="):
         TwoTower(embedding="lsh")
     mf = CompactBiasedMF(
@@ -181,7 +181,7 @@ def test_curves_tables_and_width_choice():
     split = ranking_split(data, seed=0)
     curve = ranking_curve(
         split,
-        model_options={"dim": 8, "epochs": 1, "device": "cpu"},
+        model_options={"n_factors": 8, "epochs": 1, "device": "cpu"},
         methods=("hash", "small dim"),
         ratios=(0.5,),
         widths={"hash": (8, 4)},

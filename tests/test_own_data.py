@@ -132,7 +132,7 @@ def test_events_fit_ranking_models_only(tmp_path):
     events = load_ratings(path)
     assert events.implicit and len(events) == 85 and set(events.rating) == {1.0}
     assert events.subset(np.arange(10)).implicit
-    ImplicitALS(factors=4, device="cpu").fit(events)
+    ImplicitALS(n_factors=4, device="cpu").fit(events)
     with pytest.raises(ValueError, match="holds events without ratings: fit a ranking model"):
         BiasedMF(device="cpu").fit(events)
 
@@ -222,7 +222,7 @@ def test_the_cli_trains_a_ranking_model_on_a_parquet_event_log(frame, tmp_path, 
                 "--split",
                 "per-user",
                 "-p",
-                "factors=4",
+                "n_factors=4",
                 "--out",
                 str(out),
             ]

@@ -1,12 +1,17 @@
 """Implicit-feedback models: iALS against the closed-form solve, EASE, popularity, the protocol."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from mfutils.data import make_synthetic, to_implicit
 from mfutils.experiments import evaluate_ranking, ranking_grid, ranking_split, tune_and_test
 from mfutils.models import EASE, ImplicitALS, MostPopular, TwoTower
+from mfutils.models.base import HEADER_KEY, Model
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +38,10 @@ def _closed_form(fixed, x, alpha, reg):
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_one_sweep_equals_the_closed_form_solve(events, solver):
     model = ImplicitALS(
-        factors=4,
+        n_factors=4,
         reg=0.5,
         alpha=3.0,
-        iterations=1,
+        epochs=1,
         solver=solver,
         cg_steps=40,
         init_std=0.3,
@@ -54,19 +59,19 @@ def test_one_sweep_equals_the_closed_form_solve(events, solver):
 
 
 def test_conjugate_gradient_approaches_cholesky(events):
-    exact = ImplicitALS(factors=6, iterations=3, solver="cholesky", device="cpu").fit(events)
-    approx = ImplicitALS(factors=6, iterations=3, cg_steps=6, device="cpu").fit(events)
+    exact = ImplicitALS(n_factors=6, epochs=3, solver="cholesky", device="cpu").fit(events)
+    approx = ImplicitALS(n_factors=6, epochs=3, cg_steps=6, device="cpu").fit(events)
     users = torch.arange(events.n_users)
     np.testing.assert_allclose(approx.score_items(users), exact.score_items(users), atol=2e-3)
 
 
 def test_small_chunks_give_the_same_factors(events):
-    whole = ImplicitALS(factors=4, iterations=2, device="cpu").fit(events)
-    pieces = ImplicitALS(factors=4, iterations=2, chunk_floats=64, device="cpu").fit(events)
+    whole = ImplicitALS(n_factors=4, epochs=2, device="cpu").fit(events)
+    pieces = ImplicitALS(n_factors=4, epochs=2, chunk_floats=64, device="cpu").fit(events)
     torch.testing.assert_close(pieces.user_factors, whole.user_factors)
-    exact = ImplicitALS(factors=4, iterations=2, solver="cholesky", device="cpu").fit(events)
+    exact = ImplicitALS(n_factors=4, epochs=2, solver="cholesky", device="cpu").fit(events)
     exact_pieces = ImplicitALS(
-        factors=4, iterations=2, solver="cholesky", chunk_floats=64, device="cpu"
+        n_factors=4, epochs=2, solver="cholesky", chunk_floats=64, device="cpu"
     ).fit(events)
     torch.testing.assert_close(exact_pieces.item_factors, exact.item_factors)
 
@@ -83,7 +88,7 @@ def test_ease_matches_its_closed_form(events):
 
 def test_unknown_users_get_popularity_and_seen_items_are_excluded(events):
     train = events.subset(events.user != 0)  # user 0 has no training events
-    model = ImplicitALS(factors=4, iterations=2, device="cpu").fit(train)
+    model = ImplicitALS(n_factors=4, epochs=2, device="cpu").fit(train)
     scores = model.score_items(torch.tensor([0, events.n_users + 5, -1]))
     counts = torch.as_tensor(train.item_counts(), dtype=torch.float32)
     assert torch.equal(scores, counts.expand(3, -1))
@@ -104,8 +109,8 @@ def test_most_popular_ranks_by_count(events):
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="solver"):
         ImplicitALS(solver="lu")
-    with pytest.raises(ValueError, match="factors"):
-        ImplicitALS(factors=0)
+    with pytest.raises(ValueError, match="n_factors"):
+        ImplicitALS(n_factors=0)
     with pytest.raises(RuntimeError, match="not fitted"):
         ImplicitALS().score_items(torch.tensor([0]))
 
@@ -128,7 +133,7 @@ def test_ranking_split_is_per_user_and_disjoint():
 def test_ranking_grid_sorts_by_validation_ndcg():
     split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
     table = ranking_grid(
-        lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
+        lambda **o: ImplicitALS(epochs=3, device="cpu", **o),
         [{"reg": 1.0}, {"reg": 1e4}],
         split,
         progress=False,
@@ -140,7 +145,7 @@ def test_ranking_grid_sorts_by_validation_ndcg():
 def test_ranking_grid_returns_the_best_fitted_model():
     split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
     table, best, options = ranking_grid(
-        lambda **o: ImplicitALS(iterations=3, device="cpu", **o),
+        lambda **o: ImplicitALS(epochs=3, device="cpu", **o),
         [{"reg": 1e4}, {"reg": 1.0}],
         split,
         progress=False,
@@ -159,7 +164,7 @@ def test_tune_and_test_refits_the_early_stopped_epochs_on_the_whole_train_part()
         seen.append(options)
         return TwoTower(
             **{
-                "dim": 8,
+                "n_factors": 8,
                 "epochs": 6,
                 "patience": 2,
                 "batch_size": 256,
@@ -199,8 +204,24 @@ def test_repeated_events_count_once_per_row_in_the_confidence(events):
     repeats = rng.integers(1, 4, len(events))  # every pair seen 1..3 times
     log = events.subset(np.repeat(np.arange(len(events)), repeats))
     counted = events.with_ratings(repeats.astype(np.float32))
-    options = dict(factors=4, reg=0.5, alpha=3.0, iterations=2, solver="cholesky", device="cpu")
+    options = dict(n_factors=4, reg=0.5, alpha=3.0, epochs=2, solver="cholesky", device="cpu")
     from_log = ImplicitALS(**options).fit(log)
     from_counts = ImplicitALS(**options, use_ratings=True).fit(counted)
     torch.testing.assert_close(from_log.user_factors, from_counts.user_factors)
     torch.testing.assert_close(from_log.item_factors, from_counts.item_factors)
+
+
+def test_a_checkpoint_with_the_old_option_names_loads(events, tmp_path):
+    """iALS checkpoints written before the rename (factors, iterations) still load."""
+    model = ImplicitALS(n_factors=4, epochs=2, device="cpu").fit(events)
+    path = model.save(tmp_path / "new.safetensors")
+    with safe_open(path, framework="pt") as f:
+        header = json.loads(f.metadata()[HEADER_KEY])
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    config = header["config"]
+    config["factors"], config["iterations"] = config.pop("n_factors"), config.pop("epochs")
+    save_file(tensors, tmp_path / "old.safetensors", metadata={HEADER_KEY: json.dumps(header)})
+    old = Model.load(tmp_path / "old.safetensors", device="cpu")
+    assert old.config == model.config
+    users = torch.arange(3)
+    torch.testing.assert_close(old.score_items(users), model.score_items(users))

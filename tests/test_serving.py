@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mfutils.data import make_synthetic
-from mfutils.models import AsymmetricSVD, BaselineEstimates, BiasedMF
+from mfutils.models import AsymmetricSVD, BaselineEstimates, BiasedMF, registry
 from mfutils.serving import (
     Artifact,
     ArtifactError,
@@ -193,7 +193,9 @@ def test_manifest_declaring_another_model_is_rejected(artifact_dir, tmp_path):
 @pytest.mark.parametrize("name", list(pipeline.registered_models(kind=None)))
 def test_every_registered_model_serves_after_a_round_trip(name, data, tmp_path):
     options = (
-        {"epochs": 1} if "epochs" in pipeline.model_options(pipeline.resolve_model(name)[0]) else {}
+        {"epochs": 1}
+        if "epochs" in registry.constructor_options(pipeline.resolve_model(name)[0])
+        else {}
     )
     model = pipeline.build_model(name, options, device="cpu").fit(data)
     Artifact.from_training(model, data).save(tmp_path / "a")
@@ -209,7 +211,7 @@ def test_every_registered_model_serves_after_a_round_trip(name, data, tmp_path):
 
 
 def test_the_service_serves_a_ranking_model(data, tmp_path):
-    model = pipeline.build_model("iALS", {"factors": 8}, device="cpu").fit(data)
+    model = pipeline.build_model("iALS", {"n_factors": 8}, device="cpu").fit(data)
     Artifact.from_training(model, data, split="full").save(tmp_path / "ials")
     rec = Recommender(tmp_path / "ials", device="cpu")
     with (

@@ -17,7 +17,7 @@ def split():
 
 
 def _fit(split, **options):
-    model = TwoTower(dim=8, epochs=2, batch_size=128, device="cpu", **options)
+    model = TwoTower(n_factors=8, epochs=2, batch_size=128, device="cpu", **options)
     return model.fit(split.fit, valid=split.valid)
 
 
@@ -155,7 +155,7 @@ def test_same_seed_same_model(split):
 
 def test_implicit_data_with_every_rating_one():
     data = to_implicit(make_synthetic(30, 20, 300, seed=1))
-    model = TwoTower(dim=4, epochs=1, device="cpu").fit(data)
+    model = TwoTower(n_factors=4, epochs=1, device="cpu").fit(data)
     assert model.history["train_loss"].notna().all()
 
 

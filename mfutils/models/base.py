@@ -11,6 +11,8 @@ never with an ``IndexError`` or an untrained random vector.
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import json
 import os
 from pathlib import Path
@@ -28,6 +30,12 @@ from mfutils.models import registry
 
 CHECKPOINT_FORMAT = 2  # 1: torch.save pickles (mfutils 0.1), read only by upgrade_checkpoint
 HEADER_KEY = "mfutils"  # the safetensors metadata entry holding the JSON header
+# Options renamed to the package's one name per concept, read under their old names from
+# checkpoints written before: model -> {old name: new name}.
+RENAMED_OPTIONS = {
+    "ImplicitALS": {"factors": "n_factors", "iterations": "epochs"},
+    "TwoTower": {"dim": "n_factors"},
+}
 
 
 def _check_penalties(model: str, options: dict[str, Any], prefix: str = "") -> None:
@@ -48,6 +56,42 @@ def _check_penalties(model: str, options: dict[str, Any], prefix: str = "") -> N
             )
 
 
+def _recording_options(init: Any) -> Any:
+    """``init`` that first records its call's options in ``self.config`` (see :class:`Model`).
+
+    Only the outermost constructor records: the ``super().__init__`` calls inside it find
+    ``config`` already set and run unchanged.
+    """
+    signature = inspect.signature(init)
+    spread = [
+        p.name for p in signature.parameters.values() if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if spread:
+        raise TypeError(
+            f"{init.__qualname__} takes *{spread[0]}: name every option in the "
+            "signature (the constructor is the one source of a model's options)"
+        )
+
+    @functools.wraps(init)
+    def __init__(self: Model, *args: Any, **kwargs: Any) -> None:
+        if "config" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            options = dict(list(bound.arguments.items())[1:])  # without self
+            object.__setattr__(
+                self,
+                "config",
+                {
+                    name: value
+                    for name, value in options.items()
+                    if name not in registry.NOT_OPTIONS
+                },
+            )
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
 class CheckpointError(ValueError):
     """A checkpoint does not match the model or configuration it is loaded into."""
 
@@ -55,12 +99,18 @@ class CheckpointError(ValueError):
 class Model(nn.Module, abc.ABC):
     """What every model of the package shares: ``recommend``, checkpoints, the registry.
 
-    Subclasses (:class:`ExplicitModel`, :class:`mfutils.models.ranking.RankingModel`) store
-    their constructor options in ``self.config`` (plain values only), set the id space, the
-    id maps and ``train_csr`` in ``fit``, create their parameters in :meth:`_build` (also
-    what :meth:`load` calls before it reads the saved ones) and implement
-    :meth:`score_items`. Every concrete subclass is registered in
+    Subclasses (:class:`ExplicitModel`, :class:`mfutils.models.ranking.RankingModel`) set
+    the id space, the id maps and ``train_csr`` in ``fit``, create their parameters in
+    :meth:`_build` (also what :meth:`load` calls before it reads the saved ones) and
+    implement :meth:`score_items`. Every concrete subclass is registered in
     :mod:`mfutils.models.registry` under its class name.
+
+    The constructor is the one source of a model's options: every keyword of the most derived
+    ``__init__`` (its defaults applied; ``device`` and data arrays excepted, see
+    :data:`mfutils.models.registry.NOT_OPTIONS`) is recorded in ``self.config`` before its
+    body runs, so ``type(m)(**m.config)`` rebuilds the model and a checkpoint carries every
+    option. A body may replace an entry by the value it resolves to (a default that depends
+    on another option); a ``**options`` pass-through is refused at class definition.
 
     Parameters
     ----------
@@ -80,12 +130,15 @@ class Model(nn.Module, abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = _recording_options(cls.__init__)
         registry.register(cls)
 
     def __init__(self, *, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.device = get_device(device)
-        self.config = {}
+        if "config" not in self.__dict__:  # a model without options of its own
+            self.config = {}
         self.history = None
         self.train_csr: UserItemCSR | None = None
         self.user_ids: np.ndarray | None = None
@@ -275,8 +328,8 @@ class Model(nn.Module, abc.ABC):
 class ExplicitModel(Model):
     """Base class of rating-prediction models (``fit`` / ``predict`` / ``recommend``).
 
-    Subclasses store their constructor options in ``self.config`` (plain values only), build
-    their parameters in :meth:`_build` and implement :meth:`_fit` and :meth:`_predict_known`.
+    Subclasses build their parameters in :meth:`_build` and implement :meth:`_fit` and
+    :meth:`_predict_known`; their options are in ``self.config`` (see :class:`Model`).
 
     Parameters
     ----------
@@ -292,7 +345,6 @@ class ExplicitModel(Model):
 
     def __init__(self, *, device: str | torch.device | None = None, clip: bool = True) -> None:
         super().__init__(device=device)
-        self.config = {"clip": clip}
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -527,6 +579,8 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         ckpt = {key: header[key] for key in ("model", "config", "n_users", "n_items")}
+        renamed = RENAMED_OPTIONS.get(ckpt["model"], {})
+        ckpt["config"] = {renamed.get(k, k): v for k, v in dict(ckpt["config"]).items()}
         ckpt["rating_scale"] = header.get("rating_scale")
         ckpt["state"] = {
             key.removeprefix("state."): value

@@ -79,18 +79,7 @@ class BaselineEstimates(ExplicitModel):
         n_iters = n_iters if n_iters is not None else (1 if method == "shrunk" else 10)
         if n_iters < 1:
             raise ValueError(f"n_iters={n_iters} must be >= 1")
-        self.config.update(
-            method=method,
-            reg_item=reg_item,
-            reg_user=reg_user,
-            n_iters=n_iters,
-            reg=reg,
-            lr=lr,
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
+        self.config.update(reg_item=reg_item, reg_user=reg_user, n_iters=n_iters)  # resolved
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config

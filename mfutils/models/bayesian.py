@@ -399,17 +399,6 @@ class BayesianMF(_PosteriorModel):
             raise ValueError(
                 f"beta0={beta0} and noise_prior={noise_prior} must be > 0, init_std={init_std} >= 0"
             )
-        self.config.update(
-            n_factors=n_factors,
-            sweeps=sweeps,
-            burn_in=burn_in,
-            max_samples=max_samples,
-            beta0=beta0,
-            noise_prior=noise_prior,
-            init_std=init_std,
-            seed=seed,
-            progress=progress,
-        )
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
@@ -1112,23 +1101,9 @@ class BayesianFM(_PosteriorModel):
         if isinstance(bags, str) or not set(bags) <= set(BAGS):
             raise ValueError(f"bags={bags!r} must be a sequence of {BAGS}")
         FieldEncoder(fields)  # validates the field names now rather than at fit time
-        self.config.update(
-            n_factors=n_factors,
+        self.config.update(  # normalized
             fields=None if fields is None else tuple(fields),
             bags=tuple(b for b in BAGS if b in bags),
-            date_bins=date_bins,
-            sweeps=sweeps,
-            burn_in=burn_in,
-            max_samples=max_samples,
-            prior_shape=prior_shape,
-            gamma0=gamma0,
-            noise_prior=noise_prior,
-            init_std=init_std,
-            output=output,
-            cg_steps=cg_steps,
-            cg_tol=cg_tol,
-            seed=seed,
-            progress=progress,
         )
         self.encoder: FieldEncoder | None = None
 

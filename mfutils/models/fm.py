@@ -164,22 +164,16 @@ class FieldModel(ExplicitModel):
         n_factors: int,
         *,
         fields: Sequence[str] | None,
-        zip_digits: int,
         epochs: int,
         batch_size: int,
+        min_batches: int | None,
         lr: float,
-        lr_decay: float,
         optimizer: str,
-        binary: bool,
-        patience: int | None,
-        seed: int,
-        progress: bool,
+        cold_fraction: float,
         device: str | torch.device | None,
         clip: bool,
-        cold_fraction: float = 0.0,
-        min_batches: int | None = None,
-        **options: Any,
     ) -> None:
+        """Validates the options the two models share; ``self.config`` holds them all."""
         super().__init__(device=device, clip=clip)
         if n_factors < 1:
             raise ValueError(f"n_factors={n_factors} must be >= 1")
@@ -188,23 +182,7 @@ class FieldModel(ExplicitModel):
         capped_batch_size(1, batch_size, min_batches)  # validates min_batches
         FieldEncoder(fields)  # validates the field names now rather than at fit time
         fields = None if fields is None else tuple(fields)
-        self.config.update(
-            n_factors=n_factors,
-            fields=fields,
-            zip_digits=zip_digits,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            lr_decay=lr_decay,
-            optimizer=optimizer,
-            binary=binary,
-            patience=patience,
-            seed=seed,
-            progress=progress,
-            cold_fraction=cold_fraction,
-            min_batches=min_batches,
-            **options,
-        )
+        self.config["fields"] = fields
         TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr)
         self.encoder: FieldEncoder | None = None
 
@@ -427,23 +405,14 @@ class FactorizationMachine(FieldModel):
         super().__init__(
             n_factors,
             fields=fields,
-            zip_digits=zip_digits,
             epochs=epochs,
-            cold_fraction=cold_fraction,
-            min_batches=min_batches,
             batch_size=batch_size,
+            min_batches=min_batches,
             lr=lr,
-            lr_decay=lr_decay,
             optimizer=optimizer,
-            binary=binary,
-            patience=patience,
-            seed=seed,
-            progress=progress,
+            cold_fraction=cold_fraction,
             device=device,
             clip=clip,
-            reg=reg,
-            reg_linear=reg_linear,
-            init_std=init_std,
         )
 
     def _make_net(self, generator: torch.Generator) -> FMNet:

@@ -43,7 +43,7 @@ class ImplicitALS(RankingModel):
 
     Parameters
     ----------
-    factors : int
+    n_factors : int
         Latent dimension :math:`f`.
     reg : float
         :math:`\lambda`, the same for users and items (HKV08 eq. 3).
@@ -51,7 +51,7 @@ class ImplicitALS(RankingModel):
         Confidence slope: :math:`c_{ui}=1+\alpha r_{ui}` (HKV08 use 40 on TV data). The
         defaults (64 factors, :math:`\lambda=30`, :math:`\alpha=2`) were chosen on the
         validation part of the series' ML-100K split (notebook 11).
-    iterations : int
+    epochs : int
         Alternating sweeps (users, then items).
     solver : {"cg", "cholesky"}
         Batched conjugate gradient (``cg_steps`` steps, warm-started) or exact Cholesky.
@@ -66,7 +66,7 @@ class ImplicitALS(RankingModel):
         Standard deviation of the random initial factors.
     chunk_floats : int
         Memory bound of one group of rows solved together, in floats (about
-        ``interactions * factors`` per group).
+        ``interactions * n_factors`` per group).
     seed : int
         Seed of the initial factors.
     valid_every : int, optional
@@ -86,10 +86,10 @@ class ImplicitALS(RankingModel):
     def __init__(
         self,
         *,
-        factors: int = 64,
+        n_factors: int = 64,
         reg: float = 30.0,
         alpha: float = 2.0,
-        iterations: int = 15,
+        epochs: int = 15,
         solver: str = "cg",
         cg_steps: int = 3,
         use_ratings: bool = False,
@@ -106,8 +106,8 @@ class ImplicitALS(RankingModel):
         if solver not in SOLVERS:
             raise ValueError(f"solver={solver!r}; choose one of {SOLVERS}")
         for name, value in (
-            ("factors", factors),
-            ("iterations", iterations),
+            ("n_factors", n_factors),
+            ("epochs", epochs),
             ("cg_steps", cg_steps),
             ("chunk_floats", chunk_floats),
         ):
@@ -115,31 +115,18 @@ class ImplicitALS(RankingModel):
                 raise ValueError(f"{name}={value} must be >= 1")
         if reg < 0 or alpha < 0:
             raise ValueError(f"reg={reg} and alpha={alpha} must be non-negative")
-        self.config = {
-            "factors": factors,
-            "reg": float(reg),
-            "alpha": float(alpha),
-            "iterations": iterations,
-            "solver": solver,
-            "cg_steps": cg_steps,
-            "use_ratings": use_ratings,
-            "init_std": init_std,
-            "chunk_floats": chunk_floats,
-            "seed": seed,
-            "valid_every": valid_every,
-            "progress": progress,
-        }
+        self.config.update(reg=float(reg), alpha=float(alpha))
 
     # ------------------------------------------------------------------ fitting
     def _build(self, n_users: int, n_items: int) -> None:
-        f = self.config["factors"]
+        f = self.config["n_factors"]
         self.register_buffer("user_factors", torch.zeros(n_users, f, device=self.device))
         self.register_buffer("item_factors", torch.zeros(n_items, f, device=self.device))
 
     def _fit(self, train: Ratings, *, valid: Ratings | None) -> None:
         cfg = self.config
         gen = torch.Generator(device=self.device).manual_seed(cfg["seed"])
-        f = cfg["factors"]
+        f = cfg["n_factors"]
         self.user_factors = cfg["init_std"] * torch.randn(
             self.n_users, f, generator=gen, device=self.device
         )  # shape: (n_users, f)
@@ -168,7 +155,7 @@ class ImplicitALS(RankingModel):
         valid_csr = valid.csr(device=self.device) if valid is not None else None
         rows, start = [], time.perf_counter()
         for sweep in tqdm(
-            range(1, cfg["iterations"] + 1),
+            range(1, cfg["epochs"] + 1),
             desc="ImplicitALS",
             unit="sweep",
             disable=not cfg["progress"],
@@ -177,8 +164,8 @@ class ImplicitALS(RankingModel):
             self.user_factors = self.solve(self.item_factors, by_user, self.user_factors)
             self.item_factors = self.solve(self.user_factors, by_item, self.item_factors)
             record = {"epoch": sweep, "seconds": time.perf_counter() - start}
-            every = cfg["valid_every"] or cfg["iterations"]
-            if valid_csr is not None and (sweep % every == 0 or sweep == cfg["iterations"]):
+            every = cfg["valid_every"] or cfg["epochs"]
+            if valid_csr is not None and (sweep % every == 0 or sweep == cfg["epochs"]):
                 record["valid_ndcg@20"] = topk_metrics(
                     self.score_items,
                     train=self.train_csr,
@@ -257,7 +244,7 @@ class ImplicitALS(RankingModel):
 
         Returns
         -------
-        Tensor, shape (factors,)
+        Tensor, shape (n_factors,)
         """
         self._require_fitted()
         cfg, y = self.config, self.item_factors  # y: (n_items, f)

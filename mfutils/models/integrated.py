@@ -150,22 +150,8 @@ class IntegratedModel(ExplicitModel):
                 "svdpp_options: user_attributes are not supported by the integrated model"
             )
         self.config.update(
-            n_factors=n_factors,
-            k=k,
-            schedule=schedule,
-            neighbor_epochs=neighbor_epochs,
-            neighbor_lr=neighbor_lr,
-            neighbor_batch_size=neighbor_batch_size,
-            reg_neighbors=reg_neighbors,
-            neighbor_biases=neighbor_biases,
-            reg_neighbor_bias=reg_neighbor_bias,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
             svdpp_options=dict(svdpp_options or {}),
             neighborhood_options=dict(neighborhood_options or {}),
-            seed=seed,
-            progress=progress,
         )
         TrainConfig(optimizer="adam", lr=lr, batch_size=batch_size)  # validate the options now
         TrainConfig(optimizer="funk", lr=neighbor_lr, batch_size=neighbor_batch_size)

@@ -64,24 +64,7 @@ class ItemBagModel(ExplicitModel):
             raise ValueError(f"n_factors={n_factors} must be >= 1")
         if not 0 <= valid_fraction < 1:
             raise ValueError(f"valid_fraction={valid_fraction} must lie in [0, 1)")
-        self.config.update(
-            n_factors=n_factors,
-            epochs=epochs,
-            lr=lr,
-            lr_decay=lr_decay,
-            reg=reg,
-            reg_bias=reg_bias,
-            reg_implicit=reg_implicit,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            init_std=init_std,
-            warm_start=warm_start,
-            warm_start_options=dict(warm_start_options or {}),
-            patience=patience,
-            valid_fraction=valid_fraction,
-            seed=seed,
-            progress=progress,
-        )
+        self.config["warm_start_options"] = dict(warm_start_options or {})
         TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs)  # validate the options now
 
     def _build(self, n_users: int, n_items: int) -> None:

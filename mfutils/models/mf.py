@@ -125,25 +125,9 @@ class BiasedMF(ExplicitModel):
         lr = defaults["lr"] if lr is None else lr
         if epochs < 1:
             raise ValueError(f"epochs={epochs} must be >= 1 (None: the method's default)")
-        self.config.update(
-            n_factors=n_factors,
-            method=method,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            lr_decay=lr_decay,
-            reg=defaults["reg"] if reg is None else reg,
-            reg_bias=(defaults["reg"] if reg is None else reg) if reg_bias is None else reg_bias,
-            weighted_reg=weighted_reg,
-            init=init,
-            init_std=init_std,
-            freeze_users=freeze_users,
-            freeze_items=freeze_items,
-            binary=binary,
-            patience=patience,
-            seed=seed,
-            progress=progress,
-        )
+        reg = defaults["reg"] if reg is None else reg
+        reg_bias = reg if reg_bias is None else reg_bias
+        self.config.update(epochs=epochs, lr=lr, reg=reg, reg_bias=reg_bias)  # resolved
         self._pretrained = {"user": user_embeddings, "item": item_embeddings}
 
     # ------------------------------------------------------------------ building

@@ -244,16 +244,7 @@ class ItemKNN(_ResidualStore, ExplicitModel):
             raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of {SHRINKAGE_FORMS}")
         if denominator_reg < 0 or shrinkage < 0 or predict_batch < 1:
             raise ValueError("denominator_reg and shrinkage must be >= 0, predict_batch >= 1")
-        self.config.update(
-            k=k,
-            shrinkage=shrinkage,
-            shrinkage_form=shrinkage_form,
-            positive_only=positive_only,
-            denominator_reg=denominator_reg,
-            baseline_options=dict(baseline_options or {}),
-            predict_batch=predict_batch,
-            chunk_size=chunk_size,
-        )
+        self.config["baseline_options"] = dict(baseline_options or {})
 
     def _build(self, n_users: int, n_items: int) -> None:
         self.register_buffer("base_user", torch.zeros(n_users, device=self.device))
@@ -614,21 +605,8 @@ class GlobalNeighborhood(_ResidualStore, ExplicitModel):
         if shrinkage_form not in SHRINKAGE_FORMS:
             raise ValueError(f"shrinkage_form={shrinkage_form!r}; choose one of {SHRINKAGE_FORMS}")
         self.config.update(
-            k=k,
-            epochs=epochs,
-            lr=lr,
-            lr_decay=lr_decay,
-            reg=reg,
             reg_bias=reg if reg_bias is None else reg_bias,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            init_biases=init_biases,
-            shrinkage=shrinkage,
-            shrinkage_form=shrinkage_form,
             baseline_options=dict(baseline_options or {}),
-            patience=patience,
-            seed=seed,
-            progress=progress,
         )
 
     def _build(self, n_users: int, n_items: int) -> None:

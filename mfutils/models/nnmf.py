@@ -238,23 +238,6 @@ class NNMF(ExplicitModel):
         if reg < 0:
             raise ValueError(f"reg={reg} must be >= 0")
         capped_batch_size(1, batch_size, min_batches)  # validates min_batches
-        self.config.update(
-            latent_dim=latent_dim,
-            prime_dim=prime_dim,
-            prime_rank=prime_rank,
-            hidden=hidden,
-            reg=reg,
-            epochs=epochs,
-            batch_size=batch_size,
-            min_batches=min_batches,
-            lr=lr,
-            valid_fraction=valid_fraction,
-            min_valid=min_valid,
-            patience=patience,
-            init_std=init_std,
-            seed=seed,
-            progress=progress,
-        )
         TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="rmsprop")
 
     def _build(self, n_users: int, n_items: int) -> None:

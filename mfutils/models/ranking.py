@@ -27,7 +27,7 @@ __all__ = ["EASE", "MostPopular", "RankingModel"]
 class RankingModel(Model):
     """Base class of implicit-feedback (item-ranking) models.
 
-    Subclasses store their constructor options in ``self.config``, create their parameters in
+    Subclasses create their parameters in
     :meth:`_build` (empty: ``fit`` and :meth:`load` fill them), learn in :meth:`_fit` and score
     known users in :meth:`_score_known`; ``recommend``, ``save`` and ``load`` come from
     :class:`mfutils.models.base.Model`.
@@ -133,7 +133,7 @@ class EASE(RankingModel):
         super().__init__(device=device)
         if not reg > 0:
             raise ValueError(f"reg={reg} must be positive")
-        self.config = {"reg": float(reg)}
+        self.config["reg"] = float(reg)
 
     # the n_items x n_items weights come from _fit (or the checkpoint), never pre-allocated
     FIT_BUFFERS: ClassVar[tuple[str, ...]] = (*RankingModel.FIT_BUFFERS, "weights")

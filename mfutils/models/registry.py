@@ -132,23 +132,9 @@ NOT_OPTIONS = frozenset(
 
 
 def constructor_options(cls: type) -> dict[str, Any]:
-    """Keyword options of a model class settable by name, and their defaults.
-
-    A constructor that passes ``**options`` on (``SVDpp`` to its base) also takes the options
-    of the next class in the MRO that defines ``__init__``; its own defaults win. ``device``
-    and the pretrained-embedding arrays are not options.
-    """
+    """Keyword options of a model class settable by name, and their defaults: the keys of
+    every instance's ``config`` (``device`` and the pretrained-embedding arrays are not
+    options; a model constructor names all of its options, see
+    :class:`mfutils.models.base.Model`)."""
     params = inspect.signature(cls.__init__).parameters.values()
-    options: dict[str, Any] = {}
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        parent = next((base for base in cls.__mro__[1:] if "__init__" in vars(base)), None)
-        if parent is not None and parent is not object:
-            options = constructor_options(parent)
-    options.update(
-        {
-            p.name: p.default
-            for p in params
-            if p.name not in NOT_OPTIONS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        }
-    )
-    return options
+    return {p.name: p.default for p in params if p.name not in NOT_OPTIONS}

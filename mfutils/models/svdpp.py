@@ -129,21 +129,49 @@ class SVDpp(ItemBagModel):
         n_factors: int = 20,
         *,
         epochs: int = 10,
+        lr: float = 0.005,
+        lr_decay: float = 1.0,
+        reg: float = 0.15,
+        reg_bias: float = 0.15,
+        reg_implicit: float = 0.01,
+        batch_size: int = 8192,
+        optimizer: str = "adam",
+        init_std: float = 0.1,
+        warm_start: bool = True,
         warm_start_options: dict[str, Any] | None = None,
+        patience: int | None = None,
+        valid_fraction: float = 0.1,
         user_attributes: Sequence[str] | None = None,
         reg_attributes: float = REG_ATTRIBUTES,
         age_edges: Sequence[float] = AGE_EDGES,
         attribute_biases: bool = False,
         attribute_ridge: float = 100.0,
-        **options: Any,
+        seed: int = 0,
+        progress: bool = False,
+        device: str | torch.device | None = None,
+        clip: bool = True,
     ) -> None:
+        if warm_start_options is None:
+            warm_start_options = SVDPP_WARM_START
         super().__init__(
             n_factors,
             epochs=epochs,
-            warm_start_options=SVDPP_WARM_START
-            if warm_start_options is None
-            else warm_start_options,
-            **options,
+            lr=lr,
+            lr_decay=lr_decay,
+            reg=reg,
+            reg_bias=reg_bias,
+            reg_implicit=reg_implicit,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            init_std=init_std,
+            warm_start=warm_start,
+            warm_start_options=warm_start_options,
+            patience=patience,
+            valid_fraction=valid_fraction,
+            seed=seed,
+            progress=progress,
+            device=device,
+            clip=clip,
         )
         if isinstance(user_attributes, str) and user_attributes != "auto":
             raise ValueError(
@@ -152,13 +180,7 @@ class SVDpp(ItemBagModel):
             )
         if user_attributes is not None and user_attributes != "auto":
             user_attributes = tuple(user_attributes)
-        self.config.update(
-            user_attributes=user_attributes,
-            reg_attributes=reg_attributes,
-            age_edges=tuple(age_edges),
-            attribute_biases=attribute_biases,
-            attribute_ridge=attribute_ridge,
-        )
+        self.config.update(user_attributes=user_attributes, age_edges=tuple(age_edges))
 
 
 class AsymmetricSVD(ItemBagModel):

@@ -461,19 +461,6 @@ class TimeSVDpp(ItemBagModel):
             device=device,
             clip=clip,
         )
-        self.config.update(
-            warm_start=warm_start,
-            item_bins=item_bins,
-            user_drift=user_drift,
-            user_day_bias=user_day_bias,
-            scale=scale,
-            factor_drift=factor_drift,
-            factor_day=factor_day,
-            reg_time=reg_time,
-            reg_time_factors=reg_time_factors,
-            reg_day=reg_day,
-            lr_time=lr_time,
-        )
 
     # ------------------------------------------------------------------ building / fitting
     def _build(self, n_users: int, n_items: int) -> None:

@@ -219,8 +219,8 @@ class TwoTower(RankingModel):
 
     Parameters
     ----------
-    dim : int
-        Embedding size :math:`d`.
+    n_factors : int
+        Embedding size :math:`d` (the towers' output width).
     loss : str
         A name of :data:`mfutils.losses.LOSSES` (``bpr``, ``hinge``, ``ccl``, ``ssm``,
         ``softmax``, ``directau``, ``mawu``, ``infonce+``, ``mine+``).
@@ -274,7 +274,7 @@ class TwoTower(RankingModel):
     def __init__(
         self,
         *,
-        dim: int = 64,
+        n_factors: int = 64,
         loss: str = "bpr",
         loss_options: dict[str, Any] | None = None,
         negatives: str = "uniform",
@@ -313,30 +313,11 @@ class TwoTower(RankingModel):
             raise ValueError(f"score={score!r}; choose 'auto', 'dot' or 'cosine'")
         if embedding not in KINDS:
             raise ValueError(f"embedding={embedding!r}; choose one of {KINDS}")
-        if dim < 1 or n_negatives < 1:
-            raise ValueError(f"dim={dim} and n_negatives={n_negatives} must be >= 1")
-        self.config = {
-            "dim": dim,
-            "loss": loss,
-            "loss_options": dict(loss_options or {}),
-            "negatives": negatives,
-            "n_negatives": n_negatives,
-            "popularity_alpha": popularity_alpha,
-            "logq": logq,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "optimizer": optimizer,
-            "patience": patience,
-            "reg": reg,
-            "weight_decay": weight_decay,
-            "init_std": init_std,
-            "score": score,
-            "seed": seed,
-            "progress": progress,
-            "embedding": embedding,
-            "embedding_options": dict(embedding_options or {}),
-        }
+        if n_factors < 1 or n_negatives < 1:
+            raise ValueError(f"n_factors={n_factors} and n_negatives={n_negatives} must be >= 1")
+        self.config.update(
+            loss_options=dict(loss_options or {}), embedding_options=dict(embedding_options or {})
+        )
         self._features = (user_features, item_features)
         make_loss(loss, **self._loss_options(1, 1))  # unknown names/options fail here
 
@@ -360,7 +341,7 @@ class TwoTower(RankingModel):
         self.net = TwoTowerNet(
             n_users,
             n_items,
-            cfg["dim"],
+            cfg["n_factors"],
             loss=make_loss(cfg["loss"], **options),
             normalize=normalize,
             sampler={},

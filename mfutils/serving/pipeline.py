@@ -45,12 +45,6 @@ def registered_models(kind: str | None = "explicit") -> dict[str, type]:
     return {name: registry.get(name) for name in registry.names(kind=kind)}
 
 
-def model_options(cls: type) -> dict[str, Any]:
-    """Constructor options settable by name (``--param``) and their defaults (following
-    ``**options`` into the base class, see :func:`mfutils.models.registry.constructor_options`)."""
-    return constructor_options(cls)
-
-
 def resolve_model(name: str) -> tuple[type[Model], dict[str, Any]]:
     """The class and implied options of a model name (``"BiasedMF-SGD"`` -> BiasedMF, sgd;
     ``"iALS"`` -> ImplicitALS; :func:`mfutils.models.registry.resolve`).
@@ -75,7 +69,7 @@ def parse_params(cls: type[ExplicitModel], pairs: list[str]) -> dict[str, Any]:
         A pair without ``=``, an option ``cls`` does not take (the message lists the valid
         ones), or a value of the wrong kind for the option's default.
     """
-    options = model_options(cls)
+    options = constructor_options(cls)
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -134,7 +128,7 @@ def build_model(
     """
     cls, implied = resolve_model(name)
     options = {**implied, **(params or {})}
-    if "seed" in model_options(cls):
+    if "seed" in constructor_options(cls):
         options.setdefault("seed", seed)
     try:
         return cls(**options, device=get_device(device))
