@@ -43,7 +43,7 @@ from mfutils.blending import SERIES_MODELS, VARIANT_MODELS, series_model_spec, s
 from mfutils.data.container import Ratings
 from mfutils.data.splits import validation_split
 from mfutils.metrics import mae, rmse
-from mfutils.models.registry import constructor_options
+from mfutils.models.registry import constructor_options, current_options
 from mfutils.train import TrainingDiverged, epoch_callback
 
 __all__ = [
@@ -261,6 +261,7 @@ def load_preset(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"preset {path}: key 'options' must be an object, got {options!r}")
     cls, _, _ = series_model_spec(name)
     defaults = constructor_options(cls)
+    options = current_options(cls.__name__, options)
     for key, value in options.items():
         if key not in defaults:
             raise ValueError(

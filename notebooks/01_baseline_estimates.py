@@ -195,6 +195,6 @@ assert np.isfinite(best_rmse) and best_rmse < global_mean_rmse - 0.02, best_rmse
 # ## What to try next
 # * Separate $\lambda$ for users and items matters more than the fitting method: compare the
 #   rows of the heatmap with its columns.
-# * Iterate Koren's shrunk means (`n_iters`) and watch it converge to the ALS numbers.
+# * Iterate Koren's shrunk means (`epochs`) and watch it converge to the ALS numbers.
 # * The baseline is also the cold-start answer: every model in `mfutils` falls back to it for
 #   users or items it has never seen (`predict([-1], [item])`).

@@ -128,6 +128,21 @@ def test_the_constructor_is_the_one_source_of_the_options(name):
     assert {o: rebuilt[o] for o in changed} == changed  # an int is taken as given
 
 
+def test_options_written_under_their_old_names_are_read_under_todays():
+    old = {"method": "als", "n_iters": 7, "epochs": 20, "reg": 0.02}
+    assert registry.current_options("BaselineEstimates", old) == {
+        "method": "als",
+        "epochs": 7,
+        "reg": 0.02,
+    }
+    assert registry.current_options("BaselineEstimates", {**old, "method": "sgd"})["epochs"] == 20
+    assert registry.current_options("NNMF", {"latent_dim": 5}) == {"n_factors": 5}
+    assert registry.current_options("TwoTower", {"dim": 8, "lr": 0.1}) == {
+        "n_factors": 8,
+        "lr": 0.1,
+    }
+
+
 def test_a_model_constructor_with_spread_options_is_refused():
     with pytest.raises(TypeError, match=r"takes \*options: name every option"):
 

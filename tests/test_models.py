@@ -58,7 +58,7 @@ def test_baseline_als_converges_to_regularized_least_squares():
     data = _ratings([(u, i, r) for (u, i), r in triples.items()], 6, 5)
     lam = 2.0
     model = BaselineEstimates(
-        method="als", reg_item=lam, reg_user=lam, n_iters=300, device="cpu", clip=False
+        method="als", reg_item=lam, reg_user=lam, epochs=300, device="cpu", clip=False
     ).fit(data)
     # Direct solve of min sum (r - mu - b_u - b_i)^2 + lam (|b_u|^2 + |b_i|^2).
     design = np.zeros((len(data), 11))

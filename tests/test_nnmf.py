@@ -25,7 +25,7 @@ def split():
 def fitted(split):
     train, _ = split
     return NNMF(
-        latent_dim=3,
+        n_factors=3,
         prime_dim=5,
         hidden=(8, 8),
         reg=1.0,
@@ -48,7 +48,7 @@ def test_network_input_is_u_v_and_the_elementwise_product(fitted):
 
 
 def test_rank_k_prime_block_is_d_prime_inner_products():
-    net = NNMF(latent_dim=2, prime_dim=4, prime_rank=3, hidden=(5,), device="cpu")
+    net = NNMF(n_factors=2, prime_dim=4, prime_rank=3, hidden=(5,), device="cpu")
     net._build(6, 7)
     inner = net.net
     u_p, v_p = torch.randn(2, 12), torch.randn(2, 12)

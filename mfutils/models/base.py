@@ -30,12 +30,6 @@ from mfutils.models import registry
 
 CHECKPOINT_FORMAT = 2  # 1: torch.save pickles (mfutils 0.1), read only by upgrade_checkpoint
 HEADER_KEY = "mfutils"  # the safetensors metadata entry holding the JSON header
-# Options renamed to the package's one name per concept, read under their old names from
-# checkpoints written before: model -> {old name: new name}.
-RENAMED_OPTIONS = {
-    "ImplicitALS": {"factors": "n_factors", "iterations": "epochs"},
-    "TwoTower": {"dim": "n_factors"},
-}
 
 
 def _check_penalties(model: str, options: dict[str, Any], prefix: str = "") -> None:
@@ -579,8 +573,7 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         ckpt = {key: header[key] for key in ("model", "config", "n_users", "n_items")}
-        renamed = RENAMED_OPTIONS.get(ckpt["model"], {})
-        ckpt["config"] = {renamed.get(k, k): v for k, v in dict(ckpt["config"]).items()}
+        ckpt["config"] = registry.current_options(ckpt["model"], ckpt["config"])
         ckpt["rating_scale"] = header.get("rating_scale")
         ckpt["state"] = {
             key.removeprefix("state."): value

@@ -36,10 +36,11 @@ class BaselineEstimates(ExplicitModel):
         ``lambda_2`` (items) and ``lambda_3`` (users) of the shrunk means and the ALS solve.
         Defaults: Koren's Netflix constants 25 / 10 for ``shrunk``; 2 / 5 for ``als``, the
         best of a grid on a validation split carved from ML-100K ``u1.base`` (notebook 01).
-    n_iters : int, optional
-        Alternating passes: 1 for ``shrunk`` (Koren's single pass), 10 for ``als``.
-    reg, lr, epochs, batch_size : float, float, int, int
-        SGD only: ``lambda_1`` per rating, step ``gamma``, passes and minibatch size.
+    epochs : int, optional
+        Passes: the alternating ones of ``shrunk`` (default 1, Koren's single pass) and
+        ``als`` (default 10), or SGD's epochs (default 20).
+    reg, lr, batch_size : float, float, int
+        SGD only: ``lambda_1`` per rating, step ``gamma`` and minibatch size.
     seed, progress, device, clip
         As in :class:`mfutils.models.base.ExplicitModel`.
     """
@@ -58,10 +59,9 @@ class BaselineEstimates(ExplicitModel):
         method: str = "als",
         reg_item: float | None = None,
         reg_user: float | None = None,
-        n_iters: int | None = None,
+        epochs: int | None = None,
         reg: float = 0.02,
         lr: float = 0.005,
-        epochs: int = 20,
         batch_size: int = 256,
         seed: int = 0,
         progress: bool = False,
@@ -76,10 +76,11 @@ class BaselineEstimates(ExplicitModel):
         reg_user = default_user if reg_user is None else reg_user
         if reg_item < 0 or reg_user < 0:
             raise ValueError(f"reg_item={reg_item} and reg_user={reg_user} must be >= 0")
-        n_iters = n_iters if n_iters is not None else (1 if method == "shrunk" else 10)
-        if n_iters < 1:
-            raise ValueError(f"n_iters={n_iters} must be >= 1")
-        self.config.update(reg_item=reg_item, reg_user=reg_user, n_iters=n_iters)  # resolved
+        if epochs is None:
+            epochs = {"shrunk": 1, "als": 10, "sgd": 20}[method]
+        if epochs < 1:
+            raise ValueError(f"epochs={epochs} must be >= 1 (None: the method's default)")
+        self.config.update(reg_item=reg_item, reg_user=reg_user, epochs=epochs)  # resolved
 
     def _build(self, n_users: int, n_items: int) -> None:
         c = self.config
@@ -120,7 +121,7 @@ class BaselineEstimates(ExplicitModel):
         item_den = torch.bincount(item, weights=weight, minlength=self.n_items) + c["reg_item"]
         user_den = torch.bincount(user, weights=weight, minlength=self.n_users) + c["reg_user"]
         b_u = torch.zeros(self.n_users, device=self.device)
-        for _ in range(c["n_iters"]):
+        for _ in range(c["epochs"]):
             b_i = torch.bincount(
                 item, weights=weight * (residual - b_u[user]), minlength=self.n_items
             ) / item_den.clamp(min=1e-12)

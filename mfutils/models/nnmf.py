@@ -153,8 +153,8 @@ class NNMF(ExplicitModel):
 
     Parameters
     ----------
-    latent_dim, prime_dim, prime_rank : int
-        ``D = 10``, ``D' = 60``, ``K = 1`` as in the paper.
+    n_factors, prime_dim, prime_rank : int
+        ``D = 10`` (the width of ``U_n, V_m``), ``D' = 60``, ``K = 1`` as in the paper.
     hidden : sequence of int
         Hidden widths of ``f_theta``: three sigmoid layers of 50 in the paper.
     reg : float
@@ -196,7 +196,7 @@ class NNMF(ExplicitModel):
     # Search space of mfutils.tuning (Optuna): option -> ("log" | "float", low, high),
     # ("int", low, high[, "log"]) or ("choice", value, ...); around the defaults.
     SEARCH_SPACE = {
-        "latent_dim": ("int", 4, 40, "log"),
+        "n_factors": ("int", 4, 40, "log"),
         "prime_dim": ("int", 15, 120, "log"),
         "reg": ("log", 3.0, 300.0),
         "lr": ("log", 0.0001, 0.01),
@@ -206,7 +206,7 @@ class NNMF(ExplicitModel):
     def __init__(
         self,
         *,
-        latent_dim: int = 10,
+        n_factors: int = 10,
         prime_dim: int = 60,
         prime_rank: int = 1,
         hidden: tuple[int, ...] = (50, 50, 50),
@@ -226,9 +226,9 @@ class NNMF(ExplicitModel):
     ) -> None:
         super().__init__(device=device, clip=clip)
         hidden = tuple(int(h) for h in hidden)
-        if min(latent_dim, prime_dim, prime_rank) < 1 or any(h < 1 for h in hidden):
+        if min(n_factors, prime_dim, prime_rank) < 1 or any(h < 1 for h in hidden):
             raise ValueError(
-                f"latent_dim={latent_dim}, prime_dim={prime_dim}, "
+                f"n_factors={n_factors}, prime_dim={prime_dim}, "
                 f"prime_rank={prime_rank} and hidden={hidden} must all be >= 1"
             )
         if not 0 <= valid_fraction < 1:
@@ -249,7 +249,7 @@ class NNMF(ExplicitModel):
         self.net = NNMFNet(
             n_users,
             n_items,
-            latent_dim=c["latent_dim"],
+            latent_dim=c["n_factors"],
             prime_dim=c["prime_dim"],
             prime_rank=c["prime_rank"],
             hidden=c["hidden"],

@@ -20,6 +20,7 @@ __all__ = [
     "KINDS",
     "PRESETS",
     "constructor_options",
+    "current_options",
     "create",
     "get",
     "names",
@@ -138,3 +139,24 @@ def constructor_options(cls: type) -> dict[str, Any]:
     :class:`mfutils.models.base.Model`)."""
     params = inspect.signature(cls.__init__).parameters.values()
     return {p.name: p.default for p in params if p.name not in NOT_OPTIONS}
+
+
+# Options renamed to the package's one name per concept: model -> {old name: new name}.
+RENAMED_OPTIONS: dict[str, dict[str, str]] = {
+    "ImplicitALS": {"factors": "n_factors", "iterations": "epochs"},
+    "TwoTower": {"dim": "n_factors"},
+    "NNMF": {"latent_dim": "n_factors"},
+}
+
+
+def current_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` of the class named ``model`` as written before a rename (a checkpoint, a
+    preset file), under today's names. BaselineEstimates' ``n_iters`` (the alternating
+    passes) merged into ``epochs``, which was SGD's alone."""
+    options = dict(options)
+    if model == "BaselineEstimates" and "n_iters" in options:
+        n_iters = options.pop("n_iters")
+        if options.get("method", "als") != "sgd":
+            options["epochs"] = n_iters
+    renamed = RENAMED_OPTIONS.get(model, {})
+    return {renamed.get(name, name): value for name, value in options.items()}

@@ -92,7 +92,7 @@ def parse_params(cls: type[ExplicitModel], pairs: list[str]) -> dict[str, Any]:
 
 # Option names whose values must be positive (learning rates, sizes, counts) or >= 0
 # (penalties), across every model: the one naming convention of the package's options.
-_POSITIVE_PREFIXES = ("lr", "n_", "epochs", "batch_size", "latent_dim", "prime_dim")
+_POSITIVE_PREFIXES = ("lr", "n_", "epochs", "batch_size", "prime_dim")
 _NON_NEGATIVE_PREFIXES = ("reg", "weight_decay", "dropout")
 
 
