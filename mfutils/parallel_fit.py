@@ -1,7 +1,14 @@
 r"""The data-parallel training program: one model fit on synthetic ratings under ``torchrun``.
 
     torchrun --standalone --nproc_per_node 2 -m mfutils.parallel_fit \
-        --model BiasedMF --method adam --ratings 1000000 --epochs 2 --output run.json
+        --model BiasedMF-Adam --ratings 1000000 --epochs 2 --output run.json
+    torchrun ... -m mfutils.parallel_fit --model SVDpp -p warm_start=false
+
+``--model`` is any explicit model or preset of :mod:`mfutils.models.registry` that
+:func:`mfutils.train.fit` trains by minibatches (BiasedMF-SGD/-Adam, SVDpp, AsymmetricSVD,
+FM, ...); the trainer refuses, with a one-line reason, what does not split over processes
+(alternating parameter blocks, set-wise objectives), and a model fit without it (ALS,
+neighbourhoods, Gibbs sampling) runs whole in every process, with no speed-up.
 
 From Python (a notebook), :func:`launch` runs that command in a subprocess and returns rank 0's
 record. How the ranks split a batch and why the result equals one process is in
@@ -25,7 +32,7 @@ import torch.distributed as dist
 from mfutils.data import make_synthetic, random_holdout
 from mfutils.distributed import init_from_env, rank, world_size
 from mfutils.metrics import rmse
-from mfutils.models import BiasedMF, SVDpp
+from mfutils.models import registry
 
 __all__ = ["launch", "main"]
 
@@ -91,6 +98,22 @@ def launch(
         return json.loads(output.read_text())
 
 
+def _params(
+    parser: argparse.ArgumentParser, params: list[str], accepted: dict[str, object]
+) -> dict[str, object]:
+    """``-p NAME=VALUE`` options by name, each value JSON where it parses, else text."""
+    out: dict[str, object] = {}
+    for param in params:
+        name, sep, text = param.partition("=")
+        if not sep or name not in accepted:
+            parser.error(f"-p {param}: expected NAME=VALUE with NAME one of {sorted(accepted)}")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Train a model on synthetic ratings, in one process or under ``torchrun``.
 
@@ -101,9 +124,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(
         prog="python -m mfutils.parallel_fit", description=main.__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--model", choices=("BiasedMF", "SVDpp"), default="BiasedMF")
     parser.add_argument(
-        "--method", choices=("sgd", "adam"), default="adam", help="BiasedMF's training method"
+        "--model",
+        default="BiasedMF-Adam",
+        help="a registered explicit model or preset (mfutils models), e.g. SVDpp",
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a model option, the value read as JSON (warm_start=false, lr=0.01) or text",
     )
     parser.add_argument("--users", type=int, default=6_040)
     parser.add_argument("--items", type=int, default=3_706)
@@ -118,31 +150,36 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--output", type=Path, default=None, help="JSON record (rank 0)")
     parser.add_argument("--save", type=Path, default=None, help="checkpoint path (rank 0)")
     args = parser.parse_args(argv)
+    try:
+        cls, implied = registry.resolve(args.model)
+    except ValueError as err:
+        parser.error(str(err))
+    if cls.kind != "explicit":
+        parser.error(f"--model {args.model}: a {cls.kind} model; choose an explicit one")
+    accepted = registry.constructor_options(cls)
+    options = {**implied, **_params(parser, args.param, accepted)}
+    shared = {
+        "n_factors": args.factors,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+    }
+    options.update({k: v for k, v in shared.items() if k in accepted and v is not None})
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = init_from_env(args.device)
     data = make_synthetic(args.users, args.items, args.ratings, seed=args.seed)
     train, test = random_holdout(data, test_fraction=0.1, seed=args.seed)
-    options = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "device": device,
-    }
-    if args.lr is not None:
-        options["lr"] = args.lr
-    if args.model == "BiasedMF":
-        model = BiasedMF(args.factors, method=args.method, **options)
-    else:
-        model = SVDpp(args.factors, warm_start=False, **options)
+    model = cls(**options, device=device)
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start
     history = model.history
     record = {
         "model": args.model,
-        "method": args.method if args.model == "BiasedMF" else "adam",
+        "options": {k: v for k, v in options.items() if k in model.config},
         "processes": world_size(),
         "backend": dist.get_backend() if world_size() > 1 else None,
         "device": str(device),

@@ -227,7 +227,7 @@ runs.query("size == '25M'")[
 #
 # ```
 # torchrun --standalone --nproc_per_node 2 -m mfutils.parallel_fit \
-#     --model BiasedMF --method adam --ratings 200000 --epochs 3
+#     --model BiasedMF-Adam --ratings 200000 --epochs 3
 # ```
 #
 # Every process holds all embedding tables and all ratings. All processes draw the same global

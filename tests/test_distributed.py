@@ -147,3 +147,19 @@ def test_launch_runs_the_cli_under_torchrun_and_matches_one_process():
         parallel_fit.launch(2, threads=0)
     with pytest.raises(RuntimeError, match="failed"):
         parallel_fit.launch(1, threads=1, args=["--model", "NoSuchModel"], timeout=60)
+
+
+def test_the_program_trains_any_registered_explicit_model(capsys):
+    small = ["--ratings", "2000", "--users", "60", "--items", "40", "--factors", "3"]
+    record = parallel_fit.main(
+        [*small, "--model", "SVDpp", "-p", "warm_start=false", "--epochs", "1", "--device", "cpu"]
+    )
+    assert record["options"]["warm_start"] is False and record["options"]["n_factors"] == 3
+    for bad, message in (
+        (["--model", "EASE"], "a ranking model"),
+        (["-p", "bogus=1"], "NAME one of"),
+        (["--model", "NoSuchModel"], "unknown model"),
+    ):
+        with pytest.raises(SystemExit):
+            parallel_fit.main([*small, *bad, "--device", "cpu"])
+        assert message in capsys.readouterr().err
