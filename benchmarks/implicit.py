@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from mfutils import get_device
-from mfutils.compact import METHODS, best_on_valid, plot_compact_curves, ranking_curve, rating_curve
+from mfutils.compact import METHODS, best_on_valid, ranking_curve, rating_curve
 from mfutils.data import load_movielens
 from mfutils.experiments import (
     compare_losses,
@@ -50,6 +50,7 @@ from mfutils.experiments import (
     tuned_table,
 )
 from mfutils.models import EASE, ImplicitALS, MostPopular
+from mfutils.plotting import plot_compact_curves
 from mfutils.results import to_markdown
 
 # This script is named like the `implicit` library it compares against; running it puts this

@@ -12,13 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -43,7 +39,6 @@ __all__ = [
     "best_on_valid",
     "collision_table",
     "memory_table",
-    "plot_compact_curves",
     "ranking_curve",
     "rating_curve",
     "table_parameters",
@@ -463,49 +458,3 @@ def _relative(table: pd.DataFrame) -> pd.DataFrame:
     full = table.loc[table["method"] == "full", "parameters"].iloc[0]
     table.insert(4, "relative", table["parameters"] / full)
     return table
-
-
-def plot_compact_curves(ranking: pd.DataFrame, rating: pd.DataFrame | None = None) -> Figure:
-    """Accuracy against id-table parameters, one line per method, the full table as a star.
-
-    Parameters
-    ----------
-    ranking : pandas.DataFrame
-        :func:`ranking_curve` output (NDCG@20, higher is better).
-    rating : pandas.DataFrame, optional
-        :func:`rating_curve` output (RMSE, lower is better), drawn in a second panel.
-    """
-    panels = [(ranking, "ndcg@20", "test NDCG@20 (two-tower)")]
-    if rating is not None:
-        panels.append((rating, "rmse", "test RMSE (biased MF)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False)
-    for ax, (table, metric, label) in zip(axes[0], panels, strict=True):
-        curves = table[table["method"] != "full"]
-        sns.lineplot(
-            data=curves,
-            x="parameters",
-            y=metric,
-            hue="method",
-            style="method",
-            markers=True,
-            dashes=False,
-            ax=ax,
-        )
-        full = table[table["method"] == "full"].iloc[0]
-        ax.scatter(
-            [full["parameters"]],
-            [full[metric]],
-            marker="*",
-            s=220,
-            color="black",
-            zorder=5,
-            label="full table",
-        )
-        if metric == "ndcg@20":
-            ax.axhline(0.95 * full[metric], ls=":", color="gray", label="full - 5%")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel="parameters of the id tables (log scale)", ylabel=label)
-        ax.legend(title=None, fontsize=9)
-    fig.tight_layout()
-    return fig

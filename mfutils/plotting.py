@@ -27,6 +27,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodF
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "plot_compact_curves",
     "plot_percentile_cdf",
     "set_style",
     "top_share",
@@ -781,3 +782,49 @@ def plot_percentile_cdf(
     )
     ax.legend(loc="lower right", fontsize="small")
     return ax
+
+
+def plot_compact_curves(ranking: pd.DataFrame, rating: pd.DataFrame | None = None) -> Figure:
+    """Accuracy against id-table parameters, one line per method, the full table as a star.
+
+    Parameters
+    ----------
+    ranking : pandas.DataFrame
+        :func:`mfutils.compact.ranking_curve` output (NDCG@20, higher is better).
+    rating : pandas.DataFrame, optional
+        :func:`mfutils.compact.rating_curve` output (RMSE, lower is better), in a second panel.
+    """
+    panels = [(ranking, "ndcg@20", "test NDCG@20 (two-tower)")]
+    if rating is not None:
+        panels.append((rating, "rmse", "test RMSE (biased MF)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False)
+    for ax, (table, metric, label) in zip(axes[0], panels, strict=True):
+        curves = table[table["method"] != "full"]
+        sns.lineplot(
+            data=curves,
+            x="parameters",
+            y=metric,
+            hue="method",
+            style="method",
+            markers=True,
+            dashes=False,
+            ax=ax,
+        )
+        full = table[table["method"] == "full"].iloc[0]
+        ax.scatter(
+            [full["parameters"]],
+            [full[metric]],
+            marker="*",
+            s=220,
+            color="black",
+            zorder=5,
+            label="full table",
+        )
+        if metric == "ndcg@20":
+            ax.axhline(0.95 * full[metric], ls=":", color="gray", label="full - 5%")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel="parameters of the id tables (log scale)", ylabel=label)
+        ax.legend(title=None, fontsize=9)
+    fig.tight_layout()
+    return fig

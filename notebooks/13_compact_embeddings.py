@@ -47,15 +47,10 @@ import numpy as np
 import pandas as pd
 
 from mfutils import get_device, plotting, seed_everything
-from mfutils.compact import (
-    collision_table,
-    memory_table,
-    plot_compact_curves,
-    ranking_curve,
-    rating_curve,
-)
+from mfutils.compact import collision_table, memory_table, ranking_curve, rating_curve
 from mfutils.data import load_movielens
 from mfutils.experiments import ranking_split, rating_folds
+from mfutils.plotting import plot_compact_curves
 from mfutils.results import ResultsLog
 
 # %%
