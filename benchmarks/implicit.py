@@ -13,9 +13,18 @@ whole train part here and scored on test. Writes
 ``benchmarks/results/implicit-<dataset>.json`` with every metric and the fit seconds.
 
 ``--losses`` runs notebook 12's study instead: the two-tower MF with each loss of
-:data:`mfutils.losses.presets.LOSS_GRIDS`, each tuned on the validation part over its grid,
-refit on the whole train part for the early-stopped number of epochs and scored on test
-(``benchmarks/results/losses-<dataset>.json``, with each loss's chosen setting).
+:data:`mfutils.losses.presets.LOSS_SPACES`, each tuned with the same budget (``--trials``
+Optuna trials on the validation part, the paper's setting first), refit on the whole train
+part for the early-stopped number of epochs and scored on test, for every seed of
+``--seeds`` (each its own split and initialisation), beside iALS tuned on the same
+validation parts; ``benchmarks/results/losses-<dataset>.json`` holds every trial, choice and
+score and the mean/std table, and a rerun resumes from it.
+
+``--paper-settings`` runs DirectAU and MAWU at their papers' settings instead
+(``PAPER_SETTINGS``: Adam at 1e-3, long training with patience 10, their batch sizes, weights
+and weight decays) beside their presets and the BPR preset, on validation only (fit part ->
+valid part), one JSON row per setting as it finishes
+(``benchmarks/results/alignment-<dataset>.json``).
 
 ``--compact`` instead runs the size curves of notebook 13 (:mod:`mfutils.compact`): the
 two-tower model with hashed, hash-embedded and Bloom-embedded id tables (and a full table of
@@ -27,8 +36,11 @@ and ``compact-<dataset>.png``.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,14 +54,18 @@ from mfutils import get_device
 from mfutils.compact import METHODS, best_on_valid, ranking_curve, rating_curve
 from mfutils.data import load_movielens
 from mfutils.experiments import (
+    ablation,
     compare_losses,
     evaluate_ranking,
     ranking_split,
     rating_folds,
+    seeds_table,
     study_record,
+    tune_and_test,
     tuned_table,
 )
-from mfutils.models import EASE, ImplicitALS, MostPopular
+from mfutils.losses.presets import LOSS_SPACES
+from mfutils.models import EASE, ImplicitALS, MostPopular, TwoTower
 from mfutils.plotting import plot_compact_curves
 from mfutils.results import to_markdown
 
@@ -58,6 +74,11 @@ from mfutils.results import to_markdown
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # iALS setting chosen on the validation part of ML-100K (notebook 11); peers get the same.
+# The loss study tunes iALS per seed over notebook 11's grid.
+IALS_GRID = [
+    {"n_factors": f, "reg": r, "alpha": a}
+    for f, r, a in itertools.product([32, 64, 128], [3.0, 10.0, 30.0, 100.0], [0.5, 2.0, 5.0])
+]
 ALS = {"n_factors": 64, "reg": 30.0, "alpha": 2.0, "epochs": 15}
 
 
@@ -158,6 +179,88 @@ COMPACT_OPTIONS = {"hash": {"k": 2}, "bloom": {"k": 2}, "hashing": {"sign": True
 COMPACT_RATIOS = (0.5, 0.25, 0.1, 0.05)
 
 
+# DirectAU (Wang et al. 2022) and MAWU (Park et al. 2023) at their papers' settings
+# (shared/reference/implicit-losses-and-embeddings.md, sections 4-5): d = 64, Adam at 1e-3,
+# early stopping on validation NDCG@20 with patience 10 and up to 300 epochs (DirectAU's
+# bound; MAWU's 1000 is cut to it), the README's batch sizes, weights and weight decays.
+# Beside them: the presets as the loss study runs them (30 epochs, patience 3) and BPR's.
+_PAPER = {"lr": 1e-3, "epochs": 300, "patience": 10}
+PAPER_SETTINGS: dict[str, dict[str, object]] = {
+    "bpr preset (reg 1e-2)": {"loss": "bpr", "lr": 3e-3, "reg": 1e-2, "epochs": 30, "patience": 3},
+    "directau preset (g 0.5, wd 1e-3, batch 1024)": {
+        "loss": "directau",
+        "lr": 1e-3,
+        "weight_decay": 1e-3,
+        "loss_options": {"gamma": 0.5},
+        "epochs": 30,
+        "patience": 3,
+    },
+    "directau preset, paper schedule": {
+        "loss": "directau",
+        **_PAPER,
+        "weight_decay": 1e-3,
+        "loss_options": {"gamma": 0.5},
+    },
+    **{
+        f"directau paper: g {g}, wd {wd:g}, batch {b}": {
+            "loss": "directau",
+            **_PAPER,
+            "batch_size": b,
+            "weight_decay": wd,
+            "loss_options": {"gamma": g},
+        }
+        for g, wd, b in ((0.5, 1e-6, 256), (1.0, 1e-6, 1024), (5.0, 1e-6, 1024), (0.4, 1e-4, 256))
+    },
+    "mawu preset (1.0/0.1, wd 1e-3, batch 1024)": {
+        "loss": "mawu",
+        "lr": 1e-3,
+        "weight_decay": 1e-3,
+        "loss_options": {"gamma1": 1.0, "gamma2": 0.1},
+        "epochs": 30,
+        "patience": 3,
+    },
+    **{
+        f"mawu paper: g {g1}/{g2}, wd {wd:g}, batch 2048": {
+            "loss": "mawu",
+            **_PAPER,
+            "batch_size": 2048,
+            "weight_decay": wd,
+            "loss_options": {"gamma1": g1, "gamma2": g2},
+        }
+        for g1, g2, wd in ((1.0, 0.1, 1e-4), (2.6, 1.4, 1e-6), (0.8, 0.6, 1e-6), (1.0, 0.1, 1e-3))
+    },
+}
+
+
+def run_paper_settings(
+    split, args: argparse.Namespace, device: torch.device, output: Path | None
+) -> pd.DataFrame:
+    """Every ``PAPER_SETTINGS`` entry fit on the fit part, early-stopped and scored on valid;
+    the JSON is rewritten after every setting."""
+    output = output or RESULTS_DIR / f"alignment-{args.dataset}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        **_meta(args, split, device),
+        "scored_on": "valid part (fit part trained, early stopping on valid NDCG@20)",
+        "seed": args.seed,
+    }
+    rows = []
+    for label, options in PAPER_SETTINGS.items():
+        table = ablation(
+            lambda **o: TwoTower(**o, seed=args.seed, device=device),
+            {label: options},
+            split,
+            progress=False,
+        )
+        rows.append({"setting": label, "options": options, **table.iloc[0].to_dict()})
+        print(to_markdown(pd.DataFrame(rows[-1:]).drop(columns="options").round(4)), flush=True)
+        output.write_text(
+            json.dumps({"meta": meta, "settings": rows}, indent=2, default=_plain) + "\n"
+        )
+    print(f"\nwrote {output}")
+    return pd.DataFrame(rows)
+
+
 def run_compact(dataset: str, seed: int, device: torch.device, output: Path | None) -> dict:
     """Both size curves, a JSON file and a plot; returns the JSON payload."""
     data = load_movielens(dataset)
@@ -241,16 +344,28 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         action="store_true",
         help="two-tower MF with every loss, each tuned on validation",
     )
-    parser.add_argument("--epochs", type=int, default=20, help="epoch bound with --losses")
+    parser.add_argument("--epochs", type=int, default=40, help="epoch bound with --losses")
+    parser.add_argument("--patience", type=int, default=4, help="early stopping with --losses")
+    parser.add_argument("--trials", type=int, default=8, help="trials per loss with --losses")
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[0, 1, 2], help="split and model seeds, --losses"
+    )
+    parser.add_argument(
+        "--paper-settings",
+        action="store_true",
+        help="DirectAU and MAWU at their papers' settings, on validation",
+    )
     args = parser.parse_args(argv)
 
     device = get_device(args.device)
     if args.compact:
         payload = run_compact(args.dataset, args.seed, device, args.output)
         return pd.DataFrame(payload["ranking"])
-    split = ranking_split(load_movielens(args.dataset), seed=args.seed)
     if args.losses:
-        return loss_study(split, args, device)
+        return loss_study(load_movielens(args.dataset), args, device)
+    split = ranking_split(load_movielens(args.dataset), seed=args.seed)
+    if args.paper_settings:
+        return run_paper_settings(split, args, device, args.output)
     models = package_models(device)
     if args.peers:
         models.update(peer_models(torch.get_num_threads()))
@@ -309,37 +424,75 @@ def _meta(args: argparse.Namespace, split, device: torch.device) -> dict[str, ob
     }
 
 
-def loss_study(split, args: argparse.Namespace, device: torch.device) -> pd.DataFrame:
-    """Every loss on the two-tower MF, tuned on validation (notebook 12's table)."""
-    start = time.perf_counter()
-    study = compare_losses(
-        split, losses=args.models, epochs=args.epochs, seed=args.seed, device=device
-    )
-    table = tuned_table(study).reset_index(names="loss")
-    print(
-        f"\n{split.protocol}; two-tower MF, d=64, each loss tuned on validation "
-        f"(epochs <= {args.epochs}); device {device}, {torch.get_num_threads()} threads, "
-        f"{time.perf_counter() - start:.0f} s in all\n"
-    )
-    print(
-        to_markdown(
-            table[
-                ["loss", "chosen", "valid ndcg@20", "recall@20", "ndcg@20", "recall@50", "ndcg@50"]
-            ]
-        )
-    )
+def loss_study(data, args: argparse.Namespace, device: torch.device) -> pd.DataFrame:
+    """Every loss on the two-tower MF, each tuned with the same budget, over seeds.
+
+    For each seed: its own split (:func:`ranking_split`), every loss tuned by
+    :func:`compare_losses` (``--trials`` Optuna trials on validation, the same for every loss,
+    refit and tested once), and iALS tuned on the same validation part over notebook 11's grid
+    (the reference of the study's target). The JSON is rewritten after every loss, and a run
+    resumes from it: a (seed, loss) already recorded with the same budget is kept.
+    """
     output = args.output or RESULTS_DIR / f"losses-{args.dataset}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**_meta(args, split, device), "epochs": args.epochs, "seed": args.seed}
+    budget = {"trials": args.trials, "epochs": args.epochs, "patience": args.patience}
+    saved = json.loads(output.read_text()) if output.exists() else {}
+    seeds = saved.get("seeds", {}) if saved.get("meta", {}).get("budget") == budget else {}
+    losses = args.models or list(LOSS_SPACES)
+    start = time.perf_counter()
+    for seed in args.seeds:
+        split = ranking_split(data, seed=seed)
+        entry = seeds.setdefault(str(seed), {"protocol": split.protocol, "study": {}})
+        if "ials" not in entry:
+            ials = tune_and_test(
+                functools.partial(ImplicitALS, seed=seed, device=device),
+                IALS_GRID,
+                split,
+                name="iALS",
+                progress=False,
+            )
+            entry["ials"] = {"options": ials.options, "scores": ials.scores}
+        for loss in losses:
+            if loss in entry["study"]:
+                continue
+            tuned = compare_losses(
+                split, losses=[loss], seed=seed, device=device, progress=False, **budget
+            )
+            entry["study"].update(study_record(tuned))
+            row = tuned_table(tuned).reset_index(names="loss")
+            shown = row[["loss", "chosen", "valid ndcg@20", "ndcg@20"]].round(4)
+            print(f"seed {seed}:\n{to_markdown(shown)}", flush=True)
+            _write_study(output, args, split, device, budget, seeds)
+        _write_study(output, args, split, device, budget, seeds)
+    table = _write_study(output, args, split, device, budget, seeds)
+    print(
+        f"\nseeds {args.seeds} (each its own split and initialisation); two-tower MF, d=64, "
+        f"{args.trials} validation trials per loss; {time.perf_counter() - start:.0f} s\n"
+    )
+    print(to_markdown(table.round(4).reset_index(names="loss")))
+    print(f"\nwrote {output}")
+    return table
+
+
+def _write_study(output, args, split, device, budget, seeds) -> pd.DataFrame:
+    """The study JSON: the budget, every seed's records and iALS, the mean/std table."""
+    complete = {int(seed): entry["study"] for seed, entry in seeds.items() if entry["study"]}
+    table = seeds_table(complete) if complete else pd.DataFrame()
+    ials = [entry["ials"]["scores"]["ndcg@20"] for entry in seeds.values() if "ials" in entry]
+    meta = {
+        **_meta(args, split, device),
+        "protocol": re.sub(
+            r"\(seed \d+\)", f"(seeds {sorted(int(k) for k in seeds)})", split.protocol
+        ),
+        "budget": budget,
+        "seeds": sorted(int(s) for s in seeds),
+        "ials_ndcg@20 mean": float(np.mean(ials)) if ials else None,
+    }
+    summary = table.reset_index(names="loss").to_dict(orient="records") if complete else []
     output.write_text(
-        json.dumps(
-            {"meta": meta, "losses": table.to_dict(orient="records"), "study": study_record(study)},
-            indent=2,
-            default=_plain,
-        )
+        json.dumps({"meta": meta, "summary": summary, "seeds": seeds}, indent=2, default=_plain)
         + "\n"
     )
-    print(f"\nwrote {output}")
     return table
 
 

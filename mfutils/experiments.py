@@ -6,19 +6,21 @@ the same split and the same metric code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 import pandas as pd
 from tqdm.auto import tqdm
 
 from mfutils.data.container import Ratings
 from mfutils.data.implicit import to_implicit
 from mfutils.data.splits import canonical_folds, kfold, per_user_holdout
-from mfutils.losses.presets import LOSS_GRIDS
+from mfutils.losses.presets import LOSS_SPACES, LossSpace, expand
 from mfutils.metrics import mae, rmse, topk_metrics
 from mfutils.models.two_tower import TwoTower
 
@@ -317,59 +319,158 @@ def tune_and_test(
     )
 
 
+def suggest(trial: optuna.Trial, key: str, spec: tuple) -> Any:
+    """One option of a search space spec: ``("log" | "float", low, high)``, ``("int", low,
+    high[, "log"])`` or ``("choice", value, ...)`` (the specs of :mod:`mfutils.tuning` and of
+    :data:`mfutils.losses.presets.LOSS_SPACES`)."""
+    kind = spec[0]
+    if kind == "log":
+        return trial.suggest_float(key, spec[1], spec[2], log=True)
+    if kind == "float":
+        return trial.suggest_float(key, spec[1], spec[2])
+    if kind == "int":
+        return trial.suggest_int(key, spec[1], spec[2], log=len(spec) == 4)
+    if kind == "choice":
+        return trial.suggest_categorical(key, list(spec[1:]))
+    raise ValueError(f"search space {key}={spec!r}: kind must be log, float, int or choice")
+
+
 def compare_losses(
     split: RankingSplit,
     *,
     losses: Sequence[str] | None = None,
-    grids: Mapping[str, Any] | None = None,
-    epochs: int = 30,
-    patience: int = 3,
+    spaces: Mapping[str, LossSpace] | None = None,
+    trials: int = 8,
+    epochs: int = 40,
+    patience: int = 4,
     seed: int = 0,
     device: Any = None,
     progress: bool = True,
 ) -> dict[str, Tuned]:
-    """Every loss on the same two-tower MF and split, each tuned on its own validation grid.
+    """Every loss on the same two-tower MF and split, each tuned with the same budget.
+
+    Each loss gets ``trials`` Optuna trials on ``split.fit`` -> ``split.valid`` (validation
+    NDCG@20, early stopping with ``patience`` within ``epochs``): the first is its paper's
+    starting point (``LossSpace.start``), the others drawn from its ``space`` by a TPE sampler
+    seeded with ``seed`` (random for the first few). The best trial is refit on
+    ``split.train`` for its early-stopped number of epochs and scored once on ``split.test``
+    (:func:`tune_and_test`'s protocol).
 
     Parameters
     ----------
     split : RankingSplit
     losses : sequence of str, optional
-        Names of ``grids`` to run (default: all, in order).
-    grids : mapping of str to LossGrid, optional
-        Default :data:`mfutils.losses.presets.LOSS_GRIDS`.
+        Names of ``spaces`` to run (default: all, in order).
+    spaces : mapping of str to LossSpace, optional
+        Default :data:`mfutils.losses.presets.LOSS_SPACES`.
+    trials : int
+        Validation fits per loss, the same for every loss.
     epochs, patience : int
-        Upper bound of the epochs and early-stopping patience on validation NDCG@20.
     seed : int
-        The same initialisation and sampling seed for every loss.
+        The sampler's seed and every model's initialisation and sampling seed.
     device : optional
 
     Returns
     -------
     dict of str to Tuned
-        Per loss: its grid, the chosen options and the test scores of the refit model.
+        Per loss: its trials (``grid``, best first), the chosen options (TwoTower's, with the
+        refit's ``epochs``) and the test scores of the refit model.
     """
-
-    grids = LOSS_GRIDS if grids is None else grids
-    names = list(grids) if losses is None else list(losses)
-    unknown = sorted(set(names) - set(grids))
+    spaces = LOSS_SPACES if spaces is None else spaces
+    names = list(spaces) if losses is None else list(losses)
+    unknown = sorted(set(names) - set(spaces))
     if unknown:
-        raise ValueError(f"unknown losses {unknown}; choose from {list(grids)}")
+        raise ValueError(f"unknown losses {unknown}; choose from {list(spaces)}")
+    if trials < 1:
+        raise ValueError(f"trials={trials} must be >= 1")
     tuned = {}
     for name in tqdm(names, desc="losses", unit="loss", disable=not progress):
-        base = {
-            "epochs": epochs,
-            "patience": patience,
-            "seed": seed,
-            "device": device,
-            **grids[name].base,
-        }
-
-        def make(_base: dict[str, Any] = base, **options: Any) -> TwoTower:
-            return TwoTower(**{**_base, **options})
-
-        result = tune_and_test(make, grids[name].grid, split, name=name, progress=False)
-        tuned[name] = replace(result, base=dict(grids[name].base))
+        spec = spaces[name]
+        fixed = {"epochs": epochs, "patience": patience, "seed": seed, "device": device}
+        grid, best = _search_loss(spec, split, trials=trials, fixed=fixed, seed=seed)
+        options = {**best["options"], "epochs": int(best["best_epoch"] or epochs), "patience": None}
+        final = TwoTower(**spec.base, **options, seed=seed, device=device).fit(split.train)
+        scores = evaluate_ranking(final, train=split.train, test=split.test)
+        tuned[name] = Tuned(
+            name=name,
+            options=options,
+            grid=grid,
+            scores=scores,
+            valid_model=best["model"],
+            model=final,
+            base=dict(spec.base),
+        )
     return tuned
+
+
+def _search_loss(
+    spec: LossSpace, split: RankingSplit, *, trials: int, fixed: dict[str, Any], seed: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``trials`` validation fits of one loss (the start first, then seeded TPE draws): every
+    trial's row, best first, and the best trial's options, model and early-stopped epoch."""
+    rows: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        drawn = {key: suggest(trial, key, value) for key, value in spec.space.items()}
+        options = expand({**spec.start, **drawn})
+        model, scores, seconds, best_epoch = _fit_on_validation(
+            TwoTower(**spec.base, **options, **fixed), split
+        )
+        value = scores["ndcg@20"]
+        rows.append(
+            {**drawn, "valid_ndcg@20": value, "fit_seconds": seconds, "best_epoch": best_epoch}
+        )
+        if not best or value > best["value"]:
+            best.update(value=value, options=options, model=model, best_epoch=best_epoch)
+        return value
+
+    with _quiet_optuna():
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 2)),
+        )
+        study.enqueue_trial({key: spec.start[key] for key in spec.space if key in spec.start})
+        study.optimize(objective, n_trials=trials)
+    grid = pd.DataFrame(rows).sort_values("valid_ndcg@20", ascending=False, kind="stable")
+    return grid.reset_index(drop=True), best
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial INFO lines off while a study runs (the caller shows progress)."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def seeds_table(
+    records: Mapping[int, Mapping[str, Mapping[str, Any]]],
+    *,
+    metrics: Sequence[str] = ("recall@20", "ndcg@20"),
+) -> pd.DataFrame:
+    """One row per loss from :func:`study_record` records of several seeds: the mean and std
+    of each metric over the seeds, and ``tie``: the losses whose mean NDCG@20 is within one
+    (sample) standard deviation of the best loss's, marked with the best one.
+
+    ``records`` maps a seed to its record (each seed its own split and initialisation).
+    """
+    rows = []
+    for seed, record in records.items():
+        for loss, entry in record.items():
+            rows.append({"loss": loss, "seed": seed, **{m: entry["scores"][m] for m in metrics}})
+    long = pd.DataFrame(rows)
+    table = long.groupby("loss", sort=False)[list(metrics)].agg(["mean", "std"])
+    table.columns = [f"{metric} {stat}" for metric, stat in table.columns]
+    table["seeds"] = long.groupby("loss", sort=False)["seed"].count()
+    table = table.sort_values("ndcg@20 mean", ascending=False)
+    top = table.iloc[0]
+    spread = max(float(top["ndcg@20 std"]), 0.0) if len(records) > 1 else 0.0
+    table["tie"] = (top["ndcg@20 mean"] - table["ndcg@20 mean"]) <= spread
+    return table
 
 
 def tuned_table(
@@ -444,49 +545,31 @@ def refit_study(
     record: Mapping[str, Mapping[str, Any]],
     split: RankingSplit,
     *,
-    grids: Mapping[str, Any] | None = None,
     seed: int = 0,
     device: Any = None,
     progress: bool = True,
 ) -> dict[str, Tuned]:
     """Replay the final step of :func:`compare_losses` from a saved :func:`study_record`.
 
-    Each loss is fit on ``split.train`` with the settings recorded for it: the preset's
-    ``base`` and the options its validation grid chose. So a replay is the recorded run
-    whatever the presets say today (a difference is logged). The split must be the one of the
-    record. ``grids`` (default :data:`mfutils.losses.presets.LOSS_GRIDS`) supplies the base
-    only for records written before the base was recorded.
-    """
+    Each loss is fit on ``split.train`` with exactly the settings recorded for it (the
+    ``base`` every trial shared and the ``options`` its search chose), whatever the presets
+    say today. The split and ``seed`` must be the record's.
 
-    grids = LOSS_GRIDS if grids is None else grids
-    unknown = sorted(
-        name for name, entry in record.items() if "base" not in entry and name not in grids
-    )
-    if unknown:
+    Raises
+    ------
+    ValueError
+        A loss whose entry has no ``base`` (a record written before the settings were
+        recorded in full): rerun the study.
+    """
+    missing = sorted(name for name, entry in record.items() if "base" not in entry)
+    if missing:
         raise ValueError(
-            f"the record holds unknown losses {unknown} and no base settings for "
-            f"them; known: {list(grids)}"
+            f"the record has no base settings for {missing} (written before they were "
+            "recorded): rerun the study (python benchmarks/implicit.py --losses)"
         )
     tuned = {}
     for name, entry in tqdm(record.items(), desc="losses", unit="loss", disable=not progress):
-        options = dict(entry["options"])
-        if "base" in entry:
-            base = dict(entry["base"])
-            if name in grids and dict(grids[name].base) != base:
-                log.info(
-                    "%s: replaying the recorded settings %s; today's preset is %s",
-                    name,
-                    base,
-                    dict(grids[name].base),
-                )
-        else:
-            base = dict(grids[name].base)
-            log.warning(
-                "%s: the record has no base settings (written before they were "
-                "recorded); replaying with today's preset %s",
-                name,
-                base,
-            )
+        base, options = dict(entry["base"]), dict(entry["options"])
         model = TwoTower(**{"seed": seed, "device": device, **base, **options})
         model.fit(split.train)
         scores = evaluate_ranking(model, train=split.train, test=split.test)

@@ -42,6 +42,7 @@ import mfutils
 from mfutils.blending import SERIES_MODELS, VARIANT_MODELS, series_model_spec, series_models
 from mfutils.data.container import Ratings
 from mfutils.data.splits import validation_split
+from mfutils.experiments import suggest
 from mfutils.metrics import mae, rmse
 from mfutils.models.registry import constructor_options, current_options
 from mfutils.train import TrainingDiverged, epoch_callback
@@ -143,17 +144,6 @@ def _check_spec(owner: str, key: str, spec: tuple) -> None:
     low, high = spec[1], spec[2]
     if not low < high or ((kind == "log" or len(spec) == 4) and low <= 0):
         raise ValueError(f"{bad}: need 0 < low < high on a log scale, low < high otherwise")
-
-
-def _suggest(trial: optuna.Trial, key: str, spec: tuple) -> Any:
-    kind = spec[0]
-    if kind == "log":
-        return trial.suggest_float(key, spec[1], spec[2], log=True)
-    if kind == "float":
-        return trial.suggest_float(key, spec[1], spec[2])
-    if kind == "int":
-        return trial.suggest_int(key, spec[1], spec[2], log=len(spec) == 4)
-    return trial.suggest_categorical(key, list(spec[1:]))
 
 
 # ---------------------------------------------------------------------- result and presets
@@ -387,7 +377,7 @@ def tune(
     done = sum(trial.state in _FINISHED for trial in study.trials)
 
     def objective(trial: optuna.Trial) -> float:
-        options = {**fixed, **{key: _suggest(trial, key, spec) for key, spec in space.items()}}
+        options = {**fixed, **{key: suggest(trial, key, spec) for key, spec in space.items()}}
         model = make_model(name, options, seed=seed, device=device)
         stages: list[int] = []  # epochs of every fit that reported a validation curve
 

@@ -1,92 +1,185 @@
-"""Starting points and small validation grids of every loss, for the two-tower MF model.
+"""Starting points and search spaces of every loss, for the two-tower MF model (notebook 12).
 
-Each entry of :data:`LOSS_GRIDS` is a :class:`LossGrid`: the :class:`~mfutils.models.TwoTower`
-options shared by every grid point (the loss, its sampler and its fixed options) and the
-few option sets tried on validation. The fixed values come from the papers' recommended
-settings (``shared/reference/implicit-losses-and-embeddings.md``, table "Summary of
-recommended settings") and from a first look at ML-100K's validation part (notebook 12);
-the grids vary the one or two options each paper says to tune.
+Each entry of :data:`LOSS_SPACES` is a :class:`LossSpace`: the :class:`~mfutils.models.TwoTower`
+options every trial shares (the loss), the paper's recommended setting (``start``, the first
+trial of every search) and the options searched (``space``). The study
+(:func:`mfutils.experiments.compare_losses`) gives every loss the same budget: the same number
+of Optuna trials, drawn by the same seeded sampler, on the same validation part. So that a
+gap in the table is the loss's and not its tuning's:
 
-Samplers: the pairwise losses (BPR, hinge) use one exact uniform negative per positive, as in
-their papers; the candidate-set losses (CCL, SSM, softmax, InfoNCE+, MINE+) share 1024
-uniform catalogue items per batch (``negatives="popularity"`` with exponent 0), close to the
-large negative counts of CCL and SSM at one matrix product per batch (SSM also tries 64
-exact uniform negatives per row, its paper's sampler); DirectAU and MAWU use
-no negatives. On ML-100K the alignment/uniformity losses need a larger weight decay than their
-papers' sparse data sets (1e-3 against 1e-6..1e-4): without it their validation NDCG@20 stays
-below the most-popular list's (notebook 12).
+* every loss searches its learning rate (Adam, ``1e-3 .. 1e-2``);
+* every softmax-family loss (SSM, softmax, InfoNCE+, MINE+) searches its temperature
+  ``tau`` (``0.05 .. 1``; the plain dot-product softmax ``0.1 .. 2``), InfoNCE+ also its
+  ``lambda`` and ``epsilon``, MINE+ its ``lambda``;
+* every loss that scores negatives chooses among the same samplers (:data:`SAMPLERS`: one or
+  64 uniform negatives per row, 1024 uniform catalogue items shared by the batch, the batch's
+  other positives with the exact logQ correction);
+* the dot-product losses (BPR, hinge, softmax) search the per-row L2 ``reg``; the losses that
+  see only directions (DirectAU, MAWU) search Adam's ``weight_decay`` (it is what ties an
+  item's norm, its raw-dot score, to how often it is trained) and the batch size (their
+  uniformity term is computed over the batch).
+
+The starting points come from the papers' recommended settings
+(``shared/reference/implicit-losses-and-embeddings.md``, "Summary of recommended settings")
+and from the earlier validation grids of ML-100K (notebook 12). A search space is written as
+in :mod:`mfutils.tuning`: ``("log", low, high)``, ``("float", low, high)`` or ``("choice",
+value, ...)``; ``loss_options.NAME`` is an option of the loss, ``sampler`` a key of
+:data:`SAMPLERS`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LOSS_GRIDS", "LossGrid"]
+__all__ = ["LOSS_SPACES", "SAMPLERS", "LossSpace", "expand"]
 
-_SHARED_UNIFORM = {"negatives": "popularity", "popularity_alpha": 0.0, "n_negatives": 1024}
+# The candidate sets offered to every loss that scores negatives (TwoTower options).
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "uniform-1": {"negatives": "uniform", "n_negatives": 1},
+    "uniform-64": {"negatives": "uniform", "n_negatives": 64},
+    "shared-1024": {"negatives": "popularity", "popularity_alpha": 0.0, "n_negatives": 1024},
+    "in-batch-logq": {"negatives": "in-batch", "logq": "exact"},
+}
+_SAMPLER = ("choice", *SAMPLERS)
+_LR = ("log", 1e-3, 1e-2)
+_TAU = ("log", 0.05, 1.0)
 
 
 @dataclass(frozen=True)
-class LossGrid:
-    """Fixed two-tower options of one loss and the option sets tried on validation."""
+class LossSpace:
+    """The fixed options of one loss, its paper's starting point and its search space."""
 
     base: dict[str, Any]
-    grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    start: dict[str, Any]
+    space: dict[str, tuple]
 
 
-LOSS_GRIDS: dict[str, LossGrid] = {
+def expand(options: dict[str, Any]) -> dict[str, Any]:
+    """Trial options as :class:`~mfutils.models.TwoTower` takes them: ``sampler`` replaced by
+    its :data:`SAMPLERS` entry, ``loss_options.NAME`` gathered into ``loss_options``."""
+    out: dict[str, Any] = {}
+    loss_options: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "sampler":
+            out.update(SAMPLERS[value])
+        elif key.startswith("loss_options."):
+            loss_options[key.removeprefix("loss_options.")] = value
+        else:
+            out[key] = value
+    if loss_options:
+        out["loss_options"] = {**out.get("loss_options", {}), **loss_options}
+    return out
+
+
+LOSS_SPACES: dict[str, LossSpace] = {
     # Rendle et al. 2009: one uniform negative, L2 on the rows a batch uses
-    "bpr": LossGrid(
-        {"loss": "bpr", "negatives": "uniform", "lr": 3e-3}, [{"reg": 1e-3}, {"reg": 1e-2}]
+    "bpr": LossSpace(
+        {"loss": "bpr"},
+        {"sampler": "uniform-1", "lr": 3e-3, "reg": 1e-2},
+        {"sampler": _SAMPLER, "lr": _LR, "reg": ("log", 1e-4, 1e-1)},
     ),
-    "hinge": LossGrid(
-        {"loss": "hinge", "negatives": "uniform", "lr": 3e-3}, [{"reg": 1e-3}, {"reg": 1e-2}]
+    "hinge": LossSpace(
+        {"loss": "hinge"},
+        {"sampler": "uniform-1", "lr": 3e-3, "reg": 1e-2},
+        {"sampler": _SAMPLER, "lr": _LR, "reg": ("log", 1e-4, 1e-1)},
     ),
     # Mao et al. 2021: cosine, margin and negative weight (paper: 0.9 and 150 on sparse data)
-    "ccl": LossGrid(
-        {"loss": "ccl", **_SHARED_UNIFORM, "lr": 3e-3},
-        [
-            {"loss_options": {"margin": 0.5, "negative_weight": 10.0}},
-            {"loss_options": {"margin": 0.3, "negative_weight": 50.0}},
-        ],
+    "ccl": LossSpace(
+        {"loss": "ccl"},
+        {
+            "sampler": "shared-1024",
+            "lr": 3e-3,
+            "loss_options.margin": 0.5,
+            "loss_options.negative_weight": 10.0,
+        },
+        {
+            "sampler": _SAMPLER,
+            "lr": _LR,
+            "loss_options.margin": ("float", 0.1, 0.9),
+            "loss_options.negative_weight": ("log", 1.0, 300.0),
+        },
     ),
-    # Wu et al.: cosine over a temperature, tau ~ 0.05-0.2
-    # (0.2 beat 0.1 and 0.3 on ML-100K's validation part); the grid: which of the two samplers.
-    # Also tried on validation, none clear of the seed noise (about +-0.002 NDCG@20): d=128
-    # or 256 with tau 0.15-0.25, lr 1e-3, batch 256 or 2048, 4096 candidates, popularity
-    # candidates with logQ, per-user row weights, user-vector dropout, a SimpleX history tower.
-    "ssm": LossGrid(
-        {"loss": "ssm", "loss_options": {"temperature": 0.2}, "lr": 3e-3},
-        [_SHARED_UNIFORM, {"negatives": "uniform", "n_negatives": 64}],
+    # Wu et al.: cosine over a temperature, tau ~ 0.05-0.2 (0.2 best on ML-100K's grid)
+    "ssm": LossSpace(
+        {"loss": "ssm"},
+        {"sampler": "uniform-64", "lr": 3e-3, "loss_options.temperature": 0.2},
+        {"sampler": _SAMPLER, "lr": _LR, "loss_options.temperature": _TAU},
     ),
-    # the plain (dot-product) sampled softmax of Yi et al. / Covington et al.
-    # per-row L2 (frequent rows penalised more) or a global weight decay
-    "softmax": LossGrid(
-        {"loss": "softmax", **_SHARED_UNIFORM, "lr": 3e-3}, [{"reg": 1e-2}, {"weight_decay": 1e-4}]
+    # the plain (dot-product) sampled softmax of Yi et al. / Covington et al.: tau = 1 is
+    # the textbook loss; per-row L2 (frequent rows penalised more)
+    "softmax": LossSpace(
+        {"loss": "softmax"},
+        {"sampler": "shared-1024", "lr": 3e-3, "reg": 1e-2, "loss_options.temperature": 1.0},
+        {
+            "sampler": _SAMPLER,
+            "lr": _LR,
+            "reg": ("log", 1e-4, 1e-1),
+            "loss_options.temperature": ("log", 0.1, 2.0),
+        },
     ),
-    # Li, Jin & Ren 2023: lambda ~ 1 weighs the log-partition term
-    "infonce+": LossGrid(
-        {"loss": "infonce+", **_SHARED_UNIFORM, "lr": 3e-3},
-        [{"loss_options": {"lam": 0.9}}, {"loss_options": {"lam": 1.1}}],
+    # Li, Jin & Ren 2023: lambda ~ 1 weighs the log-partition term, epsilon the positive's
+    # share of it (lambda = epsilon = 1 is SSM)
+    "infonce+": LossSpace(
+        {"loss": "infonce+"},
+        {
+            "sampler": "shared-1024",
+            "lr": 3e-3,
+            "loss_options.temperature": 0.1,
+            "loss_options.lam": 0.9,
+            "loss_options.epsilon": 1.0,
+        },
+        {
+            "sampler": _SAMPLER,
+            "lr": _LR,
+            "loss_options.temperature": _TAU,
+            "loss_options.lam": ("float", 0.5, 1.5),
+            "loss_options.epsilon": ("float", 0.0, 1.0),
+        },
     ),
-    "mine+": LossGrid(
-        {"loss": "mine+", **_SHARED_UNIFORM, "lr": 3e-3},
-        [{"loss_options": {"lam": 0.9}}, {"loss_options": {"lam": 1.1}}],
+    "mine+": LossSpace(
+        {"loss": "mine+"},
+        {
+            "sampler": "shared-1024",
+            "lr": 3e-3,
+            "loss_options.temperature": 0.1,
+            "loss_options.lam": 0.9,
+        },
+        {
+            "sampler": _SAMPLER,
+            "lr": _LR,
+            "loss_options.temperature": _TAU,
+            "loss_options.lam": ("float", 0.5, 1.5),
+        },
     ),
-    # Wang et al. 2022: gamma weighs uniformity (searched over 0.01..10 in the paper); Adam's
-    # weight decay as in the official code (1e-6..1e-4 there): the loss sees only directions,
-    # so the decay is what ties an item's norm (its raw-dot score) to how often it is trained
-    "directau": LossGrid(
-        {"loss": "directau", "lr": 1e-3, "weight_decay": 1e-3},
-        [{"loss_options": {"gamma": 0.5}}, {"loss_options": {"gamma": 1.0}}],
+    # Wang et al. 2022: gamma weighs uniformity (searched over 0.01..10 in the paper), Adam's
+    # weight decay as in the official code (1e-8..1e-4 there; ML-100K needed 1e-3)
+    "directau": LossSpace(
+        {"loss": "directau"},
+        {"lr": 1e-3, "weight_decay": 1e-3, "loss_options.gamma": 0.5, "batch_size": 1024},
+        {
+            "lr": _LR,
+            "weight_decay": ("log", 1e-6, 1e-2),
+            "loss_options.gamma": ("log", 0.1, 10.0),
+            "batch_size": ("choice", 256, 1024, 2048),
+        },
     ),
     # Park et al. 2023: separate uniformity weights of users and items, decay as DirectAU
-    "mawu": LossGrid(
-        {"loss": "mawu", "lr": 1e-3, "weight_decay": 1e-3},
-        [
-            {"loss_options": {"gamma1": 1.0, "gamma2": 0.1}},
-            {"loss_options": {"gamma1": 0.8, "gamma2": 0.6}},
-        ],
+    "mawu": LossSpace(
+        {"loss": "mawu"},
+        {
+            "lr": 1e-3,
+            "weight_decay": 1e-3,
+            "loss_options.gamma1": 1.0,
+            "loss_options.gamma2": 0.1,
+            "batch_size": 1024,
+        },
+        {
+            "lr": _LR,
+            "weight_decay": ("log", 1e-6, 1e-2),
+            "loss_options.gamma1": ("log", 0.1, 5.0),
+            "loss_options.gamma2": ("log", 0.05, 5.0),
+            "batch_size": ("choice", 256, 1024, 2048),
+        },
     ),
 }
