@@ -5,6 +5,7 @@
     python benchmarks/implicit.py --models iALS EASE --seed 1
     python benchmarks/implicit.py --losses      # two-tower MF with every loss (notebook 12)
     python benchmarks/implicit.py --compact     # compact id tables: accuracy vs parameters
+    python benchmarks/implicit.py --dataset ml-latest-small --data-dir /data/replicas
 
 The protocol is :func:`mfutils.experiments.ranking_split`: every rating an interaction, a
 seeded per-user 80/20 split, full ranking with the training items masked. Hyperparameters
@@ -261,9 +262,11 @@ def run_paper_settings(
     return pd.DataFrame(rows)
 
 
-def run_compact(dataset: str, seed: int, device: torch.device, output: Path | None) -> dict:
+def run_compact(
+    dataset: str, seed: int, device: torch.device, output: Path | None, data_dir: Path | None
+) -> dict:
     """Both size curves, a JSON file and a plot; returns the JSON payload."""
-    data = load_movielens(dataset)
+    data = load_movielens(dataset, data_dir=data_dir)
     split = ranking_split(data, seed=seed)
     ranking = ranking_curve(
         split,
@@ -329,6 +332,12 @@ def run_compact(dataset: str, seed: int, device: torch.device, output: Path | No
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding <dataset>/ (default $MFUTILS_DATA_DIR), e.g. a release replica",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
     parser.add_argument("--peers", action="store_true", help="also run the implicit library")
     parser.add_argument("--models", nargs="*", default=None, help="subset of model names")
@@ -359,11 +368,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     device = get_device(args.device)
     if args.compact:
-        payload = run_compact(args.dataset, args.seed, device, args.output)
+        payload = run_compact(args.dataset, args.seed, device, args.output, args.data_dir)
         return pd.DataFrame(payload["ranking"])
     if args.losses:
-        return loss_study(load_movielens(args.dataset), args, device)
-    split = ranking_split(load_movielens(args.dataset), seed=args.seed)
+        return loss_study(load_movielens(args.dataset, data_dir=args.data_dir), args, device)
+    split = ranking_split(load_movielens(args.dataset, data_dir=args.data_dir), seed=args.seed)
     if args.paper_settings:
         return run_paper_settings(split, args, device, args.output)
     models = package_models(device)
@@ -415,6 +424,8 @@ def _plain(value: object) -> object:
 def _meta(args: argparse.Namespace, split, device: torch.device) -> dict[str, object]:
     return {
         "dataset": args.dataset,
+        # a release replica (mfutils.data.replicas.write_release) when not the real files
+        "data_dir": None if args.data_dir is None else str(args.data_dir),
         "protocol": split.protocol,
         "device": str(device),
         "threads": torch.get_num_threads(),
