@@ -487,7 +487,6 @@ def loss_study(data, args: argparse.Namespace, device: torch.device) -> pd.DataF
             shown = row[["loss", "chosen", "valid ndcg@20", "ndcg@20"]].round(4)
             print(f"seed {seed}:\n{to_markdown(shown)}", flush=True)
             _write_study(output, args, split, device, budget, seeds)
-        _write_study(output, args, split, device, budget, seeds)
     table = _write_study(output, args, split, device, budget, seeds)
     print(
         f"\nseeds {args.seeds} (each its own split and initialisation); two-tower MF, d=64, "
