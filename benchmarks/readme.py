@@ -8,7 +8,9 @@ README; the prose around it is written by hand and names the command that made t
 Today: ``explicit``, from ``explicit-ml-100k-tuned.json`` (nested tuning, clean),
 ``explicit-ml-100k.json`` (defaults on u1..u5) and ``explicit-ml-latest-small-replica.json``
 (defaults on the replica's fold 1); ``bayesian``, from ``explicit-ml-100k-bayesian.json`` (the
-Bayesian FM presets beside myFM on the same features).
+Bayesian FM presets beside myFM on the same features); ``notebooks``, the series' table, whose
+topics are written by hand and whose "Open in Colab" links come from the repository named in
+``pyproject.toml`` (:func:`mfutils.colab.repository`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from mfutils.colab import colab_url, repository
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -93,7 +97,25 @@ def bayesian_table() -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[], str]] = {"explicit": explicit_table, "bayesian": bayesian_table}
+_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+
+def notebooks_table(current: str) -> str:
+    """The series' table: each row's notebook and topic as written, its Colab link rebuilt."""
+    slug = repository()
+    rows = ["| notebook | topic | Colab |", "|---|---|---|"]
+    for line in current.splitlines()[2:]:
+        notebook, topic = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        link = f"[![Open in Colab]({_BADGE})]({colab_url(notebook.strip('`'), slug)})"
+        rows.append(f"| {notebook} | {topic} | {link} |")
+    return "\n".join(rows)
+
+
+TABLES: dict[str, Callable[[str], str]] = {
+    "explicit": lambda current: explicit_table(),
+    "bayesian": lambda current: bayesian_table(),
+    "notebooks": notebooks_table,
+}
 
 
 def render(text: str) -> str:
@@ -104,7 +126,8 @@ def render(text: str) -> str:
         if match is None:
             raise ValueError(f"README.md has no <!-- table:{name} --> ... <!-- /table:{name} -->")
         head, tail = match.span()
-        text = text[:head] + match.group(1) + build() + match.group(2) + text[tail:]
+        current = text[match.end(1) : match.start(2)]
+        text = text[:head] + match.group(1) + build(current) + match.group(2) + text[tail:]
     return text
 
 

@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 01 · Baseline estimates
 #
@@ -12,6 +27,27 @@
 # it is the fallback for users or items a model has never seen. This notebook fits it three
 # ways and scores it on the series' rating folds: ML-100K's canonical u1..u5, or a seeded
 # random 5-fold split on releases without them (`rating_folds`).
+
+# %% tags=["colab"]
+# Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("mfutils") is None and "google.colab" in sys.modules:
+    clone, url = "/content/mfutils", "https://github.com/mfutils/mfutils"
+    if not os.path.isdir(clone):
+        git = ["git", "clone", "-q", "--depth", "1", "--branch", "main"]
+        subprocess.run([*git, url, clone], check=True)
+    import torch  # Colab's CUDA build: the constraint keeps pip from replacing it
+
+    with open("/tmp/keep-torch.txt", "w") as pins:
+        pins.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run([*pip, "-e", f"{clone}[serve]"], check=True)
+    sys.path.insert(0, clone)  # the editable install's path hook loads at the next start
+    os.chdir(f"{clone}/notebooks")
 
 # %% tags=["parameters"]
 dataset = "ml-100k"

@@ -1,3 +1,18 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 07 · Koren's top-K protocol: does a lower RMSE give better recommendations?
 #
@@ -23,6 +38,27 @@
 # full-ranking versions and can swap two models. So next to the protocol we report, on the same
 # fold, each model's RMSE and the **full-ranking** Recall@10 and NDCG@10 (all unrated movies
 # ranked, training movies masked, every test movie relevant).
+
+# %% tags=["colab"]
+# Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("mfutils") is None and "google.colab" in sys.modules:
+    clone, url = "/content/mfutils", "https://github.com/mfutils/mfutils"
+    if not os.path.isdir(clone):
+        git = ["git", "clone", "-q", "--depth", "1", "--branch", "main"]
+        subprocess.run([*git, url, clone], check=True)
+    import torch  # Colab's CUDA build: the constraint keeps pip from replacing it
+
+    with open("/tmp/keep-torch.txt", "w") as pins:
+        pins.write(f"torch=={torch.__version__}\n")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-torch.txt"]
+    subprocess.run([*pip, "-e", f"{clone}[serve]"], check=True)
+    sys.path.insert(0, clone)  # the editable install's path hook loads at the next start
+    os.chdir(f"{clone}/notebooks")
 
 # %% tags=["parameters"]
 dataset = "ml-100k"

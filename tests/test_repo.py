@@ -60,8 +60,11 @@ def test_notebook_is_paired_stripped_and_parameterized(path):
         f"{path.name} has no Python kernelspec: papermill (make run) cannot execute it"
     )
     code = [c for c in notebook.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", []), (
-        f"the first code cell of {path.name} must be the papermill 'parameters' cell"
+    assert "colab" in code[0].metadata.get("tags", []), (
+        f"the first code cell of {path.name} must be the Colab cell; run python -m mfutils.colab"
+    )
+    assert "parameters" in code[1].metadata.get("tags", []), (
+        f"the second code cell of {path.name} must be the papermill 'parameters' cell"
     )
     assert re.search(r"^assert ", "\n".join(c.source for c in code), re.MULTILINE), (
         f"{path.name} never asserts its headline metric"
@@ -76,7 +79,7 @@ LAYERS = (
     ("train", "distributed"),
     ("models",),
     ("experiments", "evaluation", "blending", "tuning", "compact", "parallel_fit"),
-    ("serving", "cli", "series", "book"),
+    ("serving", "cli", "series", "book", "colab"),
 )
 
 
