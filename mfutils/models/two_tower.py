@@ -143,19 +143,23 @@ class TwoTowerNet(nn.Module):
         self.step += 1
         user_vec = self.users(users)  # shape: (B, d)
         table = self.items(torch.arange(self.n_items, device=users.device))  # (n_items, d)
-        # the user's and the positive's share of the L2 penalty (each row's negatives below)
-        penalty = self.reg * (user_vec.pow(2).sum(1) + table[pos].pow(2).sum(1)).mean()
-        raw_table = table
+        # the user's and the positive's share of the L2 penalty (each row's negatives below);
+        # rows are gathered with index_select, whose backward (index_add_) is 2x faster on the
+        # CPU than advanced indexing's, and a penalty gathers the items' squared norms, not
+        # their (B, N, d) vectors
+        sq_norms = table.pow(2).sum(1)  # shape: (n_items,)
+        penalty = self.reg * (user_vec.pow(2).sum(1) + sq_norms[pos]).mean()
         if self.normalize:
             user_vec, table = F.normalize(user_vec, dim=1), F.normalize(table, dim=1)
-        pos_vec = table[pos]  # shape: (B, d)
+        pos_vec = table.index_select(0, pos)  # shape: (B, d)
         if not self.loss.needs_negatives:
             return self.loss(user_vec, pos_vec, user_idx=users, item_idx=pos) + penalty
         cand, pos_logq, neg_logq = self._negatives(users, pos)
         if self.reg:  # BPR's SGD regularises the negative item too: a row's negatives share
             # one item penalty (their mean), which with one negative per row is Rendle's step
-            penalty = penalty + self.reg * raw_table[cand].pow(2).sum(-1).mean()
-        neg_vec = table[cand]  # shape: (C, d) shared or (B, N, d) per row
+            penalty = penalty + self.reg * sq_norms[cand].mean()
+        # shape: (C, d) shared or (B, N, d) per row
+        neg_vec = table.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
         options: dict[str, torch.Tensor] = {}
         if cand.dim() == 1:  # shared candidates: mask the accidental hits
             options["neg_mask"] = self._shared_mask(users, pos, cand)  # shape: (B, C)
