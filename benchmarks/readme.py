@@ -8,24 +8,32 @@ README; the prose around it is written by hand and names the command that made t
 Today: ``explicit``, from ``explicit-ml-100k-tuned.json`` (nested tuning, clean),
 ``explicit-ml-100k.json`` (defaults on u1..u5) and ``explicit-ml-latest-small-replica.json``
 (defaults on the replica's fold 1); ``bayesian``, from ``explicit-ml-100k-bayesian.json`` (the
-Bayesian FM presets beside myFM on the same features); ``notebooks``, the series' table, whose
-topics are written by hand and whose "Open in Colab" links come from the repository named in
-``pyproject.toml`` (:func:`mfutils.colab.repository`).
+Bayesian FM presets beside myFM on the same features); ``losses``, from ``losses-ml-100k.json``
+(the loss study over its seeds, beside iALS tuned on the same splits); ``notebooks``, the
+series' table, whose topics are written by hand and whose "Open in Colab" links come from the
+repository named in ``pyproject.toml`` (:func:`mfutils.colab.repository`).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from mfutils.colab import colab_url, repository
+from mfutils.losses import LOSSES
+from mfutils.models import TwoTower
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+TWO_TOWER_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(TwoTower.__init__).parameters.items()
+}
 
 
 def _records(name: str) -> dict[str, dict]:
@@ -97,6 +105,60 @@ def bayesian_table() -> str:
     return "\n".join(lines)
 
 
+def _stats(values: list[float]) -> tuple[float, float | None]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _mean_std(mean: float, std: float | None) -> str:
+    return f"{mean:.4f}" if std is None or std != std else f"{mean:.4f} ± {std:.4f}"
+
+
+def losses_table() -> str:
+    """The loss study (``benchmarks/implicit.py --losses``): every loss's test NDCG@20 and
+    Recall@20, mean ± std over the seeds, ties with the best marked, the samplers the seeds'
+    searches chose; tuned iALS on the same splits first."""
+    study = json.loads((RESULTS / "losses-ml-100k.json").read_text())
+    seeds = study["seeds"]
+    ials = [entry["ials"]["scores"] for entry in seeds.values() if "ials" in entry]
+    lines = [
+        "| model | NDCG@20 | Recall@20 | seeds | tie with the best | negatives chosen (per seed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    if ials:
+        ndcg = [scores["ndcg@20"] for scores in ials]
+        recall = [scores["recall@20"] for scores in ials]
+        lines.append(
+            f"| iALS, tuned per seed | {_mean_std(*_stats(ndcg))} | "
+            f"{_mean_std(*_stats(recall))} | {len(ials)} | | |"
+        )
+    for row in study["summary"]:
+        chosen = [
+            _negatives(entry["study"][row["loss"]])
+            for entry in seeds.values()
+            if row["loss"] in entry["study"]
+        ]
+        tie = "" if row["tie"] is None else ("yes" if row["tie"] else "no")
+        lines.append(
+            f"| MF + {row['loss']} | {_mean_std(row['ndcg@20 mean'], row['ndcg@20 std'])} | "
+            f"{_mean_std(row['recall@20 mean'], row['recall@20 std'])} | {row['seeds']} | "
+            f"{tie} | {', '.join(chosen)} |"
+        )
+    return "\n".join(lines)
+
+
+def _negatives(record: dict) -> str:
+    """A loss's chosen candidate set in words (TwoTower's defaults where not recorded)."""
+    options = {**TWO_TOWER_DEFAULTS, **record["base"], **record["options"]}
+    if not LOSSES[options["loss"]].needs_negatives:
+        return f"none, batch {options['batch_size']}"
+    kind, n = options["negatives"], options["n_negatives"]
+    if kind == "uniform":
+        return f"{n} uniform per row"
+    if kind == "popularity":
+        return f"{n} shared" + (" uniform" if options["popularity_alpha"] == 0 else "")
+    return kind + (" + logQ" if options["logq"] else "")
+
+
 _BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
@@ -114,6 +176,7 @@ def notebooks_table(current: str) -> str:
 TABLES: dict[str, Callable[[str], str]] = {
     "explicit": lambda current: explicit_table(),
     "bayesian": lambda current: bayesian_table(),
+    "losses": lambda current: losses_table(),
     "notebooks": notebooks_table,
 }
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 BRANCH = "main"
 TAG = "colab"
+TAGS = [TAG, "remove-cell"]  # remove-cell: the book (myst-nb) leaves the cell out
 
 _CELL = """\
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
@@ -81,16 +82,17 @@ def colab_url(notebook: str, slug: str, *, branch: str = BRANCH) -> str:
 
 
 def with_setup_cell(notebook, source: str):
-    """``notebook`` (nbformat) with ``source`` as its first code cell, tagged ``colab``:
-    replaced where a tagged cell exists, else inserted before the first code cell."""
+    """``notebook`` (nbformat) with ``source`` as its first code cell, tagged :data:`TAGS`:
+    replaced where a ``colab`` cell exists, else inserted before the first code cell."""
     cells = notebook.cells
     tagged = [k for k, c in enumerate(cells) if TAG in c.metadata.get("tags", [])]
     if tagged:
         cells[tagged[0]].source = source
+        cells[tagged[0]].metadata["tags"] = list(TAGS)
         return notebook
     first = next(k for k, c in enumerate(cells) if c.cell_type == "code")
-    cell = jupytext.reads(f"# %% tags=[{TAG!r}]\n{source}\n", fmt="py:percent").cells[0]
-    cell.metadata = {"tags": [TAG]}
+    cell = jupytext.reads(f"# %%\n{source}\n", fmt="py:percent").cells[0]
+    cell.metadata = {"tags": list(TAGS)}
     cells.insert(first, cell)
     return notebook
 
@@ -101,7 +103,10 @@ def stale_notebooks(slug: str, folder: str | Path = NOTEBOOKS) -> list[str]:
     stale = []
     for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
         code = [c for c in jupytext.read(path).cells if c.cell_type == "code"]
-        if not code or code[0].source.strip() != want.strip():
+        if not code or (code[0].source.strip(), code[0].metadata.get("tags")) != (
+            want.strip(),
+            TAGS,
+        ):
             stale.append(path.name)
     return stale
 

@@ -25,7 +25,7 @@
 # is, how ratings spread over values, movies, users and time, who the users are, and which
 # train/test splits the later notebooks use, and why.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -28,7 +28,7 @@
 # ways and scores it on the series' rating folds: ML-100K's canonical u1..u5, or a seeded
 # random 5-fold split on releases without them (`rating_folds`).
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -40,7 +40,7 @@
 #   then the items the same way. With the penalty $\lambda n_u$ (ALS-WR, Zhou et al. 2008) it
 #   is exactly the objective above.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

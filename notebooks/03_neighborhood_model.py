@@ -44,7 +44,7 @@
 # with $N(u)=R(u)$ here, squared error plus $\lambda_4(b_u^2+b_i^2+\sum w_{ij}^2+\sum c_{ij}^2)$
 # (eq. 11), and Koren's SGD rules, e.g. $w_{ij}\leftarrow w_{ij}+\gamma(|R^k|^{-1/2}e_{ui}(r_{uj}-b_{uj})-\lambda_4 w_{ij})$.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -39,7 +39,7 @@
 # for users with few or no ratings; it needs a user table (ML-100K, ML-1M) and is skipped on
 # the releases without one.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -39,7 +39,7 @@
 # A first version fitted the two tiers *apart* and then trained their sum jointly
 # (`schedule="tiers"`); the validation ablation below shows why the staged fit replaced it.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

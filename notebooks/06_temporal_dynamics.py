@@ -35,7 +35,7 @@
 # defaults $b_{u,t}=c_{u,t}=0$, $p_{u,t}=0$. `mfutils.models.timesvdpp.TimeSVDpp` switches every
 # term on or off, so the ablation below is one class with different options.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -39,7 +39,7 @@
 # fold, each model's RMSE and the **full-ranking** Recall@10 and NDCG@10 (all unrated movies
 # ranked, training movies masked, every test movie relevant).
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

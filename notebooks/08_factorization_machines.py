@@ -46,7 +46,7 @@
 # active features once and forms both sums from them, each a weighted bag sum (what an
 # `EmbeddingBag(mode="sum")` with per-sample weights computes).
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -42,7 +42,7 @@
 # joint epochs as a held-out tenth of the training ratings prefers — none, the FM itself,
 # included. `DeepFM(warm_start=False)` is the paper's single run.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

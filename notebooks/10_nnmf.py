@@ -38,7 +38,7 @@
 # `mfutils` the alternation is the shared trainer's `alternate=True`; every minibatch
 # carries its share $\lambda/N_n$ of each user's penalty, so an epoch sums to the objective.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

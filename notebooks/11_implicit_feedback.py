@@ -31,7 +31,7 @@
 # This notebook sets up the protocol that notebooks 12 and 13 reuse, and the three classic
 # answers: recommend what is popular, weighted matrix factorization by ALS (iALS), and BPR.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -45,7 +45,7 @@
 # The question of this notebook: **how much accuracy does each method give up as the tables
 # shrink to 50%, 25%, 10% and 5% of their full size?**
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -51,7 +51,7 @@
 # An **online update** is the same solve for a known user over all their ratings, old and
 # new — only the affected rows change.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -26,7 +26,7 @@
 # turns to size: how fast each model trains as the data grows to ML-25M's shape, and how the
 # shared trainer runs on several processes with `torch.distributed`.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

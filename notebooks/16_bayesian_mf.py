@@ -47,7 +47,7 @@
 # Rendle, Zhang & Koren (2019) showed that on ML-10M the Bayesian versions of MF, SVD++ and
 # timeSVD++ beat every tuned point estimate; this notebook is the first of them, biased MF.
 
-# %% tags=["colab"]
+# %% tags=["colab", "remove-cell"]
 # Colab: clone the series and install mfutils when it is missing (elsewhere: nothing happens)
 import importlib.util
 import os

@@ -43,7 +43,7 @@ def test_the_cell_is_inserted_once_and_then_replaced():
     colab.with_setup_cell(notebook, colab.setup_cell("a/b"))
     colab.with_setup_cell(notebook, colab.setup_cell("c/d"))
     kinds = [(c.cell_type, c.metadata.get("tags")) for c in notebook.cells]
-    assert kinds == [("markdown", None), ("code", ["colab"]), ("code", None)]
+    assert kinds == [("markdown", None), ("code", colab.TAGS), ("code", None)]
     assert "https://github.com/c/d" in notebook.cells[1].source
 
 
