@@ -99,14 +99,11 @@ def with_setup_cell(notebook, source: str):
 
 def stale_notebooks(slug: str, folder: str | Path = NOTEBOOKS) -> list[str]:
     """The notebooks of ``folder`` whose first code cell is not :func:`setup_cell` (``slug``)."""
-    want = setup_cell(slug)
+    want = (setup_cell(slug).strip(), TAGS)
     stale = []
     for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
-        code = [c for c in jupytext.read(path).cells if c.cell_type == "code"]
-        if not code or (code[0].source.strip(), code[0].metadata.get("tags")) != (
-            want.strip(),
-            TAGS,
-        ):
+        first = next(c for c in jupytext.read(path).cells if c.cell_type == "code")
+        if (first.source.strip(), first.metadata.get("tags")) != want:
             stale.append(path.name)
     return stale
 
