@@ -46,8 +46,13 @@ def test_the_replica_has_the_shape_that_broke_the_defaults(latest_small_full_rep
 # is best after two epochs and still above the baseline, with ids only, a smaller MLP or more
 # penalty as well -- NNMF 0.8624 (no bias terms; the paper's model) and TimeSVDpp 0.8619
 # (SVD++ 0.8585: restarting from the warm start and per-user time terms learned from 1.2
-# ratings per user and day). Open: these defaults do not yet carry over to a release where
-# the factors explain ~1% over the biases and the ratings carry no session effects.
+# ratings per user and day). NNMF stays above the baseline however it is set: tuned on the
+# fold's training data (12 Optuna trials, mfutils.tuning.tune) 0.8626; with learned user and
+# item biases added to f_theta 0.8619; with the latents shrunk towards learned means instead
+# of zero 0.8624. It loses most on the rarely rated movies (one training rating: 0.959 vs
+# the baseline's 0.923) and a little even on movies with 21+ (0.8328 vs 0.8314): the network
+# fits noise where the factors explain ~1% over the biases. The run on the real
+# release found the same (NNMF 0.8645, baseline 0.8632).
 WEAK = {"NNMF"}
 
 
