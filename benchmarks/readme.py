@@ -8,8 +8,9 @@ README; the prose around it is written by hand and names the command that made t
 Today: ``explicit``, from ``explicit-ml-100k-tuned.json`` (nested tuning, clean),
 ``explicit-ml-100k.json`` (defaults on u1..u5) and ``explicit-ml-latest-small-replica.json``
 (defaults on the replica's fold 1); ``bayesian``, from ``explicit-ml-100k-bayesian.json`` (the
-Bayesian FM presets beside myFM on the same features); ``losses``, from ``losses-ml-100k.json``
-(the loss study over its seeds, beside iALS tuned on the same splits); ``notebooks``, the
+Bayesian FM presets beside myFM on the same features); ``losses`` and ``losses-replica``, from
+``losses-ml-100k.json`` and ``losses-ml-latest-small-replica.json`` (the loss study over its
+seeds, beside iALS tuned on the same splits and MostPopular); ``notebooks``, the
 series' table, whose topics are written by hand and whose "Open in Colab" links come from the
 repository named in ``pyproject.toml`` (:func:`mfutils.colab.repository`).
 """
@@ -113,24 +114,23 @@ def _mean_std(mean: float, std: float | None) -> str:
     return f"{mean:.4f}" if std is None or std != std else f"{mean:.4f} ± {std:.4f}"
 
 
-def losses_table() -> str:
-    """The loss study (``benchmarks/implicit.py --losses``): every loss's test NDCG@20 and
-    Recall@20, mean ± std over the seeds, ties with the best marked, the samplers the seeds'
-    searches chose; tuned iALS on the same splits first."""
-    study = json.loads((RESULTS / "losses-ml-100k.json").read_text())
+def losses_table(name: str) -> str:
+    """The loss study (``benchmarks/implicit.py --losses``) in ``results/<name>``: every
+    loss's test NDCG@20 and Recall@20, mean ± std over the seeds, ties with the best marked,
+    the samplers the seeds' searches chose; tuned iALS and MostPopular on the same splits
+    first."""
+    study = json.loads((RESULTS / name).read_text())
     seeds = study["seeds"]
-    ials = [entry["ials"]["scores"] for entry in seeds.values() if "ials" in entry]
     lines = [
         "| model | NDCG@20 | Recall@20 | seeds | tie with the best | negatives chosen (per seed) |",
         "|---|---|---|---|---|---|",
     ]
-    if ials:
-        ndcg = [scores["ndcg@20"] for scores in ials]
-        recall = [scores["recall@20"] for scores in ials]
-        lines.append(
-            f"| iALS, tuned per seed | {_mean_std(*_stats(ndcg))} | "
-            f"{_mean_std(*_stats(recall))} | {len(ials)} | | |"
-        )
+    for key, label in (("ials", "iALS, tuned per seed"), ("popular", "MostPopular")):
+        scores = [entry[key]["scores"] for entry in seeds.values() if key in entry]
+        if scores:
+            ndcg = _mean_std(*_stats([s["ndcg@20"] for s in scores]))
+            recall = _mean_std(*_stats([s["recall@20"] for s in scores]))
+            lines.append(f"| {label} | {ndcg} | {recall} | {len(scores)} | | |")
     for row in study["summary"]:
         chosen = [
             _negatives(entry["study"][row["loss"]])
@@ -174,7 +174,8 @@ def notebooks_table(current: str) -> str:
 TABLES: dict[str, Callable[[str], str]] = {
     "explicit": lambda current: explicit_table(),
     "bayesian": lambda current: bayesian_table(),
-    "losses": lambda current: losses_table(),
+    "losses": lambda current: losses_table("losses-ml-100k.json"),
+    "losses-replica": lambda current: losses_table("losses-ml-latest-small-replica.json"),
     "notebooks": notebooks_table,
 }
 

@@ -179,7 +179,7 @@ ax.set(xlabel="", ylabel="", title=f"{dataset}: MF trained with each loss (test 
 # One seed is one split, one initialisation and one search. The record holds every seed it
 # was run with; its summary gives each loss's test NDCG@20 and Recall@20 as mean and standard
 # deviation over them, `tie` marking the losses whose mean is within one standard deviation of
-# the best's, beside iALS tuned on the same validation parts (notebook 11's grid).
+# the best's, beside iALS tuned on the same validation parts (notebook 11's grid, widened).
 
 # %%
 record_file = json.loads(Path(study_json).read_text())
