@@ -474,7 +474,8 @@ def loss_study(data, args: argparse.Namespace, device: torch.device) -> pd.DataF
     for seed in args.seeds:
         split = ranking_split(data, seed=seed)
         entry = seeds.setdefault(str(seed), {"protocol": split.protocol, "study": {}})
-        if entry.get("ials", {}).get("grid") != IALS_AXES:  # absent, or another grid's
+        # absent, another grid's, or from before collapsed fits were excluded ("failed")
+        if entry.get("ials", {}).get("grid") != IALS_AXES or "failed" not in entry["ials"]:
             ials = tune_and_test(
                 functools.partial(ImplicitALS, seed=seed, device=device),
                 IALS_GRID,
@@ -482,7 +483,14 @@ def loss_study(data, args: argparse.Namespace, device: torch.device) -> pd.DataF
                 name="iALS",
                 progress=False,
             )
-            entry["ials"] = {"options": ials.options, "scores": ials.scores, "grid": IALS_AXES}
+            grid = ials.grid if "failed" in ials.grid else ials.grid.assign(failed=None)
+            failed = grid.loc[grid["failed"].notna(), list(IALS_AXES)]  # collapsed points
+            entry["ials"] = {
+                "options": ials.options,
+                "scores": ials.scores,
+                "grid": IALS_AXES,
+                "failed": failed.to_dict(orient="records"),
+            }
         if "popular" not in entry:  # the floor: on sparse, popularity-driven data it is high
             popular = MostPopular(device=device).fit(split.train)
             scores = evaluate_ranking(popular, train=split.train, test=split.test, device=device)

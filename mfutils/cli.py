@@ -39,7 +39,7 @@ from mfutils.results import to_markdown
 from mfutils.serving import pipeline
 from mfutils.serving.artifact import FORMAT_VERSION, Artifact, upgrade_artifact
 from mfutils.serving.recommender import Recommender, UnknownIdError
-from mfutils.train import TrainingDiverged
+from mfutils.train import TrainingFailed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # The errors a user causes (data, files, downloads, artifacts, options, divergence): each
 # carries a message naming the file, line or option, and becomes one line on stderr.
-ANTICIPATED = (ValueError, OSError, OverflowError, TrainingDiverged, UnknownIdError)
+ANTICIPATED = (ValueError, OSError, OverflowError, TrainingFailed, UnknownIdError)
 
 
 def _one_line(err: BaseException) -> str:

@@ -23,6 +23,7 @@ from mfutils.data.splits import canonical_folds, kfold, per_user_holdout
 from mfutils.losses.presets import LOSS_SPACES, LossSpace, expand
 from mfutils.metrics import mae, rmse, topk_metrics
 from mfutils.models.two_tower import TwoTower
+from mfutils.train import TrainingFailed
 
 Folds = Sequence[tuple[Ratings, Ratings]]
 
@@ -238,13 +239,20 @@ def ranking_grid(
 
     Returns the grid sorted best first (higher is better), with the fit seconds and, for
     models with a training history, the epoch early stopping kept; with ``return_best`` also
-    the best fitted model and its options. The test part is never touched.
+    the best fitted model and its options. A point whose fit fails
+    (:class:`~mfutils.train.TrainingFailed`: diverged, or collapsed to zero) is kept in the
+    table with a NaN score and its reason in ``failed``, and is never chosen. The test part is
+    never touched.
     """
     rows, best, best_options, best_value = [], None, {}, -float("inf")
     for options in tqdm(
         grid, desc="validation grid", unit="fit", disable=not progress, leave=False
     ):
-        model, scores, seconds, best_epoch = _fit_on_validation(make_model(**options), split)
+        try:
+            model, scores, seconds, best_epoch = _fit_on_validation(make_model(**options), split)
+        except TrainingFailed as error:
+            rows.append({**options, f"valid_{metric}": float("nan"), "failed": str(error)})
+            continue
         value = scores[metric]
         row = {**options, f"valid_{metric}": value, "fit_seconds": seconds}
         if best_epoch is not None:
@@ -254,6 +262,8 @@ def ranking_grid(
             best, best_options, best_value = model, dict(options), value
     table = pd.DataFrame(rows).sort_values(f"valid_{metric}", ascending=False, kind="stable")
     table = table.reset_index(drop=True)
+    if best is None and return_best and rows:
+        raise TrainingFailed(f"every one of the {len(rows)} grid points failed: {rows[0]}")
     return (table, best, best_options) if return_best else table
 
 

@@ -96,8 +96,18 @@ OPTIMIZERS = ("funk", "sgd", "adam", "adamw", "sparse_adam", "adagrad", "rmsprop
 LOSSES = ("mse", "bce")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingFailed(RuntimeError):
+    """Training ended without a usable model (see the subclasses); the message names the
+    likely cause and what to change."""
+
+
+class TrainingDiverged(TrainingFailed):
     """The training loss became NaN or infinite."""
+
+
+class TrainingCollapsed(TrainingFailed):
+    """Every factor shrank to zero: the penalty outweighs the data, so the only fixed point
+    of the fit is the trivial all-zero solution (e.g. iALS with too large a ``reg``)."""
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]

@@ -45,7 +45,7 @@ from mfutils.data.splits import validation_split
 from mfutils.experiments import suggest
 from mfutils.metrics import mae, rmse
 from mfutils.models.registry import constructor_options, current_options
-from mfutils.train import TrainingDiverged, epoch_callback
+from mfutils.train import TrainingDiverged, TrainingFailed, epoch_callback
 
 __all__ = [
     "METRICS",
@@ -434,7 +434,7 @@ def tune(
                 n_trials=remaining,
                 timeout=timeout,
                 callbacks=[show],
-                catch=(TrainingDiverged,),
+                catch=(TrainingFailed,),
                 gc_after_trial=False,
             )
     finally:

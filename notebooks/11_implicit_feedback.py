@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     cell_metadata_filter: tags,-all
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3 (ipykernel)
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 11 · Implicit feedback: from ratings to rankings
 #
@@ -138,6 +123,13 @@ results["MostPopular"].round(4)
 # whose matrix $Y^\top Y+Y^\top(C^u-I)Y+\lambda I$ needs only the user's own items beyond the
 # shared $Y^\top Y$. `ImplicitALS` solves all users at once by a few conjugate-gradient steps
 # built on `torch.sparse` (or exactly, by batched Cholesky).
+#
+# $\lambda$ has a ceiling set by the data. Near zero a sweep is linear,
+# $x_u\approx\lambda^{-1}\sum_{i\in I_u}c_{ui}y_i$, so along its leading direction the
+# factors scale by $(\sigma_{\max}(W)/\lambda)^2$ per sweep, $W_{ui}=c_{ui}$ on the observed
+# pairs: above $\lambda=\sigma_{\max}(W)$ zero is the only fixed point, and what is left to
+# rank by is the decaying start. `ImplicitALS` then stops with `TrainingCollapsed`, which gives
+# $\sigma_{\max}$, and the grid below keeps such a point unscored instead of choosing it.
 
 # %%
 grid = [

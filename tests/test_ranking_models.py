@@ -1,6 +1,7 @@
 """Implicit-feedback models: iALS against the closed-form solve, EASE, popularity, the protocol."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from mfutils.data import make_synthetic, to_implicit
 from mfutils.experiments import evaluate_ranking, ranking_grid, ranking_split, tune_and_test
 from mfutils.models import EASE, ImplicitALS, MostPopular, TwoTower
 from mfutils.models.base import HEADER_KEY, Model
+from mfutils.train import TrainingCollapsed
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +136,7 @@ def test_ranking_grid_sorts_by_validation_ndcg():
     split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
     table = ranking_grid(
         lambda **o: ImplicitALS(epochs=3, device="cpu", **o),
-        [{"reg": 1.0}, {"reg": 1e4}],
+        [{"reg": 1.0}, {"reg": 30.0}, {"reg": 0.1}],
         split,
         progress=False,
     )
@@ -142,8 +144,23 @@ def test_ranking_grid_sorts_by_validation_ndcg():
     assert table["valid_ndcg@20"].is_monotonic_decreasing
 
 
-def test_ranking_grid_returns_the_best_fitted_model():
+def test_ials_collapses_where_reg_exceeds_the_largest_singular_value_of_its_confidences(events):
+    # Near zero a sweep multiplies the factors by W^T W / reg^2, W_ui = 1 + alpha on the pairs:
+    # zero attracts them exactly when reg > sigma_max(W), and the error says so with sigma_max.
+    w = torch.zeros(events.n_users, events.n_items)
+    w[torch.as_tensor(events.user), torch.as_tensor(events.item)] = 1.0 + 2.0
+    sigma = float(torch.linalg.svdvals(w)[0])
+    ImplicitALS(n_factors=4, reg=0.5 * sigma, alpha=2.0, device="cpu").fit(events)
+    with pytest.raises(TrainingCollapsed) as err:
+        ImplicitALS(n_factors=4, reg=2.0 * sigma, alpha=2.0, device="cpu").fit(events)
+    reported = re.search(r"is above (\S+), the largest singular value", str(err.value))
+    assert float(reported[1]) == pytest.approx(sigma, rel=1e-3)
+
+
+def test_ranking_grid_returns_the_best_fitted_model_and_never_a_collapsed_one():
     split = ranking_split(make_synthetic(80, 60, 2400, rank=3, seed=1), seed=0)
+    with pytest.raises(TrainingCollapsed, match=r"zero solution.*reg=10000 is above"):
+        ImplicitALS(epochs=3, reg=1e4, device="cpu").fit(split.fit)
     table, best, options = ranking_grid(
         lambda **o: ImplicitALS(epochs=3, device="cpu", **o),
         [{"reg": 1e4}, {"reg": 1.0}],
@@ -151,9 +168,11 @@ def test_ranking_grid_returns_the_best_fitted_model():
         progress=False,
         return_best=True,
     )
-    assert best.config["reg"] == table.loc[0, "reg"] == options["reg"]
+    assert best.config["reg"] == table.loc[0, "reg"] == options["reg"] == 1.0
     again = evaluate_ranking(best, train=split.fit, test=split.valid, ks=(20,))["ndcg@20"]
     assert again == pytest.approx(table.loc[0, "valid_ndcg@20"])
+    collapsed = table.loc[1]  # kept in the table, scored NaN, with its reason
+    assert np.isnan(collapsed["valid_ndcg@20"]) and "collapsed" in collapsed["failed"]
 
 
 def test_tune_and_test_refits_the_early_stopped_epochs_on_the_whole_train_part():

@@ -32,10 +32,14 @@ from tqdm.auto import tqdm
 from mfutils.data.container import Ratings, UserItemCSR
 from mfutils.metrics import topk_metrics
 from mfutils.models.ranking import RankingModel
+from mfutils.train import TrainingCollapsed
 
 __all__ = ["ImplicitALS"]
 
 SOLVERS = ("cg", "cholesky")
+# A fit whose every predicted preference is below this has collapsed: preferences are 0 or 1,
+# and float32 resolves about 1e-7 of 1.
+COLLAPSED = 1e-6
 
 
 class ImplicitALS(RankingModel):
@@ -76,6 +80,12 @@ class ImplicitALS(RankingModel):
     progress : bool
         Show a progress bar over sweeps.
     device : str or torch.device, optional
+
+    Raises
+    ------
+    mfutils.train.TrainingCollapsed
+        From :meth:`fit`, when ``reg`` is so large for the data that every factor shrinks to
+        zero (the trivial solution; the message says so).
 
     Notes
     -----
@@ -175,6 +185,31 @@ class ImplicitALS(RankingModel):
                 )["ndcg@20"]
             rows.append(record)
         self.history = pd.DataFrame(rows)
+        self._check_collapse(by_user)
+
+    def _check_collapse(self, by_user: UserItemCSR) -> None:
+        r"""Raise :class:`~mfutils.train.TrainingCollapsed` when every factor has shrunk to zero.
+
+        Near zero a sweep is linear: :math:`x_u \approx \lambda^{-1}\sum_{i\in I_u} c_{ui}
+        y_i`, so zero attracts the sweeps when :math:`\lambda` is above :math:`\sigma_{\max}`
+        of the confidence matrix :math:`W_{ui}=c_{ui}` over the observed pairs, and the factors
+        decay towards it geometrically: the ranking left is that of the decaying start, not a
+        fit. One host sync per fit; :math:`\sigma_{\max}` (for the message) only on failure.
+        """
+        # |x_u . y_i| <= max_u ||x_u|| max_i ||y_i||: a bound on every predicted preference
+        peak = float(self.user_factors.norm(dim=1).max() * self.item_factors.norm(dim=1).max())
+        if peak >= COLLAPSED:
+            return
+        cfg = self.config
+        sigma = _largest_singular_value(by_user, 1.0 + cfg["alpha"] * by_user.values)
+        where = "above" if cfg["reg"] >= sigma else "just below"
+        raise TrainingCollapsed(
+            f"ImplicitALS collapsed to the zero solution (every predicted preference below "
+            f"{peak:.1e} after {cfg['epochs']} sweeps): reg={cfg['reg']:g} is {where} "
+            f"{sigma:.4g}, the largest singular value of this data's confidence matrix "
+            f"(1 + alpha*r over its {len(by_user.values)} pairs, alpha={cfg['alpha']:g}), "
+            f"where zero is the only fixed point; choose reg well below {sigma:.4g}"
+        )
 
     def solve(self, fixed: torch.Tensor, csr: UserItemCSR, current: torch.Tensor) -> torch.Tensor:
         r"""One half-sweep: the factors of every row of ``csr`` given the ``fixed`` side.
@@ -276,6 +311,24 @@ def _aggregated_pairs(
     pairs, inverse = torch.unique(user * n_items + item, return_inverse=True)  # (nnz,), (n,)
     summed = torch.zeros(len(pairs), device=device).index_add_(0, inverse, strength)
     return pairs // n_items, pairs % n_items, summed
+
+
+def _largest_singular_value(csr: UserItemCSR, weights: torch.Tensor, steps: int = 50) -> float:
+    r""":math:`\sigma_{\max}` of the sparse matrix with ``csr``'s pattern and entries
+    ``weights``, by power iteration on :math:`W^\top W` (segment sums both ways)."""
+    device = weights.device
+    n_rows = len(csr.indptr) - 1
+    row = torch.repeat_interleave(torch.arange(n_rows, device=device), csr.indptr.diff())
+    v = torch.ones(csr.n_items, device=device)  # shape: (n_items,)
+    norm = torch.zeros((), device=device)
+    for _ in range(steps):  # a fixed number of steps, only on the way to an error
+        wv = torch.zeros(n_rows, device=device).index_add_(0, row, weights * v[csr.indices])
+        v = torch.zeros(csr.n_items, device=device).index_add_(
+            0, csr.indices, weights * wv[row]
+        )  # shape: (n_items,) W^T W v
+        norm = v.norm()
+        v = v / norm.clamp_min(1e-30)
+    return float(norm.sqrt())
 
 
 def _chunks(counts: torch.Tensor, *, padded: bool, budget: int) -> list[torch.Tensor]:
