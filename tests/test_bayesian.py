@@ -132,6 +132,27 @@ def test_seeded_fits_are_reproducible_and_leave_the_global_rng_alone(split):
     assert not np.array_equal(one.predict_ratings(test), other.predict_ratings(test))
 
 
+@pytest.mark.parametrize("model", [BayesianMF, BayesianFM])
+def test_chains_pool_their_samples_and_the_first_is_the_single_chain_fit(split, model, tmp_path):
+    train, test = split
+    options = dict(n_factors=3, sweeps=8, burn_in=2, max_samples=3, device="cpu")
+    one = model(**options).fit(train)
+    three = model(**options, n_chains=3).fit(train)
+    samples = three.net.noise_var
+    assert len(samples) == 3 * len(one.net.noise_var)
+    # chain 0 replays the single-chain fit's random stream; later chains start elsewhere
+    torch.testing.assert_close(samples[:3], one.net.noise_var)
+    assert not torch.equal(samples[3:6], samples[:3])
+    assert list(three.history.chain.unique()) == [0, 1, 2] and len(three.history) == 3 * 8
+    curve = three.sample_curve(test)
+    assert list(curve.chain) == [0] * 3 + [1] * 3 + [2] * 3
+    assert curve["mean"].iloc[-1] == pytest.approx(rmse(three.predict_ratings(test), test.rating))
+    restored = ExplicitModel.load(three.save(tmp_path / "chains.safetensors"), device="cpu")
+    np.testing.assert_array_equal(restored.predict_ratings(test), three.predict_ratings(test))
+    with pytest.raises(ValueError, match="n_chains=0"):
+        model(n_chains=0)
+
+
 def test_checkpoint_round_trip_keeps_every_sample(split, fitted, tmp_path):
     _, test = split
     path = fitted.save(tmp_path / "bayes.safetensors")

@@ -195,11 +195,25 @@ class BayesianMFNet(nn.Module):
 class _PosteriorModel(ExplicitModel):
     """Prediction from kept Gibbs samples (``self.net.draws``): the posterior mean, the
     predictive spread, the curve over the number of samples. ``_sweep_of_sample`` names the
-    sweep each sample was kept at."""
+    sweep each sample was kept at; the samples of ``n_chains`` chains are stored one chain
+    after the other."""
 
     def _sweep_of_sample(self) -> list[int]:
         c = self.config
-        return kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"])
+        return kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"]) * c["n_chains"]
+
+    def _run_chains(self, train: Ratings) -> None:
+        """``n_chains`` chains one after the other from the seed's random stream (chain 0 is
+        the single-chain fit), their samples pooled; ``history`` gets a ``chain`` column."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        per_chain = len(self._sweep_of_sample()) // self.config["n_chains"]
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config["seed"])
+            history = [
+                self._sample(train, first_slot=chain * per_chain).assign(chain=chain)
+                for chain in range(self.config["n_chains"])
+            ]
+        self.history = pd.concat(history, ignore_index=True)
 
     def _context(self, user: torch.Tensor, timestamp: torch.Tensor | None) -> torch.Tensor | None:
         """Per-rating context the samples need beyond the ids (none by default)."""
@@ -302,6 +316,7 @@ class _PosteriorModel(ExplicitModel):
         user, item, known_u, known_i = self._known(tensors["user"], tensors["item"])
         context = self._context(user, tensors["timestamp"])
         total = torch.zeros(len(user), device=self.device)
+        per_chain = len(self._sweep_of_sample()) // self.config["n_chains"]
         rows = []
         for k, (pred, sweep) in enumerate(
             zip(
@@ -315,6 +330,7 @@ class _PosteriorModel(ExplicitModel):
             rows.append(
                 {
                     "samples": k,
+                    "chain": (k - 1) // per_chain,
                     "sweep": sweep + 1,
                     "single": rmse(self._output(self.mu + pred), tensors["rating"]),
                     "mean": rmse(self._output(self.mu + total / k), tensors["rating"]),
@@ -350,6 +366,12 @@ class BayesianMF(_PosteriorModel):
         At most this many samples are kept, evenly thinned over the sweeps after burn-in
         (:func:`kept_sweeps`): memory is ``max_samples * (n_users + n_items) * (f + 1)``
         floats whatever ``sweeps``.
+    n_chains : int
+        Independent Gibbs chains, run one after the other from the seed's random stream
+        (chain 0 is the single-chain fit), each with its own start, burn-in and
+        ``max_samples``; their samples are pooled, so time and memory grow ``n_chains``-fold.
+        On the validation tenth of ML-100K's ``u1.base``, five chains of 200 sweeps beat one
+        chain of 1,000 (README, "Bayesian models").
     beta0 : float
         ``beta_0`` of the Normal-Wishart hyperprior (the paper's 2).
     noise_prior : float
@@ -382,6 +404,7 @@ class BayesianMF(_PosteriorModel):
         sweeps: int = 200,
         burn_in: int = 20,
         max_samples: int = 50,
+        n_chains: int = 1,
         beta0: float = 2.0,
         noise_prior: float = 1.0,
         init_std: float = 0.1,
@@ -391,8 +414,11 @@ class BayesianMF(_PosteriorModel):
         clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
-        if n_factors < 1 or max_samples < 1:
-            raise ValueError(f"n_factors={n_factors} and max_samples={max_samples} must be >= 1")
+        if min(n_factors, max_samples, n_chains) < 1:
+            raise ValueError(
+                f"n_factors={n_factors}, max_samples={max_samples} and n_chains={n_chains} "
+                "must be >= 1"
+            )
         if not 0 <= burn_in < sweeps:
             raise ValueError(f"burn_in={burn_in} must lie in [0, sweeps={sweeps})")
         if min(beta0, noise_prior) <= 0 or init_std < 0:
@@ -401,19 +427,18 @@ class BayesianMF(_PosteriorModel):
             )
 
     def _build(self, n_users: int, n_items: int) -> None:
-        c = self.config
-        n_samples = len(kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"]))
-        self.net = BayesianMFNet(n_users, n_items, c["n_factors"], n_samples, device=self.device)
+        n_samples = len(self._sweep_of_sample())
+        self.net = BayesianMFNet(
+            n_users, n_items, self.config["n_factors"], n_samples, device=self.device
+        )
 
     def _fit(self, train: Ratings, *, valid: Ratings | None, weights: np.ndarray | None) -> None:
         if weights is not None:
             raise ValueError("BayesianMF does not take per-rating weights")
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config["seed"])
-            self._sample(train)
+        self._run_chains(train)
 
-    def _sample(self, train: Ratings) -> None:
+    def _sample(self, train: Ratings, *, first_slot: int) -> pd.DataFrame:
+        """One chain; its kept samples go to the slots from ``first_slot`` on."""
         c, net = self.config, self.net
         tensors = train.tensors(self.device)
         user, item = tensors["user"], tensors["item"]  # shape: (N,)
@@ -427,7 +452,7 @@ class BayesianMF(_PosteriorModel):
         phi[:, -1] = 0.0
         noise = 1.0
         keep = {
-            sweep: slot
+            sweep: first_slot + slot
             for slot, sweep in enumerate(kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"]))
         }
         seen_u = torch.as_tensor(train.user_counts() > 0, device=self.device)
@@ -468,7 +493,7 @@ class BayesianMF(_PosteriorModel):
             rows.append(
                 {"sweep": sweep + 1, "train_rmse": float(sse / len(resid)) ** 0.5, "alpha": noise}
             )
-        self.history = pd.DataFrame(rows)
+        return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------- Bayesian FM
@@ -1027,7 +1052,7 @@ class BayesianFM(_PosteriorModel):
         built from the training ratings only.
     date_bins : int
         Equal-width bins of the training period as one more context field (0: none).
-    sweeps, burn_in, max_samples, noise_prior, init_std, seed, progress, device, clip
+    sweeps, burn_in, max_samples, n_chains, noise_prior, init_std, seed, progress, device, clip
         As for :class:`BayesianMF`.
     prior_shape : float
         :math:`\alpha_\lambda = \beta_\lambda` of the groups' Gamma priors (libFM's 1).
@@ -1068,6 +1093,7 @@ class BayesianFM(_PosteriorModel):
         sweeps: int = 200,
         burn_in: int = 20,
         max_samples: int = 100,
+        n_chains: int = 1,
         prior_shape: float = 1.0,
         gamma0: float = 1.0,
         noise_prior: float = 1.0,
@@ -1081,9 +1107,9 @@ class BayesianFM(_PosteriorModel):
         clip: bool = True,
     ) -> None:
         super().__init__(device=device, clip=clip)
-        if n_factors < 1 or max_samples < 1 or cg_steps < 1:
+        if min(n_factors, max_samples, n_chains, cg_steps) < 1:
             raise ValueError(
-                f"n_factors={n_factors}, max_samples={max_samples} and "
+                f"n_factors={n_factors}, max_samples={max_samples}, n_chains={n_chains} and "
                 f"cg_steps={cg_steps} must be >= 1"
             )
         if output not in self.OUTPUTS:
@@ -1303,12 +1329,10 @@ class BayesianFM(_PosteriorModel):
         self.register_buffer(
             "cutpoints", torch.zeros(len(self.net.w0), max(len(levels) - 1, 0), device=self.device)
         )
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config["seed"])
-            self._sample(train)
+        self._run_chains(train)
 
-    def _sample(self, train: Ratings) -> None:
+    def _sample(self, train: Ratings, *, first_slot: int) -> pd.DataFrame:
+        """One chain; its kept samples go to the slots from ``first_slot`` on."""
         c = self.config
         blocks, group, n_groups = self._design(train)
         rating = train.tensors(self.device)["rating"]  # shape: (N,)
@@ -1326,7 +1350,8 @@ class BayesianFM(_PosteriorModel):
         mean = theta.new_zeros(n_groups, f + 1)
         w0 = theta.new_zeros(())
         noise = 1.0
-        keep = {sweep: slot for slot, sweep in enumerate(self._sweep_of_sample())}
+        kept = kept_sweeps(c["sweeps"], c["burn_in"], c["max_samples"])
+        keep = {sweep: first_slot + slot for slot, sweep in enumerate(kept)}
         aggregates = [b.aggregate(theta) for b in blocks]  # shape: (n_e, f+1) each
         per_rating = [a[b.entity] for a, b in zip(aggregates, blocks, strict=True)]
         counts = None  # two blocks: each one's Gram over the other's entities (ALS-style)
@@ -1409,7 +1434,7 @@ class BayesianFM(_PosteriorModel):
                     "cg_residual": float(torch.stack(residuals).max()),
                 }
             )
-        self.history = pd.DataFrame(history)
+        return pd.DataFrame(history)
 
     def _link(self, draw: torch.Tensor, sample: int) -> torch.Tensor:
         """Ordinal output: the sample's expected rating (less ``mu``) from its latent mean."""
