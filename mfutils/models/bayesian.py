@@ -204,13 +204,15 @@ class _PosteriorModel(ExplicitModel):
 
     def _run_chains(self, train: Ratings) -> None:
         """``n_chains`` chains one after the other from the seed's random stream (chain 0 is
-        the single-chain fit), their samples pooled; ``history`` gets a ``chain`` column."""
+        the single-chain fit), their samples pooled; ``history`` gets a ``chain`` column. The
+        layout every chain reads (:meth:`_layout`) is built once."""
         devices = [self.device] if self.device.type == "cuda" else []
         per_chain = len(self._sweep_of_sample()) // self.config["n_chains"]
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.config["seed"])
+            layout = self._layout(train)
             history = [
-                self._sample(train, first_slot=chain * per_chain).assign(chain=chain)
+                self._sample(train, layout, first_slot=chain * per_chain).assign(chain=chain)
                 for chain in range(self.config["n_chains"])
             ]
         self.history = pd.concat(history, ignore_index=True)
@@ -306,10 +308,10 @@ class _PosteriorModel(ExplicitModel):
     def sample_curve(self, data: Ratings) -> pd.DataFrame:
         """RMSE on ``data`` of each kept sample alone and of the mean of the first ``k``.
 
-        Returns one row per kept sample: ``samples`` (``k``), ``sweep`` (the sample's sweep),
-        ``single`` (that sample's predictions) and ``mean`` (the average of the first ``k``
-        samples' predictions, clipped like :meth:`predict`): what averaging the posterior
-        buys over a point estimate.
+        Returns one row per kept sample: ``samples`` (``k``), ``chain`` and ``sweep`` (where
+        the sample was drawn), ``single`` (that sample's predictions) and ``mean`` (the
+        average of the first ``k`` samples' predictions, clipped like :meth:`predict`): what
+        averaging the posterior buys over a point estimate.
         """
         self._require_fitted()
         tensors = data.tensors(self.device)
@@ -370,8 +372,9 @@ class BayesianMF(_PosteriorModel):
         Independent Gibbs chains, run one after the other from the seed's random stream
         (chain 0 is the single-chain fit), each with its own start, burn-in and
         ``max_samples``; their samples are pooled, so time and memory grow ``n_chains``-fold.
-        On the validation tenth of ML-100K's ``u1.base``, five chains of 200 sweeps beat one
-        chain of 1,000 (README, "Bayesian models").
+        For ``BayesianFM``'s ordinal output at rank 16, on a validation tenth of ML-100K's
+        ``u1.base``, five chains of 200 sweeps beat one chain of 1,000
+        (``benchmarks/chains.py``; README, "Bayesian models").
     beta0 : float
         ``beta_0`` of the Normal-Wishart hyperprior (the paper's 2).
     noise_prior : float
@@ -437,14 +440,24 @@ class BayesianMF(_PosteriorModel):
             raise ValueError("BayesianMF does not take per-rating weights")
         self._run_chains(train)
 
-    def _sample(self, train: Ratings, *, first_slot: int) -> pd.DataFrame:
+    def _layout(self, train: Ratings) -> tuple[Side, Side]:
+        """Each side's rows with their ratings (:func:`build_side`), shared by the chains."""
+        tensors = train.tensors(self.device)
+        user, item = tensors["user"], tensors["item"]  # shape: (N,)
+        return (
+            build_side(user, item, train.n_users, train.n_items),
+            build_side(item, user, train.n_items, train.n_users),
+        )
+
+    def _sample(
+        self, train: Ratings, layout: tuple[Side, Side], *, first_slot: int
+    ) -> pd.DataFrame:
         """One chain; its kept samples go to the slots from ``first_slot`` on."""
         c, net = self.config, self.net
         tensors = train.tensors(self.device)
         user, item = tensors["user"], tensors["item"]  # shape: (N,)
         centred = tensors["rating"] - self.mu  # shape: (N,)
-        users = build_side(user, item, train.n_users, train.n_items)
-        items = build_side(item, user, train.n_items, train.n_users)
+        users, items = layout
         width = c["n_factors"] + 1
         theta = torch.randn(train.n_users, width, device=self.device) * c["init_std"]
         phi = torch.randn(train.n_items, width, device=self.device) * c["init_std"]
@@ -1331,10 +1344,16 @@ class BayesianFM(_PosteriorModel):
         )
         self._run_chains(train)
 
-    def _sample(self, train: Ratings, *, first_slot: int) -> pd.DataFrame:
+    def _layout(self, train: Ratings) -> tuple[list[Block], torch.Tensor, int]:
+        """The design's blocks and prior groups (:meth:`_design`), shared by the chains."""
+        return self._design(train)
+
+    def _sample(
+        self, train: Ratings, layout: tuple[list[Block], torch.Tensor, int], *, first_slot: int
+    ) -> pd.DataFrame:
         """One chain; its kept samples go to the slots from ``first_slot`` on."""
         c = self.config
-        blocks, group, n_groups = self._design(train)
+        blocks, group, n_groups = layout
         rating = train.tensors(self.device)["rating"]  # shape: (N,)
         probit = None
         if c["output"] == "ordinal":
