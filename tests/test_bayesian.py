@@ -76,6 +76,8 @@ def test_posterior_mean_beats_the_point_estimates(split, fitted):
         BiasedMF(4, method="als", device="cpu").fit(train).predict_ratings(test), truth
     )
     assert np.isfinite(fitted.history.train_rmse).all() and len(fitted.history) == 60
+    lam = fitted.history[["lambda_user", "lambda_item"]]  # the burn-in's trace
+    assert np.isfinite(lam).all().all() and (lam > 0).all().all()
 
 
 def test_prediction_is_the_mean_over_the_kept_samples(split, fitted):
@@ -343,6 +345,8 @@ def test_bayesian_fm_learns_and_keeps_its_samples(split, bfm):
     assert len(bfm.net.w0) == len(kept_sweeps(40, 10, 15))
     assert np.isfinite(bfm.history.train_rmse).all() and (bfm.history.cg_residual < 1).all()
     assert {"user", "item", "weekday", "since_first"} <= set(bfm.fields_)  # the defaults
+    lam = bfm.history[[f"lambda_{g}" for g in (*bfm.fields_, "bag_user", "bag_item", "date_bin")]]
+    assert np.isfinite(lam).all().all() and (lam > 0).all().all()  # every prior group traced
     curve = bfm.sample_curve(test)
     assert curve["mean"].iloc[-1] == pytest.approx(got, abs=1e-5)
     mean, std = bfm.predict_ratings(test, return_std=True)
