@@ -473,7 +473,7 @@ if dataset == "ml-100k":  # myFM on u1 at rank 10, 200 sweeps: ids 0.9068, flipp
 #   validation tenth of `u1.base` the ordinal rank-16 model is worse after 1,000 sweeps than
 #   after 200 (0.884 against 0.877), and five chains of 200 pooled are best (0.8765); refit
 #   that way it scores 0.8763 on u1, in five times the sweeps. The long chain is worse because
-#   the ordinal chain converges slowly: its factor precisions level off only after ~250
+#   the ordinal chain converges slowly: its factor precisions level off only after ~240
 #   sweeps (the trace above; `trace` in the benchmark's JSON), and the early, more strongly
 #   shrunk samples predict better than the stationary ones. A sampler that mixes faster
 #   (parameter-expanded data augmentation, Liu & Wu 1999) would reach the stationary

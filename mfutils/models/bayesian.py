@@ -1108,8 +1108,8 @@ class BayesianFM(_PosteriorModel):
     ``lambda_user``, ``lambda_bag_item``): the mean precision :math:`\lambda_g` of the
     group's factor columns drawn that sweep. The burn-in is over once these stop falling
     from their start. Under the ordinal output that takes far longer than ``burn_in``: on
-    ML-100K, ``lambda_user`` levels off after about 100 sweeps at rank 10 and 250 at rank 16
-    (``benchmarks/chains.py``'s trace), against about 40 for the regression.
+    ML-100K at rank 16, ``lambda_user`` levels off after about 240 sweeps
+    (``benchmarks/chains.py``'s trace), against about 40 for the regression at rank 10.
     """
 
     SEARCH_SPACE = {"n_factors": ("int", 4, 32, "log"), "date_bins": ("int", 0, 60)}
@@ -1466,7 +1466,7 @@ class BayesianFM(_PosteriorModel):
                 if probit is not None:
                     self.cutpoints[keep[sweep]] = probit.cutpoints(probit.coords).float()
             # one host sync: w0, the largest CG residual, each group's factor precision
-            w0_t, residual_t, *lam = torch.cat(
+            w0_now, worst_residual, *lam = torch.cat(
                 [w0[None], torch.stack(residuals).max()[None], precision[:, :-1].mean(1)]
             ).tolist()
             history.append(
@@ -1474,8 +1474,8 @@ class BayesianFM(_PosteriorModel):
                     "sweep": sweep + 1,
                     "train_rmse": float(sse / len(y)) ** 0.5,
                     "alpha": noise,
-                    "w0": w0_t,
-                    "cg_residual": residual_t,
+                    "w0": w0_now,
+                    "cg_residual": worst_residual,
                     **{
                         f"lambda_{name}": value
                         for name, value in zip(group_names, lam, strict=True)
