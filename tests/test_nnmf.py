@@ -1,4 +1,4 @@
-"""NNMF: shapes, the paper's objective, alternating optimisation, fallbacks."""
+"""NNMF: shapes, the paper's objective, alternating optimisation, fallbacks, the stacked base."""
 
 import copy
 
@@ -33,8 +33,18 @@ def fitted(split):
         batch_size=256,
         lr=3e-3,
         patience=8,
+        base=None,  # the paper's model
         device="cpu",
     ).fit(train)
+
+
+SMALL = {"n_factors": 3, "prime_dim": 5, "hidden": (8, 8), "reg": 1.0, "batch_size": 256}
+
+
+@pytest.fixture(scope="module")
+def stacked(split):
+    train, _ = split
+    return NNMF(**SMALL, epochs=40, lr=3e-3, patience=8, device="cpu").fit(train)
 
 
 def test_network_input_is_u_v_and_the_elementwise_product(fitted):
@@ -130,6 +140,46 @@ def test_checkpoint_round_trip(split, fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict_ratings(test), fitted.predict_ratings(test))
 
 
+def test_the_stacked_network_corrects_a_frozen_biased_mf(split, stacked):
+    train, test = split
+    net = stacked.net
+    user, item = torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7])
+    base = net.base
+    mf = (
+        base.mu
+        + base.user_bias.weight[user, 0]
+        + base.item_bias.weight[item, 0]
+        + (base.user_factors.weight[user] * base.item_factors.weight[item]).sum(1)
+    )
+    f = net.predict_from(
+        net.user_latent(user), net.item_latent(item), net.user_prime(user), net.item_prime(item)
+    )
+    torch.testing.assert_close(net({"user": user, "item": item}), mf + f)
+    assert not any(p.requires_grad for p in base.parameters())
+    assert stacked.history.attrs["valid_start"] > 0
+    assert np.isfinite(stacked.predict([4, -1, 0], [0, 0, -1])).all()
+    assert rmse(stacked.predict_ratings(test), test.rating) < rmse(
+        np.full(len(test), train.global_mean), test.rating
+    )
+
+
+def test_the_base_alone_is_kept_when_the_network_only_hurts(split):
+    train, test = split
+    model = NNMF(**SMALL, epochs=2, lr=1e-9, patience=1, clip=False, device="cpu").fit(train)
+    assert model.history.attrs["best_epoch"] == 0  # an untrained f_theta: its random output
+    assert not model.net.mlp[-1].weight.any() and not model.net.mlp[-1].bias.any()
+    user = torch.as_tensor(test.user)
+    item = torch.as_tensor(test.item)
+    base = model.net.base_score(user, item, model.user_known[user], model.item_known[item])
+    np.testing.assert_allclose(model.predict_ratings(test), base.numpy(), rtol=1e-6)
+
+
+def test_stacked_checkpoint_round_trip(split, stacked, tmp_path):
+    _, test = split
+    loaded = ExplicitModel.load(stacked.save(tmp_path / "stacked.safetensors"))
+    np.testing.assert_array_equal(loaded.predict_ratings(test), stacked.predict_ratings(test))
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="prime_dim=0"):
         NNMF(prime_dim=0)
@@ -137,6 +187,8 @@ def test_bad_options_are_named():
         NNMF(valid_fraction=1.0)
     with pytest.raises(ValueError, match="reg="):
         NNMF(reg=-1)
+    with pytest.raises(ValueError, match="base='svd'"):
+        NNMF(base="svd")
 
 
 def test_batch_size_is_capped_by_the_data_size():
