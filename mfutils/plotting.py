@@ -455,6 +455,87 @@ def plot_learning_curves(
     return ax
 
 
+# Labels and scales of the per-sweep columns of a Gibbs chain's history (mfutils.models.bayesian)
+_CHAIN_PANELS = {
+    "train_rmse": ("training RMSE of the sample", False),
+    "alpha": ("noise precision α", False),
+    "cg_residual": ("CG relative residual", True),
+}
+
+
+def plot_chain(
+    history: pd.DataFrame,
+    *,
+    burn_in: int | None = None,
+    columns: Sequence[str] | None = None,
+    precisions: Sequence[str] = ("lambda_user", "lambda_item"),
+    curve: pd.DataFrame | None = None,
+    curve_label: str = "test RMSE",
+    figsize: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Trace plots of a Gibbs chain: one panel per per-sweep quantity, side by side.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        One row per sweep with a ``sweep`` column (``BayesianMF.history``,
+        ``BayesianFM.history``); with a ``chain`` column (``n_chains > 1``) one line per chain.
+    burn_in : int, optional
+        Marked on every sweep panel by a dotted line: the sweeps discarded.
+    columns : sequence of str, optional
+        The single-quantity panels, in order; by default those of ``train_rmse``, ``alpha``
+        and ``cg_residual`` the history has (the residual on a log axis).
+    precisions : sequence of str
+        ``lambda_<group>`` columns drawn together in one log-scaled "factor precision" panel
+        (only those present; none: no panel).
+    curve : pandas.DataFrame, optional
+        A last panel from ``model.sample_curve(test)``: the error of the mean of the first
+        ``k`` kept samples against ``k``.
+    curve_label : str
+        The vertical label of that panel (say which data it is measured on).
+    figsize : (float, float), optional
+        Defaults to 4.5 inches per panel by 3.5.
+
+    Returns
+    -------
+    numpy.ndarray of Axes
+        The panels, left to right.
+    """
+    if "sweep" not in history.columns:
+        raise ValueError(f"history lacks the 'sweep' column; it has {list(history.columns)}")
+    if columns is None:
+        columns = [c for c in _CHAIN_PANELS if c in history.columns]
+    missing = [c for c in columns if c not in history.columns]
+    if missing:
+        raise ValueError(f"history lacks column(s) {missing}; it has {list(history.columns)}")
+    panels = [([c], *_CHAIN_PANELS.get(c, (c.replace("_", " "), False))) for c in columns]
+    groups = [c for c in precisions if c in history.columns]
+    if groups:
+        panels.append((groups, "factor precision", True))
+    n_panels = len(panels) + (curve is not None)
+    if not n_panels:
+        raise ValueError("nothing to plot: no columns, precisions or curve")
+    fig, axes = plt.subplots(1, n_panels, figsize=figsize or (4.5 * n_panels, 3.5), squeeze=False)
+    axes = axes[0]
+    chains = list(history.groupby("chain")) if "chain" in history.columns else [(None, history)]
+    for ax, (panel, label, log) in zip(axes, panels, strict=False):
+        for chain, rows in chains:
+            for column in panel:
+                name = column if chain is None else f"{column}, chain {chain}"
+                ax.plot(rows["sweep"], rows[column], lw=1.4, label=name)
+        ax.set(xlabel="sweep", ylabel=label, yscale="log" if log else "linear")
+        if len(panel) * len(chains) > 1:
+            ax.legend(title=None, fontsize="small")
+        if burn_in is not None:
+            ax.axvline(burn_in, color="grey", linestyle=":")
+    if curve is not None:
+        ax = axes[-1]
+        ax.plot(curve["samples"], curve["mean"], lw=1.8)
+        ax.set(xlabel="kept samples k", ylabel=curve_label)
+    fig.tight_layout()
+    return axes
+
+
 def plot_fold_results(
     per_fold: pd.DataFrame, *, metric: str = "rmse", sort: bool = False, ax: Axes | None = None
 ) -> Axes:

@@ -70,12 +70,11 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from mfutils import get_device, seed_everything
+from mfutils import get_device, plotting, seed_everything
 from mfutils.data import load_movielens
 from mfutils.experiments import evaluate_folds, fold_labels, rating_folds
 from mfutils.features import DEFAULT_FIELDS, TIME_FIELDS, available_fields
@@ -141,17 +140,7 @@ drawn[:3, :4]
 # %%
 model = BayesianMF(n_factors, sweeps=sweeps, burn_in=burn_in, seed=seed, device=device)
 model.fit(train)
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
-model.history.plot(
-    x="sweep", y="train_rmse", ax=axes[0], legend=False, ylabel="training RMSE of the sample"
-)
-model.history.plot(x="sweep", y="alpha", ax=axes[1], legend=False, ylabel="noise precision α")
-model.history.plot(
-    x="sweep", y=["lambda_user", "lambda_item"], ax=axes[2], logy=True, ylabel="factor precision"
-)
-for ax in axes:
-    ax.axvline(burn_in, color="grey", linestyle=":")
-
+plotting.plot_chain(model.history, burn_in=burn_in)
 # %% [markdown]
 # ## Why average: one sample against the posterior mean
 # Each kept sample alone is one random draw from the posterior, and predicts worse than the
@@ -327,24 +316,13 @@ rungs.round(4)
 
 # %%
 best = fms[rungs.index[-1]]
-fig, axes = plt.subplots(1, 4, figsize=(18, 3.5))
-best.history.plot(x="sweep", y="train_rmse", ax=axes[0], legend=False, ylabel="training RMSE")
-best.history.plot(
-    x="sweep", y="cg_residual", ax=axes[1], legend=False, logy=True, ylabel="CG relative residual"
+plotting.plot_chain(
+    best.history,
+    burn_in=burn_in,
+    columns=["train_rmse", "cg_residual"],
+    curve=best.sample_curve(test),
+    curve_label=f"test RMSE ({where})",
 )
-best.history.plot(
-    x="sweep", y=["lambda_user", "lambda_item"], ax=axes[2], logy=True, ylabel="factor precision"
-)
-best.sample_curve(test).plot(
-    x="samples",
-    y="mean",
-    ax=axes[3],
-    legend=False,
-    ylabel=f"test RMSE ({where})",
-    xlabel="kept samples k",
-)
-axes[0].axvline(burn_in, color="grey", linestyle=":")
-
 # %% [markdown]
 # Its predictive intervals, as for Bayesian MF above (the ordinal model's spread is each
 # sample's mean predictive variance over the training ratings, a scalar).

@@ -242,3 +242,47 @@ def test_plot_alignment_uniformity_labels_each_point():
     assert "alignment" in ax.get_ylabel()
     with pytest.raises(ValueError, match="lacks"):
         plotting.plot_alignment_uniformity(frame.drop(columns="alignment"))
+
+
+def _chain_history(chains: int = 1) -> pd.DataFrame:
+    sweeps = np.arange(1, 31)
+    frames = [
+        pd.DataFrame(
+            {
+                "sweep": sweeps,
+                "train_rmse": 1 / sweeps + 0.8,
+                "alpha": 1.5 + 0 * sweeps,
+                "cg_residual": 10.0 ** -(2 + sweeps % 3),
+                "lambda_user": 20 / sweeps,
+                "lambda_item": 30 / sweeps,
+                **({"chain": k} if chains > 1 else {}),
+            }
+        )
+        for k in range(chains)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_chain_panels_follow_the_history_columns():
+    curve = pd.DataFrame({"samples": [1, 2, 3], "mean": [0.95, 0.93, 0.92]})
+    axes = plotting.plot_chain(_chain_history(), burn_in=5, curve=curve, curve_label="u1 RMSE")
+    labels = [ax.get_ylabel() for ax in axes]
+    assert labels == [
+        "training RMSE of the sample",
+        "noise precision α",
+        "CG relative residual",
+        "factor precision",
+        "u1 RMSE",
+    ]
+    assert [ax.get_yscale() for ax in axes[2:4]] == ["log", "log"]
+    assert len(axes[3].get_lines()) == 3  # lambda_user, lambda_item and the burn-in line
+    assert axes[0].get_lines()[-1].get_xdata()[0] == 5
+
+
+def test_chain_draws_one_line_per_chain_and_names_missing_columns():
+    axes = plotting.plot_chain(_chain_history(chains=2), columns=["train_rmse"], precisions=())
+    assert len(axes) == 1 and len(axes[0].get_lines()) == 2
+    with pytest.raises(ValueError, match="w0"):
+        plotting.plot_chain(_chain_history(), columns=["w0"])
+    with pytest.raises(ValueError, match="sweep"):
+        plotting.plot_chain(pd.DataFrame({"train_rmse": [1.0]}))
