@@ -280,10 +280,10 @@ class MyFMPeer:
         return self.fm.predict(x, X_rel=rel)
 
 
-def peer_models() -> dict[str, Callable[[], object]]:
+def peer_models(*, users: bool) -> dict[str, Callable[[], object]]:
     """Surprise 1.1.x at its defaults, and myFM 0.4 on the features of the Bayesian FM
     presets at the same rank and output, 200 sweeps, 20 discarded (optional extra
-    ``bench``)."""
+    ``bench``); ``BayesianFM-side``'s peer only with a users table (``users``)."""
     try:
         import myfm  # noqa: F401
         from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
@@ -299,7 +299,14 @@ def peer_models() -> dict[str, Callable[[], object]]:
             )
         ),
     }
-    for preset in ("BayesianFM-ids", "BayesianFM-flipped", "BayesianFM", "BayesianFM-ordinal"):
+    side = ("BayesianFM-side",) if users else ()
+    for preset in (
+        "BayesianFM-ids",
+        "BayesianFM-flipped",
+        *side,
+        "BayesianFM",
+        "BayesianFM-ordinal",
+    ):
         options = registry.PRESETS.get(preset, ("BayesianFM", {}))[1]
         peers["myFM" + preset.removeprefix("BayesianFM")] = functools.partial(
             MyFMPeer,
@@ -390,6 +397,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         protocol += f", rating >= {args.like_threshold:g} -> 1"
     else:
         models = package_models(device)
+        if data.users is not None:  # the defaults less the time fields; needs user fields
+            models["BayesianFM-side"] = functools.partial(
+                registry.create, "BayesianFM-side", device=device
+            )
         for name, options in presets.items():
             models[name] = functools.partial(make_model, name, options, device=device)
     if args.tune:
@@ -400,7 +411,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if presets:
         protocol += f"; options from presets {[str(p) for p in args.preset]}"
     if args.peers:
-        models.update(peer_models())
+        models.update(peer_models(users=data.users is not None))
     if args.models or presets:
         chosen = args.models or list(presets)
         unknown = set(chosen) - set(models)

@@ -79,7 +79,8 @@ def explicit_table() -> str:
 BAYESIAN_ROWS = {  # our preset -> (its features, the myFM peer on the same features)
     "BayesianFM-ids": "ids (= Bayesian biased MF)",
     "BayesianFM-flipped": "ids + N(u) + N(i) (SVD++ flipped)",
-    "BayesianFM": "+ side and time fields (the defaults)",
+    "BayesianFM-side": "+ side fields",
+    "BayesianFM": "+ time fields (the defaults)",
     "BayesianFM-ordinal": "+ ordinal output, rank 16",
 }
 

@@ -42,6 +42,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "iALS": ("ImplicitALS", {}),
     "BayesianFM-ids": ("BayesianFM", {"fields": ("user", "item"), "bags": ()}),
     "BayesianFM-flipped": ("BayesianFM", {"fields": ("user", "item")}),
+    # the defaults without the time fields: issue 19's third myFM feature set (needs a users
+    # table, as ML-100K's and ML-1M's)
+    "BayesianFM-side": (
+        "BayesianFM",
+        {"fields": ("user", "gender", "occupation", "item", "genres", "year")},
+    ),
     # chosen on a validation tenth of ML-100K's u1.base (README, "Bayesian models")
     "BayesianFM-ordinal": ("BayesianFM", {"output": "ordinal", "n_factors": 16}),
 }
