@@ -16,8 +16,10 @@ from mfutils.models import (
 )
 from mfutils.models.bayesian import (
     OrdinalProbit,
+    Partners,
     _normal_gamma,
     _normal_wishart,
+    _segment_gram,
     _wishart,
     design_block,
     kept_sweeps,
@@ -280,6 +282,30 @@ def test_eliminating_own_features_then_cg_gives_the_dense_solve(monkeypatch, ids
     solved, residual = sample_block(block, theta, target, other, **options)
     assert float(residual) < 1e-10
     torch.testing.assert_close(solved, dense, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("n_blocks", [2, 3])
+def test_partner_grams_equal_the_sum_over_ratings(n_blocks):
+    """Each block's Gram matrices from the other blocks' entities (the count matrices and
+    the cross terms over entity pairs) equal the sum of ``h_n h_n^T`` over the ratings."""
+    gen = torch.Generator().manual_seed(4)
+    sizes = (6, 7, 3)[:n_blocks]  # users, items, contexts
+    blocks, start = [], 0
+    for name, size in zip(("user", "item", "context")[:n_blocks], sizes, strict=True):
+        entity = torch.randint(0, size, (50,), generator=gen)
+        ids = torch.arange(size)
+        block = design_block(
+            name, entity, ids, ids, torch.ones(size, dtype=torch.float64), size, size, start
+        )
+        blocks.append(block)
+        start = block.stop
+    vectors = [torch.randn(size, 4, generator=gen, dtype=torch.float64) for size in sizes]
+    for k, block in enumerate(blocks):
+        partners = Partners.of(blocks, k)
+        other = sum(vectors[j][blocks[j].entity] for j in partners.others)  # shape: (50, 4)
+        h = torch.cat([other, torch.ones(50, 1, dtype=torch.float64)], 1)
+        want = _segment_gram(block.members, h)
+        torch.testing.assert_close(partners.gram(vectors), want, atol=1e-12, rtol=1e-12)
 
 
 def test_a_block_of_ids_is_drawn_exactly_without_cg_steps():
