@@ -8,6 +8,7 @@
     python benchmarks/explicit.py --tune 30       # nested: tuned per fold (Optuna), then tested
     python benchmarks/explicit.py --preset presets/mf-sgd.json --folds 1
     python benchmarks/explicit.py --dataset ml-1m --data-dir /data/replicas
+    python benchmarks/explicit.py --peers --folds 1 --seed 0 1 2 3 4 --models myFM-ids
 
 Writes ``benchmarks/results/explicit-<dataset>.json``: one record per model with the RMSE of
 every fold, the mean RMSE and MAE and the fit seconds of every fold. Models and peers run in
@@ -25,6 +26,12 @@ training part*, refit with the chosen options on the whole training part and tes
 options chosen on each fold go into the JSON (output name ``...-tuned``). ``--preset FILE ...``
 runs models with the options of ``mfutils tune`` presets (``...-preset``). Peers (Surprise)
 stay at their defaults.
+
+``--seed S ...`` seeds the package models at their defaults and the peers with ``S``
+(default 0; tuned and preset models keep their own); with several seeds every fold is run
+once per seed, labelled ``u1-s0``, ``u1-s1``, ... (the record's mean is over seeds and
+folds): how much of a difference between two models is the seed's. The default output name
+then carries ``-seed<S>`` or ``-seeds<first>-<last>``.
 
 A model that raises on a fold does not stop the run: the error is recorded in the JSON's
 ``failures`` (``model, fold, error``) and shown as ``failed (Type)``; the JSON is rewritten
@@ -61,21 +68,23 @@ from mfutils.tuning import TUNABLE_MODELS, load_preset, make_model, tune
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def package_models(device: torch.device) -> dict[str, Callable[[], object]]:
+def package_models(device: torch.device, *, seed: int = 0) -> dict[str, Callable[[], object]]:
     """The package's explicit models at their defaults (chosen on validation, notebook 02).
 
     The series' models of :func:`mfutils.blending.series_models`, plus the FM on ids alone
     (built from the same table, so ``--tune`` and ``--preset`` change only their options).
     """
-    return series_models(TUNABLE_MODELS, device=device)
+    return series_models(TUNABLE_MODELS, device=device, seed=seed)
 
 
-def binary_models(device: torch.device) -> dict[str, Callable[[], object]]:
+def binary_models(device: torch.device, *, seed: int = 0) -> dict[str, Callable[[], object]]:
     """The models with a binary head (sigmoid, log loss), at the defaults of the rating task."""
     return {
-        "FM-ids": lambda: FactorizationMachine(fields=("user", "item"), binary=True, device=device),
-        "FM-side": lambda: FactorizationMachine(binary=True, device=device),
-        "DeepFM": lambda: DeepFM(binary=True, device=device),
+        "FM-ids": lambda: FactorizationMachine(
+            fields=("user", "item"), binary=True, seed=seed, device=device
+        ),
+        "FM-side": lambda: FactorizationMachine(binary=True, seed=seed, device=device),
+        "DeepFM": lambda: DeepFM(binary=True, seed=seed, device=device),
     }
 
 
@@ -280,10 +289,11 @@ class MyFMPeer:
         return self.fm.predict(x, X_rel=rel)
 
 
-def peer_models(*, users: bool) -> dict[str, Callable[[], object]]:
+def peer_models(*, users: bool, seed: int = 0) -> dict[str, Callable[[], object]]:
     """Surprise 1.1.x at its defaults, and myFM 0.4 on the features of the Bayesian FM
     presets at the same rank and output, 200 sweeps, 20 discarded (optional extra
-    ``bench``); ``BayesianFM-side``'s peer only with a users table (``users``)."""
+    ``bench``); ``BayesianFM-side``'s peer only with a users table (``users``); the
+    stochastic ones seeded with ``seed``."""
     try:
         import myfm  # noqa: F401
         from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
@@ -291,8 +301,8 @@ def peer_models(*, users: bool) -> dict[str, Callable[[], object]]:
         sys.exit("--peers needs scikit-surprise and myfm: pip install -e '.[bench]'")
     peers = {
         "Surprise BaselineOnly": lambda: SurprisePeer(lambda: BaselineOnly(verbose=False)),
-        "Surprise SVD": lambda: SurprisePeer(lambda: SVD(random_state=0)),
-        "Surprise SVD++": lambda: SurprisePeer(lambda: SVDpp(random_state=0)),
+        "Surprise SVD": lambda: SurprisePeer(lambda: SVD(random_state=seed)),
+        "Surprise SVD++": lambda: SurprisePeer(lambda: SVDpp(random_state=seed)),
         "Surprise KNNBaseline": lambda: SurprisePeer(
             lambda: KNNBaseline(
                 sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False
@@ -314,6 +324,7 @@ def peer_models(*, users: bool) -> dict[str, Callable[[], object]]:
             bags=options.get("bags", BAGS),
             rank=options.get("n_factors", 10),
             output=options.get("output", "regression"),
+            seed=seed,
         )
     return peers
 
@@ -335,6 +346,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path to write")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seed of every model and peer; several: every fold once per seed",
+    )
     parser.add_argument(
         "--task",
         choices=("rating", "binary"),
@@ -390,19 +408,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         except (OSError, ValueError) as err:
             parser.error(str(err))
         presets[name] = options
+    if args.task == "binary" and args.peers:
+        parser.error("--peers has no binary task")
     if args.task == "binary":
-        if args.peers:
-            parser.error("--peers has no binary task")
-        models = {**binary_models(device), "constant": ConstantRate}
         protocol += f", rating >= {args.like_threshold:g} -> 1"
-    else:
-        models = package_models(device)
-        if data.users is not None:  # the defaults less the time fields; needs user fields
-            models["BayesianFM-side"] = functools.partial(
-                registry.create, "BayesianFM-side", device=device
-            )
-        for name, options in presets.items():
-            models[name] = functools.partial(make_model, name, options, device=device)
     if args.tune:
         protocol += (
             f"; nested: tuned per fold on a validation part of its training data "
@@ -410,24 +419,44 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         )
     if presets:
         protocol += f"; options from presets {[str(p) for p in args.preset]}"
-    if args.peers:
-        models.update(peer_models(users=data.users is not None))
-    if args.models or presets:
-        chosen = args.models or list(presets)
-        unknown = set(chosen) - set(models)
-        if unknown:
-            parser.error(f"unknown models {sorted(unknown)}; known: {sorted(models)}")
-        models = {name: models[name] for name in chosen}
+    if len(args.seed) > 1:
+        protocol += f"; every fold once per seed {args.seed}"
 
+    def models_of(seed: int) -> dict[str, Callable[[], object]]:
+        if args.task == "binary":
+            models = {**binary_models(device, seed=seed), "constant": ConstantRate}
+        else:
+            models = package_models(device, seed=seed)
+            if data.users is not None:  # the defaults less the time fields; needs user fields
+                models["BayesianFM-side"] = functools.partial(
+                    registry.create, "BayesianFM-side", seed=seed, device=device
+                )
+            for name, options in presets.items():
+                models[name] = functools.partial(make_model, name, options, device=device)
+        if args.peers:
+            models.update(peer_models(users=data.users is not None, seed=seed))
+        if args.models or presets:
+            chosen = args.models or list(presets)
+            unknown = set(chosen) - set(models)
+            if unknown:
+                parser.error(f"unknown models {sorted(unknown)}; known: {sorted(models)}")
+            models = {name: models[name] for name in chosen}
+        return models
+
+    models = models_of(args.seed[0])
     suffix = "".join(
         f"-{v}" for v, default in ((args.task, "rating"), (args.split, "folds")) if v != default
     )
     suffix += "-tuned" if args.tune else "-preset" if presets else ""
+    if args.seed != [0]:
+        seeds = args.seed
+        suffix += f"-seed{seeds[0]}" if len(seeds) == 1 else f"-seeds{seeds[0]}-{seeds[-1]}"
     output = args.output or RESULTS_DIR / f"explicit-{args.dataset}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "dataset": args.dataset,
         "protocol": protocol,
+        "seeds": args.seed,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -462,8 +491,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     # Fold-major order: every model sees fold k before any model sees fold k+1.
     rows, extras, failures = [], {}, []
-    for fold, label in zip(folds, names, strict=True):
-        for name, make in models.items():
+    runs = [
+        (fold, label if len(args.seed) == 1 else f"{label}-s{seed}", models_of(seed))
+        for fold, label in zip(folds, names, strict=True)
+        for seed in args.seed
+    ]
+    for fold, label, seeded in runs:
+        for name, make in seeded.items():
             try:
                 frame, extra = evaluate(make, fold, name, label)
             except Exception as err:  # record it, run the others (the exit status says so)

@@ -8,11 +8,14 @@ README; the prose around it is written by hand and names the command that made t
 Today: ``explicit``, from ``explicit-ml-100k-tuned.json`` (nested tuning, clean),
 ``explicit-ml-100k.json`` (defaults on u1..u5) and ``explicit-ml-latest-small-replica.json``
 (defaults on the replica's fold 1); ``bayesian``, from ``explicit-ml-100k-bayesian.json`` (the
-Bayesian FM presets beside myFM on the same features); ``losses`` and ``losses-replica``, from
-``losses-ml-100k.json`` and ``losses-ml-latest-small-replica.json`` (the loss study over its
-seeds, beside iALS tuned on the same splits and MostPopular); ``notebooks``, the
-series' table, whose topics are written by hand and whose "Open in Colab" links come from the
-repository named in ``pyproject.toml`` (:func:`mfutils.colab.repository`).
+Bayesian FM presets beside myFM on the same features); ``bayesian-seeds``, from
+``explicit-ml-100k-bayesian-seeds0-4.json`` (the same on u1, five seeds each) and
+``explicit-ml-100k-bayesian-threads1.json`` (u1 and u2 on one thread); ``losses`` and
+``losses-replica``, from ``losses-ml-100k.json`` and ``losses-ml-latest-small-replica.json``
+(the loss study over its seeds, beside iALS tuned on the same splits and MostPopular);
+``notebooks``, the series' table, whose topics are written by hand and whose "Open in
+Colab" links come from the repository named in ``pyproject.toml``
+(:func:`mfutils.colab.repository`).
 """
 
 from __future__ import annotations
@@ -107,6 +110,31 @@ def bayesian_table() -> str:
     return "\n".join(lines)
 
 
+def bayesian_seeds_table() -> str:
+    """The Bayesian FM presets against myFM on u1 over five seeds, and on one thread."""
+    seeds = _records("explicit-ml-100k-bayesian-seeds0-4.json")
+    one_thread = _records("explicit-ml-100k-bayesian-threads1.json")
+    lines = [
+        "| features | BayesianFM u1, 5 seeds | s / fit | 1 thread | "
+        "myFM u1, 5 seeds | s / fit | 1 thread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def cells(name: str) -> str:
+        record = seeds.get(name)
+        if record is None or record.get("error"):
+            spread = _cell(record)
+        else:
+            mean, std = _stats(record["rmse"])
+            spread = f"{mean:.4f} ± {std:.4f}"
+        return f"{spread} | {_seconds(record)} | {_seconds(one_thread.get(name))}"
+
+    for preset, features in BAYESIAN_ROWS.items():
+        peer = "myFM" + preset.removeprefix("BayesianFM")
+        lines.append(f"| {features} (`{preset}`) | {cells(preset)} | {cells(peer)} |")
+    return "\n".join(lines)
+
+
 def _stats(values: list[float]) -> tuple[float, float | None]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
@@ -175,6 +203,7 @@ def notebooks_table(current: str) -> str:
 TABLES: dict[str, Callable[[str], str]] = {
     "explicit": lambda current: explicit_table(),
     "bayesian": lambda current: bayesian_table(),
+    "bayesian-seeds": lambda current: bayesian_seeds_table(),
     "losses": lambda current: losses_table("losses-ml-100k.json"),
     "losses-replica": lambda current: losses_table("losses-ml-latest-small-replica.json"),
     "notebooks": notebooks_table,

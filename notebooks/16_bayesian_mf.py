@@ -345,7 +345,8 @@ if dataset == "ml-100k":
     bayes = pd.DataFrame(json.loads(Path(bayes_benchmark).read_text())["models"]).set_index("model")
     point = pd.concat([bench, bayes]).rmse.map(lambda folds: folds[0])
     same_features = point.loc[
-        ["SVDpp", "TimeSVDpp", "FM-side", "IntegratedModel", "myFM-ids", "myFM-flipped", "myFM"]
+        ["SVDpp", "TimeSVDpp", "FM-side", "IntegratedModel"]
+        + ["myFM-ids", "myFM-flipped", "myFM-side", "myFM"]
     ].round(4)
 else:
     same_features = "skipped: the benchmark files are ML-100K's"
@@ -356,8 +357,10 @@ same_features
 # From `benchmarks/explicit.py` at the defaults (the committed JSONs; skipped elsewhere), with
 # the mean seconds per fit. The Bayesian FM rows and myFM's ran in one process on this
 # machine's two cores: `python benchmarks/explicit.py --peers --models BayesianFM-ids
-# BayesianFM-flipped BayesianFM BayesianFM-ordinal myFM-ids myFM-flipped myFM myFM-ordinal
-# --output benchmarks/results/explicit-ml-100k-bayesian.json`.
+# BayesianFM-flipped BayesianFM-side BayesianFM BayesianFM-ordinal myFM-ids myFM-flipped
+# myFM-side myFM myFM-ordinal --output benchmarks/results/explicit-ml-100k-bayesian.json`.
+# myFM's sampler uses one core, ours both: at one thread ours takes 0.9-1.3x myFM's time
+# (`explicit-ml-100k-bayesian-threads1.json`, u1 and u2).
 
 # %%
 if dataset == "ml-100k":
@@ -371,10 +374,12 @@ if dataset == "ml-100k":
             "BayesianMF",
             "BayesianFM-ids",
             "BayesianFM-flipped",
+            "BayesianFM-side",
             "BayesianFM",
             "BayesianFM-ordinal",
             "myFM-ids",
             "myFM-flipped",
+            "myFM-side",
             "myFM",
             "myFM-ordinal",
         ],

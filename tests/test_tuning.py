@@ -214,7 +214,7 @@ def test_benchmark_survives_a_failing_model(data, tmp_path, monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(
-        bench, "package_models", lambda device: {**models(device), "Broken": broken}
+        bench, "package_models", lambda device, **kw: {**models(device, **kw), "Broken": broken}
     )
     out = tmp_path / "bench.json"
     summary = bench.main(
@@ -241,6 +241,25 @@ def test_benchmark_survives_a_failing_model(data, tmp_path, monkeypatch):
     status = dict(zip(summary["model"], summary["status"], strict=True))
     assert status["Broken"] == "u1 failed (RuntimeError), u2 failed (RuntimeError)"
     assert status["ItemKNN"] == "ok" and len(summary.attrs["failures"]) == 2
+
+
+def test_benchmark_runs_every_fold_once_per_seed(data, tmp_path, monkeypatch):
+    bench = _benchmark(monkeypatch, data)
+    seeds = []
+    models = bench.package_models
+
+    def spy(device, *, seed):
+        seeds.append(seed)
+        return models(device, seed=seed)
+
+    monkeypatch.setattr(bench, "package_models", spy)
+    out = tmp_path / "seeds.json"
+    args = ["--models", "BiasedMF-SGD", "--folds", "1", "--seed", "3", "4", "--device", "cpu"]
+    bench.main([*args, "--output", str(out)])
+    payload = json.loads(out.read_text())
+    (record,) = payload["models"]
+    assert record["folds"] == ["u1-s3", "u1-s4"] and payload["meta"]["seeds"] == [3, 4]
+    assert record["rmse"][0] != record["rmse"][1] and set(seeds) == {3, 4}
 
 
 def test_benchmark_nested_tuning_uses_each_training_fold_only(data, tmp_path, monkeypatch):
