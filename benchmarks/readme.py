@@ -126,7 +126,7 @@ def bayesian_seeds_table() -> str:
             spread = _cell(record)
         else:
             mean, std = _stats(record["rmse"])
-            spread = f"{mean:.4f} ± {std:.4f}"
+            spread = f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
         return f"{spread} | {_seconds(record)} | {_seconds(one_thread.get(name))}"
 
     for preset, features in BAYESIAN_ROWS.items():
